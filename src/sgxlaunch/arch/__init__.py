@@ -1,0 +1,53 @@
+"""Layer 1: the SGX architecture as the SDM defines it — constants, enums and structures."""
+
+from sgxlaunch.arch.constants import (
+    AttributeFlag,
+    Encls,
+    Enclu,
+    KeyName,
+    KeyPolicy,
+    MiscSelect,
+    PageType,
+    SecinfoFlag,
+    SgxStatus,
+    TcsFlag,
+)
+from sgxlaunch.arch.structs import (
+    ALL_STRUCTURES,
+    Attributes,
+    EinitToken,
+    KeyRequest,
+    PageInfo,
+    Pcmd,
+    Report,
+    Secinfo,
+    Secs,
+    Sigstruct,
+    TargetInfo,
+    Tcs,
+)
+
+__all__ = [
+    "ALL_STRUCTURES",
+    "AttributeFlag",
+    "Attributes",
+    "EinitToken",
+    "Encls",
+    "Enclu",
+    "KeyName",
+    "KeyPolicy",
+    "KeyRequest",
+    "MiscSelect",
+    "PageInfo",
+    "PageType",
+    "Pcmd",
+    "Report",
+    "Secinfo",
+    "SecinfoFlag",
+    "Secs",
+    "SgxStatus",
+    "Sigstruct",
+    "TargetInfo",
+    "Tcs",
+    "TcsFlag",
+]

@@ -1,0 +1,242 @@
+"""The field-table machinery behind every SGX structure.
+
+Each structure declares one table of :class:`Field` rows (name, offset, size, kind). From that
+table this module derives, once at import time:
+
+* a precompiled :class:`struct.Struct` that packs and unpacks the whole structure in one call;
+* a check that the rows tile ``[0, SIZE)`` exactly (no gap, no overlap) and that the dataclass
+  has one attribute per row, in the same order;
+* strict parsing (exact length, every reserved range zero, then the structure's own checks) and
+  raw parsing (exact length only), both raising only :class:`~sgxlaunch.errors.MalformedInput`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeVar
+
+from sgxlaunch.errors import MalformedInput
+
+_INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+_S = TypeVar("_S", bound="type[Structure]")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One row of a structure's layout table.
+
+    Attributes:
+        name: attribute name (the SDM field name in lower case).
+        offset: byte offset in the structure.
+        size: size in bytes.
+        kind: ``"int"`` (little-endian unsigned), ``"bytes"``, ``"reserved"`` (bytes that must
+            be zero in strict mode) or ``"struct"`` (a nested structure, see ``nested``).
+        nested: the nested structure class for ``kind == "struct"``.
+    """
+
+    name: str
+    offset: int
+    size: int
+    kind: str
+    nested: Any = None
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+def u(name: str, offset: int, size: int) -> Field:
+    """An unsigned little-endian integer field."""
+    return Field(name, offset, size, "int")
+
+
+def raw(name: str, offset: int, size: int) -> Field:
+    """A byte-string field kept exactly as stored."""
+    return Field(name, offset, size, "bytes")
+
+
+def reserved(name: str, offset: int, size: int) -> Field:
+    """A reserved range: must be zero in strict parsing."""
+    return Field(name, offset, size, "reserved")
+
+
+def nested(name: str, offset: int, cls: Any) -> Field:
+    """A nested structure (e.g. ATTRIBUTES inside SIGSTRUCT)."""
+    return Field(name, offset, int(cls.SIZE), "struct", cls)
+
+
+class Structure:
+    """Base of every SGX structure dataclass.
+
+    Subclasses are frozen, slotted, keyword-only dataclasses that set ``SIZE``, ``NAME`` and
+    ``FIELDS`` and then call :func:`finalize` on themselves.
+    """
+
+    __slots__ = ()
+
+    SIZE: ClassVar[int]
+    NAME: ClassVar[str]
+    FIELDS: ClassVar[tuple[Field, ...]]
+    _STRUCT: ClassVar[struct.Struct]
+
+    # -- parsing ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_bytes_raw(cls, data: bytes | bytearray | memoryview) -> Self:
+        """Parse checking only the length (for the emulated processor, which checks itself).
+
+        Raises:
+            MalformedInput: ``data`` is not exactly ``SIZE`` bytes long.
+        """
+        if len(data) != cls.SIZE:
+            raise MalformedInput(
+                f"{cls.NAME} must be exactly {cls.SIZE} bytes, got {len(data)}",
+                field=cls.NAME,
+                offset=min(len(data), cls.SIZE),
+            )
+        values = cls._STRUCT.unpack(data)
+        kwargs: dict[str, Any] = {}
+        for fld, value in zip(cls.FIELDS, values, strict=True):
+            if fld.kind == "struct":
+                kwargs[fld.name] = fld.nested.from_bytes_raw(value)
+            else:
+                kwargs[fld.name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
+        """Parse strictly: exact length, every reserved range zero, the structure's constants.
+
+        Raises:
+            MalformedInput: naming the field and offset at fault.
+        """
+        obj = cls.from_bytes_raw(data)
+        obj.check_strict()
+        return obj
+
+    def check_strict(self) -> None:
+        """Raise :class:`MalformedInput` if a reserved range is non-zero or a constant is off."""
+        for fld in self.FIELDS:
+            value = getattr(self, fld.name)
+            if fld.kind == "reserved" and any(value):
+                first = next(i for i, b in enumerate(value) if b)
+                raise MalformedInput(
+                    f"{self.NAME}: reserved bytes {fld.offset}..{fld.end - 1} must be zero",
+                    field=f"{self.NAME.lower()}.{fld.name}",
+                    offset=fld.offset + first,
+                )
+            if fld.kind == "struct":
+                try:
+                    value.check_strict()
+                except MalformedInput as exc:
+                    raise MalformedInput(
+                        f"{self.NAME}.{fld.name}: {exc.message}",
+                        field=f"{self.NAME.lower()}.{fld.name}",
+                        offset=fld.offset + (exc.offset or 0),
+                    ) from None
+        self._check_constants()
+
+    def _check_constants(self) -> None:
+        """Structure-specific strict checks; the default has none."""
+
+    def nonzero_reserved(self) -> str | None:
+        """Name of the first reserved range holding a non-zero byte, or ``None``."""
+        for fld in self.FIELDS:
+            if fld.kind == "reserved" and any(getattr(self, fld.name)):
+                return fld.name
+        return None
+
+    # -- serialization ----------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Serialize to exactly ``SIZE`` bytes."""
+        values = []
+        for fld in self.FIELDS:
+            value = getattr(self, fld.name)
+            values.append(value.to_bytes() if fld.kind == "struct" else value)
+        return self._STRUCT.pack(*values)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed (validated like a new instance)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fields as JSON-ready values: ints as numbers, bytes as lower-case hex."""
+        out: dict[str, Any] = {}
+        for fld in self.FIELDS:
+            value = getattr(self, fld.name)
+            if fld.kind == "struct":
+                out[fld.name] = value.to_dict()
+            elif fld.kind == "int":
+                out[fld.name] = value
+            else:
+                out[fld.name] = bytes(value).hex()
+        return out
+
+    # -- validation of constructed values -----------------------------------------------------
+
+    def _validate_fields(self) -> None:
+        for fld in self.FIELDS:
+            value = getattr(self, fld.name)
+            if fld.kind == "int":
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise MalformedInput(
+                        f"{self.NAME}.{fld.name} must be an integer", field=fld.name
+                    )
+                if not 0 <= value < (1 << (8 * fld.size)):
+                    raise MalformedInput(
+                        f"{self.NAME}.{fld.name} = {value} does not fit in {fld.size} bytes",
+                        field=fld.name,
+                    )
+            elif fld.kind == "struct":
+                if not isinstance(value, fld.nested):
+                    raise MalformedInput(
+                        f"{self.NAME}.{fld.name} must be a {fld.nested.NAME}", field=fld.name
+                    )
+            else:
+                if not isinstance(value, bytes):
+                    if isinstance(value, bytearray | memoryview):
+                        object.__setattr__(self, fld.name, bytes(value))
+                        value = getattr(self, fld.name)
+                    else:
+                        raise MalformedInput(
+                            f"{self.NAME}.{fld.name} must be bytes", field=fld.name
+                        )
+                if len(value) != fld.size:
+                    raise MalformedInput(
+                        f"{self.NAME}.{fld.name} must be {fld.size} bytes, got {len(value)}",
+                        field=fld.name,
+                    )
+
+    def __post_init__(self) -> None:
+        self._validate_fields()
+
+
+def finalize(cls: _S) -> _S:
+    """Check a structure's table against its size and dataclass fields; compile its packer."""
+    fields = cls.FIELDS
+    pos = 0
+    fmt = "<"
+    for fld in fields:
+        assert fld.offset == pos, f"{cls.__name__}.{fld.name}: gap/overlap at {pos}"
+        if fld.kind == "int":
+            assert fld.size in _INT_CODES, f"{cls.__name__}.{fld.name}: bad int size"
+            fmt += _INT_CODES[fld.size]
+        else:
+            fmt += f"{fld.size}s"
+        pos = fld.end
+    assert pos == cls.SIZE, f"{cls.__name__}: table covers {pos} bytes, SIZE is {cls.SIZE}"
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    assert names == tuple(f.name for f in fields), f"{cls.__name__}: dataclass/table mismatch"
+    packer = struct.Struct(fmt)
+    assert packer.size == cls.SIZE
+    cls._STRUCT = packer
+    return cls
+
+
+def zeros(n: int) -> Any:
+    """A dataclass default of ``n`` zero bytes."""
+    return dataclasses.field(default=bytes(n))

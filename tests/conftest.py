@@ -1,0 +1,44 @@
+"""Shared test fixtures: where the read-only vectors live (``../shared/vectors`` beside the repo)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_VECTORS = REPO.parent / "shared" / "vectors"
+
+
+def shared_vectors() -> Path:
+    if not SHARED_VECTORS.is_dir():
+        pytest.fail(f"the shared vectors are missing: expected {SHARED_VECTORS}")
+    return SHARED_VECTORS
+
+
+def vector_index() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((shared_vectors() / "INDEX.json").read_text())
+    return data
+
+
+def sigstruct_vectors() -> list[tuple[str, dict[str, Any]]]:
+    """(relative path, recorded facts) of every SIGSTRUCT in the shared vectors."""
+    return sorted(
+        (path, entry["facts"])
+        for path, entry in vector_index().items()
+        if entry.get("kind") == "sigstruct"
+    )
+
+
+def sgxs_vectors() -> list[tuple[str, str]]:
+    """(relative path, recorded MRENCLAVE = sha256 of the file) of every .sgxs vector."""
+    return sorted(
+        (path, entry["sha256"]) for path, entry in vector_index().items() if path.endswith(".sgxs")
+    )
+
+
+@pytest.fixture
+def vectors() -> Path:
+    return shared_vectors()
