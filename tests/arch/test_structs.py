@@ -114,9 +114,7 @@ def valid_bytes(cls: Any, rng: random.Random) -> bytes:
         buf[512:516] = (3).to_bytes(4, "little")
     elif cls is EinitToken:
         buf[0:4] = rng.choice([0, 1]).to_bytes(4, "little")
-    elif cls is Secinfo:
-        buf[0:8] = (int.from_bytes(buf[0:8], "little") & 0xFF3F).to_bytes(8, "little")
-    elif cls is Pcmd:
+    elif cls is Secinfo or cls is Pcmd:
         buf[0:8] = (int.from_bytes(buf[0:8], "little") & 0xFF3F).to_bytes(8, "little")
     elif cls is Tcs:
         buf[8:16] = (int.from_bytes(buf[8:16], "little") & 0x3).to_bytes(8, "little")
@@ -128,7 +126,7 @@ def valid_bytes(cls: Any, rng: random.Random) -> bytes:
 
 @pytest.mark.parametrize("cls", STRUCTS, ids=IDS)
 def test_size_matches_spec(cls: Any) -> None:
-    assert cls.SIZE == SPEC_SIZES[cls]
+    assert SPEC_SIZES[cls] == cls.SIZE
     assert len(cls().to_bytes()) == SPEC_SIZES[cls]
 
 
@@ -349,7 +347,8 @@ SDK_TYPE = (0x80000000).to_bytes(4, "little")
 
 def _sigstruct_bytes() -> bytearray:
     data = bytearray(Sigstruct().to_bytes())
-    assert data[0:16] == HEADER and data[24:40] == HEADER2
+    assert data[0:16] == HEADER
+    assert data[24:40] == HEADER2
     return data
 
 
