@@ -158,6 +158,7 @@ def assemble(data: bytes, public_key: rsa.RSAPublicKey, signature_be: bytes) -> 
     buf = bytearray(Sigstruct.SIZE)
     buf[0:128] = data[0:128]
     buf[900:1028] = data[128:256]
+    buf[512:516] = SIGSTRUCT_EXPONENT.to_bytes(4, "little")  # unsigned; set by _with_signature
     body = Sigstruct.from_bytes(bytes(buf))
     signed = _with_signature(body, public_key, signature_be)
     verify(signed)
@@ -181,9 +182,7 @@ def verify(sig: Sigstruct) -> None:
         QuotientInvalid: check 4 failed.
     """
     if sig.exponent != SIGSTRUCT_EXPONENT:
-        raise SignatureInvalid(
-            "SIGSTRUCT.EXPONENT is not 3", expected="3", found=str(sig.exponent)
-        )
+        raise SignatureInvalid("SIGSTRUCT.EXPONENT is not 3", expected="3", found=str(sig.exponent))
     n = sig.modulus_int
     if n.bit_length() != KEY_BITS or n % 2 == 0:
         raise SignatureInvalid(

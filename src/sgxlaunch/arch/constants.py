@@ -1,6 +1,7 @@
 """SGX architectural constants and enums, as the Intel SDM defines them.
 
-Sources are cited per group; ``../shared/reference/sgx-launch-spec.md`` collects them (§0, §1, §4.1).
+Sources are cited per group; ``../shared/reference/sgx-launch-spec.md`` §0, §1 and §4.1
+collect them.
 """
 
 from __future__ import annotations
@@ -30,10 +31,7 @@ VENDOR_NONE = 0x0000
 SIGSTRUCT_EXPONENT = 3
 
 HARDCODED_PKCS1_5_PADDING = (
-    b"\x00\x01"
-    + b"\xff" * 330
-    + b"\x00"
-    + bytes.fromhex("3031300d060960864801650304020105000420")
+    b"\x00\x01" + b"\xff" * 330 + b"\x00" + bytes.fromhex("3031300d060960864801650304020105000420")
 )
 """The 352-byte prefix of every valid SIGSTRUCT EM (SDM EINIT ``HARDCODED_PKCS1_5_PADDING``)."""
 assert len(HARDCODED_PKCS1_5_PADDING) == 352
@@ -104,7 +102,9 @@ class AttributeFlag(enum.IntFlag):
     AEXNOTIFY = 1 << 10
 
 
-ATTRIBUTE_FLAGS_RESERVED_MASK = (1 << 3) | (1 << 6) | (1 << 8) | (1 << 9) | (~((1 << 11) - 1) & (2**64 - 1))
+ATTRIBUTE_FLAGS_RESERVED_MASK = (
+    (1 << 3) | (1 << 6) | (1 << 8) | (1 << 9) | (~((1 << 11) - 1) & (2**64 - 1))
+)
 """Reserved FLAGS bits per the kernel's ``SGX_ATTR_RESERVED_MASK`` (CET, bit 6, is treated as
 reserved because CET is not modelled)."""
 

@@ -29,7 +29,6 @@ from sgxlaunch.arch.constants import (
 from sgxlaunch.errors import MalformedInput
 
 
-
 @finalize
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Attributes(Structure):

@@ -1,0 +1,169 @@
+"""What every CLI command shares: error mapping, file I/O at the edge, JSON and integer options.
+
+Exit codes (DESIGN.md "Errors"): 0 success, 1 verification failure or denial, 2 usage or
+malformed input. Messages go to stderr, one line first, detail after; stdout carries only the
+result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import click
+
+from sgxlaunch.errors import (
+    MalformedInput,
+    PolicyDenied,
+    SgxlaunchError,
+    UsageError,
+    VerificationFailed,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_INPUT_BYTES = 64 << 20
+"""Largest file the small-structure commands read whole (images are streamed instead)."""
+
+
+def fail(error: SgxlaunchError) -> NoReturn:
+    """Print an error on stderr in the project's format and exit with its code."""
+    if isinstance(error, VerificationFailed):
+        kind = "verification failed"
+    elif isinstance(error, PolicyDenied):
+        kind = "denied"
+    else:
+        kind = "error"
+    click.echo(f"sgxlaunch: {kind}: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Map the project's exceptions (and OS errors on files) to messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except SgxlaunchError as exc:
+            fail(exc)
+        except OSError as exc:
+            name = exc.filename if exc.filename is not None else "?"
+            fail(UsageError(f"{name}: {exc.strerror or exc}"))
+
+    return wrapper
+
+
+def read_input(path: str | Path, *, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """Read a whole (small) input file, refusing oversize ones before reading them.
+
+    Raises:
+        MalformedInput: the file is larger than ``limit``.
+        OSError: the file cannot be read (mapped by :func:`handle_errors`).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > limit:
+        raise MalformedInput(
+            f"file is {size} bytes, more than the {limit}-byte limit", source=str(path)
+        )
+    return path.read_bytes()
+
+
+def write_output(path: str | Path, data: bytes, *, mode: int = 0o644, force: bool = False) -> None:
+    """Write ``data`` atomically: a temporary file in the same directory, then rename.
+
+    Nothing is left behind on failure. Without ``force`` an existing file is refused.
+
+    Raises:
+        UsageError: the file exists and ``force`` is false.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise UsageError(f"{path}: exists; use --force to overwrite it")
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        if not force and path.exists():
+            raise UsageError(f"{path}: exists; use --force to overwrite it")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def echo_json(value: Any) -> None:
+    """Print one JSON document on stdout."""
+    click.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+class IntParam(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """An integer given in decimal or ``0x`` hex, within ``[0, 2**bits)``.
+
+    Python's ``int()`` would also accept whitespace, ``_`` and non-ASCII digits; this does not.
+    """
+
+    name = "integer"
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            text = str(value)
+            number_or_none = parse_int_text(text)
+            if number_or_none is None:
+                self.fail(f"{text!r} is not a decimal or 0x-hex integer", param, ctx)
+            number = number_or_none
+        if not 0 <= number < (1 << self.bits):
+            self.fail(f"{value} does not fit in {self.bits} bits", param, ctx)
+        return number
+
+
+def parse_int_text(text: str) -> int | None:
+    """Parse ``123`` or ``0x7b`` (ASCII only); ``None`` if it is neither."""
+    if text.lower().startswith("0x"):
+        digits = text[2:]
+        if digits and all(c in "0123456789abcdefABCDEF" for c in digits) and len(digits) <= 64:
+            return int(digits, 16)
+        return None
+    if text and text.isascii() and text.isdigit() and len(text) <= 40:
+        return int(text)
+    return None
+
+
+class HexBytesParam(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """A byte string given as exactly ``size`` bytes of hex (no whitespace, either case)."""
+
+    name = "hex"
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        text = str(value)
+        if text.lower().startswith("0x"):
+            text = text[2:]
+        if len(text) != 2 * self.size or not all(c in "0123456789abcdefABCDEF" for c in text):
+            self.fail(f"expected {self.size} bytes as {2 * self.size} hex digits", param, ctx)
+        return bytes.fromhex(text)
