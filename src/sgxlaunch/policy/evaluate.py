@@ -1,0 +1,360 @@
+"""Evaluating a launch policy for one enclave: a verdict with the allowing rule or every reason.
+
+Semantics, in order:
+
+1. An expired policy (``expires <= now``) allows nothing.
+2. Candidate rules are found through three indexes — by MRENCLAVE, by (MRSIGNER, ISVPRODID)
+   and by MRSIGNER — so the cost does not grow with the number of rules (every rule names an
+   MRENCLAVE or an MRSIGNER, so every rule sits in exactly one index).
+3. A ``deny`` rule whose identity fields all match wins over any allow rule.
+4. The first (lowest position) ``allow`` rule whose identity fields match *and* whose
+   permissions cover the enclave's attributes allows the launch.
+5. Otherwise the launch is denied, with every reason: for each candidate rule, each field that
+   did not match (expected vs found); if no rule names the enclave, that.
+
+Attribute permissions: DEBUG, PROVISIONKEY and KSS need the allow rule's ``debug``,
+``provisionkey``, ``kss``; EINITTOKEN_KEY is never granted by policy (only the owner's launch
+enclave holds it, and it launches without a token); reserved or unmodelled FLAGS bits (including
+INIT and CET) are refused; XFRM and MISCSELECT must lie within the rule's masks, when given.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sgxlaunch.arch.constants import AttributeFlag
+from sgxlaunch.arch.structs import Sigstruct
+from sgxlaunch.errors import PolicyDenied, UsageError
+from sgxlaunch.policy import _json
+from sgxlaunch.policy.model import LaunchPolicy, Rule
+
+_DEBUG = int(AttributeFlag.DEBUG)
+_PROVISIONKEY = int(AttributeFlag.PROVISIONKEY)
+_KSS = int(AttributeFlag.KSS)
+_EINITTOKEN_KEY = int(AttributeFlag.EINITTOKEN_KEY)
+_FREE_FLAGS = int(AttributeFlag.MODE64BIT | AttributeFlag.AEXNOTIFY)
+_KNOWN_FLAGS = _FREE_FLAGS | _DEBUG | _PROVISIONKEY | _KSS | _EINITTOKEN_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class EnclaveIdentity:
+    """The fields a launch policy looks at (from a SIGSTRUCT, or the enclave's actual SECS).
+
+    Attributes:
+        mrenclave: 32 bytes.
+        mrsigner: 32 bytes.
+        isvprodid, isvsvn: 16-bit integers.
+        isvfamilyid, isvextprodid: 16 bytes each.
+        flags, xfrm: ATTRIBUTES.FLAGS and ATTRIBUTES.XFRM.
+        miscselect: MISCSELECT.
+    """
+
+    mrenclave: bytes
+    mrsigner: bytes
+    isvprodid: int = 0
+    isvsvn: int = 0
+    isvfamilyid: bytes = bytes(16)
+    isvextprodid: bytes = bytes(16)
+    flags: int = 0
+    xfrm: int = 0
+    miscselect: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.mrenclave) != 32 or len(self.mrsigner) != 32:
+            raise UsageError("MRENCLAVE and MRSIGNER must be 32 bytes each")
+        if len(self.isvfamilyid) != 16 or len(self.isvextprodid) != 16:
+            raise UsageError("ISVFAMILYID and ISVEXTPRODID must be 16 bytes each")
+
+    @classmethod
+    def from_sigstruct(cls, sig: Sigstruct) -> EnclaveIdentity:
+        """The identity a SIGSTRUCT declares (ATTRIBUTES as signed, MRSIGNER from MODULUS)."""
+        return cls(
+            mrenclave=sig.enclavehash,
+            mrsigner=sig.mrsigner,
+            isvprodid=sig.isvprodid,
+            isvsvn=sig.isvsvn,
+            isvfamilyid=sig.isvfamilyid,
+            isvextprodid=sig.isvextprodid,
+            flags=sig.attributes.flags,
+            xfrm=sig.attributes.xfrm,
+            miscselect=sig.miscselect,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "mrenclave": self.mrenclave.hex(),
+            "mrsigner": self.mrsigner.hex(),
+            "isvprodid": self.isvprodid,
+            "isvsvn": self.isvsvn,
+            "isvfamilyid": self.isvfamilyid.hex(),
+            "isvextprodid": self.isvextprodid.hex(),
+            "flags": f"0x{self.flags:x}",
+            "xfrm": f"0x{self.xfrm:x}",
+            "miscselect": f"0x{self.miscselect:x}",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One reason a rule did not allow the launch (or a deny rule did match)."""
+
+    rule: str | None
+    field: str
+    expected: str
+    found: str
+
+    def __str__(self) -> str:
+        where = f"rule {self.rule}" if self.rule is not None else "policy"
+        return f"{where}: {self.field}: expected {self.expected}, found {self.found}"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "rule": self.rule,
+            "field": self.field,
+            "expected": self.expected,
+            "found": self.found,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict for one enclave.
+
+    Attributes:
+        allowed: whether the policy allows the launch.
+        rule: the allowing rule's id; for a denial, the deny rule's id if one matched.
+        reasons: every reason for a denial (empty when allowed).
+        policy_version: the version of the policy that decided.
+    """
+
+    allowed: bool
+    rule: str | None
+    reasons: tuple[Reason, ...]
+    policy_version: int
+
+    def require(self) -> None:
+        """Raise unless allowed.
+
+        Raises:
+            PolicyDenied: the launch is denied; ``rule`` and ``detail`` carry the reasons.
+        """
+        if self.allowed:
+            return
+        head = (
+            f"launch denied by rule {self.rule}"
+            if self.rule is not None
+            else "launch denied: no rule of the owner's policy allows this enclave"
+        )
+        raise PolicyDenied(
+            f"{head} (policy version {self.policy_version})",
+            rule=self.rule,
+            detail=[str(r) for r in self.reasons],
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "allowed": self.allowed,
+            "rule": self.rule,
+            "policy_version": self.policy_version,
+            "reasons": [r.describe() for r in self.reasons],
+        }
+
+
+def _hex_eq(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def identity_mismatches(rule: Rule, e: EnclaveIdentity) -> list[Reason]:
+    """Each identity field of ``rule`` that ``e`` does not match (empty: the identity matches)."""
+    out: list[Reason] = []
+    if rule.mrenclave is not None and not _hex_eq(rule.mrenclave, e.mrenclave):
+        out.append(Reason(rule.id, "mrenclave", rule.mrenclave.hex(), e.mrenclave.hex()))
+    if rule.mrsigner is not None and not _hex_eq(rule.mrsigner, e.mrsigner):
+        out.append(Reason(rule.id, "mrsigner", rule.mrsigner.hex(), e.mrsigner.hex()))
+    if rule.isvprodid is not None and rule.isvprodid != e.isvprodid:
+        out.append(Reason(rule.id, "isvprodid", str(rule.isvprodid), str(e.isvprodid)))
+    if rule.isvsvn is not None and not rule.isvsvn[0] <= e.isvsvn <= rule.isvsvn[1]:
+        low, high = rule.isvsvn
+        out.append(Reason(rule.id, "isvsvn", f"{low}..{high}", str(e.isvsvn)))
+    if rule.isvfamilyid is not None and not _hex_eq(rule.isvfamilyid, e.isvfamilyid):
+        out.append(Reason(rule.id, "isvfamilyid", rule.isvfamilyid.hex(), e.isvfamilyid.hex()))
+    if rule.isvextprodid is not None and not _hex_eq(rule.isvextprodid, e.isvextprodid):
+        out.append(Reason(rule.id, "isvextprodid", rule.isvextprodid.hex(), e.isvextprodid.hex()))
+    return out
+
+
+def permission_problems(rule: Rule, e: EnclaveIdentity) -> list[Reason]:
+    """Each attribute of ``e`` that allow-rule ``rule`` does not permit."""
+    out: list[Reason] = []
+    flags = e.flags
+    if flags & _DEBUG and not rule.debug:
+        out.append(Reason(rule.id, "attributes.debug", "DEBUG=0 (rule has no debug)", "DEBUG=1"))
+    if flags & _PROVISIONKEY and not rule.provisionkey:
+        out.append(
+            Reason(
+                rule.id,
+                "attributes.provisionkey",
+                "PROVISIONKEY=0 (rule has no provisionkey)",
+                "PROVISIONKEY=1",
+            )
+        )
+    if flags & _KSS and not rule.kss:
+        out.append(Reason(rule.id, "attributes.kss", "KSS=0 (rule has no kss)", "KSS=1"))
+    if flags & _EINITTOKEN_KEY:
+        out.append(
+            Reason(
+                rule.id,
+                "attributes.einittoken_key",
+                "EINITTOKEN_KEY=0 (never granted by policy)",
+                "EINITTOKEN_KEY=1",
+            )
+        )
+    unknown = flags & ~_KNOWN_FLAGS
+    if unknown:
+        out.append(
+            Reason(rule.id, "attributes.flags", "no reserved or unmodelled bits", f"0x{unknown:x}")
+        )
+    if rule.xfrm_mask is not None and e.xfrm & ~rule.xfrm_mask:
+        out.append(Reason(rule.id, "xfrm", f"within mask 0x{rule.xfrm_mask:x}", f"0x{e.xfrm:x}"))
+    if rule.miscselect_mask is not None and e.miscselect & ~rule.miscselect_mask:
+        out.append(
+            Reason(
+                rule.id,
+                "miscselect",
+                f"within mask 0x{rule.miscselect_mask:x}",
+                f"0x{e.miscselect:x}",
+            )
+        )
+    return out
+
+
+class _Index:
+    """Rules of one effect, bucketed by MRENCLAVE, (MRSIGNER, ISVPRODID) and MRSIGNER."""
+
+    __slots__ = ("by_mrenclave", "by_signer", "by_signer_prod")
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.by_mrenclave: dict[bytes, list[Rule]] = {}
+        self.by_signer_prod: dict[tuple[bytes, int], list[Rule]] = {}
+        self.by_signer: dict[bytes, list[Rule]] = {}
+        for rule in rules:
+            if rule.mrenclave is not None:
+                self.by_mrenclave.setdefault(rule.mrenclave, []).append(rule)
+            elif rule.mrsigner is not None and rule.isvprodid is not None:
+                key = (rule.mrsigner, rule.isvprodid)
+                self.by_signer_prod.setdefault(key, []).append(rule)
+            elif rule.mrsigner is not None:
+                self.by_signer.setdefault(rule.mrsigner, []).append(rule)
+            else:  # pragma: no cover - Rule.from_doc refuses such rules
+                raise UsageError(f"rule {rule.id} names neither MRSIGNER nor MRENCLAVE")
+
+    def candidates(self, e: EnclaveIdentity) -> list[Rule]:
+        found: list[Rule] = []
+        bucket = self.by_mrenclave.get(e.mrenclave)
+        if bucket:
+            found.extend(bucket)
+        bucket = self.by_signer_prod.get((e.mrsigner, e.isvprodid))
+        if bucket:
+            found.extend(bucket)
+        bucket = self.by_signer.get(e.mrsigner)
+        if bucket:
+            found.extend(bucket)
+        if len(found) > 1:
+            found.sort(key=_position)
+        return found
+
+
+def _position(rule: Rule) -> int:
+    return rule.position
+
+
+class PolicyIndex:
+    """A launch policy prepared for evaluation (build once per installed policy)."""
+
+    __slots__ = ("_allow", "_deny", "policy")
+
+    def __init__(self, policy: LaunchPolicy) -> None:
+        self.policy = policy
+        self._allow = _Index(policy.allow)
+        self._deny = _Index(policy.deny)
+
+    def evaluate(self, enclave: EnclaveIdentity | Sigstruct, now: datetime) -> Decision:
+        """The verdict for ``enclave`` at ``now`` (see the module docstring for the order).
+
+        Raises:
+            UsageError: ``now`` is not timezone-aware.
+        """
+        if now.tzinfo is None:
+            raise UsageError("now must be a timezone-aware datetime (UTC)")
+        e = enclave if isinstance(enclave, EnclaveIdentity) else identity_of(enclave)
+        policy = self.policy
+        if policy.is_expired(now):
+            return Decision(
+                False,
+                None,
+                (
+                    Reason(
+                        None,
+                        "expires",
+                        f"a policy valid at {_json.format_time(now)}",
+                        f"expired at {_json.format_time(policy.expires)}",
+                    ),
+                ),
+                policy.version,
+            )
+        deny_hits = [r for r in self._deny.candidates(e) if not identity_mismatches(r, e)]
+        if deny_hits:
+            reasons = tuple(
+                Reason(r.id, "rule", "no matching deny rule", "deny rule matched")
+                for r in deny_hits
+            )
+            return Decision(False, deny_hits[0].id, reasons, policy.version)
+        reasons_list: list[Reason] = []
+        candidates = self._allow.candidates(e)
+        for rule in candidates:
+            problems = identity_mismatches(rule, e) or permission_problems(rule, e)
+            if not problems:
+                return Decision(True, rule.id, (), policy.version)
+            reasons_list.extend(problems)
+        if not candidates:
+            reasons_list.append(
+                Reason(
+                    None,
+                    "mrenclave/mrsigner",
+                    "an allow rule naming this MRENCLAVE, or this MRSIGNER (and ISVPRODID)",
+                    "none"
+                    if policy.allow
+                    else "none: the allow list is empty, so nothing is allowed",
+                )
+            )
+        return Decision(False, None, tuple(reasons_list), policy.version)
+
+
+def identity_of(enclave: EnclaveIdentity | Sigstruct) -> EnclaveIdentity:
+    """Accept either a SIGSTRUCT or an :class:`EnclaveIdentity`.
+
+    Raises:
+        UsageError: ``enclave`` is neither.
+    """
+    if isinstance(enclave, EnclaveIdentity):
+        return enclave
+    if isinstance(enclave, Sigstruct):
+        return EnclaveIdentity.from_sigstruct(enclave)
+    raise UsageError(f"cannot evaluate a {type(enclave).__name__}; pass a Sigstruct")
+
+
+def evaluate(
+    policy: LaunchPolicy | PolicyIndex, enclave: EnclaveIdentity | Sigstruct, now: datetime
+) -> Decision:
+    """One-shot evaluation (builds the index when given a bare policy; keep a
+    :class:`PolicyIndex` to evaluate many enclaves).
+    """
+    index = policy if isinstance(policy, PolicyIndex) else PolicyIndex(policy)
+    return index.evaluate(enclave, now)
