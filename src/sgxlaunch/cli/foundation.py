@@ -566,7 +566,18 @@ def _print_text(value: dict[str, Any], indent: str = "") -> None:
             for row in item:
                 click.echo(f"{indent}  " + "  ".join(f"{k}={v}" for k, v in row.items()))
         else:
-            click.echo(f"{indent}{key}: {item}")
+            click.echo(f"{indent}{key}: {_text_value(item)}")
+
+
+def _text_value(item: Any) -> str:
+    """Readable text form: long hex shortened (use --json for all bytes), large ints in hex."""
+    if isinstance(item, bool) or not isinstance(item, int | str):
+        return str(item)
+    if isinstance(item, int):
+        return str(item) if item < 256 else f"0x{item:x}"
+    if len(item) > 64 and all(c in "0123456789abcdef" for c in item):
+        return f"{item[:16]}…{item[-16:]} ({len(item) // 2} bytes)"
+    return item
 
 
 def _register_inspect(main: click.Group) -> None:
