@@ -271,6 +271,15 @@ class _Index:
         return found
 
 
+def _named_fields(rule: Rule) -> str:
+    names = [
+        n
+        for n in ("mrenclave", "mrsigner", "isvprodid", "isvsvn", "isvfamilyid", "isvextprodid")
+        if getattr(rule, n) is not None
+    ]
+    return ", ".join(names)
+
+
 def _position(rule: Rule) -> int:
     return rule.position
 
@@ -312,7 +321,7 @@ class PolicyIndex:
         deny_hits = [r for r in self._deny.candidates(e) if not identity_mismatches(r, e)]
         if deny_hits:
             reasons = tuple(
-                Reason(r.id, "rule", "no matching deny rule", "deny rule matched")
+                Reason(r.id, "deny", "no deny rule matching", "matches " + _named_fields(r))
                 for r in deny_hits
             )
             return Decision(False, deny_hits[0].id, reasons, policy.version)
