@@ -10,7 +10,10 @@ import importlib
 
 import click
 
-_COMMAND_MODULES = ("sgxlaunch.cli.foundation",)
+_COMMAND_MODULES = (
+    "sgxlaunch.cli.foundation",
+    "sgxlaunch.cli.policy",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
