@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from tests.conftest import shared_vectors, sigstruct_vectors, vector_index
 
 from sgxlaunch import sigstruct
 from sgxlaunch.arch import Attributes, Sigstruct
 from sgxlaunch.errors import MalformedInput
+from tests.conftest import shared_vectors, sigstruct_vectors, vector_index
 
 VECTORS = sigstruct_vectors()
 VECTOR_IDS = [path for path, _ in VECTORS]
