@@ -1,0 +1,53 @@
+"""Layer 4: the emulated SGX processor (physical memory, EPC/EPCM, MSRs, keys, leaves).
+
+Start with :class:`Processor` (``Processor(CpuConfig(...), seed)``), build enclaves with the
+leaves or with :mod:`sgxlaunch.cpu.loader`, run code inside them as
+:class:`~sgxlaunch.cpu.enclave.EnclaveProgram` s. See ``docs/cpu.md``.
+"""
+
+from sgxlaunch.cpu.config import DEFAULT_EPC_SIZE, EPC_BASE, ORDINARY_BASE, CpuConfig
+from sgxlaunch.cpu.enclave import (
+    EnclaveContext,
+    EnclaveImage,
+    EnclaveProgram,
+    ImagePage,
+    program_image,
+)
+from sgxlaunch.cpu.faults import CpuFault, EnclaveLeafFailed, GeneralProtection, PageFault
+from sgxlaunch.cpu.keys import KeyDependencies, derive_key
+from sgxlaunch.cpu.loader import (
+    LoadedEnclave,
+    build_enclave,
+    einit,
+    image_from_sgxs,
+    load_enclave,
+    secs_for,
+)
+from sgxlaunch.cpu.processor import EpcmEntry, Processor, cpusvn_beyond
+
+__all__ = [
+    "DEFAULT_EPC_SIZE",
+    "EPC_BASE",
+    "ORDINARY_BASE",
+    "CpuConfig",
+    "CpuFault",
+    "EnclaveContext",
+    "EnclaveImage",
+    "EnclaveLeafFailed",
+    "EnclaveProgram",
+    "EpcmEntry",
+    "GeneralProtection",
+    "ImagePage",
+    "KeyDependencies",
+    "LoadedEnclave",
+    "PageFault",
+    "Processor",
+    "build_enclave",
+    "cpusvn_beyond",
+    "derive_key",
+    "einit",
+    "image_from_sgxs",
+    "load_enclave",
+    "program_image",
+    "secs_for",
+]

@@ -1,0 +1,182 @@
+"""Key derivation of the emulated processor: one ``derive_key()`` for EINIT, EGETKEY, EREPORT.
+
+The SDM calls ``derivekey(TMP_KEYDEPENDENCIES)`` without defining it or the layout of the
+dependency structure. This module is our documented, deterministic construction:
+
+* **Fused secrets.** From the platform seed (at least 16 bytes) the processor derives
+
+  - the *root key* (16 bytes) = ``SHA-256("sgxlaunch.cpu/root-key/v1" ‖ 0x00 ‖ seed)[0:16]``,
+  - ``CR_SEAL_FUSES`` (16 bytes) = ``SHA-256("sgxlaunch.cpu/seal-fuses/v1" ‖ 0x00 ‖ seed)[0:16]``,
+
+  so the same seed rebuilds the same CPU and two seeds give two CPUs.
+* **Dependencies.** :class:`KeyDependencies` serializes the fields in the order the SDM's
+  EINIT/EGETKEY pseudocode assigns them, each at a fixed width, integers little-endian:
+
+  ======================  =====  ==========================
+  field                   bytes  notes
+  ======================  =====  ==========================
+  KEYNAME                 2
+  ISVFAMILYID             16
+  ISVEXTPRODID            16
+  ISVPRODID               2
+  ISVSVN                  2
+  SGXOWNEREPOCH           16     CR_SGXOWNEREPOCH
+  ATTRIBUTES              16     FLAGS u64 ‖ XFRM u64
+  ATTRIBUTESMASK          16
+  MRENCLAVE               32
+  MRSIGNER                32
+  KEYID                   32
+  SEAL_KEY_FUSES          16
+  CPUSVN                  16
+  MISCSELECT              4
+  MISCMASK                4
+  PADDING                 352    HARDCODED_PKCS1_5_PADDING or SECS.PADDING
+  KEYPOLICY               2
+  CONFIGID                64
+  CONFIGSVN               2
+  CET_ATTRIBUTES          1
+  CET_ATTRIBUTES_MASK     1
+  ======================  =====  ==========================
+
+  (644 bytes in all.)
+* **Derivation.** ``key = AES-128-CMAC(root key, dependencies)`` — 16 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.cmac import CMAC
+
+from sgxlaunch.arch.constants import HARDCODED_PKCS1_5_PADDING
+from sgxlaunch.errors import UsageError
+
+_DEPS = struct.Struct("<H16s16sHH16sQQQQ32s32s32s16s16sII352sH64sHBB")
+KEY_DEPENDENCIES_SIZE = _DEPS.size
+assert KEY_DEPENDENCIES_SIZE == 644
+
+
+def _label(label: str, seed: bytes) -> bytes:
+    return hashlib.sha256(label.encode() + b"\x00" + seed).digest()
+
+
+def root_key_from_seed(seed: bytes) -> bytes:
+    """The 16-byte root key every ``derive_key()`` call is keyed with."""
+    if len(seed) < 16:
+        raise UsageError("the platform seed must be at least 16 bytes")
+    return _label("sgxlaunch.cpu/root-key/v1", seed)[:16]
+
+
+def seal_fuses_from_seed(seed: bytes) -> bytes:
+    """``CR_SEAL_FUSES``: 16 bytes, per CPU."""
+    if len(seed) < 16:
+        raise UsageError("the platform seed must be at least 16 bytes")
+    return _label("sgxlaunch.cpu/seal-fuses/v1", seed)[:16]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyDependencies:
+    """``TMP_KEYDEPENDENCIES``: every input of a derived key (fields in SDM order)."""
+
+    keyname: int
+    isvfamilyid: bytes = bytes(16)
+    isvextprodid: bytes = bytes(16)
+    isvprodid: int = 0
+    isvsvn: int = 0
+    sgxownerepoch: bytes = bytes(16)
+    attributes_flags: int = 0
+    attributes_xfrm: int = 0
+    attributesmask_flags: int = 0
+    attributesmask_xfrm: int = 0
+    mrenclave: bytes = bytes(32)
+    mrsigner: bytes = bytes(32)
+    keyid: bytes = bytes(32)
+    seal_key_fuses: bytes = bytes(16)
+    cpusvn: bytes = bytes(16)
+    miscselect: int = 0
+    miscmask: int = 0
+    padding: bytes = HARDCODED_PKCS1_5_PADDING
+    keypolicy: int = 0
+    configid: bytes = bytes(64)
+    configsvn: int = 0
+    cet_attributes: int = 0
+    cet_attributes_mask: int = 0
+
+    def to_bytes(self) -> bytes:
+        """The fixed-width little-endian serialization (644 bytes) that is CMACed.
+
+        Raises:
+            UsageError: a field does not have its exact width.
+        """
+        for name, width in (
+            ("isvfamilyid", 16),
+            ("isvextprodid", 16),
+            ("sgxownerepoch", 16),
+            ("mrenclave", 32),
+            ("mrsigner", 32),
+            ("keyid", 32),
+            ("seal_key_fuses", 16),
+            ("cpusvn", 16),
+            ("padding", 352),
+            ("configid", 64),
+        ):
+            if len(getattr(self, name)) != width:
+                raise UsageError(f"key dependency {name} must be {width} bytes")
+        return _DEPS.pack(
+            self.keyname,
+            self.isvfamilyid,
+            self.isvextprodid,
+            self.isvprodid,
+            self.isvsvn,
+            self.sgxownerepoch,
+            self.attributes_flags,
+            self.attributes_xfrm,
+            self.attributesmask_flags,
+            self.attributesmask_xfrm,
+            self.mrenclave,
+            self.mrsigner,
+            self.keyid,
+            self.seal_key_fuses,
+            self.cpusvn,
+            self.miscselect,
+            self.miscmask,
+            self.padding,
+            self.keypolicy,
+            self.configid,
+            self.configsvn,
+            self.cet_attributes,
+            self.cet_attributes_mask,
+        )
+
+
+def cmac128(key: bytes, data: bytes) -> bytes:
+    """AES-128-CMAC of ``data`` (16 bytes)."""
+    mac = CMAC(algorithms.AES(key))
+    mac.update(data)
+    return mac.finalize()
+
+
+def derive_key(root_key: bytes, dependencies: KeyDependencies) -> bytes:
+    """The SDM's ``derivekey()``: AES-128-CMAC(root key, serialized dependencies).
+
+    Args:
+        root_key: the CPU's 16-byte root key (:func:`root_key_from_seed`).
+        dependencies: the key-dependency fields EINIT / EGETKEY / EREPORT assembled.
+
+    Returns:
+        The 16-byte derived key.
+    """
+    return cmac128(root_key, dependencies.to_bytes())
+
+
+__all__ = [
+    "KEY_DEPENDENCIES_SIZE",
+    "KeyDependencies",
+    "cmac128",
+    "derive_key",
+    "root_key_from_seed",
+    "seal_fuses_from_seed",
+]

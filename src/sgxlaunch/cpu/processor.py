@@ -1,0 +1,1330 @@
+"""The emulated SGX processor: physical memory, EPC/EPCM, MSRs, fused secrets and the leaves.
+
+Operands are addresses, as in registers (DESIGN "Addresses"): the EPC sits at
+``config.epc_base + 4096 * i``; ordinary memory regions (where PAGEINFOs, SECINFOs, source pages,
+SIGSTRUCTs and tokens live) are handed out by :meth:`Processor.allocate`. A leaf returns the
+status code the SDM puts in RAX (:class:`~sgxlaunch.arch.SgxStatus`) or raises the modelled fault
+(:class:`~sgxlaunch.cpu.faults.GeneralProtection`, :class:`~sgxlaunch.cpu.faults.PageFault`)
+where the SDM faults.
+
+Modelling choices the SDM leaves open (each named where it is used):
+
+* Non-enclave reads of EPC addresses see the *abort page* (all bytes 0xFF) and non-enclave
+  writes to the EPC are dropped, as on hardware.
+* An ENCLS operand that must be an EPC page but lies outside the EPC raises ``#PF`` with that
+  address (spec §4.2 step 1 for EINIT; applied to every leaf alike).
+* The SECS micro-architectural state (running MRENCLAVE, EID, PADDING, ISVFAMILYID,
+  ISVEXTPRODID, the tracking epoch) is kept by the processor beside the SECS page, keyed by
+  the page; an evicted SECS takes its state along inside the processor, keyed by EID.
+* CPUSVN ordering: a CPUSVN is *beyond* the platform's when any of its 16 bytes is greater than
+  the platform's byte at the same position.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import hmac
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sgxlaunch.arch.constants import (
+    ATTRIBUTE_FLAGS_RESERVED_MASK,
+    CONTROLLED_ATTRIBUTES,
+    FEATURE_CONTROL_LOCK,
+    FEATURE_CONTROL_SGX_ENABLED,
+    FEATURE_CONTROL_SGX_LC_ENABLED,
+    HARDCODED_PKCS1_5_PADDING,
+    MSR_IA32_FEATURE_CONTROL,
+    MSR_IA32_SGXLEPUBKEYHASH0,
+    MSR_IA32_SGXLEPUBKEYHASH3,
+    SIGSTRUCT_EXPONENT,
+    SIGSTRUCT_HEADER,
+    SIGSTRUCT_HEADER2,
+    TCS_FLAGS_RESERVED_MASK,
+    VENDOR_INTEL,
+    VENDOR_NONE,
+    AttributeFlag,
+    KeyName,
+    PageType,
+    SgxStatus,
+)
+from sgxlaunch.arch.structs import EinitToken, Sigstruct
+from sgxlaunch.cpu.config import ORDINARY_BASE, CpuConfig
+from sgxlaunch.cpu.faults import GeneralProtection, PageFault
+from sgxlaunch.cpu.keys import (
+    KeyDependencies,
+    cmac128,
+    derive_key,
+    root_key_from_seed,
+    seal_fuses_from_seed,
+)
+from sgxlaunch.errors import UsageError
+from sgxlaunch.measure import TAG_EADD, TAG_ECREATE, TAG_EEXTEND
+from sgxlaunch.sigstruct import expected_em
+
+if TYPE_CHECKING:
+    from sgxlaunch.cpu.enclave import EnclaveProgram
+
+PAGE = 4096
+_PAGE_MASK = PAGE - 1
+_U64 = (1 << 64) - 1
+
+_PAGEINFO = struct.Struct("<QQQQ")
+_SECINFO = struct.Struct("<Q56s")
+_ZERO56 = bytes(56)
+_EADD_BLOCK = struct.Struct("<8sQQ40x")
+_ECREATE_BLOCK = struct.Struct("<8sIQ44x")
+_EEXTEND_HEADER = struct.Struct("<8sQ48x")
+_U64S = struct.Struct("<Q")
+_NONCE = struct.Struct("<Q4x")
+_PCMD_HEAD = struct.Struct("<Q56sQ40s")  # SECINFO.FLAGS, SECINFO reserved, ENCLAVEID, reserved
+_ZERO40 = bytes(40)
+_ABORT_PAGE = b"\xff" * PAGE
+
+_SECS_FIXED = struct.Struct("<QQIIQB15sQQ32s32s32s32s64sHHH")  # SECS bytes 0..261
+
+_SECINFO_TYPE_SHIFT = 8
+_PERM_RWX = 0x7
+_SECINFO_RESERVED = _U64 & ~(0x3F | (0xFF << 8))
+_REQUIRED_SEALING_MASK = 0x3
+
+
+def cpusvn_beyond(candidate: bytes, platform: bytes) -> bool:
+    """True when ``candidate`` exceeds ``platform`` in any of its 16 components.
+
+    The SDM says "beyond the current CPU configuration" without an ordering; this component-wise
+    rule is the emulator's documented choice.
+    """
+    return any(c > p for c, p in zip(candidate, platform, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class EpcmEntry:
+    """A snapshot of one EPCM entry (for tests, the driver and debugging).
+
+    Attributes:
+        valid: the page is in use.
+        page_type: PT_SECS / PT_TCS / PT_REG / PT_VA / PT_TRIM.
+        permissions: R/W/X bits.
+        blocked: EBLOCK has run on the page.
+        pending: SGX2 (always False in this SGX1 model).
+        modified: SGX2 (always False in this SGX1 model).
+        enclave_secs: EPC address of the owning SECS (``None`` for SECS and VA pages).
+        linaddr: enclave linear address of the page (0 for SECS and VA pages).
+    """
+
+    valid: bool
+    page_type: PageType
+    permissions: int
+    blocked: bool
+    pending: bool
+    modified: bool
+    enclave_secs: int | None
+    linaddr: int
+
+
+class _Enclave:
+    """The processor's state for one SECS (architectural fields and micro-architectural state)."""
+
+    __slots__ = (
+        "attributes",
+        "baseaddr",
+        "cet_attributes",
+        "children",
+        "configid",
+        "configsvn",
+        "eid",
+        "epoch",
+        "initialized",
+        "isvextprodid",
+        "isvfamilyid",
+        "isvprodid",
+        "isvsvn",
+        "measurement",
+        "miscselect",
+        "mrenclave",
+        "mrsigner",
+        "padding",
+        "pages",
+        "program",
+        "secs_index",
+        "size",
+        "ssaframesize",
+        "threads",
+        "tracking_threads",
+        "updates",
+        "xfrm",
+    )
+
+    def __init__(self) -> None:
+        self.eid = 0
+        self.secs_index = -1
+        self.size = 0
+        self.baseaddr = 0
+        self.ssaframesize = 0
+        self.miscselect = 0
+        self.attributes = 0
+        self.xfrm = 0
+        self.cet_attributes = 0
+        self.configid = bytes(64)
+        self.configsvn = 0
+        self.measurement: Any = hashlib.sha256()
+        self.updates = 0
+        self.initialized = False
+        self.mrenclave = bytes(32)
+        self.mrsigner = bytes(32)
+        self.isvprodid = 0
+        self.isvsvn = 0
+        self.isvfamilyid = bytes(16)
+        self.isvextprodid = bytes(16)
+        self.padding = bytes(352)
+        self.children = 0
+        self.pages: dict[int, int] = {}
+        self.epoch = 0
+        self.threads = 0
+        self.tracking_threads = 0
+        self.program: EnclaveProgram | None = None
+
+
+class _Region:
+    __slots__ = ("base", "buf", "end")
+
+    def __init__(self, base: int, size: int) -> None:
+        self.base = base
+        self.end = base + size
+        self.buf = bytearray(size)
+
+
+class Processor:
+    """One emulated SGX-capable processor (one "boot").
+
+    Args:
+        config: what the part is and how firmware left it (:class:`CpuConfig`).
+        seed: the platform seed (≥ 16 bytes); fused secrets derive from it, so the same seed
+            rebuilds the same CPU.
+        random: source of randomness, ``n -> n bytes`` (RDRAND, the per-boot paging key and
+            report KEYID). Defaults to :func:`os.urandom`; tests inject a deterministic one.
+
+    Public surface (all addresses are physical):
+
+    * memory: :meth:`allocate`, :meth:`release`, :meth:`read`, :meth:`write`, :attr:`epc_base`,
+      :attr:`epc_pages`, :meth:`epc_address`, :meth:`epcm`;
+    * MSRs: :meth:`rdmsr`, :meth:`wrmsr`, :attr:`lepubkeyhash`;
+    * ENCLS: :meth:`ecreate`, :meth:`eadd`, :meth:`eextend`, :meth:`eextend_page`,
+      :meth:`einit`, :meth:`eremove`, :meth:`epa`, :meth:`eblock`, :meth:`etrack`, :meth:`ewb`,
+      :meth:`eldu`, :meth:`eldb`, :meth:`edbgrd`, :meth:`edbgwr`;
+    * execution: :meth:`register_program`, :meth:`eenter` (see :mod:`sgxlaunch.cpu.enclave`);
+    * hooks: :meth:`pend_interrupt` (EINIT step 4), :attr:`page_fault_handler`.
+    """
+
+    def __init__(
+        self,
+        config: CpuConfig | None = None,
+        seed: bytes = b"",
+        *,
+        random: Callable[[int], bytes] | None = None,
+    ) -> None:
+        self.config = config if config is not None else CpuConfig()
+        self._random = random if random is not None else os.urandom
+        self._root_key = root_key_from_seed(seed)
+        self._seal_fuses = seal_fuses_from_seed(seed)
+        boot = self._random(32)
+        self._paging = AESGCM(hashlib.sha256(b"sgxlaunch.cpu/paging/v1\x00" + boot).digest()[:16])
+        self._report_keyid = hashlib.sha256(b"sgxlaunch.cpu/report-keyid/v1\x00" + boot).digest()
+        self._version = 0
+        self._next_eid = 1
+        self._interrupt_pending = False
+        self.page_fault_handler: Callable[[int, int], bool] | None = None
+        """Called as ``handler(secs_address, linaddr)`` when a running program touches a page
+        that is not resident; return True after making it resident (e.g. by ELDU) to retry the
+        access, False to let the :class:`PageFault` end the ECALL."""
+
+        # Physical memory.
+        cfg = self.config
+        self.epc_base = cfg.epc_base
+        self.epc_pages = cfg.epc_size // PAGE
+        self._epc_end = self.epc_base + cfg.epc_size
+        self._epc = bytearray(cfg.epc_size)
+        self._epc_view = memoryview(self._epc)
+        self._epc_np = np.frombuffer(self._epc, dtype=np.uint8).reshape(self.epc_pages, 16, 256)
+        self._regions: list[_Region] = []
+        self._region_bases: list[int] = []
+        self._next_ordinary = ORDINARY_BASE
+        self._last_region: _Region | None = None
+
+        # EPCM.
+        n = self.epc_pages
+        self._valid = bytearray(n)
+        self._ptype = bytearray(n)
+        self._perm = bytearray(n)
+        self._blocked = bytearray(n)
+        self._blocked_epoch = [0] * n
+        self._linaddr = [0] * n
+        self._owner: list[_Enclave | None] = [None] * n
+        self._secs_state: dict[int, _Enclave] = {}
+        self._evicted_secs: dict[int, _Enclave] = {}
+
+        # Measurement scratch: 16 × (EEXTEND header ‖ 256 bytes), filled per page by numpy.
+        self._extend_scratch = np.zeros((16, 320), dtype=np.uint8)
+        self._extend_scratch[:, 0:8] = np.frombuffer(TAG_EEXTEND, dtype=np.uint8)
+        self._extend_offsets = self._extend_scratch.view(np.uint64)[:, 1]
+        self._extend_steps = np.arange(16, dtype=np.uint64) * np.uint64(256)
+
+        # MSRs.
+        self._programs: dict[bytes, Callable[[], EnclaveProgram]] = {}
+        self._lehash = [
+            int.from_bytes(cfg.firmware_lepubkeyhash[8 * i : 8 * i + 8], "little") for i in range(4)
+        ]
+        if cfg.firmware == "lc-enabled":
+            self._feature_control = (
+                FEATURE_CONTROL_LOCK | FEATURE_CONTROL_SGX_ENABLED | FEATURE_CONTROL_SGX_LC_ENABLED
+            )
+        elif cfg.firmware == "locked-hash":
+            self._feature_control = FEATURE_CONTROL_LOCK | FEATURE_CONTROL_SGX_ENABLED
+        else:
+            self._feature_control = 0
+
+    # ------------------------------------------------------------------------------------------
+    # Physical memory
+    # ------------------------------------------------------------------------------------------
+
+    def allocate(self, size: int, *, align: int = PAGE) -> int:
+        """Allocate a zero-filled ordinary (non-EPC) memory region; returns its address.
+
+        Raises:
+            UsageError: ``size`` is not positive, ``align`` is not a power of two, or ordinary
+                memory (below the EPC) is exhausted.
+        """
+        if size <= 0 or align <= 0 or align & (align - 1):
+            raise UsageError("allocate needs a positive size and a power-of-two alignment")
+        base = (self._next_ordinary + align - 1) & ~(align - 1)
+        if base + size > self.epc_base:
+            raise UsageError("ordinary memory exhausted (it lies below the EPC)")
+        region = _Region(base, size)
+        # Leave an unmapped guard page after every region.
+        self._next_ordinary = (base + size + 2 * PAGE - 1) & ~(PAGE - 1)
+        self._regions.append(region)
+        self._region_bases.append(base)
+        return base
+
+    def release(self, address: int) -> None:
+        """Release the ordinary region starting at ``address``."""
+        i = bisect.bisect_left(self._region_bases, address)
+        if i == len(self._regions) or self._region_bases[i] != address:
+            raise UsageError(f"no ordinary region starts at 0x{address:x}")
+        region = self._regions.pop(i)
+        del self._region_bases[i]
+        if self._last_region is region:
+            self._last_region = None
+
+    def _find(self, address: int, length: int) -> _Region:
+        region = self._last_region
+        if region is not None and region.base <= address and address + length <= region.end:
+            return region
+        i = bisect.bisect_right(self._region_bases, address) - 1
+        if i >= 0:
+            region = self._regions[i]
+            if address + length <= region.end:
+                self._last_region = region
+                return region
+        raise PageFault("no memory mapped at this address", address=address)
+
+    def in_epc(self, address: int) -> bool:
+        """True when ``address`` lies inside the EPC."""
+        return self.epc_base <= address < self._epc_end
+
+    def read(self, address: int, length: int) -> bytes:
+        """A non-enclave read: ordinary memory as stored, the EPC as the abort page (0xFF).
+
+        Raises:
+            PageFault: part of the range is not mapped.
+        """
+        if length < 0:
+            raise UsageError("negative length")
+        if self.epc_base <= address < self._epc_end:
+            if address + length > self._epc_end:
+                raise PageFault("read runs past the EPC", address=self._epc_end)
+            return b"\xff" * length
+        region = self._find(address, length)
+        start = address - region.base
+        return bytes(region.buf[start : start + length])
+
+    def write(self, address: int, data: bytes | bytearray | memoryview) -> None:
+        """A non-enclave write: ordinary memory is written, writes to the EPC are dropped.
+
+        Raises:
+            PageFault: part of the range is not mapped.
+        """
+        length = len(data)
+        if self.epc_base <= address < self._epc_end:
+            return
+        region = self._find(address, length)
+        start = address - region.base
+        region.buf[start : start + length] = data
+
+    def _view(self, address: int, length: int) -> memoryview | bytes:
+        """Bytes of a non-enclave operand, without copying ordinary memory."""
+        if self.epc_base <= address < self._epc_end:
+            return _ABORT_PAGE[:length] if length <= PAGE else b"\xff" * length
+        region = self._find(address, length)
+        start = address - region.base
+        return memoryview(region.buf)[start : start + length]
+
+    def epc_address(self, index: int) -> int:
+        """Physical address of EPC page ``index``."""
+        if not 0 <= index < self.epc_pages:
+            raise UsageError(f"EPC page index {index} out of range")
+        return self.epc_base + PAGE * index
+
+    def free_epc_pages(self, count: int) -> list[int]:
+        """Addresses of ``count`` free (EPCM.VALID = 0) EPC pages, lowest first.
+
+        This is the OS's view of its free list, read from the EPCM; it changes nothing.
+
+        Raises:
+            UsageError: fewer than ``count`` pages are free.
+        """
+        out: list[int] = []
+        start = 0
+        valid = self._valid
+        while len(out) < count:
+            i = valid.find(0, start)
+            if i < 0:
+                raise UsageError(f"only {len(out)} free EPC pages, {count} needed")
+            out.append(self.epc_base + PAGE * i)
+            start = i + 1
+        return out
+
+    def epcm(self, address: int) -> EpcmEntry:
+        """A snapshot of the EPCM entry of the EPC page holding ``address``."""
+        i = self._epc_index_any(address)
+        owner = self._owner[i]
+        return EpcmEntry(
+            valid=bool(self._valid[i]),
+            page_type=PageType(self._ptype[i]),
+            permissions=self._perm[i],
+            blocked=bool(self._blocked[i]),
+            pending=False,
+            modified=False,
+            enclave_secs=(
+                self.epc_base + PAGE * owner.secs_index
+                if owner is not None and owner.secs_index >= 0
+                else None
+            ),
+            linaddr=self._linaddr[i],
+        )
+
+    def _epc_index_any(self, address: int) -> int:
+        if not self.epc_base <= address < self._epc_end:
+            raise UsageError(f"0x{address:x} is not in the EPC")
+        return (address - self.epc_base) >> 12
+
+    def _epc_page(self, address: int) -> int:
+        """Index of the EPC page at the page-aligned ``address`` (#GP misaligned, #PF not EPC)."""
+        if address & _PAGE_MASK:
+            raise GeneralProtection(f"EPC operand 0x{address:x} is not 4 KiB aligned")
+        if not self.epc_base <= address < self._epc_end:
+            raise PageFault("EPC operand is not in the EPC", address=address)
+        return (address - self.epc_base) >> 12
+
+    def _secs_of(self, address: int) -> _Enclave:
+        """The enclave whose SECS is at ``address`` (#PF unless a valid PT_SECS page)."""
+        i = self._epc_page(address)
+        if not self._valid[i] or self._ptype[i] != PageType.SECS:
+            raise PageFault("operand is not a valid SECS page", address=address)
+        return self._secs_state[i]
+
+    # ------------------------------------------------------------------------------------------
+    # Model-specific registers
+    # ------------------------------------------------------------------------------------------
+
+    def rdmsr(self, msr: int) -> int:
+        """RDMSR for IA32_FEATURE_CONTROL and IA32_SGXLEPUBKEYHASH0..3 (#GP otherwise)."""
+        if msr == MSR_IA32_FEATURE_CONTROL:
+            return self._feature_control
+        if MSR_IA32_SGXLEPUBKEYHASH0 <= msr <= MSR_IA32_SGXLEPUBKEYHASH3:
+            if not self.config.flc:
+                raise GeneralProtection("IA32_SGXLEPUBKEYHASH is not implemented without FLC")
+            return self._lehash[msr - MSR_IA32_SGXLEPUBKEYHASH0]
+        raise GeneralProtection(f"RDMSR of unmodelled MSR 0x{msr:x}")
+
+    def wrmsr(self, msr: int, value: int) -> None:
+        """WRMSR with the SDM's rules.
+
+        * IA32_FEATURE_CONTROL: #GP once LOCK is set; #GP for SGX_LC_ENABLED without FLC.
+        * IA32_SGXLEPUBKEYHASHn: #GP unless FEATURE_CONTROL has LOCK and SGX_LC_ENABLED set
+          (and the part has FLC).
+
+        Raises:
+            GeneralProtection: as above, for unmodelled MSRs, or for a value above 64 bits.
+        """
+        if not 0 <= value <= _U64:
+            raise GeneralProtection("WRMSR value does not fit in 64 bits")
+        if msr == MSR_IA32_FEATURE_CONTROL:
+            if self._feature_control & FEATURE_CONTROL_LOCK:
+                raise GeneralProtection("IA32_FEATURE_CONTROL is locked")
+            if value & FEATURE_CONTROL_SGX_LC_ENABLED and not self.config.flc:
+                raise GeneralProtection("SGX_LC_ENABLED needs Flexible Launch Control")
+            self._feature_control = value
+            return
+        if MSR_IA32_SGXLEPUBKEYHASH0 <= msr <= MSR_IA32_SGXLEPUBKEYHASH3:
+            fc = self._feature_control
+            if (
+                not self.config.flc
+                or not fc & FEATURE_CONTROL_LOCK
+                or not fc & FEATURE_CONTROL_SGX_LC_ENABLED
+            ):
+                raise GeneralProtection(
+                    "IA32_SGXLEPUBKEYHASH is writable only when IA32_FEATURE_CONTROL is locked "
+                    "with SGX_LC_ENABLED"
+                )
+            self._lehash[msr - MSR_IA32_SGXLEPUBKEYHASH0] = value
+            return
+        raise GeneralProtection(f"WRMSR of unmodelled MSR 0x{msr:x}")
+
+    @property
+    def lepubkeyhash(self) -> bytes:
+        """IA32_SGXLEPUBKEYHASH0..3 as the 32-byte MRSIGNER they hold (HASH0 = bytes 0..7)."""
+        return b"".join(v.to_bytes(8, "little") for v in self._lehash)
+
+    def set_lepubkeyhash(self, mrsigner: bytes) -> None:
+        """Write all four hash MSRs from a 32-byte MRSIGNER (four WRMSRs, same #GP rules)."""
+        if len(mrsigner) != 32:
+            raise UsageError("an MRSIGNER is 32 bytes")
+        for i in range(4):
+            self.wrmsr(
+                MSR_IA32_SGXLEPUBKEYHASH0 + i, int.from_bytes(mrsigner[8 * i : 8 * i + 8], "little")
+            )
+
+    # ------------------------------------------------------------------------------------------
+    # Hooks
+    # ------------------------------------------------------------------------------------------
+
+    def pend_interrupt(self) -> None:
+        """Make an unmasked interrupt pending; the next EINIT's event window (step 4) sees it
+        and returns SGX_UNMASKED_EVENT (the interrupt is then delivered and cleared)."""
+        self._interrupt_pending = True
+
+    @property
+    def cpusvn(self) -> bytes:
+        """CR_CPUSVN."""
+        return self.config.cpusvn
+
+    # ------------------------------------------------------------------------------------------
+    # ECREATE / EADD / EEXTEND
+    # ------------------------------------------------------------------------------------------
+
+    def _read_pageinfo(self, address: int) -> tuple[int, int, int, int]:
+        if address & 31:
+            raise GeneralProtection(f"PAGEINFO 0x{address:x} is not 32-byte aligned")
+        if self.epc_base <= address < self._epc_end:
+            return _PAGEINFO.unpack(_ABORT_PAGE[:32])
+        region = self._find(address, 32)
+        linaddr, srcpge, secinfo, secs = _PAGEINFO.unpack_from(region.buf, address - region.base)
+        return linaddr, srcpge, secinfo, secs
+
+    def _read_secinfo(self, address: int) -> int:
+        if address & 63:
+            raise GeneralProtection(f"SECINFO 0x{address:x} is not 64-byte aligned")
+        view = self._view(address, 64)
+        flags, rest = _SECINFO.unpack_from(view)
+        if flags & _SECINFO_RESERVED or rest != _ZERO56:
+            raise GeneralProtection("SECINFO has reserved bits set")
+        return int(flags)
+
+    def ecreate(self, pageinfo: int, epc_page: int) -> SgxStatus:
+        """ENCLS[ECREATE]: make the EPC page at ``epc_page`` a SECS from PAGEINFO's source.
+
+        Args:
+            pageinfo: address of a PAGEINFO (32-byte aligned): LINADDR = 0, SRCPGE = the SECS
+                contents (4 KiB aligned), SECINFO = a SECINFO (64-byte aligned, reserved zero),
+                SECS = 0.
+            epc_page: the free EPC page to become the SECS.
+
+        Checks (SDM ECREATE): operand alignment (#GP); EPC membership (#PF); PAGEINFO.LINADDR
+        and .SECS zero (#GP); SECINFO reserved bits (#GP); the EPC page free (#PF); SECS
+        reserved fields zero (#GP); SIZE ≥ 8192 and a power of two, BASEADDR aligned to SIZE
+        (#GP); ATTRIBUTES: INIT clear, no reserved or unsupported FLAGS, XFRM ⊇ 0x3 and within
+        the CPUID-allowed set (#GP); MISCSELECT within the allowed set (#GP); SSAFRAMESIZE ≥ 1
+        (our model of "SSA frame too small", #GP); CONFIGID/CONFIGSVN zero unless KSS (#GP);
+        CET fields zero (CET not modelled, #GP).
+
+        Returns:
+            SgxStatus.SUCCESS.
+        """
+        linaddr, srcpge, secinfo, secs_field = self._read_pageinfo(pageinfo)
+        i = self._epc_page(epc_page)
+        if srcpge & _PAGE_MASK or secinfo & 63:
+            raise GeneralProtection("PAGEINFO.SRCPGE/SECINFO misaligned")
+        if linaddr != 0 or secs_field != 0:
+            raise GeneralProtection("ECREATE needs PAGEINFO.LINADDR = 0 and PAGEINFO.SECS = 0")
+        self._read_secinfo(secinfo)
+        src = bytes(self._view(srcpge, PAGE))
+        if self._valid[i]:
+            raise PageFault("ECREATE target EPC page is already valid", address=epc_page)
+        (
+            size,
+            baseaddr,
+            ssaframesize,
+            miscselect,
+            cet_leg_bitmap_offset,
+            cet_attributes,
+            reserved1,
+            flags,
+            xfrm,
+            _mrenclave,
+            reserved2,
+            _mrsigner,
+            reserved3,
+            configid,
+            _isvprodid,
+            _isvsvn,
+            configsvn,
+        ) = _SECS_FIXED.unpack_from(src)
+        cfg = self.config
+        if any(reserved1) or any(reserved2) or any(reserved3) or any(src[262:]):
+            raise GeneralProtection("SECS reserved fields are not zero")
+        if cet_leg_bitmap_offset or cet_attributes:
+            raise GeneralProtection("SECS CET fields set on a part without CET")
+        if size < 8192 or size & (size - 1):
+            raise GeneralProtection(f"SECS.SIZE 0x{size:x} is not a power of two ≥ 8192")
+        if baseaddr & (size - 1):
+            raise GeneralProtection("SECS.BASEADDR is not naturally aligned to SIZE")
+        if flags & AttributeFlag.INIT:
+            raise GeneralProtection("SECS.ATTRIBUTES.INIT must be 0 at ECREATE")
+        if flags & ATTRIBUTE_FLAGS_RESERVED_MASK or flags & ~cfg.allowed_flags:
+            raise GeneralProtection(f"SECS.ATTRIBUTES.FLAGS 0x{flags:x} not allowed by CPUID")
+        if xfrm & 0x3 != 0x3 or xfrm & ~cfg.xfrm_allowed:
+            raise GeneralProtection(f"SECS.ATTRIBUTES.XFRM 0x{xfrm:x} not allowed")
+        if miscselect & ~cfg.miscselect_allowed:
+            raise GeneralProtection(f"SECS.MISCSELECT 0x{miscselect:x} not allowed")
+        if ssaframesize < 1:
+            raise GeneralProtection("SECS.SSAFRAMESIZE is too small")
+        if not flags & AttributeFlag.KSS and (any(configid) or configsvn):
+            raise GeneralProtection("CONFIGID/CONFIGSVN need ATTRIBUTES.KSS")
+        if not flags & AttributeFlag.MODE64BIT and (baseaddr + size) > (1 << 32):
+            raise GeneralProtection("a 32-bit enclave must lie below 4 GiB")
+
+        enclave = _Enclave()
+        enclave.eid = self._next_eid
+        self._next_eid += 1
+        enclave.secs_index = i
+        enclave.size = size
+        enclave.baseaddr = baseaddr
+        enclave.ssaframesize = ssaframesize
+        enclave.miscselect = miscselect
+        enclave.attributes = flags
+        enclave.xfrm = xfrm
+        enclave.configid = configid
+        enclave.configsvn = configsvn
+        enclave.measurement.update(_ECREATE_BLOCK.pack(TAG_ECREATE, ssaframesize, size))
+        enclave.updates = 1
+        # The architectural SECS page: ISVPRODID/ISVSVN/MRSIGNER zero, MRENCLAVE kept aside.
+        page = bytearray(src)
+        page[64:96] = bytes(32)
+        page[128:160] = bytes(32)
+        page[256:260] = bytes(4)
+        self._epc[i * PAGE : (i + 1) * PAGE] = page
+        self._valid[i] = 1
+        self._ptype[i] = PageType.SECS
+        self._perm[i] = 0
+        self._blocked[i] = 0
+        self._linaddr[i] = 0
+        self._owner[i] = None
+        self._secs_state[i] = enclave
+        return SgxStatus.SUCCESS
+
+    def eadd(self, pageinfo: int, epc_page: int) -> SgxStatus:
+        """ENCLS[EADD]: copy a source page into a free EPC page of an uninitialized enclave.
+
+        Args:
+            pageinfo: address of a PAGEINFO: LINADDR (page-aligned, inside the enclave's
+                range), SRCPGE (4 KiB aligned), SECINFO (64-byte aligned), SECS (the enclave).
+            epc_page: the free EPC page to fill.
+
+        Checks (SDM EADD): alignment (#GP); SECS a valid PT_SECS page (#PF); EPC page free
+        (#PF); SECINFO reserved bits and page type REG or TCS (#GP); enclave not initialized
+        (#GP); LINADDR inside [BASEADDR, BASEADDR + SIZE) (#GP); for TCS: reserved fields, FLAGS
+        reserved bits, OSSA/OFSBASE/OGSBASE page-aligned (#GP); then STATE, CSSA, AEP cleared
+        and DBGOPTIN cleared, R/W/X forced to 0. The EADD block (with the SECINFO as supplied)
+        is added to MRENCLAVE.
+        """
+        linaddr, srcpge, secinfo, secs_addr = self._read_pageinfo(pageinfo)
+        if epc_page & _PAGE_MASK or srcpge & _PAGE_MASK or secinfo & 63 or secs_addr & _PAGE_MASK:
+            raise GeneralProtection("EADD operand misaligned")
+        flags = self._read_secinfo(secinfo)
+        enclave = self._secs_of(secs_addr)
+        i = self._epc_page(epc_page)
+        if self._valid[i]:
+            raise PageFault("EADD target EPC page is already valid", address=epc_page)
+        ptype = (flags >> _SECINFO_TYPE_SHIFT) & 0xFF
+        if ptype != PageType.REG and ptype != PageType.TCS:
+            raise GeneralProtection(f"EADD page type {ptype} is not REG or TCS")
+        if enclave.initialized:
+            raise GeneralProtection("EADD to an initialized enclave")
+        offset = linaddr - enclave.baseaddr
+        if linaddr & _PAGE_MASK or not 0 <= offset < enclave.size:
+            raise GeneralProtection(f"EADD LINADDR 0x{linaddr:x} outside the enclave")
+        if self.epc_base <= srcpge < self._epc_end:
+            src: memoryview | bytes = _ABORT_PAGE
+        else:
+            region = self._find(srcpge, PAGE)
+            start = srcpge - region.base
+            src = memoryview(region.buf)[start : start + PAGE]
+        base = i * PAGE
+        if ptype == PageType.TCS:
+            tcs = bytearray(src)
+            tcs_flags, ossa = struct.unpack_from("<QQ", tcs, 8)
+            ofsbase, ogsbase = struct.unpack_from("<QQ", tcs, 48)
+            if tcs_flags & TCS_FLAGS_RESERVED_MASK or any(tcs[72:]):
+                raise GeneralProtection("TCS reserved fields are set")
+            if (ossa | ofsbase | ogsbase) & _PAGE_MASK:
+                raise GeneralProtection("TCS OSSA/OFSBASE/OGSBASE are not page-aligned")
+            struct.pack_into("<QQ", tcs, 0, 0, tcs_flags & ~1)  # STATE := 0, DBGOPTIN := 0
+            struct.pack_into("<I", tcs, 24, 0)  # CSSA := 0
+            struct.pack_into("<Q", tcs, 40, 0)  # AEP := 0
+            self._epc[base : base + PAGE] = tcs
+            self._perm[i] = 0
+        else:
+            self._epc_view[base : base + PAGE] = src
+            self._perm[i] = flags & _PERM_RWX
+        self._valid[i] = 1
+        self._ptype[i] = ptype
+        self._blocked[i] = 0
+        self._linaddr[i] = linaddr
+        self._owner[i] = enclave
+        enclave.children += 1
+        enclave.pages[linaddr] = i
+        enclave.measurement.update(_EADD_BLOCK.pack(TAG_EADD, offset, flags))
+        enclave.updates += 1
+        return SgxStatus.SUCCESS
+
+    def _extend_target(self, secs_addr: int, address: int, align: int) -> tuple[_Enclave, int]:
+        if address & (align - 1) or secs_addr & _PAGE_MASK:
+            raise GeneralProtection(f"EEXTEND operand 0x{address:x} misaligned")
+        if not self.epc_base <= address < self._epc_end:
+            raise PageFault("EEXTEND address is not in the EPC", address=address)
+        i = (address - self.epc_base) >> 12
+        if not self._valid[i] or (
+            self._ptype[i] != PageType.REG and self._ptype[i] != PageType.TCS
+        ):
+            raise PageFault("EEXTEND page is not a valid REG or TCS page", address=address)
+        enclave = self._secs_of(secs_addr)
+        if self._owner[i] is not enclave:
+            raise GeneralProtection("EEXTEND page does not belong to this SECS")
+        if enclave.initialized:
+            raise GeneralProtection("EEXTEND on an initialized enclave")
+        return enclave, i
+
+    def eextend(self, secs: int, address: int) -> SgxStatus:
+        """ENCLS[EEXTEND]: measure the 256 bytes at EPC ``address`` into the enclave's MRENCLAVE.
+
+        Checks (SDM EEXTEND): ``address`` 256-byte aligned (#GP); in the EPC (#PF); a valid
+        PT_REG or PT_TCS page (#PF) of the enclave whose SECS is ``secs`` (#GP); the enclave not
+        initialized (#GP). Adds the EEXTEND header (enclave offset) and the 256 bytes.
+        """
+        enclave, i = self._extend_target(secs, address, 256)
+        offset = self._linaddr[i] - enclave.baseaddr + (address & _PAGE_MASK)
+        enclave.measurement.update(_EEXTEND_HEADER.pack(TAG_EEXTEND, offset))
+        start = address - self.epc_base
+        enclave.measurement.update(self._epc_view[start : start + 256])
+        enclave.updates += 5
+        return SgxStatus.SUCCESS
+
+    def eextend_page(self, secs: int, epc_page: int) -> SgxStatus:
+        """Sixteen EEXTENDs over the whole page at ``epc_page`` in one call.
+
+        Identical in checks and effect to ``eextend(secs, epc_page + 256 * k)`` for
+        ``k = 0..15`` (the page must be 4 KiB aligned); the 16 header+chunk records are
+        assembled in one vectorised step and hashed with one update.
+        """
+        enclave, i = self._extend_target(secs, epc_page, PAGE)
+        scratch = self._extend_scratch
+        scratch[:, 64:] = self._epc_np[i]
+        self._extend_offsets[:] = self._extend_steps + np.uint64(
+            self._linaddr[i] - enclave.baseaddr
+        )
+        enclave.measurement.update(scratch)
+        enclave.updates += 80
+        return SgxStatus.SUCCESS
+
+    # ------------------------------------------------------------------------------------------
+    # EINIT
+    # ------------------------------------------------------------------------------------------
+
+    def _launch_key(self, token: EinitToken) -> bytes:
+        """TMP_EINITTOKENKEY (SDM EINIT; spec §4.3), under the *current* MSR value."""
+        return derive_key(
+            self._root_key,
+            KeyDependencies(
+                keyname=KeyName.EINITTOKEN,
+                isvprodid=token.isvprodidle,
+                isvsvn=token.isvsvnle,
+                sgxownerepoch=self.config.owner_epoch,
+                attributes_flags=token.maskedattributesle.flags,
+                attributes_xfrm=token.maskedattributesle.xfrm,
+                mrsigner=self.lepubkeyhash,
+                keyid=token.keyid,
+                seal_key_fuses=self._seal_fuses,
+                cpusvn=token.cpusvnle,
+                miscselect=token.maskedmiscselectle,
+                padding=HARDCODED_PKCS1_5_PADDING,
+                cet_attributes=token.cet_masked_attributes_le,
+            ),
+        )
+
+    @staticmethod
+    def _signature_em(sig: Sigstruct) -> bytes | None:
+        """EM = S³ mod M through Q1 and Q2 as hardware computes it; None if Q1/Q2 inconsistent."""
+        n = sig.modulus_int
+        s = sig.signature_int
+        if n == 0:
+            return None
+        q1 = int.from_bytes(sig.q1, "little")
+        q2 = int.from_bytes(sig.q2, "little")
+        r1 = s * s - q1 * n
+        if not 0 <= r1 < n:
+            return None
+        r2 = r1 * s - q2 * n
+        if not 0 <= r2 < n:
+            return None
+        return r2.to_bytes(384, "big")
+
+    def einit(self, sigstruct: int, secs: int, einittoken: int) -> SgxStatus:
+        """ENCLS[EINIT]: verify the SIGSTRUCT and EINITTOKEN and initialize the enclave.
+
+        Args:
+            sigstruct: address of the SIGSTRUCT (RBX, 4 KiB aligned, ordinary memory).
+            secs: address of the SECS (RCX, 4 KiB aligned, EPC).
+            einittoken: address of the EINITTOKEN (RDX, 512-byte aligned, ordinary memory).
+
+        Steps, in the order of the SDM (December 2023) as collected in spec §4.2:
+
+        1. RBX/RCX not 4 KiB aligned or RDX not 512-byte aligned → #GP; RCX outside the EPC →
+           #PF(RCX). (step 1)
+        2. Copy SIGSTRUCT (1808 B) and EINITTOKEN (304 B). (step 2)
+        3. HEADER (all 16 bytes), VENDOR ∈ {0, 0x8086}, HEADER2, EXPONENT = 3, every reserved
+           range zero (CET fields count as reserved: CET is not modelled) →
+           SGX_INVALID_SIG_STRUCT. The SDK's typed header (bytes 12..15 ≠ 0) fails here.
+           (step 3)
+        4. Event window: an interrupt pending (:meth:`pend_interrupt`) → SGX_UNMASKED_EVENT;
+           then EM = S³ mod M through Q1, Q2 (``S² − Q1·M`` and ``(S² − Q1·M)·S − Q2·M`` must lie
+           in [0, M), else the quotients are inconsistent) compared with the PKCS#1 v1.5
+           SHA-256 encoding of the signed bytes → SGX_INVALID_SIGNATURE; the top 352 bytes of
+           EM are kept as TMP_SIG_PADDING. (step 4)
+        5. EPCM(RCX) not a valid PT_SECS page → #PF(RCX). (step 5)
+        6. ISVFAMILYID ≠ 0 and SECS.ATTRIBUTES.KSS = 0 → SGX_INVALID_SIG_STRUCT. (step 6)
+        7. Enclave already initialized → #GP. (step 7)
+        8. TMP_MRENCLAVE := SHA256FINAL(SECS.MRENCLAVE); ≠ ENCLAVEHASH →
+           SGX_INVALID_MEASUREMENT. (step 8)
+        9. TMP_MRSIGNER := SHA-256(MODULUS). (step 9)
+        10. SECS.ATTRIBUTES.EINITTOKEN_KEY set and TMP_MRSIGNER ≠ IA32_SGXLEPUBKEYHASH →
+            SGX_INVALID_ATTRIBUTE. (step 10)
+        11. (SECS.ATTRIBUTES ∧ ATTRIBUTEMASK) ≠ (SIGSTRUCT.ATTRIBUTES ∧ ATTRIBUTEMASK), 128 bits
+            → SGX_INVALID_ATTRIBUTE. (step 11; the 2018 "reserved mask bits set" rule is not
+            enforced)
+        12. (SECS.MISCSELECT ∧ MISCMASK) ≠ (SIGSTRUCT.MISCSELECT ∧ MISCMASK) →
+            SGX_INVALID_ATTRIBUTE. (step 12)
+        13. CET attribute check: skipped, the part has no CET (CPUID.(12H,1):EAX[6] = 0).
+            (step 13)
+        14. Token VALID bit 0 clear: TMP_MRSIGNER ≠ IA32_SGXLEPUBKEYHASH →
+            SGX_INVALID_EINITTOKEN, else go to commit. (step 14)
+        15. Token MASKEDATTRIBUTESLE.DEBUG set and SECS.ATTRIBUTES.DEBUG clear →
+            SGX_INVALID_EINITTOKEN. (step 15)
+        16. Token reserved ranges or VALID bits 31:1 not zero → SGX_INVALID_EINITTOKEN.
+            (step 16)
+        17. Token CPUSVNLE beyond CR_CPUSVN → SGX_INVALID_CPUSVN. (step 17)
+        18. Launch key derived under the current IA32_SGXLEPUBKEYHASH; token MAC ≠
+            CMAC(key, token[0:192]) → SGX_INVALID_EINITTOKEN. (step 18)
+        19. Token MRENCLAVE ≠ TMP_MRENCLAVE or MRSIGNER ≠ TMP_MRSIGNER →
+            SGX_INVALID_MEASUREMENT. (step 19)
+        20. Token ATTRIBUTES ≠ SECS.ATTRIBUTES → SGX_INVALID_ATTRIBUTE. (step 20)
+        21. Commit: MRENCLAVE, MRSIGNER, ISVPRODID, ISVSVN, ISVFAMILYID, ISVEXTPRODID, PADDING
+            into the SECS; ATTRIBUTES.INIT set. (step 21)
+
+        Returns:
+            The status code; SGX_SUCCESS after the commit.
+
+        Raises:
+            GeneralProtection: steps 1 and 7.
+            PageFault: steps 1 and 5.
+        """
+        # Step 1.
+        if sigstruct & _PAGE_MASK or secs & _PAGE_MASK or einittoken & 511:
+            raise GeneralProtection("EINIT operand misaligned")
+        if not self.epc_base <= secs < self._epc_end:
+            raise PageFault("EINIT SECS operand is not in the EPC", address=secs)
+        # Step 2.
+        sig = Sigstruct.from_bytes_raw(self.read(sigstruct, Sigstruct.SIZE))
+        token = EinitToken.from_bytes_raw(self.read(einittoken, EinitToken.SIZE))
+        # Step 3.
+        if (
+            sig.header != SIGSTRUCT_HEADER
+            or sig.vendor not in (VENDOR_NONE, VENDOR_INTEL)
+            or sig.header2 != SIGSTRUCT_HEADER2
+            or sig.exponent != SIGSTRUCT_EXPONENT
+            or sig.nonzero_reserved() is not None
+            or sig.cet_attributes
+            or sig.cet_attributes_mask
+        ):
+            return SgxStatus.INVALID_SIG_STRUCT
+        # Step 4.
+        if self._interrupt_pending:
+            self._interrupt_pending = False
+            return SgxStatus.UNMASKED_EVENT
+        em = self._signature_em(sig)
+        if em is None or not hmac.compare_digest(em, expected_em(sig.signed_bytes())):
+            return SgxStatus.INVALID_SIGNATURE
+        sig_padding = em[:352]
+        # Step 5.
+        i = (secs - self.epc_base) >> 12
+        if not self._valid[i] or self._ptype[i] != PageType.SECS:
+            raise PageFault("EINIT SECS operand is not a valid SECS page", address=secs)
+        enclave = self._secs_state[i]
+        # Step 6.
+        if any(sig.isvfamilyid) and not enclave.attributes & AttributeFlag.KSS:
+            return SgxStatus.INVALID_SIG_STRUCT
+        # Step 7.
+        if enclave.initialized:
+            raise GeneralProtection("EINIT on an initialized enclave")
+        # Step 8.
+        mrenclave = enclave.measurement.copy().digest()
+        if not hmac.compare_digest(mrenclave, sig.enclavehash):
+            return SgxStatus.INVALID_MEASUREMENT
+        # Step 9.
+        mrsigner = hashlib.sha256(sig.modulus).digest()
+        lehash = self.lepubkeyhash
+        # Step 10.
+        if enclave.attributes & CONTROLLED_ATTRIBUTES and not hmac.compare_digest(mrsigner, lehash):
+            return SgxStatus.INVALID_ATTRIBUTE
+        # Step 11.
+        mask = sig.attributemask
+        if (enclave.attributes & mask.flags) != (sig.attributes.flags & mask.flags) or (
+            enclave.xfrm & mask.xfrm
+        ) != (sig.attributes.xfrm & mask.xfrm):
+            return SgxStatus.INVALID_ATTRIBUTE
+        # Step 12.
+        if (enclave.miscselect & sig.miscmask) != (sig.miscselect & sig.miscmask):
+            return SgxStatus.INVALID_ATTRIBUTE
+        # Step 13: no CET on this part.
+        if token.valid & 1:
+            # Step 15.
+            if token.maskedattributesle.flags & AttributeFlag.DEBUG and not (
+                enclave.attributes & AttributeFlag.DEBUG
+            ):
+                return SgxStatus.INVALID_EINITTOKEN
+            # Step 16.
+            if token.valid != 1 or token.nonzero_reserved() is not None:
+                return SgxStatus.INVALID_EINITTOKEN
+            # Step 17.
+            if cpusvn_beyond(token.cpusvnle, self.config.cpusvn):
+                return SgxStatus.INVALID_CPUSVN
+            # Step 18.
+            key = self._launch_key(token)
+            if not hmac.compare_digest(token.mac, cmac128(key, token.maced_bytes())):
+                return SgxStatus.INVALID_EINITTOKEN
+            # Step 19.
+            if not hmac.compare_digest(token.mrenclave, mrenclave) or not hmac.compare_digest(
+                token.mrsigner, mrsigner
+            ):
+                return SgxStatus.INVALID_MEASUREMENT
+            # Step 20.
+            if token.attributes.flags != enclave.attributes or token.attributes.xfrm != (
+                enclave.xfrm
+            ):
+                return SgxStatus.INVALID_ATTRIBUTE
+        # Step 14.
+        elif not hmac.compare_digest(mrsigner, lehash):
+            return SgxStatus.INVALID_EINITTOKEN
+        # Step 21: commit.
+        enclave.mrenclave = mrenclave
+        enclave.mrsigner = mrsigner
+        enclave.isvprodid = sig.isvprodid
+        enclave.isvsvn = sig.isvsvn
+        enclave.isvfamilyid = sig.isvfamilyid
+        enclave.isvextprodid = sig.isvextprodid
+        enclave.padding = sig_padding
+        enclave.attributes |= AttributeFlag.INIT
+        enclave.initialized = True
+        base = i * PAGE
+        self._epc[base + 48 : base + 56] = enclave.attributes.to_bytes(8, "little")
+        self._epc[base + 64 : base + 96] = mrenclave
+        self._epc[base + 128 : base + 160] = mrsigner
+        self._epc[base + 256 : base + 260] = struct.pack("<HH", sig.isvprodid, sig.isvsvn)
+        return SgxStatus.SUCCESS
+
+    # ------------------------------------------------------------------------------------------
+    # Inspection for software that owns the enclave (the driver) and for tests
+    # ------------------------------------------------------------------------------------------
+
+    def secs_info(self, secs: int) -> dict[str, Any]:
+        """What the SECS at ``secs`` holds (the driver reads these back after EINIT)."""
+        enclave = self._secs_of(secs)
+        return {
+            "eid": enclave.eid,
+            "size": enclave.size,
+            "baseaddr": enclave.baseaddr,
+            "ssaframesize": enclave.ssaframesize,
+            "miscselect": enclave.miscselect,
+            "attributes_flags": enclave.attributes,
+            "attributes_xfrm": enclave.xfrm,
+            "initialized": enclave.initialized,
+            "mrenclave": enclave.mrenclave,
+            "mrsigner": enclave.mrsigner,
+            "isvprodid": enclave.isvprodid,
+            "isvsvn": enclave.isvsvn,
+            "children": enclave.children,
+        }
+
+    # ------------------------------------------------------------------------------------------
+    # EREMOVE / EPA / EBLOCK / ETRACK / EWB / ELDU / ELDB
+    # ------------------------------------------------------------------------------------------
+
+    def eremove(self, epc_page: int) -> SgxStatus:
+        """ENCLS[EREMOVE]: free an EPC page.
+
+        Checks (SDM EREMOVE): alignment (#GP), EPC membership (#PF); an invalid page is
+        already free (SUCCESS); a SECS with children → SGX_CHILD_PRESENT; a page of an enclave
+        with a logical processor inside → SGX_ENCLAVE_ACT.
+        """
+        i = self._epc_page(epc_page)
+        if not self._valid[i]:
+            return SgxStatus.SUCCESS
+        ptype = self._ptype[i]
+        if ptype == PageType.SECS:
+            enclave = self._secs_state[i]
+            if enclave.children:
+                return SgxStatus.CHILD_PRESENT
+            if enclave.threads:
+                return SgxStatus.ENCLAVE_ACT
+            del self._secs_state[i]
+            enclave.secs_index = -1
+        elif ptype != PageType.VA:
+            owner = self._owner[i]
+            if owner is not None:
+                if owner.threads:
+                    return SgxStatus.ENCLAVE_ACT
+                owner.children -= 1
+                if owner.pages.get(self._linaddr[i]) == i:
+                    del owner.pages[self._linaddr[i]]
+        self._clear_epcm(i)
+        return SgxStatus.SUCCESS
+
+    def _clear_epcm(self, i: int) -> None:
+        self._valid[i] = 0
+        self._ptype[i] = 0
+        self._perm[i] = 0
+        self._blocked[i] = 0
+        self._linaddr[i] = 0
+        self._owner[i] = None
+
+    def epa(self, epc_page: int) -> SgxStatus:
+        """ENCLS[EPA]: make a free EPC page a Version Array (512 zero slots of 8 bytes).
+
+        Checks: alignment (#GP), EPC membership (#PF), the page free (#PF).
+        """
+        i = self._epc_page(epc_page)
+        if self._valid[i]:
+            raise PageFault("EPA target EPC page is already valid", address=epc_page)
+        self._epc[i * PAGE : (i + 1) * PAGE] = bytes(PAGE)
+        self._valid[i] = 1
+        self._ptype[i] = PageType.VA
+        self._perm[i] = 0
+        self._blocked[i] = 0
+        self._linaddr[i] = 0
+        self._owner[i] = None
+        return SgxStatus.SUCCESS
+
+    def eblock(self, epc_page: int) -> SgxStatus:
+        """ENCLS[EBLOCK]: mark a page blocked (no new TLB mappings) in the current epoch.
+
+        Checks (SDM EBLOCK, status codes in this order): page not valid → SGX_PG_INVLD;
+        PT_SECS → SGX_PG_IS_SECS; PT_VA/PT_TRIM → SGX_NOTBLOCKABLE; already blocked →
+        SGX_BLKSTATE.
+        """
+        i = self._epc_page(epc_page)
+        if not self._valid[i]:
+            return SgxStatus.PG_INVLD
+        ptype = self._ptype[i]
+        if ptype == PageType.SECS:
+            return SgxStatus.PG_IS_SECS
+        if ptype != PageType.REG and ptype != PageType.TCS:
+            return SgxStatus.NOTBLOCKABLE
+        if self._blocked[i]:
+            return SgxStatus.BLKSTATE
+        owner = self._owner[i]
+        assert owner is not None
+        self._blocked[i] = 1
+        self._blocked_epoch[i] = owner.epoch
+        return SgxStatus.SUCCESS
+
+    def etrack(self, secs: int) -> SgxStatus:
+        """ENCLS[ETRACK]: start a new tracking epoch for the enclave.
+
+        Model: the epoch advances; logical processors inside the enclave at this moment must
+        exit before the next ETRACK (else SGX_PREV_TRK_INCMPL) and before EWB of a page blocked
+        in an earlier epoch (else SGX_NOT_TRACKED). ECALLs here run to completion, so a thread
+        is "inside" only while an ENCLS leaf is called from within a running program.
+        """
+        enclave = self._secs_of(secs)
+        if enclave.tracking_threads:
+            return SgxStatus.PREV_TRK_INCMPL
+        enclave.epoch += 1
+        enclave.tracking_threads = enclave.threads
+        return SgxStatus.SUCCESS
+
+    def _va_slot(self, address: int) -> tuple[int, int]:
+        """(EPC page index, byte offset in the EPC) of the VA slot at ``address``."""
+        if address & 7:
+            raise GeneralProtection("VA slot address is not 8-byte aligned")
+        if not self.epc_base <= address < self._epc_end:
+            raise PageFault("VA slot is not in the EPC", address=address)
+        i = (address - self.epc_base) >> 12
+        if not self._valid[i] or self._ptype[i] != PageType.VA:
+            raise PageFault("VA slot is not in a valid VA page", address=address)
+        return i, address - self.epc_base
+
+    def _aad(self, secinfo_flags: int, eid: int, linaddr: int) -> bytes:
+        return _PCMD_HEAD.pack(secinfo_flags, _ZERO56, eid, _ZERO40) + _U64S.pack(linaddr)
+
+    def ewb(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
+        """ENCLS[EWB]: evict an EPC page to ordinary memory, encrypted and MACed.
+
+        Args:
+            pageinfo: PAGEINFO with SRCPGE = 4 KiB destination for the encrypted contents and
+                SECINFO = 128-byte aligned destination of the PCMD; LINADDR and SECS must be 0.
+            epc_page: the page to evict.
+            va_slot: an empty 8-byte slot in a VA page (EPA) to receive the version.
+
+        Checks (SDM EWB): alignment (#GP), EPC membership and a valid EPC page / VA page (#PF),
+        PAGEINFO.LINADDR/SECS zero (#GP); a SECS with children → SGX_CHILD_PRESENT; a REG/TCS
+        page not blocked → SGX_PAGE_NOT_BLOCKED; not tracked since it was blocked (an ETRACK
+        after the EBLOCK, and every thread of the previous epoch gone) → SGX_NOT_TRACKED; VA
+        slot non-zero → SGX_VA_SLOT_OCCUPIED.
+
+        Crypto (our documented construction; the SDM's is not public): a fresh 64-bit version
+        from a per-boot counter goes into the VA slot; the page is sealed with AES-128-GCM under
+        a per-boot paging key, nonce = version (u64 LE) ‖ 4 zero bytes, associated data =
+        PCMD[0:112] (SECINFO with the EPCM type and R/W/X, ENCLAVEID = the enclave's EID) ‖
+        LINADDR (u64 LE); the 16-byte tag is PCMD.MAC.
+        """
+        linaddr_in, dest, pcmd, secs_field = self._read_pageinfo(pageinfo)
+        if dest & _PAGE_MASK or pcmd & 127 or epc_page & _PAGE_MASK:
+            raise GeneralProtection("EWB operand misaligned")
+        if linaddr_in or secs_field:
+            raise GeneralProtection("EWB needs PAGEINFO.LINADDR = 0 and PAGEINFO.SECS = 0")
+        i = self._epc_page(epc_page)
+        if not self._valid[i]:
+            raise PageFault("EWB page is not valid", address=epc_page)
+        va_index, va_off = self._va_slot(va_slot)
+        if va_index == i:
+            raise GeneralProtection("EWB VA slot lies in the page being evicted")
+        ptype = self._ptype[i]
+        owner = self._owner[i]
+        eid = 0
+        if ptype == PageType.SECS:
+            enclave = self._secs_state[i]
+            if enclave.children:
+                return SgxStatus.CHILD_PRESENT
+            eid = enclave.eid
+        elif ptype == PageType.REG or ptype == PageType.TCS:
+            assert owner is not None
+            if not self._blocked[i]:
+                return SgxStatus.PAGE_NOT_BLOCKED
+            if owner.epoch <= self._blocked_epoch[i] or owner.tracking_threads:
+                return SgxStatus.NOT_TRACKED
+            eid = owner.eid
+        if self._epc[va_off : va_off + 8] != bytes(8):
+            return SgxStatus.VA_SLOT_OCCUPIED
+        # Destination must be writable ordinary memory.
+        dest_region = self._find(dest, PAGE)
+        pcmd_region = self._find(pcmd, 128)
+        self._version += 1
+        version = self._version
+        linaddr = self._linaddr[i]
+        flags = (ptype << _SECINFO_TYPE_SHIFT) | self._perm[i]
+        aad = self._aad(flags, eid, linaddr)
+        base = i * PAGE
+        sealed = self._paging.encrypt(_NONCE.pack(version), self._epc_view[base : base + PAGE], aad)
+        d = dest - dest_region.base
+        dest_region.buf[d : d + PAGE] = memoryview(sealed)[:PAGE]
+        p = pcmd - pcmd_region.base
+        pcmd_region.buf[p : p + 112] = aad[:112]
+        pcmd_region.buf[p + 112 : p + 128] = sealed[PAGE:]
+        self._epc[va_off : va_off + 8] = _U64S.pack(version)
+        # The page leaves the EPC.
+        if ptype == PageType.SECS:
+            enclave = self._secs_state.pop(i)
+            enclave.secs_index = -1
+            self._evicted_secs[enclave.eid] = enclave
+        elif owner is not None:
+            owner.children -= 1
+            if owner.pages.get(linaddr) == i:
+                del owner.pages[linaddr]
+        self._valid[i] = 0
+        self._ptype[i] = 0
+        self._perm[i] = 0
+        self._blocked[i] = 0
+        self._linaddr[i] = 0
+        self._owner[i] = None
+        return SgxStatus.SUCCESS
+
+    def eldu(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
+        """ENCLS[ELDU]: reload an evicted page, unblocked. See :meth:`_eld`."""
+        return self._eld(pageinfo, epc_page, va_slot, blocked=False)
+
+    def eldb(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
+        """ENCLS[ELDB]: reload an evicted page, blocked. See :meth:`_eld`."""
+        return self._eld(pageinfo, epc_page, va_slot, blocked=True)
+
+    def _eld(self, pageinfo: int, epc_page: int, va_slot: int, *, blocked: bool) -> SgxStatus:
+        """ELDU/ELDB.
+
+        Args:
+            pageinfo: PAGEINFO with LINADDR (the page's enclave address; 0 for SECS/VA),
+                SRCPGE (the encrypted contents), SECINFO (the PCMD, 128-byte aligned) and SECS
+                (the enclave's SECS; 0 for a SECS or VA page).
+            epc_page: a free EPC page to load into.
+            va_slot: the VA slot EWB filled.
+
+        Checks (SDM ELDU/ELDB): alignment (#GP); EPC membership, free target, valid VA page and
+        (for REG/TCS) a valid SECS (#PF); PCMD reserved fields and SECINFO page type (#GP);
+        for REG/TCS: LINADDR inside the enclave (#GP); then the MAC, over the contents, the
+        PCMD's SECINFO, the enclave's EID (from the SECS, not the PCMD), LINADDR and the
+        version in the VA slot → SGX_MAC_COMPARE_FAIL. So a replayed older copy (its version is
+        gone), the wrong VA slot, another enclave, another address or any altered PCMD/content
+        byte is refused. On success the VA slot is cleared.
+        """
+        linaddr, src, pcmd, secs_addr = self._read_pageinfo(pageinfo)
+        if src & _PAGE_MASK or pcmd & 127 or secs_addr & _PAGE_MASK or epc_page & _PAGE_MASK:
+            raise GeneralProtection("ELDU/ELDB operand misaligned")
+        i = self._epc_page(epc_page)
+        if self._valid[i]:
+            raise PageFault("ELDU/ELDB target EPC page is already valid", address=epc_page)
+        _va_index, va_off = self._va_slot(va_slot)
+        head = bytes(self._view(pcmd, 128))
+        flags, sec_rest, pcmd_eid, pcmd_rest = _PCMD_HEAD.unpack_from(head)
+        if flags & _SECINFO_RESERVED or sec_rest != _ZERO56 or pcmd_rest != _ZERO40:
+            raise GeneralProtection("PCMD reserved fields are set")
+        ptype = (flags >> _SECINFO_TYPE_SHIFT) & 0xFF
+        enclave: _Enclave | None = None
+        if ptype == PageType.REG or ptype == PageType.TCS:
+            enclave = self._secs_of(secs_addr)
+            eid = enclave.eid
+            if linaddr & _PAGE_MASK or not 0 <= linaddr - enclave.baseaddr < enclave.size:
+                raise GeneralProtection("ELDU LINADDR outside the enclave")
+        elif ptype == PageType.SECS or ptype == PageType.VA:
+            if secs_addr or linaddr:
+                raise GeneralProtection("ELDU of a SECS/VA page needs LINADDR = SECS = 0")
+            eid = pcmd_eid if ptype == PageType.SECS else 0
+        else:
+            raise GeneralProtection(f"PCMD page type {ptype} cannot be loaded")
+        version = _U64S.unpack_from(self._epc, va_off)[0]
+        aad = self._aad(flags, eid, linaddr)
+        sealed = bytes(self._view(src, PAGE)) + head[112:128]
+        try:
+            plain = self._paging.decrypt(_NONCE.pack(version), sealed, aad)
+        except InvalidTag:
+            return SgxStatus.MAC_COMPARE_FAIL
+        if ptype == PageType.SECS:
+            restored = self._evicted_secs.get(eid)
+            if restored is None:  # pragma: no cover - a MAC-valid SECS always has its state
+                return SgxStatus.MAC_COMPARE_FAIL
+        base = i * PAGE
+        self._epc[base : base + PAGE] = plain
+        self._epc[va_off : va_off + 8] = bytes(8)
+        self._valid[i] = 1
+        self._ptype[i] = ptype
+        self._perm[i] = flags & _PERM_RWX
+        self._blocked[i] = 1 if blocked and enclave is not None else 0
+        self._linaddr[i] = linaddr
+        self._owner[i] = enclave
+        if enclave is not None:
+            enclave.children += 1
+            enclave.pages[linaddr] = i
+            self._blocked_epoch[i] = enclave.epoch
+        elif ptype == PageType.SECS:
+            state = self._evicted_secs.pop(eid)
+            state.secs_index = i
+            self._secs_state[i] = state
+        return SgxStatus.SUCCESS
+
+    # ------------------------------------------------------------------------------------------
+    # EDBGRD / EDBGWR
+    # ------------------------------------------------------------------------------------------
+
+    def _debug_target(self, address: int) -> tuple[SgxStatus, int]:
+        if address & 7:
+            raise GeneralProtection("EDBGRD/EDBGWR address is not 8-byte aligned")
+        if not self.epc_base <= address < self._epc_end:
+            raise PageFault("EDBGRD/EDBGWR address is not in the EPC", address=address)
+        i = (address - self.epc_base) >> 12
+        if not self._valid[i]:
+            raise PageFault("EDBGRD/EDBGWR page is not valid", address=address)
+        ptype = self._ptype[i]
+        enclave = self._secs_state[i] if ptype == PageType.SECS else self._owner[i]
+        if enclave is None or not enclave.attributes & AttributeFlag.DEBUG:
+            return SgxStatus.PAGE_NOT_DEBUGGABLE, i
+        return SgxStatus.SUCCESS, i
+
+    def edbgrd(self, address: int) -> tuple[SgxStatus, bytes]:
+        """ENCLS[EDBGRD]: read 8 bytes of a debug enclave's EPC page.
+
+        Checks: 8-byte alignment (#GP), EPC membership and a valid page (#PF), the owning
+        enclave has ATTRIBUTES.DEBUG (else SGX_PAGE_NOT_DEBUGGABLE).
+
+        Returns:
+            (status, the 8 bytes or 8 zero bytes on failure).
+        """
+        status, _ = self._debug_target(address)
+        if status:
+            return status, bytes(8)
+        off = address - self.epc_base
+        return SgxStatus.SUCCESS, bytes(self._epc[off : off + 8])
+
+    def edbgwr(self, address: int, data: bytes) -> SgxStatus:
+        """ENCLS[EDBGWR]: write 8 bytes into a debug enclave's REG/TCS page.
+
+        Checks as :meth:`edbgrd`; SECS and VA pages cannot be written (#GP).
+        """
+        if len(data) != 8:
+            raise UsageError("EDBGWR writes exactly 8 bytes")
+        status, i = self._debug_target(address)
+        if status:
+            return status
+        if self._ptype[i] not in (PageType.REG, PageType.TCS):
+            raise GeneralProtection("EDBGWR to a SECS or VA page")
+        off = address - self.epc_base
+        self._epc[off : off + 8] = data
+        return SgxStatus.SUCCESS
+
+    # ------------------------------------------------------------------------------------------
+    # Execution (implemented in sgxlaunch.cpu.enclave)
+    # ------------------------------------------------------------------------------------------
+
+    def register_program(self, mrenclave: bytes, program: Callable[[], EnclaveProgram]) -> None:
+        """Register the code of enclaves measuring ``mrenclave``.
+
+        ``program`` is a factory (usually the :class:`~sgxlaunch.cpu.enclave.EnclaveProgram`
+        subclass itself); each enclave instance gets its own program object at its first EENTER.
+        """
+        if len(mrenclave) != 32:
+            raise UsageError("an MRENCLAVE is 32 bytes")
+        self._programs[bytes(mrenclave)] = program
+
+    def eenter(self, tcs: int, function: int = 0, data: bytes = b"") -> bytes:
+        """ENCLU[EENTER]: run the enclave's program on the TCS at EPC address ``tcs``.
+
+        See :func:`sgxlaunch.cpu.enclave.eenter` for the checks and the calling convention.
+        """
+        from sgxlaunch.cpu.enclave import eenter
+
+        return eenter(self, tcs, function, data)
