@@ -73,7 +73,7 @@ def test_adv06_e3_cube_root_forgery_rejected(key: rsa.RSAPrivateKey) -> None:
         sigstruct.verify(parsed)
 
 
-@pytest.mark.parametrize("name", ["ber_length", "missing_null", "sha1_oid"])
+@pytest.mark.parametrize("name", ["ber_length", "missing_null", "sha1_oid", "trailing_garbage"])
 def test_adv06_bad_encoding_signed_with_real_key_rejected(
     key: rsa.RSAPrivateKey, name: str
 ) -> None:
@@ -87,6 +87,8 @@ def test_adv06_bad_encoding_signed_with_real_key_rejected(
     forged = Sigstruct.from_bytes(MAKER.with_raw_signature(body, n, s).to_bytes())
     with pytest.raises(SignatureInvalid):
         sigstruct.verify(forged)
+    if name == "trailing_garbage":
+        assert lax_verify(forged)  # what CVE-2016-1494-style parsing would have accepted
 
 
 def test_adv06_encodings_are_what_they_claim() -> None:
@@ -121,6 +123,7 @@ def test_adv06_control_correct_encoding_by_raw_rsa_verifies(key: rsa.RSAPrivateK
         "adv06_ber_length",
         "adv06_missing_null",
         "adv06_sha1_oid",
+        "adv06_trailing_garbage",
     ],
 )
 def test_adv06_regression_files_rejected(name: str) -> None:

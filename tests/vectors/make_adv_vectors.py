@@ -9,9 +9,10 @@ Outputs (1808 bytes each):
   S³ (computed without the private key) starts with a well-formed PKCS#1 v1.5 prefix followed by
   garbage. Q1/Q2 are consistent, so only the full-EM comparison can reject it.
 * ``adv06_ber_length.sigstruct.bin``, ``adv06_missing_null.sigstruct.bin``,
-  ``adv06_sha1_oid.sigstruct.bin`` — the same key signs (raw RSA, S = m^d mod n) a
-  wrongly encoded EM: DigestInfo with BER long-form lengths, without the NULL parameters, and
-  with the SHA-1 OID and digest. Each is a real RSA signature of a bad encoding.
+  ``adv06_sha1_oid.sigstruct.bin``, ``adv06_trailing_garbage.sigstruct.bin`` — the same key
+  signs (raw RSA, S = m^d mod n) a wrongly encoded EM: DigestInfo with BER long-form lengths,
+  without the NULL parameters, with the SHA-1 OID and digest, and a short FF run followed by
+  garbage after the digest. Each is a real RSA signature of a bad encoding.
 * ``adv07_short_signature.sigstruct.bin`` — a *valid* SIGSTRUCT, signed with the shared
   vector key ``generated/case1_defaults.key.pem``, whose SIGNATURE, Q1 and Q2 each have a zero
   top byte (found by varying ISVSVN; deterministic since PKCS#1 v1.5 signing is).
@@ -112,11 +113,19 @@ def raw_sign(key: rsa.RSAPrivateKey, em: bytes) -> int:
     return pow(int.from_bytes(em, "big"), numbers.d, numbers.public_numbers.n)
 
 
+def _short_padding_with_garbage(t: bytes) -> bytes:
+    """00 01 FF×8 00 T ‖ garbage: well-formed up to the digest, then bytes a lax parser skips."""
+    head = b"\x00\x01" + b"\xff" * 8 + b"\x00" + t
+    garbage = hashlib.sha256(b"garbage").digest() * 12
+    return head + garbage[: EM_SIZE - len(head)]
+
+
 def bad_encodings(message: bytes) -> dict[str, bytes]:
     """The wrongly encoded EMs of checklist case 6 (names → 384-byte EM)."""
     digest = hashlib.sha256(message).digest()
     return {
         "ber_length": pkcs1_em(digest_info(digest, ber=True)),
+        "trailing_garbage": _short_padding_with_garbage(digest_info(digest)),
         "missing_null": pkcs1_em(digest_info(digest, null=False)),
         "sha1_oid": pkcs1_em(digest_info(hashlib.sha1(message).digest(), SHA1_OID)),  # noqa: S324
     }
