@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sgxlaunch import sigstruct
 from sgxlaunch.arch import EinitToken, Sigstruct
@@ -53,8 +54,6 @@ def test_adv01_two_step_signing_refuses_wrong_lengths() -> None:
     data = (shared_vectors() / VECTORS[0]).read_bytes()
     sig = Sigstruct.from_bytes(data)
     n = sig.modulus_int
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     public = rsa.RSAPublicNumbers(3, n).public_key()
     signed = sig.signed_bytes()
     signature_be = sig.signature[::-1]

@@ -29,6 +29,7 @@ from sgxlaunch.arch import (
     Tcs,
 )
 from sgxlaunch.errors import MalformedInput
+from tests.conftest import shared_vectors
 
 # Sizes from sgx-launch-spec.md §0 / §1 (SDM, kernel, SDK static asserts).
 SPEC_SIZES: dict[type[Any], int] = {
@@ -424,6 +425,27 @@ def test_sigstruct_other_header_types_refused(header_type: int) -> None:
     assert info.value.field == "sigstruct.header"
     raw = Sigstruct.from_bytes_raw(bytes(data))
     assert raw.header_type not in ("standard", "sdk-debug")
+
+
+def test_sigstruct_header_type_on_the_real_sdk_launch_enclave() -> None:
+    """Intel's SDK-signed LE carries type 0x80000000 in HEADER bytes 12..15 (issue 2 decision)."""
+    path = "intel_ae_extracted/ratel-psw@184dc82b_libsgx_le.sigstruct.bin"
+    data = (shared_vectors() / path).read_bytes()
+    assert data[0:12] == HEADER[:12]
+    assert data[12:16] == SDK_TYPE
+    obj = Sigstruct.from_bytes(data)
+    assert obj.header_type == "sdk-debug"
+    assert obj.to_bytes() == data
+    for value in (0x00000001, 0x40000000, 0x80000001, 0x00000080, 0xFFFFFFFF):
+        bad = bytearray(data)
+        bad[12:16] = value.to_bytes(4, "little")
+        with pytest.raises(MalformedInput) as info:
+            Sigstruct.from_bytes(bytes(bad))
+        assert info.value.field == "sigstruct.header"
+        assert Sigstruct.from_bytes_raw(bytes(bad)).header_type == "invalid"
+    standard = bytearray(data)
+    standard[12:16] = bytes(4)
+    assert Sigstruct.from_bytes(bytes(standard)).header_type == "standard"
 
 
 # -- EINITTOKEN, SECINFO, TCS flags ------------------------------------------------------------
