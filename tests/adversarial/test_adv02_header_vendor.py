@@ -7,6 +7,7 @@ raw-parsed structure's signature fails too (two independent defences).
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sgxlaunch import sigstruct
 from sgxlaunch.arch import Sigstruct
@@ -63,3 +64,21 @@ def test_adv02_vendor_swapped_between_allowed_values_breaks_signature() -> None:
     parsed = Sigstruct.from_bytes(bytes(data))  # an allowed value: parses
     with pytest.raises(SignatureInvalid):
         sigstruct.verify(parsed)
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "field"),
+    [(0, 0x07, "header"), (27, 0xFF, "header2"), (16, 0x01, "vendor"), (44, 0x01, "reserved1")],
+)
+def test_adv02_two_step_signing_refuses_malformed_signing_data(
+    offset: int, value: int, field: str
+) -> None:
+    """catsig places gendata's bytes as they are, so it must parse them strictly."""
+    data = (shared_vectors() / VECTORS[0]).read_bytes()
+    sig = Sigstruct.from_bytes(data)
+    public = rsa.RSAPublicNumbers(3, sig.modulus_int).public_key()
+    signed = bytearray(sig.signed_bytes())
+    signed[offset if offset < 128 else offset - 900 + 128] = value
+    with pytest.raises(MalformedInput) as info:
+        sigstruct.assemble(bytes(signed), public, sig.signature[::-1])
+    assert info.value.field == f"sigstruct.{field}"

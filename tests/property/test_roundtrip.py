@@ -10,11 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sgxlaunch import sigstruct
 from sgxlaunch.arch import ALL_STRUCTURES, EinitToken, Secinfo, Sigstruct, Tcs
 from sgxlaunch.errors import MalformedInput
+from tests.conftest import shared_vectors
 
 HEADER = bytes.fromhex("06000000e10000000000010000000000")
 HEADER_SDK = bytes.fromhex("06000000e10000000000010000000080")
@@ -150,5 +154,31 @@ def test_fuzz_parsers_raise_only_malformed_input(cls: Any) -> None:
         except MalformedInput:
             return
         assert strict.nonzero_reserved() is None
+
+    check()
+
+
+@pytest.fixture(scope="module")
+def vector_signer() -> sigstruct.RsaKeySigner:
+    key = serialization.load_pem_private_key(
+        (shared_vectors() / "generated" / "case1_defaults.key.pem").read_bytes(), password=None
+    )
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return sigstruct.RsaKeySigner(key)
+
+
+def test_sign_then_strict_parse_then_verify(vector_signer: sigstruct.RsaKeySigner) -> None:
+    """Any strictly valid body signs; the result parses strictly, round-trips and verifies."""
+
+    @settings(max_examples=60, deadline=None)
+    @given(body=structure(Sigstruct, strict=True))
+    def check(body: Sigstruct) -> None:
+        signed = sigstruct.sign(body, vector_signer)
+        data = signed.to_bytes()
+        assert data[0:128] == body.to_bytes()[0:128]
+        assert data[900:1028] == body.to_bytes()[900:1028]
+        again = Sigstruct.from_bytes(data)
+        assert again == signed
+        sigstruct.verify(again)
 
     check()
