@@ -92,6 +92,12 @@ _ABORT_PAGE = b"\xff" * PAGE
 _SECS_FIXED = struct.Struct("<QQIIQB15sQQ32s32s32s32s64sHHH")  # SECS bytes 0..261
 
 _SECINFO_TYPE_SHIFT = 8
+_PT_SECS = int(PageType.SECS)
+_PT_TCS = int(PageType.TCS)
+_PT_REG = int(PageType.REG)
+_PT_VA = int(PageType.VA)
+_STAGE_SIZE = 16 * 5184
+"""Bytes of measurement records an enclave buffers before one SHA-256 update (16 pages)."""
 _PERM_RWX = 0x7
 _SECINFO_RESERVED = _U64 & ~(0x3F | (0xFF << 8))
 _REQUIRED_SEALING_MASK = 0x3
@@ -158,6 +164,9 @@ class _Enclave:
         "secs_index",
         "size",
         "ssaframesize",
+        "stage",
+        "stage_pos",
+        "stage_view",
         "threads",
         "tracking_threads",
         "updates",
@@ -177,6 +186,9 @@ class _Enclave:
         self.configid = bytes(64)
         self.configsvn = 0
         self.measurement: Any = hashlib.sha256()
+        self.stage = bytearray(_STAGE_SIZE)
+        self.stage_view = memoryview(self.stage)
+        self.stage_pos = 0
         self.updates = 0
         self.initialized = False
         self.mrenclave = bytes(32)
@@ -193,14 +205,21 @@ class _Enclave:
         self.tracking_threads = 0
         self.program: EnclaveProgram | None = None
 
+    def flush(self) -> None:
+        """Hash the staged measurement records (SHA256UPDATE is buffered, never reordered)."""
+        if self.stage_pos:
+            self.measurement.update(self.stage_view[: self.stage_pos])
+            self.stage_pos = 0
+
 
 class _Region:
-    __slots__ = ("base", "buf", "end")
+    __slots__ = ("base", "buf", "end", "view")
 
     def __init__(self, base: int, size: int) -> None:
         self.base = base
         self.end = base + size
         self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
 
 
 class Processor:
@@ -259,6 +278,7 @@ class Processor:
         self._region_bases: list[int] = []
         self._next_ordinary = ORDINARY_BASE
         self._last_region: _Region | None = None
+        self._prev_region: _Region | None = None
 
         # EPCM.
         n = self.epc_pages
@@ -277,6 +297,7 @@ class Processor:
         self._extend_scratch[:, 0:8] = np.frombuffer(TAG_EEXTEND, dtype=np.uint8)
         self._extend_offsets = self._extend_scratch.view(np.uint64)[:, 1]
         self._extend_steps = np.arange(16, dtype=np.uint64) * np.uint64(256)
+        self._extend_bytes = self._extend_scratch.data.cast("B")
 
         # MSRs.
         self._programs: dict[bytes, Callable[[], EnclaveProgram]] = {}
@@ -324,15 +345,23 @@ class Processor:
         del self._region_bases[i]
         if self._last_region is region:
             self._last_region = None
+        if self._prev_region is region:
+            self._prev_region = None
 
     def _find(self, address: int, length: int) -> _Region:
         region = self._last_region
         if region is not None and region.base <= address and address + length <= region.end:
             return region
+        region = self._prev_region
+        if region is not None and region.base <= address and address + length <= region.end:
+            self._prev_region = self._last_region
+            self._last_region = region
+            return region
         i = bisect.bisect_right(self._region_bases, address) - 1
         if i >= 0:
             region = self._regions[i]
             if address + length <= region.end:
+                self._prev_region = self._last_region
                 self._last_region = region
                 return region
         raise PageFault("no memory mapped at this address", address=address)
@@ -625,7 +654,8 @@ class Processor:
         enclave.xfrm = xfrm
         enclave.configid = configid
         enclave.configsvn = configsvn
-        enclave.measurement.update(_ECREATE_BLOCK.pack(TAG_ECREATE, ssaframesize, size))
+        _ECREATE_BLOCK.pack_into(enclave.stage, 0, TAG_ECREATE, ssaframesize, size)
+        enclave.stage_pos = 64
         enclave.updates = 1
         # The architectural SECS page: ISVPRODID/ISVSVN/MRSIGNER zero, MRENCLAVE kept aside.
         page = bytearray(src)
@@ -657,41 +687,52 @@ class Processor:
         and DBGOPTIN cleared, R/W/X forced to 0. The EADD block (with the SECINFO as supplied)
         is added to MRENCLAVE.
         """
-        linaddr, srcpge, secinfo, secs_addr = self._read_pageinfo(pageinfo)
+        if pageinfo & 31:
+            raise GeneralProtection(f"PAGEINFO 0x{pageinfo:x} is not 32-byte aligned")
+        region = self._last_region
+        if region is not None and region.base <= pageinfo and pageinfo + 32 <= region.end:
+            linaddr, srcpge, secinfo, secs_addr = _PAGEINFO.unpack_from(
+                region.buf, pageinfo - region.base
+            )
+        else:
+            linaddr, srcpge, secinfo, secs_addr = self._read_pageinfo(pageinfo)
+            region = self._last_region
         if epc_page & _PAGE_MASK or srcpge & _PAGE_MASK or secinfo & 63 or secs_addr & _PAGE_MASK:
             raise GeneralProtection("EADD operand misaligned")
-        flags = self._read_secinfo(secinfo)
-        enclave = self._secs_of(secs_addr)
-        i = self._epc_page(epc_page)
+        if region is not None and region.base <= secinfo and secinfo + 64 <= region.end:
+            flags, rest = _SECINFO.unpack_from(region.buf, secinfo - region.base)
+            if flags & _SECINFO_RESERVED or rest != _ZERO56:
+                raise GeneralProtection("SECINFO has reserved bits set")
+        else:
+            flags = self._read_secinfo(secinfo)
+        epc_base = self.epc_base
+        si = (secs_addr - epc_base) >> 12
+        if 0 <= si < self.epc_pages and self._valid[si] and self._ptype[si] == _PT_SECS:
+            enclave = self._secs_state[si]
+        else:
+            enclave = self._secs_of(secs_addr)
+        i = (epc_page - epc_base) >> 12
+        if not 0 <= i < self.epc_pages:
+            raise PageFault("EPC operand is not in the EPC", address=epc_page)
         if self._valid[i]:
             raise PageFault("EADD target EPC page is already valid", address=epc_page)
-        ptype = (flags >> _SECINFO_TYPE_SHIFT) & 0xFF
-        if ptype != PageType.REG and ptype != PageType.TCS:
+        ptype = (flags >> 8) & 0xFF
+        if ptype != _PT_REG and ptype != _PT_TCS:
             raise GeneralProtection(f"EADD page type {ptype} is not REG or TCS")
         if enclave.initialized:
             raise GeneralProtection("EADD to an initialized enclave")
         offset = linaddr - enclave.baseaddr
         if linaddr & _PAGE_MASK or not 0 <= offset < enclave.size:
             raise GeneralProtection(f"EADD LINADDR 0x{linaddr:x} outside the enclave")
-        if self.epc_base <= srcpge < self._epc_end:
+        if epc_base <= srcpge < self._epc_end:
             src: memoryview | bytes = _ABORT_PAGE
         else:
-            region = self._find(srcpge, PAGE)
-            start = srcpge - region.base
-            src = memoryview(region.buf)[start : start + PAGE]
+            sregion = self._find(srcpge, PAGE)
+            start = srcpge - sregion.base
+            src = sregion.view[start : start + PAGE]
         base = i * PAGE
-        if ptype == PageType.TCS:
-            tcs = bytearray(src)
-            tcs_flags, ossa = struct.unpack_from("<QQ", tcs, 8)
-            ofsbase, ogsbase = struct.unpack_from("<QQ", tcs, 48)
-            if tcs_flags & TCS_FLAGS_RESERVED_MASK or any(tcs[72:]):
-                raise GeneralProtection("TCS reserved fields are set")
-            if (ossa | ofsbase | ogsbase) & _PAGE_MASK:
-                raise GeneralProtection("TCS OSSA/OFSBASE/OGSBASE are not page-aligned")
-            struct.pack_into("<QQ", tcs, 0, 0, tcs_flags & ~1)  # STATE := 0, DBGOPTIN := 0
-            struct.pack_into("<I", tcs, 24, 0)  # CSSA := 0
-            struct.pack_into("<Q", tcs, 40, 0)  # AEP := 0
-            self._epc[base : base + PAGE] = tcs
+        if ptype == _PT_TCS:
+            self._epc[base : base + PAGE] = self._checked_tcs(src)
             self._perm[i] = 0
         else:
             self._epc_view[base : base + PAGE] = src
@@ -703,21 +744,44 @@ class Processor:
         self._owner[i] = enclave
         enclave.children += 1
         enclave.pages[linaddr] = i
-        enclave.measurement.update(_EADD_BLOCK.pack(TAG_EADD, offset, flags))
+        pos = enclave.stage_pos
+        if pos + 64 > _STAGE_SIZE:
+            enclave.flush()
+            pos = 0
+        _EADD_BLOCK.pack_into(enclave.stage, pos, TAG_EADD, offset, flags)
+        enclave.stage_pos = pos + 64
         enclave.updates += 1
         return SgxStatus.SUCCESS
+
+    @staticmethod
+    def _checked_tcs(src: memoryview | bytes) -> bytearray:
+        """EADD's TCS checks (#GP) and the fields it clears."""
+        tcs = bytearray(src)
+        tcs_flags, ossa = struct.unpack_from("<QQ", tcs, 8)
+        ofsbase, ogsbase = struct.unpack_from("<QQ", tcs, 48)
+        if tcs_flags & TCS_FLAGS_RESERVED_MASK or any(tcs[72:]):
+            raise GeneralProtection("TCS reserved fields are set")
+        if (ossa | ofsbase | ogsbase) & _PAGE_MASK:
+            raise GeneralProtection("TCS OSSA/OFSBASE/OGSBASE are not page-aligned")
+        struct.pack_into("<QQ", tcs, 0, 0, tcs_flags & ~1)  # STATE := 0, DBGOPTIN := 0
+        struct.pack_into("<I", tcs, 24, 0)  # CSSA := 0
+        struct.pack_into("<Q", tcs, 40, 0)  # AEP := 0
+        return tcs
 
     def _extend_target(self, secs_addr: int, address: int, align: int) -> tuple[_Enclave, int]:
         if address & (align - 1) or secs_addr & _PAGE_MASK:
             raise GeneralProtection(f"EEXTEND operand 0x{address:x} misaligned")
-        if not self.epc_base <= address < self._epc_end:
-            raise PageFault("EEXTEND address is not in the EPC", address=address)
         i = (address - self.epc_base) >> 12
-        if not self._valid[i] or (
-            self._ptype[i] != PageType.REG and self._ptype[i] != PageType.TCS
-        ):
+        if not 0 <= i < self.epc_pages:
+            raise PageFault("EEXTEND address is not in the EPC", address=address)
+        ptype = self._ptype[i]
+        if not self._valid[i] or (ptype != _PT_REG and ptype != _PT_TCS):
             raise PageFault("EEXTEND page is not a valid REG or TCS page", address=address)
-        enclave = self._secs_of(secs_addr)
+        si = (secs_addr - self.epc_base) >> 12
+        if 0 <= si < self.epc_pages and self._valid[si] and self._ptype[si] == _PT_SECS:
+            enclave = self._secs_state[si]
+        else:
+            enclave = self._secs_of(secs_addr)
         if self._owner[i] is not enclave:
             raise GeneralProtection("EEXTEND page does not belong to this SECS")
         if enclave.initialized:
@@ -733,9 +797,14 @@ class Processor:
         """
         enclave, i = self._extend_target(secs, address, 256)
         offset = self._linaddr[i] - enclave.baseaddr + (address & _PAGE_MASK)
-        enclave.measurement.update(_EEXTEND_HEADER.pack(TAG_EEXTEND, offset))
+        pos = enclave.stage_pos
+        if pos + 320 > _STAGE_SIZE:
+            enclave.flush()
+            pos = 0
+        _EEXTEND_HEADER.pack_into(enclave.stage, pos, TAG_EEXTEND, offset)
         start = address - self.epc_base
-        enclave.measurement.update(self._epc_view[start : start + 256])
+        enclave.stage_view[pos + 64 : pos + 320] = self._epc_view[start : start + 256]
+        enclave.stage_pos = pos + 320
         enclave.updates += 5
         return SgxStatus.SUCCESS
 
@@ -744,15 +813,35 @@ class Processor:
 
         Identical in checks and effect to ``eextend(secs, epc_page + 256 * k)`` for
         ``k = 0..15`` (the page must be 4 KiB aligned); the 16 header+chunk records are
-        assembled in one vectorised step and hashed with one update.
+        assembled in one vectorised step.
         """
-        enclave, i = self._extend_target(secs, epc_page, PAGE)
+        i = (epc_page - self.epc_base) >> 12
+        si = (secs - self.epc_base) >> 12
+        if (
+            epc_page & _PAGE_MASK
+            or secs & _PAGE_MASK
+            or not 0 <= i < self.epc_pages
+            or not 0 <= si < self.epc_pages
+            or not self._valid[i]
+            or (self._ptype[i] != _PT_REG and self._ptype[i] != _PT_TCS)
+            or self._owner[i] is not self._secs_state.get(si)
+            or not self._valid[si]
+            or self._ptype[si] != _PT_SECS
+        ):
+            # Slow path: find and raise the fault the SDM raises.
+            self._extend_target(secs, epc_page, PAGE)
+        enclave = self._secs_state[si]
+        if enclave.initialized:
+            raise GeneralProtection("EEXTEND on an initialized enclave")
         scratch = self._extend_scratch
         scratch[:, 64:] = self._epc_np[i]
-        self._extend_offsets[:] = self._extend_steps + np.uint64(
-            self._linaddr[i] - enclave.baseaddr
-        )
-        enclave.measurement.update(scratch)
+        np.add(self._extend_steps, self._linaddr[i] - enclave.baseaddr, out=self._extend_offsets)
+        pos = enclave.stage_pos
+        if pos + 5120 > _STAGE_SIZE:
+            enclave.flush()
+            pos = 0
+        enclave.stage_view[pos : pos + 5120] = self._extend_bytes
+        enclave.stage_pos = pos + 5120
         enclave.updates += 80
         return SgxStatus.SUCCESS
 
@@ -896,6 +985,7 @@ class Processor:
         if enclave.initialized:
             raise GeneralProtection("EINIT on an initialized enclave")
         # Step 8.
+        enclave.flush()
         mrenclave = enclave.measurement.copy().digest()
         if not hmac.compare_digest(mrenclave, sig.enclavehash):
             return SgxStatus.INVALID_MEASUREMENT
