@@ -535,6 +535,15 @@ class _PageBuilder:
 
     def on_chunk(self, offset: int, record: memoryview, measured: bool, pos: int) -> None:
         rel = offset - self._offset
+        if measured and self._measured >> (rel // EEXTEND_CHUNK):
+            # The order of a page's EEXTENDs is part of MRENCLAVE; a page image keeps only
+            # which chunks are measured, so it could not reproduce this stream when loaded.
+            raise MalformedInput(
+                f"SGXS: EEXTEND at 0x{offset:x} comes after a higher chunk of its page; "
+                "loading supports ascending chunk order only (measuring is unaffected)",
+                field="record",
+                offset=pos,
+            )
         self._data[rel : rel + EEXTEND_CHUNK] = record[HEADER_SIZE:]
         if measured:
             self._measured |= 1 << (rel // EEXTEND_CHUNK)

@@ -1,0 +1,27 @@
+"""Layer 5: the emulated Linux SGX driver with the owner launch-control extension.
+
+:class:`SgxDriver` is the kernel module (EPC allocator, reclaimer, launch-control modes);
+:class:`Process` is a user process making system calls into it; :func:`load` is a user-space
+loader over the ioctls. See ``docs/driver.md``.
+"""
+
+from sgxlaunch.driver.kernel import DriverStats, Enclave, EnclPage, Mode, SgxDriver
+from sgxlaunch.driver.loader import LoadedEnclave, LoadFailed, explain_init_failure, load
+from sgxlaunch.driver.process import Process, Vma
+from sgxlaunch.driver.uapi import DriverError, InitAttempt
+
+__all__ = [
+    "DriverError",
+    "DriverStats",
+    "EnclPage",
+    "Enclave",
+    "InitAttempt",
+    "LoadFailed",
+    "LoadedEnclave",
+    "Mode",
+    "Process",
+    "SgxDriver",
+    "Vma",
+    "explain_init_failure",
+    "load",
+]

@@ -1,0 +1,311 @@
+"""An emulated user process: its memory, file descriptors, enclave mappings and system calls.
+
+User memory is ordinary physical memory of the emulated machine, identity-mapped (a user
+address is the physical address), so ioctl arguments are read the way the kernel reads them:
+``copy_from_user`` fails with EFAULT for anything the process has not mapped. Enclave ranges
+are mapped with :meth:`Process.mmap` on an enclave fd, as with the real driver.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sgxlaunch.arch.constants import PAGE_SIZE
+from sgxlaunch.cpu import CpuFault
+from sgxlaunch.driver.uapi import (
+    DEV_SGX_ENCLAVE,
+    DEV_SGX_PROVISION,
+    ENOIOCTLCMD,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+    DriverError,
+)
+from sgxlaunch.errors import UsageError
+
+if TYPE_CHECKING:
+    from sgxlaunch.driver.kernel import Enclave, SgxDriver
+
+USER_MMAP_BASE = 0x7F00_0000_0000
+"""Where the process's enclave mappings are placed (virtual; never physical memory)."""
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    path: str
+    enclave: Enclave | None = None
+
+
+@dataclass(slots=True)
+class Vma:
+    """An enclave mapping: ``[start, end)`` with ``prot``, backed by an enclave fd."""
+
+    start: int
+    end: int
+    prot: int
+    enclave: Enclave
+
+
+class Process:
+    """One user process on an emulated platform (made by :meth:`SgxDriver.new_process`)."""
+
+    def __init__(self, driver: SgxDriver, pid: int) -> None:
+        self.driver = driver
+        self.cpu = driver.cpu
+        self.pid = pid
+        self._bases: list[int] = []
+        self._ends: list[int] = []
+        self._noexec: set[int] = set()
+        self._fds: dict[int, _OpenFile] = {}
+        self._next_fd = 3
+        self.vmas: list[Vma] = []
+        self._next_map = USER_MMAP_BASE
+        self.read_implies_exec = False
+
+    # -- memory ----------------------------------------------------------------------------
+
+    def alloc(self, size: int, *, noexec: bool = False) -> int:
+        """Map ``size`` bytes of zeroed, page-aligned user memory; returns its address.
+
+        ``noexec`` models memory from a ``noexec`` mount (ADD_PAGES from it fails, EACCES).
+        """
+        size = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        base = self.cpu.allocate(size)
+        i = bisect.bisect_left(self._bases, base)
+        self._bases.insert(i, base)
+        self._ends.insert(i, base + size)
+        if noexec:
+            self._noexec.add(base)
+        return base
+
+    def free(self, address: int) -> None:
+        """Unmap user memory made by :meth:`alloc`."""
+        i = bisect.bisect_left(self._bases, address)
+        if i == len(self._bases) or self._bases[i] != address:
+            raise UsageError(f"no user mapping starts at 0x{address:x}")
+        del self._bases[i]
+        del self._ends[i]
+        self._noexec.discard(address)
+        self.cpu.release(address)
+
+    def _mapping(self, address: int, length: int) -> int | None:
+        i = bisect.bisect_right(self._bases, address) - 1
+        if i >= 0 and address + length <= self._ends[i]:
+            return self._bases[i]
+        return None
+
+    def write(self, address: int, data: bytes | bytearray | memoryview) -> None:
+        """Store into the process's own memory (a user-space write)."""
+        if self._mapping(address, len(data)) is None:
+            raise UsageError(f"SIGSEGV: write to unmapped user address 0x{address:x}")
+        self.cpu.write(address, data)
+
+    def read(self, address: int, length: int) -> bytes:
+        """Load from the process's own memory (a user-space read)."""
+        if self._mapping(address, length) is None:
+            raise UsageError(f"SIGSEGV: read from unmapped user address 0x{address:x}")
+        return self.cpu.read(address, length)
+
+    def copy_from_user(self, address: int, length: int) -> bytes:
+        """The kernel reading an argument; EFAULT if the range is not this process's memory."""
+        if self._mapping(address, length) is None:
+            raise DriverError(errno.EFAULT, f"bad user address 0x{address:x} (+{length})")
+        return self.cpu.read(address, length)
+
+    def copy_to_user(self, address: int, data: bytes) -> None:
+        """The kernel writing a result back; EFAULT if not this process's memory."""
+        if self._mapping(address, len(data)) is None:
+            raise DriverError(errno.EFAULT, f"bad user address 0x{address:x} (+{len(data)})")
+        self.cpu.write(address, data)
+
+    def check_source_page(self, address: int) -> None:
+        """ADD_PAGES' source checks: mapped (EFAULT) and not from a noexec mount (EACCES)."""
+        base = self._mapping(address, PAGE_SIZE)
+        if base is None:
+            raise DriverError(errno.EFAULT, f"source page 0x{address:x} is not mapped")
+        if base in self._noexec:
+            raise DriverError(errno.EACCES, "source page comes from a noexec mapping")
+
+    # -- files -----------------------------------------------------------------------------
+
+    def open(self, path: str) -> int:
+        """open(2) of an SGX device.
+
+        Raises:
+            DriverError: ENOENT for an unknown path, or when SGX is disabled (mainline does
+                not create the devices without writable launch-key MSRs).
+        """
+        if path not in (DEV_SGX_ENCLAVE, DEV_SGX_PROVISION):
+            raise DriverError(errno.ENOENT, f"{path}: no such device")
+        if not self.driver.devices_present:
+            raise DriverError(
+                errno.ENOENT,
+                f"{path}: SGX disabled: launch control is locked by firmware and no owner "
+                "launch enclave is configured",
+            )
+        fd = self._next_fd
+        self._next_fd += 1
+        enclave = self.driver.new_enclave() if path == DEV_SGX_ENCLAVE else None
+        self._fds[fd] = _OpenFile(path, enclave)
+        return fd
+
+    def close(self, fd: int) -> None:
+        """close(2): releasing the enclave EREMOVEs its pages (once no mapping uses it)."""
+        entry = self._fds.pop(fd, None)
+        if entry is None:
+            raise DriverError(errno.EBADF, f"fd {fd} is not open")
+        enclave = entry.enclave
+        if enclave is not None and not any(v.enclave is enclave for v in self.vmas):
+            self.driver.release(enclave)
+
+    def is_provision_fd(self, fd: int) -> bool:
+        entry = self._fds.get(fd)
+        return entry is not None and entry.path == DEV_SGX_PROVISION
+
+    def _enclave_of(self, fd: int) -> Enclave:
+        entry = self._fds.get(fd)
+        if entry is None:
+            raise DriverError(errno.EBADF, f"fd {fd} is not open")
+        if entry.enclave is None:
+            raise DriverError(ENOIOCTLCMD, f"{entry.path} has no ioctls")
+        return entry.enclave
+
+    def ioctl(self, fd: int, cmd: int, arg: int) -> int:
+        """ioctl(2). The VFS turns the driver's ENOIOCTLCMD into ENOTTY."""
+        try:
+            return self.driver.ioctl(self, self._enclave_of(fd), cmd, arg)
+        except DriverError as exc:
+            if exc.errno == ENOIOCTLCMD:
+                raise DriverError(errno.ENOTTY, exc.message.split(": ", 1)[-1]) from None
+            raise
+
+    # -- mappings --------------------------------------------------------------------------
+
+    def _may_map(self, enclave: Enclave, start: int, end: int, prot: int) -> None:
+        """sgx_encl_may_map: READ_IMPLIES_EXEC, ELRANGE after INIT, each page's max prot."""
+        if self.read_implies_exec:
+            raise DriverError(errno.EACCES, "READ_IMPLIES_EXEC personality")
+        if enclave.initialized and (start < enclave.base or end > enclave.base + enclave.size):
+            raise DriverError(errno.EACCES, "the mapping leaves the enclave's range")
+        want = prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
+        for address in range(start, end, PAGE_SIZE):
+            page = enclave.pages.get(address - enclave.base)
+            if page is not None and want & ~page.max_prot:
+                raise DriverError(
+                    errno.EACCES,
+                    f"page 0x{address - enclave.base:x} does not allow protection 0x{prot:x}",
+                )
+
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int) -> int:
+        """mmap(2) of an enclave fd (``addr`` 0 lets the kernel choose).
+
+        Raises:
+            DriverError: EINVAL for MAP_PRIVATE, a zero or unaligned length/address; EACCES
+                per :meth:`_may_map`; EBADF for a bad fd.
+        """
+        enclave = self._enclave_of(fd)
+        if flags & MAP_PRIVATE or not flags & MAP_SHARED:
+            raise DriverError(errno.EINVAL, "enclave mappings must be MAP_SHARED")
+        if not length or addr & (PAGE_SIZE - 1):
+            raise DriverError(errno.EINVAL, "mmap needs a non-zero length and aligned address")
+        length = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        if addr == 0:
+            addr = self._next_map
+            self._next_map += length + PAGE_SIZE
+        self._may_map(enclave, addr, addr + length, prot)
+        self.vmas.append(Vma(addr, addr + length, prot, enclave))
+        return addr
+
+    def reserve(self, size: int) -> int:
+        """A free, ``size``-aligned range of virtual addresses for an enclave's ELRANGE."""
+        base = (self._next_map + size - 1) & ~(size - 1)
+        self._next_map = base + size + PAGE_SIZE
+        return base
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        """mprotect(2) on enclave mappings, with the same checks as mmap (sgx_vma_mprotect)."""
+        end = addr + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
+        touched = [v for v in self.vmas if v.start < end and addr < v.end]
+        if not touched:
+            raise DriverError(errno.ENOMEM, "mprotect of an unmapped range")
+        for vma in touched:
+            self._may_map(vma.enclave, max(addr, vma.start), min(end, vma.end), prot)
+        for vma in touched:
+            vma.prot = prot
+
+    def munmap(self, addr: int, length: int) -> None:
+        """Remove enclave mappings overlapping the range."""
+        end = addr + length
+        self.vmas = [v for v in self.vmas if not (v.start < end and addr < v.end)]
+
+    # -- running enclave code --------------------------------------------------------------
+
+    def ecall(self, tcs_address: int, function: int = 0, data: bytes = b"") -> bytes:
+        """EENTER on the TCS at linear address ``tcs_address`` (which must be mapped).
+
+        The TCS page is made resident first (as the kernel's fault handler would when EENTER
+        faults on it) and pinned for the duration of the call.
+
+        Raises:
+            DriverError: EFAULT when the address is not mapped to an enclave TCS.
+        """
+        vma = next((v for v in self.vmas if v.start <= tcs_address < v.end), None)
+        if vma is None:
+            raise DriverError(errno.EFAULT, f"SIGSEGV: 0x{tcs_address:x} is not mapped")
+        enclave = vma.enclave
+        page = enclave.pages.get(tcs_address - enclave.base)
+        if page is None:
+            raise DriverError(errno.EFAULT, f"SIGSEGV: no enclave page at 0x{tcs_address:x}")
+        driver = self.driver
+        epc = driver.resident(enclave, page)
+        driver.pin(enclave, page)
+        try:
+            return self.cpu.eenter(epc, function, data)
+        except CpuFault as exc:
+            raise DriverError(errno.EFAULT, f"SIGSEGV in enclave: {exc}") from None
+        finally:
+            driver.unpin(enclave, page)
+
+    def debug_read(self, address: int, length: int) -> bytes:
+        """Read a debug enclave's memory through EDBGRD (the ptrace path, sgx_vma_access).
+
+        Evicted pages are reloaded first. EIO if the enclave is not a debug enclave.
+        """
+        return self._debug_access(address, length, None)
+
+    def debug_write(self, address: int, data: bytes) -> None:
+        """Write a debug enclave's memory through EDBGWR (8-byte units)."""
+        self._debug_access(address, len(data), bytes(data))
+
+    def _debug_access(self, address: int, length: int, data: bytes | None) -> bytes:
+        if address % 8 or length % 8:
+            raise UsageError("debug access works in aligned 8-byte units")
+        vma = next((v for v in self.vmas if v.start <= address < v.end), None)
+        if vma is None or address + length > vma.end:
+            raise DriverError(errno.EFAULT, f"0x{address:x} is not in an enclave mapping")
+        enclave = vma.enclave
+        out = bytearray()
+        from sgxlaunch.arch.constants import SgxStatus
+
+        pos = 0
+        while pos < length:
+            linaddr = address + pos
+            offset = linaddr - enclave.base
+            page = enclave.pages.get(offset & ~(PAGE_SIZE - 1))
+            if page is None:
+                raise DriverError(errno.EFAULT, f"no enclave page at 0x{linaddr:x}")
+            epc = self.driver.resident(enclave, page) + (offset & (PAGE_SIZE - 1))
+            if data is None:
+                status, word = self.cpu.edbgrd(epc)
+                out += word
+            else:
+                status = self.cpu.edbgwr(epc, data[pos : pos + 8])
+            if status != SgxStatus.SUCCESS:
+                raise DriverError(errno.EIO, f"EDBGRD/EDBGWR returned {status.name}", status=status)
+            pos += 8
+        return bytes(out)
