@@ -353,12 +353,12 @@ def test_einit_step14_valid_bit_zero_with_reserved_bits_is_invalid_path() -> Non
 
 
 def test_einit_token_from_launch_enclave_accepted() -> None:
-    proc, le, app = _token_setup()
+    _proc, le, app = _token_setup()
     assert app.einit(token=_mint_for(le, app)) == SgxStatus.SUCCESS
 
 
 def test_einit_step15_debug_le_token_for_production_enclave() -> None:
-    proc, le, app = _token_setup()
+    _proc, le, app = _token_setup()
     token = _mint_for(le, app, maskedattributesle=Attributes(flags=DEBUG, xfrm=0))
     assert app.einit(token=token) == SgxStatus.INVALID_EINITTOKEN
 
@@ -388,7 +388,7 @@ def test_einit_step15_debug_le_token_accepted_for_debug_enclave() -> None:
     ids=lambda c: next(iter(c)),
 )
 def test_einit_step16_token_reserved_not_zero(change: dict[str, object]) -> None:
-    proc, le, app = _token_setup()
+    _proc, le, app = _token_setup()
     assert app.einit(token=_mint_for(le, app, **change)) == SgxStatus.INVALID_EINITTOKEN
 
 
@@ -399,7 +399,7 @@ def test_einit_step17_token_cpusvn_beyond_platform() -> None:
 
 
 def test_einit_step18_token_mac_mismatch() -> None:
-    proc, le, app = _token_setup()
+    _proc, le, app = _token_setup()
     token = _mint_for(le, app)
     flipped = bytes([token.mac[0] ^ 1]) + token.mac[1:]
     assert app.einit(token=token.replace(mac=flipped)) == SgxStatus.INVALID_EINITTOKEN
@@ -419,7 +419,7 @@ def test_einit_step18_key_derived_under_current_msr() -> None:
 
 
 def test_einit_step19_token_for_another_enclave() -> None:
-    proc, le, app = _token_setup()
+    _proc, le, app = _token_setup()
     other = mint(le, hashlib.sha256(b"x").digest(), app.sigstruct.mrsigner, app.attributes)
     assert app.einit(token=other) == SgxStatus.INVALID_MEASUREMENT
     wrong_signer = mint(le, app.image.mrenclave(), mrsigner("other"), app.attributes)
@@ -427,7 +427,7 @@ def test_einit_step19_token_for_another_enclave() -> None:
 
 
 def test_einit_step20_token_attributes_differ() -> None:
-    proc, le, app = _token_setup()
+    _proc, le, app = _token_setup()
     other = mint(
         le,
         app.image.mrenclave(),
