@@ -59,12 +59,17 @@ def page_measured_bytes(offset: int, data: bytes | bytearray | memoryview) -> by
     """
     if len(data) != PAGE_SIZE or offset % PAGE_SIZE:
         raise UsageError("page_measured_bytes needs a page-aligned offset and 4096 bytes")
-    view = memoryview(data)
+    page = bytes(data)
     args: list[Any] = []
     for i in range(_CHUNKS_PER_PAGE):
         start = i * EEXTEND_CHUNK
-        args += (TAG_EEXTEND, offset + start, view[start : start + EEXTEND_CHUNK])
+        args += (TAG_EEXTEND, offset + start, page[start : start + EEXTEND_CHUNK])
     return _PAGE.pack(*args)
+
+
+def _check_range(name: str, value: int, bits: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+        raise MalformedInput(f"{name} must be an integer in [0, 2**{bits})", field=name)
 
 
 class Measurement:
@@ -87,6 +92,8 @@ class Measurement:
 
     def ecreate(self, ssaframesize: int, size: int) -> None:
         """Start the measurement with ECREATE's block."""
+        _check_range("ssaframesize", ssaframesize, 32)
+        _check_range("size", size, 64)
         if self._created:
             raise UsageError("ECREATE may appear only once in a measurement")
         self._hash.update(ecreate_block(ssaframesize, size))
@@ -96,6 +103,8 @@ class Measurement:
     def eadd(self, offset: int, secinfo_flags: int) -> None:
         """Add EADD's block for the page at enclave ``offset``."""
         self._need_created()
+        _check_range("offset", offset, 64)
+        _check_range("secinfo_flags", secinfo_flags, 64)
         if offset % PAGE_SIZE:
             raise MalformedInput(f"EADD offset 0x{offset:x} is not page-aligned", field="offset")
         self._hash.update(eadd_block(offset, secinfo_flags))
@@ -104,6 +113,7 @@ class Measurement:
     def eextend(self, offset: int, chunk: bytes | bytearray | memoryview) -> None:
         """Add one EEXTEND of 256 bytes at enclave ``offset``."""
         self._need_created()
+        _check_range("offset", offset, 64)
         if offset % EEXTEND_CHUNK or len(chunk) != EEXTEND_CHUNK:
             raise MalformedInput(
                 f"EEXTEND needs a 256-aligned offset and 256 bytes (offset 0x{offset:x}, "
@@ -116,6 +126,7 @@ class Measurement:
     def eextend_page(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Equal to 16 EEXTENDs over the page at ``offset``, hashed with one update."""
         self._need_created()
+        _check_range("offset", offset, 64)
         if offset % PAGE_SIZE:
             raise MalformedInput(f"page offset 0x{offset:x} is not page-aligned", field="offset")
         self._hash.update(page_measured_bytes(offset, data))
@@ -130,7 +141,11 @@ class Measurement:
             self.eextend_page(offset, data)
 
     def update_stream(self, blocks: bytes | bytearray | memoryview) -> None:
-        """Append pre-formatted measurement blocks (e.g. an SGXS file's bytes) as they are."""
+        """Append pre-formatted EADD/EEXTEND blocks (e.g. an SGXS file after its ECREATE record).
+
+        ECREATE must have been called first (the builder enforces its one ordering rule).
+        """
+        self._need_created()
         if len(blocks) % _BLOCK:
             raise MalformedInput("measurement stream length is not a multiple of 64")
         self._hash.update(blocks)

@@ -127,11 +127,14 @@ def sign(body: Sigstruct, signer: Signer) -> Sigstruct:
     """Sign ``body`` (its signed fields set; MODULUS etc. ignored) and verify the result.
 
     Raises:
+        MalformedInput: the body has a non-zero reserved range or a wrong constant (a
+            SIGSTRUCT strict parsing would refuse is never produced).
         UsageError: the signer's key is not RSA-3072 with e = 3.
         VerificationFailed: the signer returned a signature that does not verify.
     """
     public_key = signer.public_key()
     check_signing_key(public_key)
+    body.replace(exponent=SIGSTRUCT_EXPONENT).check_strict()  # never sign what EINIT refuses
     signature = signer.sign_pkcs1v15_sha256(signing_data(body))
     signed = _with_signature(body, public_key, signature)
     verify(signed)

@@ -143,10 +143,18 @@ class Structure:
         """Structure-specific strict checks; the default has none."""
 
     def nonzero_reserved(self) -> str | None:
-        """Name of the first reserved range holding a non-zero byte, or ``None``."""
+        """Name of the first reserved range holding a non-zero byte, or ``None``.
+
+        Ranges inside nested structures are named ``outer.inner`` (e.g. ``secinfo.reserved1``).
+        """
         for fld in self.FIELDS:
-            if fld.kind == "reserved" and any(getattr(self, fld.name)):
+            value = getattr(self, fld.name)
+            if fld.kind == "reserved" and any(value):
                 return fld.name
+            if fld.kind == "struct":
+                inner = value.nonzero_reserved()
+                if inner is not None:
+                    return f"{fld.name}.{inner}"
         return None
 
     # -- serialization ----------------------------------------------------------------------

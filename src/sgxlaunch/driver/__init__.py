@@ -6,7 +6,13 @@ loader over the ioctls. See ``docs/driver.md``.
 """
 
 from sgxlaunch.driver.kernel import DriverStats, Enclave, EnclPage, Mode, SgxDriver
-from sgxlaunch.driver.loader import LoadedEnclave, LoadFailed, explain_init_failure, load
+from sgxlaunch.driver.loader import (
+    LoadedEnclave,
+    LoadFailed,
+    as_sgxs_image,
+    explain_init_failure,
+    load,
+)
 from sgxlaunch.driver.process import Process, Vma
 from sgxlaunch.driver.uapi import DriverError, InitAttempt
 
@@ -22,6 +28,7 @@ __all__ = [
     "Process",
     "SgxDriver",
     "Vma",
+    "as_sgxs_image",
     "explain_init_failure",
     "load",
 ]

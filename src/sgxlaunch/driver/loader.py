@@ -27,7 +27,7 @@ from sgxlaunch.arch.constants import (
     SgxStatus,
 )
 from sgxlaunch.arch.structs import EinitToken, Secs, Sigstruct
-from sgxlaunch.cpu import secs_for
+from sgxlaunch.cpu import EnclaveImage, secs_for
 from sgxlaunch.driver.process import Process
 from sgxlaunch.driver.uapi import (
     ADD_PAGES_ARG,
@@ -132,9 +132,17 @@ def _chunk_runs(mask: int) -> list[tuple[int, int]]:
     return out
 
 
+def as_sgxs_image(image: SgxsImage | EnclaveImage) -> SgxsImage:
+    """An :class:`SgxsImage` for a program image built by :func:`sgxlaunch.cpu.program_image`."""
+    if isinstance(image, SgxsImage):
+        return image
+    pages = tuple(SgxsPage(p.offset, p.secinfo_flags, p.data, p.measured) for p in image.pages)
+    return SgxsImage(image.ssaframesize, image.size, pages)
+
+
 def load(
     process: Process,
-    image: SgxsImage,
+    image: SgxsImage | EnclaveImage,
     sig: Sigstruct,
     *,
     token: EinitToken | bytes | None = None,
@@ -154,6 +162,7 @@ def load(
         LoadFailed: naming the failed step and why (errno, SGX status, the check in words).
     """
     cpu = process.cpu
+    image = as_sgxs_image(image)
     fd = process.open(DEV_SGX_ENCLAVE)
     scratch: list[int] = []
     try:
