@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the read-only vectors live (``../shared/vectors`` beside the repo)."""
+"""Shared test fixtures: where the read-only vectors live (``../shared/vectors``)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_log_tail_deletion_detected() -> None:
 
 def test_log_reorder_detected() -> None:
     records, head = build(6)
-    swapped = records[:2] + [records[3], records[2]] + records[4:]
+    swapped = [*records[:2], records[3], records[2], *records[4:]]
     with pytest.raises(LogTampered) as err:
         verify_log(KEY, swapped, head)
     assert err.value.index == 2
