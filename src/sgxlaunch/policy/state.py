@@ -172,6 +172,10 @@ class TrustedState:
     policy_in_force: bool = False
     _index: PolicyIndex | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.policy_in_force and self.policy is not None and self._index is None:
+            object.__setattr__(self, "_index", PolicyIndex(self.policy))
+
     # -- construction
 
     @classmethod
