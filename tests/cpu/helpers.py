@@ -276,3 +276,89 @@ def pending(
         secs = secs.replace(**changes)
     proc.register_program(image.mrenclave(), program)
     return Pending(proc, build_enclave(proc, image, secs), image, sig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Paging: a small reclaimer, the way the driver's ksgxd uses the leaves
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evicted:
+    contents: int
+    pcmd: int
+    slot: int
+
+
+class Pager:
+    """EBLOCK → ETRACK → EWB to ordinary memory; ELDU back, demand-paged through
+    :attr:`Processor.page_fault_handler`."""
+
+    def __init__(self, proc: Processor) -> None:
+        self.proc = proc
+        self.slots: list[int] = []
+        self.resident: dict[tuple[int, int], int] = {}  # (secs, linaddr) -> EPC page, FIFO
+        self.evicted: dict[tuple[int, int], Evicted] = {}
+        self.pageinfo = proc.allocate(64, align=64)
+        self.faults = 0
+        proc.page_fault_handler = self.on_fault
+
+    def add_va_page(self) -> int:
+        page = self.proc.free_epc_pages(1)[0]
+        assert self.proc.epa(page) == SgxStatus.SUCCESS
+        self.slots += [page + 8 * k for k in range(512)]
+        return page
+
+    def track(self, enclave: LoadedEnclave) -> None:
+        for linaddr, epc in enclave.pages.items():
+            self.resident[(enclave.secs, linaddr)] = epc
+
+    def evict(self, key: tuple[int, int]) -> SgxStatus:
+        proc = self.proc
+        epc = self.resident[key]
+        assert proc.eblock(epc) in (SgxStatus.SUCCESS, SgxStatus.BLKSTATE)
+        status = proc.etrack(key[0])
+        assert status in (SgxStatus.SUCCESS, SgxStatus.PREV_TRK_INCMPL)
+        if not self.slots:
+            self.add_va_page()
+        record = Evicted(proc.allocate(4096), proc.allocate(128, align=128), self.slots.pop())
+        proc.write(self.pageinfo, struct.pack("<QQQQ", 0, record.contents, record.pcmd, 0))
+        status = proc.ewb(self.pageinfo, epc, record.slot)
+        if status != SgxStatus.SUCCESS:
+            self.slots.append(record.slot)
+            return status
+        del self.resident[key]
+        self.evicted[key] = record
+        return status
+
+    def load(self, key: tuple[int, int], *, blocked: bool = False) -> SgxStatus:
+        proc = self.proc
+        free = proc._valid.count(0)
+        if free == 0:
+            self.make_room(avoid=key[0])
+        epc = proc.free_epc_pages(1)[0]
+        record = self.evicted[key]
+        proc.write(
+            self.pageinfo, struct.pack("<QQQQ", key[1], record.contents, record.pcmd, key[0])
+        )
+        leaf = proc.eldb if blocked else proc.eldu
+        status = leaf(self.pageinfo, epc, record.slot)
+        if status == SgxStatus.SUCCESS:
+            del self.evicted[key]
+            self.slots.append(record.slot)
+            self.resident[key] = epc
+        return status
+
+    def make_room(self, *, avoid: int) -> None:
+        """Evict the oldest resident page not of the enclave ``avoid`` (it may be running)."""
+        for key in list(self.resident):
+            if key[0] != avoid and self.evict(key) == SgxStatus.SUCCESS:
+                return
+        raise AssertionError("no page could be evicted")
+
+    def on_fault(self, secs: int, linaddr: int) -> bool:
+        key = (secs, linaddr & ~0xFFF)
+        if key not in self.evicted:
+            return False
+        self.faults += 1
+        return self.load(key) == SgxStatus.SUCCESS
