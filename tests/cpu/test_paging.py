@@ -179,7 +179,7 @@ def test_tcs_and_secs_eviction() -> None:
     new_secs = proc.free_epc_pages(1)[0]
     proc.write(pager.pageinfo, struct.pack("<QQQQ", 0, contents, pcmd, 0))
     assert proc.eldu(pager.pageinfo, new_secs, slot) == SgxStatus.SUCCESS
-    for (_, linaddr), record in list(pager.evicted.items()):
+    for _, linaddr in list(pager.evicted):
         pager.evicted[(new_secs, linaddr)] = pager.evicted.pop((secs, linaddr))
     for key in list(pager.evicted):
         assert pager.load(key) == SgxStatus.SUCCESS
