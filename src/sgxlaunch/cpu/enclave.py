@@ -132,7 +132,18 @@ class EnclaveContext:
                     raise PageFault("EPCM permissions forbid the access", address=linaddr)
                 return i
             handler = proc.page_fault_handler
-            if handler is None or not handler(self._secs_address, linaddr):
+            if handler is None:
+                break
+            # The #PF is an asynchronous exit: the thread leaves the enclave (so ETRACK/EWB
+            # of this enclave can complete while the OS handles the fault), then ERESUMEs.
+            enclave.threads -= 1
+            if enclave.tracking_threads:
+                enclave.tracking_threads -= 1
+            try:
+                resolved = handler(self._secs_address, linaddr)
+            finally:
+                enclave.threads += 1
+            if not resolved:
                 break
         raise PageFault("enclave page not present", address=linaddr)
 

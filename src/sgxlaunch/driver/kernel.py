@@ -217,7 +217,7 @@ class SgxDriver:
             raise UsageError("owner mode needs the launch enclave's 32-byte MRSIGNER")
         if self.lc_writable:
             self.cpu.set_lepubkeyhash(le_signer)
-        elif self.cpu.config.flc and self.cpu.lepubkeyhash != le_signer:
+        elif self.cpu.lepubkeyhash != le_signer:
             raise UsageError(
                 "the launch-key MSRs are locked by firmware to another signer",
                 detail=[
