@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -172,3 +173,12 @@ def test_home_resolution_and_creation(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError):
         ensure_home(tmp_path / "file")
+
+
+def test_policy_digest_is_the_sha256_of_the_signed_payload() -> None:
+    owner = Owner()
+    payload = policy_payload(version=3)
+    state = owner.install(payload)
+    assert state.policy_digest == hashlib.sha256(payload).digest()
+    assert load_state(owner.store).policy_digest == state.policy_digest
+    assert state.describe()["policy"]["digest"] == hashlib.sha256(payload).hexdigest()

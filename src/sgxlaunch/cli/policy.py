@@ -786,7 +786,7 @@ def _register_policy(main: click.Group) -> None:
             else:
                 with open_store(resolve_home(home), create=False) as store:
                     state = load_state(store)
-                parsed, _same = state.verify_policy(data, now)
+                parsed, _digest, _same = state.verify_policy(data, now)
                 checks = ["threshold", "expiry", "version"]
         except MalformedInput as exc:
             raise exc.with_source(envelope) from None

@@ -124,9 +124,11 @@ def check_not_expired(expires: datetime, now: datetime, role: str) -> None:
 
 
 def check_version(
-    new_version: int, new_payload: bytes, old_version: int, old_payload: bytes, role: str
+    new_version: int, new_digest: bytes, old_version: int, old_digest: bytes, role: str
 ) -> bool:
     """The new version is above the trusted one; an identical payload is allowed as a no-op.
+
+    Payloads are compared by their SHA-256 digests (``hmac.compare_digest``).
 
     Returns:
         ``True`` when the payload is byte-for-byte the trusted one (nothing to do).
@@ -134,9 +136,7 @@ def check_version(
     Raises:
         Rollback: the version is lower, or equal with different bytes.
     """
-    same = hmac.compare_digest(
-        hashlib.sha256(new_payload).digest(), hashlib.sha256(old_payload).digest()
-    )
+    same = hmac.compare_digest(new_digest, old_digest)
     if same:
         return True
     if new_version <= old_version:
@@ -163,6 +163,8 @@ class TrustedState:
         policy_envelope: its envelope bytes, or ``None``.
         policy_in_force: whether ``policy`` verifies under ``root`` (false after a rotation
             to keys that did not sign it: it then allows nothing).
+        policy_digest: SHA-256 of the policy's exact payload bytes (what its signatures
+            cover), or ``None`` — for binding the policy in force into attestations and logs.
     """
 
     root: OwnerRoot
@@ -170,6 +172,7 @@ class TrustedState:
     policy: LaunchPolicy | None = None
     policy_envelope: bytes | None = None
     policy_in_force: bool = False
+    policy_digest: bytes | None = None
     _index: PolicyIndex | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -226,15 +229,21 @@ class TrustedState:
             if policy_data is not None:
                 penv = check_envelope(policy_data, POLICY_PAYLOAD_TYPE, max_size=MAX_ENVELOPE_SIZE)
                 policy = LaunchPolicy.from_payload(penv.payload)
-                state = state._with_policy(policy, policy_data, _verifies(penv, root))
+                state = state._with_policy(
+                    policy, policy_data, _digest(penv.payload), _verifies(penv, root)
+                )
         except SgxlaunchError as exc:
             exc.message = f"trusted store is damaged: {exc.message}"
             raise
         return state
 
-    def _with_policy(self, policy: LaunchPolicy, envelope: bytes, in_force: bool) -> TrustedState:
+    def _with_policy(
+        self, policy: LaunchPolicy, envelope: bytes, digest: bytes, in_force: bool
+    ) -> TrustedState:
         index = PolicyIndex(policy) if in_force else None
-        return TrustedState(self.root, self.root_envelope, policy, envelope, in_force, index)
+        return TrustedState(
+            self.root, self.root_envelope, policy, envelope, in_force, digest, index
+        )
 
     # -- transitions
 
@@ -257,16 +266,26 @@ class TrustedState:
         check_signatures(envelope, new_root, "new owner root (its own keys)")
         old_payload = Envelope.from_bytes(self.root_envelope).payload
         if check_version(
-            new_root.version, envelope.payload, self.root.version, old_payload, "owner root"
+            new_root.version,
+            _digest(envelope.payload),
+            self.root.version,
+            _digest(old_payload),
+            "owner root",
         ):
             return self, Update({}, f"owner root version {new_root.version} already installed")
         check_not_expired(new_root.expires, now, "new owner root")
         state = TrustedState(new_root, bytes(data))
         note = ""
-        if self.policy is not None and self.policy_envelope is not None:
+        if (
+            self.policy is not None
+            and self.policy_envelope is not None
+            and self.policy_digest is not None
+        ):
             penv = Envelope.from_bytes(self.policy_envelope)
             in_force = _verifies(penv, new_root)
-            state = state._with_policy(self.policy, self.policy_envelope, in_force)
+            state = state._with_policy(
+                self.policy, self.policy_envelope, self.policy_digest, in_force
+            )
             if not in_force:
                 note = "; the stored policy is not signed by the new keys and is no longer in force"
         return state, Update(
@@ -274,7 +293,7 @@ class TrustedState:
             f"owner root rotated to version {new_root.version}{note}",
         )
 
-    def verify_policy(self, data: bytes, now: datetime) -> tuple[LaunchPolicy, bool]:
+    def verify_policy(self, data: bytes, now: datetime) -> tuple[LaunchPolicy, bytes, bool]:
         """Run every check of :meth:`install_policy` without changing anything.
 
         Checks, in order: ``now`` is aware; the current root is not expired; envelope (size
@@ -284,7 +303,8 @@ class TrustedState:
         policy's, expired or not (identical payload: no-op).
 
         Returns:
-            The policy, and whether it is the one already stored (a no-op install).
+            The policy, the SHA-256 of its payload, and whether it is the payload already
+            stored (a no-op install).
 
         Raises:
             MalformedInput, ThresholdNotMet, Expired, Rollback, UsageError.
@@ -295,13 +315,13 @@ class TrustedState:
         check_signatures(envelope, self.root, "launch policy")
         policy = LaunchPolicy.from_payload(envelope.payload)
         check_not_expired(policy.expires, now, "launch policy")
+        digest = _digest(envelope.payload)
         same = False
-        if self.policy is not None and self.policy_envelope is not None:
-            old_payload = Envelope.from_bytes(self.policy_envelope).payload
+        if self.policy is not None and self.policy_digest is not None:
             same = check_version(
-                policy.version, envelope.payload, self.policy.version, old_payload, "policy"
+                policy.version, digest, self.policy.version, self.policy_digest, "policy"
             )
-        return policy, same
+        return policy, digest, same
 
     def install_policy(self, data: bytes, now: datetime) -> tuple[TrustedState, Update]:
         """Accept a new launch policy (checks: see :meth:`verify_policy`).
@@ -309,10 +329,10 @@ class TrustedState:
         Raises:
             MalformedInput, ThresholdNotMet, Expired, Rollback, UsageError.
         """
-        policy, same = self.verify_policy(data, now)
+        policy, digest, same = self.verify_policy(data, now)
         if same and self.policy_in_force:
             return self, Update({}, f"launch policy version {policy.version} already installed")
-        state = self._with_policy(policy, bytes(data), True)
+        state = self._with_policy(policy, bytes(data), digest, True)
         return state, Update(
             {POLICY_KEY: bytes(data)},
             f"launch policy version {policy.version} installed "
@@ -359,11 +379,16 @@ class TrustedState:
                 "allow_rules": len(self.policy.allow),
                 "deny_rules": len(self.policy.deny),
                 "in_force": self.policy_in_force,
+                "digest": None if self.policy_digest is None else self.policy_digest.hex(),
             },
         }
 
 
 _ROOT_ENVELOPE_MAX = (MAX_ROOT_SIZE * 4) // 3 + (64 << 10)
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.sha256(payload).digest()
 
 
 def _verifies(envelope: Envelope, root: OwnerRoot) -> bool:
