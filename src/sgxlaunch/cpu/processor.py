@@ -1288,8 +1288,8 @@ class Processor:
         Checks (SDM ELDU/ELDB): alignment (#GP); EPC membership, free target, valid VA page and
         (for REG/TCS) a valid SECS (#PF); PCMD reserved fields and SECINFO page type (#GP);
         for REG/TCS: LINADDR inside the enclave (#GP); then the MAC, over the contents, the
-        PCMD's SECINFO, the enclave's EID (from the SECS, not the PCMD), LINADDR and the
-        version in the VA slot → SGX_MAC_COMPARE_FAIL. So a replayed older copy (its version is
+        PCMD's SECINFO, the enclave's EID (from the SECS; PCMD.ENCLAVEID must equal it),
+        LINADDR and the version in the VA slot → SGX_MAC_COMPARE_FAIL. So a replayed older copy (its version is
         gone), the wrong VA slot, another enclave, another address or any altered PCMD/content
         byte is refused. On success the VA slot is cleared.
         """
@@ -1311,10 +1311,13 @@ class Processor:
             eid = enclave.eid
             if linaddr & _PAGE_MASK or not 0 <= linaddr - enclave.baseaddr < enclave.size:
                 raise GeneralProtection("ELDU LINADDR outside the enclave")
+            if pcmd_eid != eid:
+                # PCMD.ENCLAVEID is covered by the MAC (the AAD holds the SECS's EID).
+                return SgxStatus.MAC_COMPARE_FAIL
         elif ptype == PageType.SECS or ptype == PageType.VA:
             if secs_addr or linaddr:
                 raise GeneralProtection("ELDU of a SECS/VA page needs LINADDR = SECS = 0")
-            eid = pcmd_eid if ptype == PageType.SECS else 0
+            eid = pcmd_eid  # bound by the MAC (EWB wrote the SECS's EID, or 0 for a VA page)
         else:
             raise GeneralProtection(f"PCMD page type {ptype} cannot be loaded")
         version = _U64S.unpack_from(self._epc, va_off)[0]
