@@ -236,7 +236,11 @@ def permission_problems(rule: Rule, e: EnclaveIdentity) -> list[Reason]:
 
 
 class _Index:
-    """Rules of one effect, bucketed by MRENCLAVE, (MRSIGNER, ISVPRODID) and MRSIGNER."""
+    """All rules, bucketed by MRENCLAVE, (MRSIGNER, ISVPRODID) and MRSIGNER.
+
+    Allow and deny rules share the buckets, so a query costs three dictionary lookups however
+    many rules there are; within a bucket, deny rules come first, then allow rules by position.
+    """
 
     __slots__ = ("by_mrenclave", "by_signer", "by_signer_prod")
 
@@ -254,20 +258,20 @@ class _Index:
                 self.by_signer.setdefault(rule.mrsigner, []).append(rule)
             else:  # pragma: no cover - Rule.from_doc refuses such rules
                 raise UsageError(f"rule {rule.id} names neither MRSIGNER nor MRENCLAVE")
+        for table in (self.by_mrenclave, self.by_signer_prod, self.by_signer):
+            for bucket in table.values():
+                if len(bucket) > 1:
+                    bucket.sort(key=_order)
 
     def candidates(self, e: EnclaveIdentity) -> list[Rule]:
-        found: list[Rule] = []
-        bucket = self.by_mrenclave.get(e.mrenclave)
-        if bucket:
-            found.extend(bucket)
-        bucket = self.by_signer_prod.get((e.mrsigner, e.isvprodid))
-        if bucket:
-            found.extend(bucket)
-        bucket = self.by_signer.get(e.mrsigner)
-        if bucket:
-            found.extend(bucket)
-        if len(found) > 1:
-            found.sort(key=_position)
+        """Every rule that could match ``e``: deny rules first, then allow rules by position."""
+        first = self.by_mrenclave.get(e.mrenclave)
+        second = self.by_signer_prod.get((e.mrsigner, e.isvprodid))
+        third = self.by_signer.get(e.mrsigner)
+        if second is None and third is None:
+            return first or []
+        found = [*(first or ()), *(second or ()), *(third or ())]
+        found.sort(key=_order)
         return found
 
 
@@ -280,19 +284,18 @@ def _named_fields(rule: Rule) -> str:
     return ", ".join(names)
 
 
-def _position(rule: Rule) -> int:
-    return rule.position
+def _order(rule: Rule) -> tuple[bool, int]:
+    return (rule.effect != "deny", rule.position)
 
 
 class PolicyIndex:
     """A launch policy prepared for evaluation (build once per installed policy)."""
 
-    __slots__ = ("_allow", "_deny", "policy")
+    __slots__ = ("_index", "policy")
 
     def __init__(self, policy: LaunchPolicy) -> None:
         self.policy = policy
-        self._allow = _Index(policy.allow)
-        self._deny = _Index(policy.deny)
+        self._index = _Index((*policy.deny, *policy.allow))
 
     def evaluate(self, enclave: EnclaveIdentity | Sigstruct, now: datetime) -> Decision:
         """The verdict for ``enclave`` at ``now`` (see the module docstring for the order).
@@ -318,7 +321,8 @@ class PolicyIndex:
                 ),
                 policy.version,
             )
-        deny_hits = [r for r in self._deny.candidates(e) if not identity_mismatches(r, e)]
+        candidates = self._index.candidates(e)
+        deny_hits = [r for r in candidates if r.effect == "deny" and not identity_mismatches(r, e)]
         if deny_hits:
             reasons = tuple(
                 Reason(r.id, "deny", "no deny rule matching", "matches " + _named_fields(r))
@@ -326,13 +330,16 @@ class PolicyIndex:
             )
             return Decision(False, deny_hits[0].id, reasons, policy.version)
         reasons_list: list[Reason] = []
-        candidates = self._allow.candidates(e)
+        allow_candidates = 0
         for rule in candidates:
+            if rule.effect == "deny":
+                continue
+            allow_candidates += 1
             problems = identity_mismatches(rule, e) or permission_problems(rule, e)
             if not problems:
                 return Decision(True, rule.id, (), policy.version)
             reasons_list.extend(problems)
-        if not candidates:
+        if not allow_candidates:
             reasons_list.append(
                 Reason(
                     None,
