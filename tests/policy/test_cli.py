@@ -103,6 +103,7 @@ def test_policy_flow_sign_verify_install_explain(owned: dict[str, Path]) -> None
     refused = run("policy", "verify", envelope, "--home", owned["home"])
     assert refused.exit_code == 1
     assert "1 of the required 2" in refused.stderr
+    assert str(envelope) in refused.stderr
     # The second holder adds a signature in place.
     added = run("owner", "sign", envelope, "--key", private_keys(owned)[1])
     assert added.exit_code == 0, added.output
@@ -131,6 +132,7 @@ def test_policy_flow_sign_verify_install_explain(owned: dict[str, Path]) -> None
     rollback = run("policy", "install", older, "--home", owned["home"])
     assert rollback.exit_code == 1
     assert "version" in rollback.stderr
+    assert str(older) in rollback.stderr
     assert (owned["home"] / "state.sqlite3").read_bytes() == content
 
 

@@ -7,8 +7,9 @@ denied, 2 usage or malformed input). See ``docs/policy.md``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from sgxlaunch.cli._common import (
     read_input,
     write_output,
 )
-from sgxlaunch.errors import MalformedInput, UsageError
+from sgxlaunch.errors import MalformedInput, UsageError, VerificationFailed
 from sgxlaunch.policy import _json
 from sgxlaunch.policy.envelope import MAX_ENVELOPE_SIZE, Envelope, sign_payload
 from sgxlaunch.policy.evaluate import EnclaveIdentity, PolicyIndex
@@ -126,6 +127,18 @@ def _home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
+
+
+@contextlib.contextmanager
+def _about(path: str) -> Iterator[None]:
+    """Name ``path`` in any malformed-input or verification error raised inside."""
+    try:
+        yield
+    except MalformedInput as exc:
+        raise exc.with_source(path) from None
+    except VerificationFailed as exc:
+        exc.message = f"{path}: {exc.message}"
+        raise
 
 
 def _read_envelope(path: str, payload_type: str) -> Envelope:
@@ -449,7 +462,7 @@ def _register_owner(main: click.Group) -> None:
           sgxlaunch owner install root.json --home /var/lib/sgxlaunch
         """
         data = read_input(root)
-        with open_store(resolve_home(home)) as store:
+        with open_store(resolve_home(home)) as store, _about(root):
             state, update = install_root(store, data, _now())
         if as_json:
             echo_json(
@@ -775,7 +788,7 @@ def _register_policy(main: click.Group) -> None:
         """
         data = read_input(envelope, limit=MAX_ENVELOPE_SIZE)
         now = _now()
-        try:
+        with _about(envelope):
             if root is not None:
                 owner, _ = _read_root(root)
                 env = check_envelope(data, POLICY_PAYLOAD_TYPE, max_size=MAX_ENVELOPE_SIZE)
@@ -788,8 +801,6 @@ def _register_policy(main: click.Group) -> None:
                     state = load_state(store)
                 parsed, _digest, _same = state.verify_policy(data, now)
                 checks = ["threshold", "expiry", "version"]
-        except MalformedInput as exc:
-            raise exc.with_source(envelope) from None
         if as_json:
             echo_json(
                 {
@@ -815,11 +826,8 @@ def _register_policy(main: click.Group) -> None:
           sgxlaunch policy install policy.dsse.json --home /var/lib/sgxlaunch
         """
         data = read_input(envelope, limit=MAX_ENVELOPE_SIZE)
-        with open_store(resolve_home(home), create=False) as store:
-            try:
-                state, update = install_policy(store, data, _now())
-            except MalformedInput as exc:
-                raise exc.with_source(envelope) from None
+        with open_store(resolve_home(home), create=False) as store, _about(envelope):
+            state, update = install_policy(store, data, _now())
         if as_json:
             echo_json(
                 {"installed": bool(update.changes), "summary": update.summary} | state.describe()
@@ -865,7 +873,8 @@ def _register_policy(main: click.Group) -> None:
                 if root is None:
                     raise UsageError("a signed --policy needs --root to check its signatures")
                 owner, _ = _read_root(root)
-                check_signatures(envelope, owner, "launch policy")
+                with _about(policy_file):
+                    check_signatures(envelope, owner, "launch policy")
             else:
                 click.echo(f"note: {policy_file} is an unsigned draft", err=True)
             decision = PolicyIndex(parsed).evaluate(identity, now)
