@@ -189,7 +189,8 @@ def bench_paging(npages: int) -> None:
     ours = npages / (t_ewb + t_eldu)
     limit = npages / t_aead
     print(
-        f"(b) paging {npages} pages: EWB {t_ewb / npages * 1e6:.2f} us/page, ELDU {t_eldu / npages * 1e6:.2f} us/page"
+        f"(b) paging {npages} pages: EWB {t_ewb / npages * 1e6:.2f} us/page, "
+        f"ELDU {t_eldu / npages * 1e6:.2f} us/page"
     )
     print(f"    sgxlaunch.cpu EWB+ELDU:             {ours:10.0f} pages/s")
     print(f"    AES-128-GCM encrypt+decrypt 4 KiB:  {limit:10.0f} pages/s")

@@ -1290,8 +1290,8 @@ class Processor:
         for REG/TCS: LINADDR inside the enclave (#GP); then the MAC, over the contents, the
         PCMD's SECINFO, the enclave's EID (from the SECS; PCMD.ENCLAVEID must equal it),
         LINADDR and the version in the VA slot → SGX_MAC_COMPARE_FAIL. So a replayed older
-        copy (its version is gone), the wrong VA slot, another enclave, another address or any altered PCMD/content
-        byte is refused. On success the VA slot is cleared.
+        copy (its version is gone), the wrong VA slot, another enclave, another address or
+        any altered PCMD/content byte is refused. On success the VA slot is cleared.
         """
         linaddr, src, pcmd, secs_addr = self._read_pageinfo(pageinfo)
         if src & _PAGE_MASK or pcmd & 127 or secs_addr & _PAGE_MASK or epc_page & _PAGE_MASK:
