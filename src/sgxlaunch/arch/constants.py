@@ -151,7 +151,9 @@ SECINFO_FLAGS_RESERVED_MASK = (2**64 - 1) & ~(0x3F | SECINFO_PAGE_TYPE_MASK)
 
 def secinfo_flags(page_type: PageType, permissions: int = 0) -> int:
     """Compose SECINFO.FLAGS from a page type and R/W/X bits."""
-    return (int(page_type) << SECINFO_PAGE_TYPE_SHIFT) | (permissions & SECINFO_PERMISSION_MASK)
+    return (int(page_type) << SECINFO_PAGE_TYPE_SHIFT) | (
+        int(permissions) & SECINFO_PERMISSION_MASK
+    )
 
 
 class TcsFlag(enum.IntFlag):

@@ -283,9 +283,9 @@ class SgxDriver:
                 va.used[(address - va.epc) // 8] = 0
                 return
 
-    def _grow(self, enclave: Enclave) -> None:
+    def _grow_for(self, enclave: Enclave, pages: int) -> None:
         """sgx_encl_grow: one VA page per 512 enclave pages, allocated before they are needed."""
-        needed = len(enclave.pages) // SGX_VA_SLOT_COUNT + 1
+        needed = (pages + SGX_VA_SLOT_COUNT - 1) // SGX_VA_SLOT_COUNT
         while len(enclave.va_pages) < needed:
             epc = self._alloc_epc()
             self._leaf(self.cpu.epa, epc)
@@ -516,12 +516,24 @@ class SgxDriver:
             raise DriverError(errno.EINVAL, f"src 0x{src:x} is not page-aligned")
         self._validate_offset_length(enclave, offset, length)
         secinfo = process.copy_from_user(secinfo_addr, 64)
-        self._validate_secinfo(secinfo)
+        secinfo_flags = self._validate_secinfo(secinfo)
+        # Per-ioctl setup (what mainline recomputes per page is invariant across the run):
+        # the SECINFO copy in kernel memory, the page's max protection, the source mapping.
+        page_type = (secinfo_flags & SECINFO_PAGE_TYPE_MASK) >> SECINFO_PAGE_TYPE_SHIFT
+        prot = (
+            PROT_READ | PROT_WRITE
+            if page_type == PageType.TCS
+            else secinfo_flags & (PROT_READ | PROT_WRITE | PROT_EXEC)
+        )
+        self.cpu.write(self._k_secinfo, secinfo)
+        source_ok = process.source_range_ok(src, length)
         done = 0
         error: DriverError | None = None
         try:
             while done < length:
-                self._add_page(process, enclave, src + done, offset + done, secinfo, flags)
+                if not source_ok:
+                    process.check_source_page(src + done)
+                self._add_page(enclave, src + done, offset + done, prot, page_type, flags)
                 done += PAGE_SIZE
         except DriverError as exc:
             error = exc
@@ -534,50 +546,38 @@ class SgxDriver:
 
     def _add_page(
         self,
-        process: Process,
         enclave: Enclave,
         src: int,
         offset: int,
-        secinfo: bytes,
+        prot: int,
+        page_type: int,
         flags: int,
     ) -> None:
-        """sgx_encl_add_page for one page."""
-        process.check_source_page(src)
-        if offset in enclave.pages:
+        """sgx_encl_add_page for one page (the SECINFO is already in kernel memory)."""
+        pages = enclave.pages
+        if offset in pages:
             raise DriverError(errno.EBUSY, f"a page is already present at offset 0x{offset:x}")
-        secinfo_flags = int.from_bytes(secinfo[:8], "little")
-        page_type = (secinfo_flags & SECINFO_PAGE_TYPE_MASK) >> SECINFO_PAGE_TYPE_SHIFT
-        prot = (
-            PROT_READ | PROT_WRITE
-            if page_type == PageType.TCS
-            else secinfo_flags & (PROT_READ | PROT_WRITE | PROT_EXEC)
-        )
-        page = EnclPage(offset=offset, max_prot=prot, page_type=page_type)
-        enclave.pages[offset] = page
-        try:
-            self._grow(enclave)
-            epc = self._alloc_epc()
-        except DriverError:
-            del enclave.pages[offset]
-            raise
+        if len(pages) % SGX_VA_SLOT_COUNT == 0:
+            self._grow_for(enclave, len(pages) + 1)
+        free = self._free_epc
+        epc = free.pop() if free else self._alloc_epc()
         cpu = self.cpu
-        cpu.write(self._k_secinfo, secinfo)
+        secs = enclave.secs_epc
         cpu.write(
-            self._k_pageinfo,
-            _PAGEINFO.pack(enclave.base + offset, src, self._k_secinfo, enclave.secs_epc),
+            self._k_pageinfo, _PAGEINFO.pack(enclave.base + offset, src, self._k_secinfo, secs)
         )
         try:
             cpu.eadd(self._k_pageinfo, epc)
             if flags & SGX_PAGE_MEASURE:
-                cpu.eextend_page(enclave.secs_epc, epc)
+                cpu.eextend_page(secs, epc)
         except CpuFault as exc:
             if cpu.epcm(epc).valid:
                 cpu.eremove(epc)
             self._free(epc)
-            del enclave.pages[offset]
             raise DriverError(errno.EIO, f"EADD/EEXTEND faulted: {exc}") from None
-        page.epc = epc
-        self._touch(enclave, page)
+        page = EnclPage(offset, prot, page_type, epc)
+        pages[offset] = page
+        self._lru[(enclave.eid, offset)] = (enclave, page)
 
     def _ioc_extend(self, process: Process, enclave: Enclave, arg: int) -> int:
         """SGX_IOC_ENCLAVE_EXTEND (sgxlaunch extension): EEXTEND chunks of added pages."""

@@ -191,7 +191,8 @@ def load(
             data = process.alloc(len(image.pages) * PAGE_SIZE)
             secinfo = process.alloc(PAGE_SIZE)
             scratch += [data, secinfo]
-            process.write(data, b"".join(p.data for p in image.pages))
+            for i, page in enumerate(image.pages):
+                process.write(data + i * PAGE_SIZE, page.data)
             index = {p.offset: i for i, p in enumerate(image.pages)}
             for run in _runs(image.pages):
                 first = run[0]
@@ -241,7 +242,8 @@ def load(
             process, fd, base, image.size, mrenclave=sig.enclavehash, mrsigner=sig.mrsigner
         )
         _map_pages(process, fd, base, image.pages)
-        loaded.tcs = [base + p.offset for p in image.pages if p.page_type == int(PageType.TCS)]
+        tcs = int(PageType.TCS)
+        loaded.tcs = [base + p.offset for p in image.pages if (p.secinfo_flags >> 8) & 0xFF == tcs]
         return loaded
     except BaseException:
         process.close(fd)
@@ -256,8 +258,10 @@ def _map_pages(process: Process, fd: int, base: int, pages: tuple[SgxsPage, ...]
     run_start: int | None = None
     run_prot = 0
     run_end = 0
+    tcs = int(PageType.TCS)
     for page in pages:
-        prot = 0x3 if page.page_type == int(PageType.TCS) else page.secinfo_flags & 0x7
+        flags = page.secinfo_flags
+        prot = 0x3 if (flags >> 8) & 0xFF == tcs else flags & 0x7
         if run_start is not None and page.offset == run_end and prot == run_prot:
             run_end += PAGE_SIZE
             continue

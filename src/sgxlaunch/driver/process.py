@@ -123,6 +123,11 @@ class Process:
             raise DriverError(errno.EFAULT, f"bad user address 0x{address:x} (+{len(data)})")
         self.cpu.write(address, data)
 
+    def source_range_ok(self, address: int, length: int) -> bool:
+        """True when the whole range lies in one mapped, exec-capable region (fast path)."""
+        base = self._mapping(address, length)
+        return base is not None and base not in self._noexec
+
     def check_source_page(self, address: int) -> None:
         """ADD_PAGES' source checks: mapped (EFAULT) and not from a noexec mount (EACCES)."""
         base = self._mapping(address, PAGE_SIZE)
@@ -193,8 +198,10 @@ class Process:
         if enclave.initialized and (start < enclave.base or end > enclave.base + enclave.size):
             raise DriverError(errno.EACCES, "the mapping leaves the enclave's range")
         want = prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
+        pages = enclave.pages
+        base = enclave.base
         for address in range(start, end, PAGE_SIZE):
-            page = enclave.pages.get(address - enclave.base)
+            page = pages.get(address - base)
             if page is not None and want & ~page.max_prot:
                 raise DriverError(
                     errno.EACCES,

@@ -96,7 +96,7 @@ class SgxsPage:
 
     @property
     def page_type(self) -> int:
-        return (self.secinfo_flags & SECINFO_PAGE_TYPE_MASK) >> SECINFO_PAGE_TYPE_SHIFT
+        return (self.secinfo_flags >> 8) & 0xFF  # SECINFO.FLAGS bits 15:8
 
     @property
     def fully_measured(self) -> bool:
