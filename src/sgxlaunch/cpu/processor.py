@@ -22,7 +22,6 @@ Modelling choices the SDM leaves open (each named where it is used):
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import hmac
 import os
@@ -87,6 +86,8 @@ _U64S = struct.Struct("<Q")
 _NONCE = struct.Struct("<Q4x")
 _PCMD_HEAD = struct.Struct("<Q56sQ40s")  # SECINFO.FLAGS, SECINFO reserved, ENCLAVEID, reserved
 _ZERO40 = bytes(40)
+_ZERO_PAGE = bytes(4096)
+_AAD = struct.Struct("<Q56xQ40xQ")  # PCMD[0:112] (SECINFO.FLAGS, ENCLAVEID) ‖ LINADDR
 _ABORT_PAGE = b"\xff" * PAGE
 
 _SECS_FIXED = struct.Struct("<QQIIQB15sQQ32s32s32s32s64sHHH")  # SECS bytes 0..261
@@ -259,6 +260,8 @@ class Processor:
         self._paging = AESGCM(hashlib.sha256(b"sgxlaunch.cpu/paging/v1\x00" + boot).digest()[:16])
         self._report_keyid = hashlib.sha256(b"sgxlaunch.cpu/report-keyid/v1\x00" + boot).digest()
         self._version = 0
+        self._sealed = bytearray(PAGE + 16)
+        self._sealed_view = memoryview(self._sealed)
         self._next_eid = 1
         self._interrupt_pending = False
         self.page_fault_handler: Callable[[int, int], bool] | None = None
@@ -274,11 +277,9 @@ class Processor:
         self._epc = bytearray(cfg.epc_size)
         self._epc_view = memoryview(self._epc)
         self._epc_np = np.frombuffer(self._epc, dtype=np.uint8).reshape(self.epc_pages, 16, 256)
-        self._regions: list[_Region] = []
-        self._region_bases: list[int] = []
+        self._regions: dict[int, _Region] = {}
+        self._page_region: dict[int, _Region] = {}  # page number → region (the "page tables")
         self._next_ordinary = ORDINARY_BASE
-        self._last_region: _Region | None = None
-        self._prev_region: _Region | None = None
 
         # EPCM.
         n = self.epc_pages
@@ -332,39 +333,25 @@ class Processor:
         region = _Region(base, size)
         # Leave an unmapped guard page after every region.
         self._next_ordinary = (base + size + 2 * PAGE - 1) & ~(PAGE - 1)
-        self._regions.append(region)
-        self._region_bases.append(base)
+        self._regions[base] = region
+        self._page_region.update(
+            dict.fromkeys(range(base >> 12, (base + size + PAGE - 1) >> 12), region)
+        )
         return base
 
     def release(self, address: int) -> None:
         """Release the ordinary region starting at ``address``."""
-        i = bisect.bisect_left(self._region_bases, address)
-        if i == len(self._regions) or self._region_bases[i] != address:
+        region = self._regions.pop(address, None)
+        if region is None:
             raise UsageError(f"no ordinary region starts at 0x{address:x}")
-        region = self._regions.pop(i)
-        del self._region_bases[i]
-        if self._last_region is region:
-            self._last_region = None
-        if self._prev_region is region:
-            self._prev_region = None
+        for page in range(region.base >> 12, (region.end + PAGE - 1) >> 12):
+            del self._page_region[page]
 
     def _find(self, address: int, length: int) -> _Region:
-        region = self._last_region
-        if region is not None and region.base <= address and address + length <= region.end:
-            return region
-        region = self._prev_region
-        if region is not None and region.base <= address and address + length <= region.end:
-            self._prev_region = self._last_region
-            self._last_region = region
-            return region
-        i = bisect.bisect_right(self._region_bases, address) - 1
-        if i >= 0:
-            region = self._regions[i]
-            if address + length <= region.end:
-                self._prev_region = self._last_region
-                self._last_region = region
-                return region
-        raise PageFault("no memory mapped at this address", address=address)
+        region = self._page_region.get(address >> 12)
+        if region is None or address < region.base or address + length > region.end:
+            raise PageFault("no memory mapped at this address", address=address)
+        return region
 
     def in_epc(self, address: int) -> bool:
         """True when ``address`` lies inside the EPC."""
@@ -689,17 +676,17 @@ class Processor:
         """
         if pageinfo & 31:
             raise GeneralProtection(f"PAGEINFO 0x{pageinfo:x} is not 32-byte aligned")
-        region = self._last_region
-        if region is not None and region.base <= pageinfo and pageinfo + 32 <= region.end:
+        region = self._page_region.get(pageinfo >> 12)
+        if region is not None and pageinfo + 32 <= region.end:
             linaddr, srcpge, secinfo, secs_addr = _PAGEINFO.unpack_from(
                 region.buf, pageinfo - region.base
             )
         else:
             linaddr, srcpge, secinfo, secs_addr = self._read_pageinfo(pageinfo)
-            region = self._last_region
         if epc_page & _PAGE_MASK or srcpge & _PAGE_MASK or secinfo & 63 or secs_addr & _PAGE_MASK:
             raise GeneralProtection("EADD operand misaligned")
-        if region is not None and region.base <= secinfo and secinfo + 64 <= region.end:
+        region = self._page_region.get(secinfo >> 12)
+        if region is not None and secinfo + 64 <= region.end:
             flags, rest = _SECINFO.unpack_from(region.buf, secinfo - region.base)
             if flags & _SECINFO_RESERVED or rest != _ZERO56:
                 raise GeneralProtection("SECINFO has reserved bits set")
@@ -1171,20 +1158,6 @@ class Processor:
         enclave.tracking_threads = enclave.threads
         return SgxStatus.SUCCESS
 
-    def _va_slot(self, address: int) -> tuple[int, int]:
-        """(EPC page index, byte offset in the EPC) of the VA slot at ``address``."""
-        if address & 7:
-            raise GeneralProtection("VA slot address is not 8-byte aligned")
-        if not self.epc_base <= address < self._epc_end:
-            raise PageFault("VA slot is not in the EPC", address=address)
-        i = (address - self.epc_base) >> 12
-        if not self._valid[i] or self._ptype[i] != PageType.VA:
-            raise PageFault("VA slot is not in a valid VA page", address=address)
-        return i, address - self.epc_base
-
-    def _aad(self, secinfo_flags: int, eid: int, linaddr: int) -> bytes:
-        return _PCMD_HEAD.pack(secinfo_flags, _ZERO56, eid, _ZERO40) + _U64S.pack(linaddr)
-
     def ewb(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
         """ENCLS[EWB]: evict an EPC page to ordinary memory, encrypted and MACed.
 
@@ -1206,52 +1179,70 @@ class Processor:
         PCMD[0:112] (SECINFO with the EPCM type and R/W/X, ENCLAVEID = the enclave's EID) ‖
         LINADDR (u64 LE); the 16-byte tag is PCMD.MAC.
         """
-        linaddr_in, dest, pcmd, secs_field = self._read_pageinfo(pageinfo)
-        if dest & _PAGE_MASK or pcmd & 127 or epc_page & _PAGE_MASK:
+        if pageinfo & 31:
+            raise GeneralProtection(f"PAGEINFO 0x{pageinfo:x} is not 32-byte aligned")
+        region = self._page_region.get(pageinfo >> 12)
+        if region is not None and pageinfo + 32 <= region.end:
+            linaddr_in, dest, pcmd, secs_field = _PAGEINFO.unpack_from(
+                region.buf, pageinfo - region.base
+            )
+        else:
+            linaddr_in, dest, pcmd, secs_field = self._read_pageinfo(pageinfo)
+        if dest & _PAGE_MASK or pcmd & 127 or epc_page & _PAGE_MASK or va_slot & 7:
             raise GeneralProtection("EWB operand misaligned")
         if linaddr_in or secs_field:
             raise GeneralProtection("EWB needs PAGEINFO.LINADDR = 0 and PAGEINFO.SECS = 0")
-        i = self._epc_page(epc_page)
+        epc_base = self.epc_base
+        i = (epc_page - epc_base) >> 12
+        if not 0 <= i < self.epc_pages:
+            raise PageFault("EWB page is not in the EPC", address=epc_page)
         if not self._valid[i]:
             raise PageFault("EWB page is not valid", address=epc_page)
-        va_index, va_off = self._va_slot(va_slot)
-        if va_index == i:
+        v = (va_slot - epc_base) >> 12
+        if not 0 <= v < self.epc_pages or not self._valid[v] or self._ptype[v] != _PT_VA:
+            raise PageFault("VA slot is not in a valid VA page", address=va_slot)
+        if v == i:
             raise GeneralProtection("EWB VA slot lies in the page being evicted")
         ptype = self._ptype[i]
         owner = self._owner[i]
-        eid = 0
-        if ptype == PageType.SECS:
-            enclave = self._secs_state[i]
-            if enclave.children:
-                return SgxStatus.CHILD_PRESENT
-            eid = enclave.eid
-        elif ptype == PageType.REG or ptype == PageType.TCS:
+        if ptype in (_PT_REG, _PT_TCS):
             assert owner is not None
             if not self._blocked[i]:
                 return SgxStatus.PAGE_NOT_BLOCKED
             if owner.epoch <= self._blocked_epoch[i] or owner.tracking_threads:
                 return SgxStatus.NOT_TRACKED
             eid = owner.eid
-        if self._epc[va_off : va_off + 8] != bytes(8):
+        elif ptype == _PT_SECS:
+            enclave = self._secs_state[i]
+            if enclave.children:
+                return SgxStatus.CHILD_PRESENT
+            eid = enclave.eid
+        else:
+            eid = 0
+        va_off = va_slot - epc_base
+        epc = self._epc
+        if _U64S.unpack_from(epc, va_off)[0]:
             return SgxStatus.VA_SLOT_OCCUPIED
-        # Destination must be writable ordinary memory.
         dest_region = self._find(dest, PAGE)
         pcmd_region = self._find(pcmd, 128)
         self._version += 1
         version = self._version
         linaddr = self._linaddr[i]
-        flags = (ptype << _SECINFO_TYPE_SHIFT) | self._perm[i]
-        aad = self._aad(flags, eid, linaddr)
+        flags = (ptype << 8) | self._perm[i]
         base = i * PAGE
-        sealed = self._paging.encrypt(_NONCE.pack(version), self._epc_view[base : base + PAGE], aad)
+        sealed = self._paging.encrypt(
+            _NONCE.pack(version),
+            self._epc_view[base : base + PAGE],
+            _AAD.pack(flags, eid, linaddr),
+        )
         d = dest - dest_region.base
-        dest_region.buf[d : d + PAGE] = memoryview(sealed)[:PAGE]
+        dest_region.view[d : d + PAGE] = memoryview(sealed)[:PAGE]
         p = pcmd - pcmd_region.base
-        pcmd_region.buf[p : p + 112] = aad[:112]
-        pcmd_region.buf[p + 112 : p + 128] = sealed[PAGE:]
-        self._epc[va_off : va_off + 8] = _U64S.pack(version)
+        _PCMD_HEAD.pack_into(pcmd_region.buf, p, flags, _ZERO56, eid, _ZERO40)
+        pcmd_region.view[p + 112 : p + 128] = memoryview(sealed)[PAGE:]
+        _U64S.pack_into(epc, va_off, version)
         # The page leaves the EPC.
-        if ptype == PageType.SECS:
+        if ptype == _PT_SECS:
             enclave = self._secs_state.pop(i)
             enclave.secs_index = -1
             self._evicted_secs[enclave.eid] = enclave
@@ -1293,61 +1284,100 @@ class Processor:
         copy (its version is gone), the wrong VA slot, another enclave, another address or
         any altered PCMD/content byte is refused. On success the VA slot is cleared.
         """
-        linaddr, src, pcmd, secs_addr = self._read_pageinfo(pageinfo)
-        if src & _PAGE_MASK or pcmd & 127 or secs_addr & _PAGE_MASK or epc_page & _PAGE_MASK:
+        if pageinfo & 31:
+            raise GeneralProtection(f"PAGEINFO 0x{pageinfo:x} is not 32-byte aligned")
+        region = self._page_region.get(pageinfo >> 12)
+        if region is not None and pageinfo + 32 <= region.end:
+            linaddr, src, pcmd, secs_addr = _PAGEINFO.unpack_from(
+                region.buf, pageinfo - region.base
+            )
+        else:
+            linaddr, src, pcmd, secs_addr = self._read_pageinfo(pageinfo)
+        if (
+            src & _PAGE_MASK
+            or pcmd & 127
+            or secs_addr & _PAGE_MASK
+            or epc_page & _PAGE_MASK
+            or va_slot & 7
+        ):
             raise GeneralProtection("ELDU/ELDB operand misaligned")
-        i = self._epc_page(epc_page)
+        epc_base = self.epc_base
+        i = (epc_page - epc_base) >> 12
+        if not 0 <= i < self.epc_pages:
+            raise PageFault("ELDU/ELDB target is not in the EPC", address=epc_page)
         if self._valid[i]:
             raise PageFault("ELDU/ELDB target EPC page is already valid", address=epc_page)
-        _va_index, va_off = self._va_slot(va_slot)
-        head = bytes(self._view(pcmd, 128))
+        v = (va_slot - epc_base) >> 12
+        if not 0 <= v < self.epc_pages or not self._valid[v] or self._ptype[v] != _PT_VA:
+            raise PageFault("VA slot is not in a valid VA page", address=va_slot)
+        if epc_base <= pcmd < self._epc_end:
+            head: bytes | memoryview = _ABORT_PAGE[:128]
+        else:
+            pcmd_region = self._find(pcmd, 128)
+            p = pcmd - pcmd_region.base
+            head = pcmd_region.view[p : p + 128]
         flags, sec_rest, pcmd_eid, pcmd_rest = _PCMD_HEAD.unpack_from(head)
         if flags & _SECINFO_RESERVED or sec_rest != _ZERO56 or pcmd_rest != _ZERO40:
             raise GeneralProtection("PCMD reserved fields are set")
-        ptype = (flags >> _SECINFO_TYPE_SHIFT) & 0xFF
+        ptype = (flags >> 8) & 0xFF
         enclave: _Enclave | None = None
-        if ptype == PageType.REG or ptype == PageType.TCS:
-            enclave = self._secs_of(secs_addr)
+        if ptype in (_PT_REG, _PT_TCS):
+            si = (secs_addr - epc_base) >> 12
+            if 0 <= si < self.epc_pages and self._valid[si] and self._ptype[si] == _PT_SECS:
+                enclave = self._secs_state[si]
+            else:
+                enclave = self._secs_of(secs_addr)
             eid = enclave.eid
             if linaddr & _PAGE_MASK or not 0 <= linaddr - enclave.baseaddr < enclave.size:
                 raise GeneralProtection("ELDU LINADDR outside the enclave")
             if pcmd_eid != eid:
                 # PCMD.ENCLAVEID is covered by the MAC (the AAD holds the SECS's EID).
                 return SgxStatus.MAC_COMPARE_FAIL
-        elif ptype == PageType.SECS or ptype == PageType.VA:
+        elif ptype in (_PT_SECS, _PT_VA):
             if secs_addr or linaddr:
                 raise GeneralProtection("ELDU of a SECS/VA page needs LINADDR = SECS = 0")
             eid = pcmd_eid  # bound by the MAC (EWB wrote the SECS's EID, or 0 for a VA page)
         else:
             raise GeneralProtection(f"PCMD page type {ptype} cannot be loaded")
-        version = _U64S.unpack_from(self._epc, va_off)[0]
-        aad = self._aad(flags, eid, linaddr)
-        sealed = bytes(self._view(src, PAGE)) + head[112:128]
-        try:
-            plain = self._paging.decrypt(_NONCE.pack(version), sealed, aad)
-        except InvalidTag:
-            return SgxStatus.MAC_COMPARE_FAIL
-        if ptype == PageType.SECS:
-            restored = self._evicted_secs.get(eid)
-            if restored is None:  # pragma: no cover - a MAC-valid SECS always has its state
-                return SgxStatus.MAC_COMPARE_FAIL
+        va_off = va_slot - epc_base
+        epc = self._epc
+        (version,) = _U64S.unpack_from(epc, va_off)
+        sealed = self._sealed
+        if epc_base <= src < self._epc_end:
+            sealed[:PAGE] = _ABORT_PAGE
+        else:
+            src_region = self._find(src, PAGE)
+            o = src - src_region.base
+            self._sealed_view[:PAGE] = src_region.view[o : o + PAGE]
+        self._sealed_view[PAGE:] = head[112:128]
         base = i * PAGE
-        self._epc[base : base + PAGE] = plain
-        self._epc[va_off : va_off + 8] = bytes(8)
+        target = self._epc_view[base : base + PAGE]
+        try:
+            self._paging.decrypt_into(
+                _NONCE.pack(version), sealed, _AAD.pack(flags, eid, linaddr), target
+            )
+        except InvalidTag:
+            target[:] = _ZERO_PAGE
+            return SgxStatus.MAC_COMPARE_FAIL
+        if ptype == _PT_SECS and eid not in self._evicted_secs:  # pragma: no cover
+            return SgxStatus.MAC_COMPARE_FAIL  # a MAC-valid SECS always has its state
+        _U64S.pack_into(epc, va_off, 0)
         self._valid[i] = 1
         self._ptype[i] = ptype
         self._perm[i] = flags & _PERM_RWX
-        self._blocked[i] = 1 if blocked and enclave is not None else 0
         self._linaddr[i] = linaddr
         self._owner[i] = enclave
         if enclave is not None:
+            self._blocked[i] = 1 if blocked else 0
             enclave.children += 1
             enclave.pages[linaddr] = i
             self._blocked_epoch[i] = enclave.epoch
-        elif ptype == PageType.SECS:
-            state = self._evicted_secs.pop(eid)
-            state.secs_index = i
-            self._secs_state[i] = state
+        else:
+            self._blocked[i] = 0
+            if ptype == _PT_SECS:
+                state = self._evicted_secs.pop(eid)
+                state.secs_index = i
+                self._secs_state[i] = state
         return SgxStatus.SUCCESS
 
     # ------------------------------------------------------------------------------------------
