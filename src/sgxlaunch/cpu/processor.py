@@ -87,7 +87,8 @@ _NONCE = struct.Struct("<Q4x")
 _PCMD_HEAD = struct.Struct("<Q56sQ40s")  # SECINFO.FLAGS, SECINFO reserved, ENCLAVEID, reserved
 _ZERO40 = bytes(40)
 _ZERO_PAGE = bytes(4096)
-_AAD = struct.Struct("<Q56xQ40xQ")  # PCMD[0:112] (SECINFO.FLAGS, ENCLAVEID) ‖ LINADDR
+_AAD = struct.Struct("<QQQ")  # SECINFO.FLAGS ‖ ENCLAVEID ‖ LINADDR (the MAC's header)
+_PCMD_HEADER = struct.Struct("<Q56xQ40x")  # PCMD[0:112]: SECINFO.FLAGS, ENCLAVEID, zeros
 _ABORT_PAGE = b"\xff" * PAGE
 
 _SECS_FIXED = struct.Struct("<QQIIQB15sQQ32s32s32s32s64sHHH")  # SECS bytes 0..261
@@ -262,6 +263,8 @@ class Processor:
         self._version = 0
         self._sealed = bytearray(PAGE + 16)
         self._sealed_view = memoryview(self._sealed)
+        self._sealed_page = self._sealed_view[:PAGE]
+        self._sealed_tag = self._sealed_view[PAGE:]
         self._next_eid = 1
         self._interrupt_pending = False
         self.page_fault_handler: Callable[[int, int], bool] | None = None
@@ -1176,8 +1179,9 @@ class Processor:
         Crypto (our documented construction; the SDM's is not public): a fresh 64-bit version
         from a per-boot counter goes into the VA slot; the page is sealed with AES-128-GCM under
         a per-boot paging key, nonce = version (u64 LE) ‖ 4 zero bytes, associated data =
-        PCMD[0:112] (SECINFO with the EPCM type and R/W/X, ENCLAVEID = the enclave's EID) ‖
-        LINADDR (u64 LE); the 16-byte tag is PCMD.MAC.
+        SECINFO.FLAGS (the EPCM type and R/W/X) ‖ ENCLAVEID (the enclave's EID) ‖ LINADDR, u64
+        LE each (the PCMD's reserved bytes are zero by construction and checked on load); the
+        16-byte tag is PCMD.MAC.
         """
         if pageinfo & 31:
             raise GeneralProtection(f"PAGEINFO 0x{pageinfo:x} is not 32-byte aligned")
@@ -1223,23 +1227,28 @@ class Processor:
         epc = self._epc
         if _U64S.unpack_from(epc, va_off)[0]:
             return SgxStatus.VA_SLOT_OCCUPIED
-        dest_region = self._find(dest, PAGE)
-        pcmd_region = self._find(pcmd, 128)
-        self._version += 1
-        version = self._version
+        page_region = self._page_region
+        dest_region = page_region.get(dest >> 12)
+        if dest_region is None or dest + PAGE > dest_region.end:
+            dest_region = self._find(dest, PAGE)  # raises the #PF
+        pcmd_region = page_region.get(pcmd >> 12)
+        if pcmd_region is None or pcmd + 128 > pcmd_region.end:
+            pcmd_region = self._find(pcmd, 128)
+        self._version = version = self._version + 1
         linaddr = self._linaddr[i]
         flags = (ptype << 8) | self._perm[i]
         base = i * PAGE
-        sealed = self._paging.encrypt(
+        self._paging.encrypt_into(
             _NONCE.pack(version),
             self._epc_view[base : base + PAGE],
             _AAD.pack(flags, eid, linaddr),
+            self._sealed,
         )
         d = dest - dest_region.base
-        dest_region.view[d : d + PAGE] = memoryview(sealed)[:PAGE]
+        dest_region.view[d : d + PAGE] = self._sealed_page
         p = pcmd - pcmd_region.base
-        _PCMD_HEAD.pack_into(pcmd_region.buf, p, flags, _ZERO56, eid, _ZERO40)
-        pcmd_region.view[p + 112 : p + 128] = memoryview(sealed)[PAGE:]
+        _PCMD_HEADER.pack_into(pcmd_region.buf, p, flags, eid)
+        pcmd_region.view[p + 112 : p + 128] = self._sealed_tag
         _U64S.pack_into(epc, va_off, version)
         # The page leaves the EPC.
         if ptype == _PT_SECS:
@@ -1313,7 +1322,9 @@ class Processor:
         if epc_base <= pcmd < self._epc_end:
             head: bytes | memoryview = _ABORT_PAGE[:128]
         else:
-            pcmd_region = self._find(pcmd, 128)
+            pcmd_region = self._page_region.get(pcmd >> 12)
+            if pcmd_region is None or pcmd + 128 > pcmd_region.end:
+                pcmd_region = self._find(pcmd, 128)
             p = pcmd - pcmd_region.base
             head = pcmd_region.view[p : p + 128]
         flags, sec_rest, pcmd_eid, pcmd_rest = _PCMD_HEAD.unpack_from(head)
@@ -1346,10 +1357,12 @@ class Processor:
         if epc_base <= src < self._epc_end:
             sealed[:PAGE] = _ABORT_PAGE
         else:
-            src_region = self._find(src, PAGE)
+            src_region = self._page_region.get(src >> 12)
+            if src_region is None or src + PAGE > src_region.end:
+                src_region = self._find(src, PAGE)
             o = src - src_region.base
-            self._sealed_view[:PAGE] = src_region.view[o : o + PAGE]
-        self._sealed_view[PAGE:] = head[112:128]
+            self._sealed_page[:] = src_region.view[o : o + PAGE]
+        self._sealed_tag[:] = head[112:128]
         base = i * PAGE
         target = self._epc_view[base : base + PAGE]
         try:
