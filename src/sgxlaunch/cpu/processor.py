@@ -1269,13 +1269,13 @@ class Processor:
 
     def eldu(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
         """ENCLS[ELDU]: reload an evicted page, unblocked. See :meth:`_eld`."""
-        return self._eld(pageinfo, epc_page, va_slot, blocked=False)
+        return self._eld(pageinfo, epc_page, va_slot, False)
 
     def eldb(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
         """ENCLS[ELDB]: reload an evicted page, blocked. See :meth:`_eld`."""
-        return self._eld(pageinfo, epc_page, va_slot, blocked=True)
+        return self._eld(pageinfo, epc_page, va_slot, True)
 
-    def _eld(self, pageinfo: int, epc_page: int, va_slot: int, *, blocked: bool) -> SgxStatus:
+    def _eld(self, pageinfo: int, epc_page: int, va_slot: int, blocked: bool) -> SgxStatus:
         """ELDU/ELDB.
 
         Args:
