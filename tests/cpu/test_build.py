@@ -174,6 +174,9 @@ def test_ecreate_operand_checks() -> None:
     proc.write(b.secinfo, struct.pack("<Q56x", 1 << 40))
     with pytest.raises(GeneralProtection):
         proc.ecreate(b.pageinfo, proc.epc_address(0))  # SECINFO reserved bits
+    proc.write(b.secinfo, struct.pack("<Q56x", REG_RW))
+    with pytest.raises(GeneralProtection):
+        proc.ecreate(b.pageinfo, proc.epc_address(0))  # SECINFO page type is not PT_SECS
     proc.write(b.secinfo, bytes(64))
     assert proc.ecreate(b.pageinfo, proc.epc_address(0)) == SgxStatus.SUCCESS
     with pytest.raises(PageFault):

@@ -569,7 +569,8 @@ class Processor:
             epc_page: the free EPC page to become the SECS.
 
         Checks (SDM ECREATE): operand alignment (#GP); EPC membership (#PF); PAGEINFO.LINADDR
-        and .SECS zero (#GP); SECINFO reserved bits (#GP); the EPC page free (#PF); SECS
+        and .SECS zero (#GP); SECINFO reserved bits or a page type other than PT_SECS (#GP);
+        the EPC page free (#PF); SECS
         reserved fields zero (#GP); SIZE ≥ 8192 and a power of two, BASEADDR aligned to SIZE
         (#GP); ATTRIBUTES: INIT clear, no reserved or unsupported FLAGS, XFRM ⊇ 0x3 and within
         the CPUID-allowed set (#GP); MISCSELECT within the allowed set (#GP); SSAFRAMESIZE ≥ 1
@@ -585,7 +586,8 @@ class Processor:
             raise GeneralProtection("PAGEINFO.SRCPGE/SECINFO misaligned")
         if linaddr != 0 or secs_field != 0:
             raise GeneralProtection("ECREATE needs PAGEINFO.LINADDR = 0 and PAGEINFO.SECS = 0")
-        self._read_secinfo(secinfo)
+        if (self._read_secinfo(secinfo) >> 8) & 0xFF != _PT_SECS:
+            raise GeneralProtection("ECREATE needs SECINFO.PAGE_TYPE = PT_SECS")
         src = bytes(self._view(srcpge, PAGE))
         if self._valid[i]:
             raise PageFault("ECREATE target EPC page is already valid", address=epc_page)
