@@ -5,6 +5,8 @@
 * :mod:`~sgxlaunch.policy.envelope` — DSSE envelopes, PAE, distinct-key thresholds.
 * :mod:`~sgxlaunch.policy.root` — the owner root (k-of-n keys, version, expiry).
 * :mod:`~sgxlaunch.policy.model` — the launch policy document (allow/deny rules).
+* :mod:`~sgxlaunch.policy.control` — platform-control documents (owner-signed launch-control
+  mode and launch-enclave signer).
 * :mod:`~sgxlaunch.policy.evaluate` — indexed evaluation with reasons.
 * :mod:`~sgxlaunch.policy.state` — the trusted-state machine (rollback, expiry, thresholds,
   rotation) over a :class:`Store`.
@@ -12,6 +14,13 @@
 No file system, clock, environment or terminal is used here; see ``docs/policy.md``.
 """
 
+from sgxlaunch.policy.control import (
+    MAX_MODE_SIZE,
+    MODE_PAYLOAD_TYPE,
+    MODES,
+    ModeDocument,
+    PlatformMismatch,
+)
 from sgxlaunch.policy.envelope import Envelope, Signature, pae, sign_payload, verify_threshold
 from sgxlaunch.policy.evaluate import (
     Decision,
@@ -38,10 +47,12 @@ from sgxlaunch.policy.model import (
 )
 from sgxlaunch.policy.root import ROOT_PAYLOAD_TYPE, OwnerRoot
 from sgxlaunch.policy.state import (
+    MODE_KEY,
     POLICY_KEY,
     ROOT_KEY,
     TrustedState,
     Update,
+    install_mode,
     install_policy,
     install_root,
     load_state,
@@ -51,8 +62,12 @@ from sgxlaunch.policy.store import MemoryStore, Store
 __all__ = [
     "ECDSA_P256",
     "ED25519",
+    "MAX_MODE_SIZE",
     "MAX_POLICY_SIZE",
     "MAX_RULES",
+    "MODES",
+    "MODE_KEY",
+    "MODE_PAYLOAD_TYPE",
     "POLICY_KEY",
     "POLICY_PAYLOAD_TYPE",
     "ROOT_KEY",
@@ -64,7 +79,9 @@ __all__ = [
     "Envelope",
     "LaunchPolicy",
     "MemoryStore",
+    "ModeDocument",
     "OwnerRoot",
+    "PlatformMismatch",
     "PolicyIndex",
     "PrivateKeySigner",
     "PublicKey",
@@ -76,6 +93,7 @@ __all__ = [
     "TrustedState",
     "Update",
     "evaluate",
+    "install_mode",
     "install_policy",
     "install_root",
     "load_state",

@@ -17,7 +17,14 @@ Rules:
   even after it expires, and after a rotation under which it no longer verifies (then it no
   longer allows anything until a new policy is installed). Re-installing the identical payload
   is a no-op; an equal version with different bytes is refused.
-* ``expires <= now`` is expired, for roots and policies alike.
+* **Platform mode** (:mod:`sgxlaunch.policy.control`): a platform-mode document is checked
+  like a policy — a threshold of the current root's keys, not expired, bound to the verifying
+  platform if it names one, a version above the stored one (identical payload: no-op). An
+  installed mode stays in force after its document expires (expiry only bounds how long a
+  signed, unused document can be installed: a platform must not silently fall back to
+  ``permissive``); after a rotation under which it no longer verifies it is kept as the
+  rollback floor but is no longer in force (see :attr:`TrustedState.mode_in_force`).
+* ``expires <= now`` is expired, for roots, policies and mode documents alike.
 
 Each check is a module-level function called by name, so each can be forced to fail in
 isolation (adversarial case 28); every one raises, none returns a flag to be forgotten.
@@ -42,6 +49,12 @@ from sgxlaunch.errors import (
     UsageError,
 )
 from sgxlaunch.policy import _json
+from sgxlaunch.policy.control import (
+    MAX_MODE_SIZE,
+    MODE_PAYLOAD_TYPE,
+    ModeDocument,
+    PlatformMismatch,
+)
 from sgxlaunch.policy.envelope import MAX_ENVELOPE_SIZE, Envelope, verify_threshold
 from sgxlaunch.policy.evaluate import Decision, EnclaveIdentity, PolicyIndex, Reason
 from sgxlaunch.policy.model import POLICY_PAYLOAD_TYPE, LaunchPolicy
@@ -52,6 +65,8 @@ ROOT_KEY = "owner/root"
 """Store key of the trusted owner-root envelope."""
 POLICY_KEY = "owner/policy"
 """Store key of the trusted launch-policy envelope."""
+MODE_KEY = "owner/mode"
+"""Store key of the trusted platform-mode envelope (:mod:`sgxlaunch.policy.control`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +180,15 @@ class TrustedState:
             to keys that did not sign it: it then allows nothing).
         policy_digest: SHA-256 of the policy's exact payload bytes (what its signatures
             cover), or ``None`` — for binding the policy in force into attestations and logs.
+        mode: the stored platform-mode document (the rollback floor for new ones), or
+            ``None`` when none was ever installed. It stays in force after it expires.
+        mode_envelope: its envelope bytes, or ``None``.
+        mode_in_force: whether ``mode`` verifies under ``root``. ``False`` after a rotation to
+            keys that did not sign it: then it selects nothing, and the caller must fail
+            closed (keep owner launch control with the launch enclave it already trusts,
+            never fall back to permissive) until a mode document signed under the current
+            root is installed.
+        mode_digest: SHA-256 of the mode document's exact payload bytes, or ``None``.
     """
 
     root: OwnerRoot
@@ -174,6 +198,10 @@ class TrustedState:
     policy_in_force: bool = False
     policy_digest: bytes | None = None
     _index: PolicyIndex | None = field(default=None, repr=False, compare=False)
+    mode: ModeDocument | None = None
+    mode_envelope: bytes | None = None
+    mode_in_force: bool = False
+    mode_digest: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.policy_in_force and self.policy is not None and self._index is None:
@@ -211,7 +239,9 @@ class TrustedState:
         The stored root must still parse and be signed by a threshold of its own keys (expiry
         is not checked: a stored document stays trusted, it only stops new documents from
         being accepted). The stored policy must parse; if a threshold of the root's keys no
-        longer signs it, it is kept as the rollback floor but not in force.
+        longer signs it, it is kept as the rollback floor but not in force. The stored
+        platform-mode document is treated the same way (it must parse; in force only if a
+        threshold of the root's keys signs it; its expiry is not checked).
 
         Raises:
             MalformedInput, ThresholdNotMet: the stored documents are damaged (the message
@@ -232,6 +262,13 @@ class TrustedState:
                 state = state._with_policy(
                     policy, policy_data, _digest(penv.payload), _verifies(penv, root)
                 )
+            mode_data = store.get(MODE_KEY)
+            if mode_data is not None:
+                menv = check_envelope(mode_data, MODE_PAYLOAD_TYPE, max_size=_MODE_ENVELOPE_MAX)
+                mode = ModeDocument.from_payload(menv.payload)
+                state = state._with_mode(
+                    mode, mode_data, _digest(menv.payload), _verifies(menv, root)
+                )
         except SgxlaunchError as exc:
             exc.message = f"trusted store is damaged: {exc.message}"
             raise
@@ -242,7 +279,17 @@ class TrustedState:
     ) -> TrustedState:
         index = PolicyIndex(policy) if in_force else None
         return TrustedState(
-            self.root, self.root_envelope, policy, envelope, in_force, digest, index
+            self.root,
+            self.root_envelope,
+            policy,
+            envelope,
+            in_force,
+            digest,
+            index,
+            self.mode,
+            self.mode_envelope,
+            self.mode_in_force,
+            self.mode_digest,
         )
 
     # -- transitions
@@ -254,7 +301,8 @@ class TrustedState:
         a threshold of the **current** root's keys signed it; a threshold of the **new**
         root's keys signed it; version above the current one (identical payload: no-op);
         not expired. Then the stored policy is re-checked against the new keys (kept in
-        force only if it still meets the new threshold; it stays the rollback floor anyway).
+        force only if it still meets the new threshold; it stays the rollback floor anyway),
+        and so is the stored platform-mode document.
 
         Raises:
             MalformedInput, ThresholdNotMet, Rollback, Expired, UsageError.
@@ -288,6 +336,18 @@ class TrustedState:
             )
             if not in_force:
                 note = "; the stored policy is not signed by the new keys and is no longer in force"
+        if (
+            self.mode is not None
+            and self.mode_envelope is not None
+            and self.mode_digest is not None
+        ):
+            mode_in_force = _verifies(Envelope.from_bytes(self.mode_envelope), new_root)
+            state = state._with_mode(self.mode, self.mode_envelope, self.mode_digest, mode_in_force)
+            if not mode_in_force:
+                note += (
+                    "; the platform-mode document is not signed by the new keys and is no longer"
+                    " in force (re-sign it)"
+                )
         return state, Update(
             {ROOT_KEY: bytes(data)},
             f"owner root rotated to version {new_root.version}{note}",
@@ -381,10 +441,116 @@ class TrustedState:
                 "in_force": self.policy_in_force,
                 "digest": None if self.policy_digest is None else self.policy_digest.hex(),
             },
+            "mode": None
+            if self.mode is None
+            else self.mode.describe()
+            | {
+                "in_force": self.mode_in_force,
+                "digest": None if self.mode_digest is None else self.mode_digest.hex(),
+            },
         }
+
+    # -- platform mode (owner control of the platform; see sgxlaunch.policy.control)
+
+    def verify_mode(
+        self, data: bytes, now: datetime, *, platform_id: bytes | None = None
+    ) -> ModeDocument:
+        """Run every check of :meth:`install_mode` without changing anything.
+
+        Checks, in order: ``now`` is aware and ``platform_id`` (if given) is 32 bytes; the
+        current root is not expired (rotate it first); envelope (size capped before parsing)
+        and payload type ``application/vnd.sgxlaunch.platform-mode+json``; a threshold of
+        **distinct** keys of the **current** root signed the PAE of the exact payload bytes
+        (before the payload is parsed); the payload parses strictly (see
+        :meth:`ModeDocument.from_payload`); not expired (``expires <= now`` is expired); the
+        document's ``platform_id``, if any, equals ``platform_id``; version above the stored
+        mode document's — expired, or not in force, or not (identical payload: accepted as a
+        no-op; equal version with different bytes: refused).
+
+        Args:
+            data: the envelope bytes.
+            now: the current time (timezone-aware).
+            platform_id: the id of the platform the mode is for; a document bound to a
+                platform is refused when this is ``None``.
+
+        Returns:
+            The document.
+
+        Raises:
+            UsageError: ``now`` is naive, ``platform_id`` is not 32 bytes, or the document is
+                bound to a platform and no ``platform_id`` was given.
+            Expired: the root or the document is expired.
+            MalformedInput: the envelope or the document is malformed or of another type.
+            ThresholdNotMet: fewer than the threshold of distinct current keys signed.
+            PlatformMismatch: the document is bound to another platform.
+            Rollback: the version is not above the stored one (and the payload differs).
+        """
+        return self._check_mode(data, now, platform_id)[0]
+
+    def install_mode(
+        self, data: bytes, now: datetime, *, platform_id: bytes | None = None
+    ) -> tuple[TrustedState, Update]:
+        """Accept a platform-mode document (checks: see :meth:`verify_mode`).
+
+        The :class:`Update` stores the envelope under :data:`MODE_KEY`; it is empty when the
+        identical payload is already installed and in force. Re-installing the identical
+        payload re-signed under a new root puts it back in force.
+
+        Raises:
+            MalformedInput, ThresholdNotMet, Expired, PlatformMismatch, Rollback, UsageError.
+        """
+        document, digest, same = self._check_mode(data, now, platform_id)
+        if same and self.mode_in_force:
+            return self, Update({}, f"platform mode version {document.version} already installed")
+        state = self._with_mode(document, bytes(data), digest, True)
+        return state, Update(
+            {MODE_KEY: bytes(data)},
+            f"platform mode version {document.version} installed: {_mode_text(document)}",
+        )
+
+    def _check_mode(
+        self, data: bytes, now: datetime, platform_id: bytes | None
+    ) -> tuple[ModeDocument, bytes, bool]:
+        check_now(now)
+        if platform_id is not None:
+            if not isinstance(platform_id, bytes | bytearray) or len(platform_id) != 32:
+                raise UsageError("platform_id must be 32 bytes")
+            platform_id = bytes(platform_id)
+        check_not_expired(self.root.expires, now, "owner root (rotate it first)")
+        envelope = check_envelope(data, MODE_PAYLOAD_TYPE, max_size=_MODE_ENVELOPE_MAX)
+        check_signatures(envelope, self.root, "platform-mode document")
+        document = ModeDocument.from_payload(envelope.payload)
+        check_not_expired(document.expires, now, "platform-mode document")
+        check_platform_id(document.platform_id, platform_id)
+        digest = _digest(envelope.payload)
+        same = False
+        if self.mode is not None and self.mode_digest is not None:
+            same = check_version(
+                document.version, digest, self.mode.version, self.mode_digest, "platform mode"
+            )
+        return document, digest, same
+
+    def _with_mode(
+        self, mode: ModeDocument, envelope: bytes, digest: bytes, in_force: bool
+    ) -> TrustedState:
+        return TrustedState(
+            self.root,
+            self.root_envelope,
+            self.policy,
+            self.policy_envelope,
+            self.policy_in_force,
+            self.policy_digest,
+            self._index,
+            mode,
+            envelope,
+            in_force,
+            digest,
+        )
 
 
 _ROOT_ENVELOPE_MAX = (MAX_ROOT_SIZE * 4) // 3 + (64 << 10)
+_MODE_ENVELOPE_MAX = (MAX_MODE_SIZE * 4) // 3 + (128 << 10)
+"""Largest platform-mode envelope: the base64 of the largest payload plus 64 large signatures."""
 
 
 def _digest(payload: bytes) -> bytes:
@@ -441,7 +607,58 @@ def install_policy(store: Store, data: bytes, now: datetime) -> tuple[TrustedSta
     return new_state, update
 
 
+def check_platform_id(bound: bytes | None, platform_id: bytes | None) -> None:
+    """A platform-mode document bound to a platform is verified on that platform only.
+
+    A document without ``platform_id`` applies to every platform of the owner; one with it
+    applies only where the verifier's ``platform_id`` is equal (``hmac.compare_digest``).
+
+    Raises:
+        UsageError: the document is bound to a platform but the verifier gave no platform id.
+        PlatformMismatch: the document is bound to another platform.
+    """
+    if bound is None:
+        return
+    if platform_id is None:
+        raise UsageError(
+            f"the platform-mode document is bound to platform {bound.hex()}; "
+            "the verifier must give its platform id"
+        )
+    if not hmac.compare_digest(bound, platform_id):
+        raise PlatformMismatch(
+            "the platform-mode document is bound to another platform",
+            expected=f"platform_id {platform_id.hex()}",
+            found=f"platform_id {bound.hex()}",
+        )
+
+
+def _mode_text(document: ModeDocument) -> str:
+    if document.mode == "owner" and document.le_mrsigner is not None:
+        text = f"owner launch control, launch enclave MRSIGNER {document.le_mrsigner.hex()}"
+    else:
+        text = "permissive launch control"
+    if document.platform_id is not None:
+        text += f" (platform {document.platform_id.hex()[:16]}…)"
+    return text
+
+
+def install_mode(
+    store: Store, data: bytes, now: datetime, *, platform_id: bytes | None = None
+) -> tuple[TrustedState, Update]:
+    """Install a platform-mode document in ``store``; commit only after every check passed.
+
+    Checks: see :meth:`TrustedState.verify_mode`.
+
+    Raises:
+        MalformedInput, VerificationFailed, UsageError: nothing was written.
+    """
+    new_state, update = load_state(store).install_mode(data, now, platform_id=platform_id)
+    update.apply(store)
+    return new_state, update
+
+
 __all__ = [
+    "MODE_KEY",
     "POLICY_KEY",
     "ROOT_KEY",
     "TrustedState",
@@ -449,8 +666,10 @@ __all__ = [
     "check_envelope",
     "check_not_expired",
     "check_now",
+    "check_platform_id",
     "check_signatures",
     "check_version",
+    "install_mode",
     "install_policy",
     "install_root",
     "load_state",
