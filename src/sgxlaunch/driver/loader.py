@@ -26,7 +26,7 @@ from sgxlaunch.arch.constants import (
     PageType,
     SgxStatus,
 )
-from sgxlaunch.arch.structs import EinitToken, Secs, Sigstruct
+from sgxlaunch.arch.structs import Attributes, EinitToken, Secs, Sigstruct
 from sgxlaunch.cpu import EnclaveImage, secs_for
 from sgxlaunch.driver.process import Process
 from sgxlaunch.driver.uapi import (
@@ -147,6 +147,7 @@ def load(
     *,
     token: EinitToken | bytes | None = None,
     provision: bool = False,
+    attributes: Attributes | None = None,
 ) -> LoadedEnclave:
     """Create, add, measure and initialize an enclave through the ioctls.
 
@@ -157,6 +158,8 @@ def load(
         token: an EINITTOKEN: then INIT goes through ENCLAVE_INIT_TOKEN (owner mode).
         provision: open ``/dev/sgx_provision`` and grant PROVISIONKEY through
             ENCLAVE_PROVISION.
+        attributes: SECS.ATTRIBUTES to request instead of the SIGSTRUCT's (bits outside
+            its ATTRIBUTEMASK may differ, e.g. EINITTOKEN_KEY for a launch enclave).
 
     Raises:
         LoadFailed: naming the failed step and why (errno, SGX status, the check in words).
@@ -174,6 +177,8 @@ def load(
             baseaddr=base,
             xfrm_allowed=cpu.config.xfrm_allowed,
         )
+        if attributes is not None:
+            secs = secs.replace(attributes=attributes)
         arg = process.alloc(PAGE_SIZE)
         secs_page = process.alloc(PAGE_SIZE)
         scratch += [arg, secs_page]

@@ -1,0 +1,148 @@
+"""An owner, an author and a platform for launch tests (in memory, fixed clock)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from sgxlaunch.arch import Attributes, Sigstruct
+from sgxlaunch.arch.constants import AttributeFlag
+from sgxlaunch.cpu import program_image
+from sgxlaunch.driver import as_sgxs_image
+from sgxlaunch.formats.sgxs import SgxsImage
+from sgxlaunch.launch.enclave import sign_launch_enclave
+from sgxlaunch.launch.platform import Platform, PlatformConfig
+from sgxlaunch.policy import (
+    POLICY_PAYLOAD_TYPE,
+    ROOT_PAYLOAD_TYPE,
+    MemoryStore,
+    OwnerRoot,
+    PrivateKeySigner,
+    install_root,
+    sign_payload,
+)
+from sgxlaunch.policy._json import dumps_canonical
+from sgxlaunch.policy.control import MODE_PAYLOAD_TYPE, ModeDocument
+from sgxlaunch.sigstruct import RsaKeySigner, mrsigner_of, sign
+from tests.conftest import shared_vectors
+from tests.cpu.helpers import KeyProbe, MemoryProgram
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+LATER = T0 + timedelta(days=365)
+PROD = int(AttributeFlag.MODE64BIT)
+DEBUG = PROD | int(AttributeFlag.DEBUG)
+
+
+@functools.cache
+def sgx_key(name: str) -> RsaKeySigner:
+    files = {
+        "owner-le": "kselftest/sign_key.pem",
+        "owner-le-2": "generated/case4_kss_like_attrs.key.pem",
+        "author": "generated/case2_prodid_svn_debug.key.pem",
+        "stranger": "generated/case3_misc_xfrm_swdef.key.pem",
+    }
+    key = load_pem_private_key((shared_vectors() / files[name]).read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return RsaKeySigner(key)
+
+
+def author_enclave(
+    program: type = MemoryProgram,
+    *,
+    key: str = "author",
+    flags: int = PROD,
+    isvprodid: int = 1,
+    isvsvn: int = 1,
+) -> tuple[SgxsImage, Sigstruct]:
+    image = program_image(program)
+    body = Sigstruct(
+        attributes=Attributes(flags=flags, xfrm=0x3),
+        attributemask=Attributes(flags=2**64 - 1, xfrm=2**64 - 1),
+        miscmask=2**32 - 1,
+        isvprodid=isvprodid,
+        isvsvn=isvsvn,
+        enclavehash=image.mrenclave(),
+    )
+    return as_sgxs_image(image), sign(body, sgx_key(key))
+
+
+class Clock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Owner:
+    """A 2-of-3 owner with a platform in a memory store."""
+
+    keys: list[PrivateKeySigner] = field(
+        default_factory=lambda: [
+            PrivateKeySigner(ed25519.Ed25519PrivateKey.generate()) for _ in range(3)
+        ]
+    )
+    store: MemoryStore = field(default_factory=MemoryStore)
+    clock: Clock = field(default_factory=Clock)
+    seed: bytes = b"platform-seed-for-tests-0001"
+    root: bytes = b""
+
+    def __post_init__(self) -> None:
+        root = OwnerRoot.create(
+            version=1, expires=LATER, threshold=2, keys=[k.public_key for k in self.keys]
+        )
+        self.root = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), self.keys[:2]).to_bytes()
+        install_root(self.store, self.root, T0)
+        Platform.create(
+            self.store, seed=self.seed, config=PlatformConfig(epc_size=4 << 20), clock=self.clock
+        )
+
+    def platform(self) -> Platform:
+        return Platform.open(self.store, clock=self.clock)
+
+    def set_up_launch_enclave(self, key: str = "owner-le") -> Sigstruct:
+        sig = sign_launch_enclave(self.root, sgx_key(key))
+        self.platform().set_launch_enclave(sig)
+        return sig
+
+    def policy(
+        self,
+        *,
+        version: int,
+        allow: list[dict[str, Any]],
+        deny: list[dict[str, Any]] | None = None,
+        signers: int = 2,
+        expires: str = "2027-06-01T00:00:00Z",
+    ) -> bytes:
+        doc = {
+            "spec_version": "1",
+            "version": version,
+            "expires": expires,
+            "allow": allow,
+            "deny": deny or [],
+        }
+        return sign_payload(
+            POLICY_PAYLOAD_TYPE, dumps_canonical(doc), self.keys[:signers]
+        ).to_bytes()
+
+    def mode(self, mode: str, *, version: int, le: str = "owner-le", signers: int = 2) -> bytes:
+        doc = ModeDocument.create(
+            version=version,
+            expires=LATER,
+            mode=mode,
+            le_mrsigner=mrsigner_of(sgx_key(le).public_key()) if mode == "owner" else None,
+        )
+        return sign_payload(MODE_PAYLOAD_TYPE, doc.to_payload(), self.keys[:signers]).to_bytes()
+
+
+def allow_rule(sig: Sigstruct, rule_id: str = "author-app", **extra: Any) -> dict[str, Any]:
+    return {"id": rule_id, "mrsigner": sig.mrsigner.hex(), "isvprodid": sig.isvprodid, **extra}
+
+
+__all__ = ["KeyProbe", "MemoryProgram"]
