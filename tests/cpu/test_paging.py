@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from sgxlaunch.arch import SgxStatus
+from sgxlaunch.arch import PageType, SgxStatus
 from sgxlaunch.cpu import EnclaveContext, EnclaveProgram, GeneralProtection, PageFault
 from tests.cpu.helpers import MemoryProgram, Pager, cpu, launch
 
@@ -226,3 +226,33 @@ def test_round_trip_under_epc_pressure_keeps_every_byte() -> None:
             enc.enclave.tcs = [pager.resident[_key(enc, 0)]]
             assert enc.call(1, struct.pack("<QQ", DATA + k * PAGE, PAGE)) == page
     assert pager.faults > 100
+
+
+def test_va_page_can_itself_be_evicted_and_reloaded() -> None:
+    """A VA page holding versions is paged out (its version in another VA page) and back; the
+    versions it held still admit their pages."""
+    proc, enc, pager = _setup()
+    key = _key(enc, DATA)
+    payload = b"behind two VA levels"
+    enc.call(0, struct.pack("<Q", DATA) + payload)
+    assert pager.evict(key) == SgxStatus.SUCCESS
+    record = pager.evicted[key]
+    va_page = record.slot & ~0xFFF
+    with pytest.raises(PageFault):
+        proc.epa(va_page)  # EPA needs a free page
+    assert proc.eblock(va_page) == SgxStatus.NOTBLOCKABLE
+    outer = proc.free_epc_pages(1)[0]
+    assert proc.epa(outer) == SgxStatus.SUCCESS
+    contents, pcmd = proc.allocate(PAGE), proc.allocate(128, align=128)
+    proc.write(pager.pageinfo, struct.pack("<QQQQ", 0, contents, pcmd, 0))
+    assert proc.ewb(pager.pageinfo, va_page, outer) == SgxStatus.SUCCESS  # no EBLOCK needed
+    assert not proc.epcm(va_page).valid
+    with pytest.raises(PageFault):  # its slots are gone with it
+        pager.load(key)
+    new_va = proc.free_epc_pages(1)[0]
+    proc.write(pager.pageinfo, struct.pack("<QQQQ", 0, contents, pcmd, 0))
+    assert proc.eldu(pager.pageinfo, new_va, outer) == SgxStatus.SUCCESS
+    assert proc.epcm(new_va).page_type == PageType.VA
+    record.slot = new_va + (record.slot & 0xFFF)
+    assert pager.load(key) == SgxStatus.SUCCESS
+    assert enc.call(1, struct.pack("<QQ", DATA, len(payload))) == payload
