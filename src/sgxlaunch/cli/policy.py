@@ -8,6 +8,8 @@ denied, 2 usage or malformed input). See ``docs/policy.md``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,12 @@ from sgxlaunch.cli._common import (
 )
 from sgxlaunch.errors import MalformedInput, UsageError, VerificationFailed
 from sgxlaunch.policy import _json
+from sgxlaunch.policy.control import (
+    MAX_MODE_ENVELOPE_SIZE,
+    MODE_PAYLOAD_TYPE,
+    MODES,
+    ModeDocument,
+)
 from sgxlaunch.policy.envelope import MAX_ENVELOPE_SIZE, Envelope, sign_payload
 from sgxlaunch.policy.evaluate import EnclaveIdentity, PolicyIndex
 from sgxlaunch.policy.keys import ED25519, SCHEMES, PrivateKeySigner, PublicKey
@@ -53,6 +61,8 @@ from sgxlaunch.store import (
 
 DEFAULT_ROOT_DAYS = 365
 DEFAULT_POLICY_DAYS = 90
+DEFAULT_MODE_DAYS = 7
+"""A platform-mode document is meant to be installed soon after it is signed."""
 
 
 def _now() -> datetime:
@@ -221,8 +231,14 @@ def _sign_envelope(path: str, keys: Sequence[str], out: str | None) -> Envelope:
         envelope = Envelope.from_bytes(data)
     except MalformedInput as exc:
         raise exc.with_source(path) from None
-    if envelope.payload_type not in (ROOT_PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE):
-        raise UsageError(f"{path}: not an owner root or launch policy envelope")
+    if envelope.payload_type not in (ROOT_PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE, MODE_PAYLOAD_TYPE):
+        raise UsageError(f"{path}: not an owner root, launch policy or platform-mode envelope")
+    if envelope.payload_type == MODE_PAYLOAD_TYPE:
+        try:
+            document = ModeDocument.from_payload(envelope.payload)
+        except MalformedInput as exc:
+            raise exc.with_source(path) from None
+        click.echo(f"signing {_mode_line(document)}", err=True)
     for key_path in keys:
         signer = load_signer(key_path)
         envelope = envelope.signed_by(signer)
@@ -403,7 +419,7 @@ def _register_owner(main: click.Group) -> None:
     @click.option("--out", type=click.Path(dir_okay=False), help="Write here, not in place.")
     @handle_errors
     def owner_sign(envelope: str, keys: tuple[str, ...], out: str | None) -> None:
-        """Add signatures to a root (or policy) ENVELOPE, in place unless --out.
+        """Add signatures to a root, policy or platform-mode ENVELOPE, in place unless --out.
 
         \b
         Example:
@@ -444,6 +460,13 @@ def _register_owner(main: click.Group) -> None:
                 f"{info['allow_rules']} allow / {info['deny_rules']} deny rules"
                 + ("" if info["in_force"] else " (NOT in force: signed under an earlier root)")
             )
+        if state.mode is None:
+            click.echo("no platform-mode document installed")
+        else:
+            click.echo(
+                _mode_line(state.mode)
+                + ("" if state.mode_in_force else " (NOT in force: signed under an earlier root)")
+            )
 
     @owner_group.command("install")
     @click.argument("root", type=click.Path(exists=True, dir_okay=False))
@@ -470,6 +493,282 @@ def _register_owner(main: click.Group) -> None:
             )
         else:
             click.echo(update.summary)
+
+    _register_mode(owner_group)
+
+
+# --- owner mode (platform-control documents) ----------------------------------------------------
+
+
+def _mode_line(document: ModeDocument) -> str:
+    text = f"platform-mode version {document.version}: {document.mode}"
+    if document.le_mrsigner is not None:
+        text += f", launch enclave MRSIGNER {document.le_mrsigner.hex()}"
+    if document.platform_id is not None:
+        text += f", platform {document.platform_id.hex()}"
+    return text + f", expires {_json.format_time(document.expires)}"
+
+
+def _read_mode_file(path: str) -> tuple[ModeDocument, Envelope | None]:
+    """A mode document from a bare payload file or an envelope (signatures not checked)."""
+    data = read_input(path, limit=MAX_MODE_ENVELOPE_SIZE)
+    try:
+        envelope = None
+        if b'"payloadType"' in data:
+            envelope = check_envelope(data, MODE_PAYLOAD_TYPE, max_size=MAX_MODE_ENVELOPE_SIZE)
+            data = envelope.payload
+        return ModeDocument.from_payload(data), envelope
+    except MalformedInput as exc:
+        raise exc.with_source(path) from None
+
+
+def _mode_expiry_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--valid-days",
+        "--expires-in",
+        "valid_days",
+        type=click.IntRange(1, 36500),
+        help=f"Expire this many days from now (default {DEFAULT_MODE_DAYS}).",
+    )(fn)
+    return click.option(
+        "--expires", type=TimeParam(), help="Expire at this UTC time (2027-01-31T00:00:00Z)."
+    )(fn)
+
+
+def _register_mode(owner_group: click.Group) -> None:
+    @owner_group.group("mode")
+    def mode_group() -> None:
+        """Owner-signed platform-control documents: launch-control mode and LE signer.
+
+        Switching the platform to `owner` launch control, back to `permissive`, or to a new
+        launch-enclave signer takes a document signed by K of the owner root's keys; the
+        platform installs it with `sgxlaunch platform mode FILE`.
+
+        \b
+        Typical flow (two admins of three must agree):
+          sgxlaunch owner mode new --mode owner --le-mrsigner 5e1f… --version 1 -o mode.json
+          sgxlaunch owner mode sign mode.json --key keys/a.key.pem
+          sgxlaunch owner mode sign mode.json --key keys/b.key.pem
+          sgxlaunch owner mode verify mode.json
+        """
+
+    @mode_group.command("new")
+    @click.option(
+        "--mode", "mode", required=True, type=click.Choice(MODES), help="Launch-control mode."
+    )
+    @click.option(
+        "--le-mrsigner",
+        type=HexBytesParam(32),
+        help="MRSIGNER of the owner's launch enclave (owner mode; 64 hex digits).",
+    )
+    @click.option(
+        "--le-sigstruct",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Take --le-mrsigner from the launch enclave's SIGSTRUCT.",
+    )
+    @click.option(
+        "--version",
+        "version",
+        required=True,
+        type=click.IntRange(1, (1 << 63) - 1),
+        help="Document version: above the installed mode document's.",
+    )
+    @_mode_expiry_options
+    @click.option(
+        "--platform-id", type=HexBytesParam(32), help="Bind the document to this platform."
+    )
+    @click.option(
+        "-o", "--out", required=True, type=click.Path(dir_okay=False), help="Envelope to write."
+    )
+    @click.option(
+        "--key",
+        "keys",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Sign at once with this private key (PEM); repeatable.",
+    )
+    @click.option("--force", is_flag=True, help="Overwrite OUT.")
+    @_json_option
+    @handle_errors
+    def mode_new(
+        mode: str,
+        le_mrsigner: bytes | None,
+        le_sigstruct: str | None,
+        version: int,
+        expires: datetime | None,
+        valid_days: int | None,
+        platform_id: bytes | None,
+        out: str,
+        keys: tuple[str, ...],
+        force: bool,
+        as_json: bool,
+    ) -> None:
+        """Write a platform-mode envelope OUT (unsigned unless --key is given).
+
+        Each key holder then adds a signature with `sgxlaunch owner mode sign OUT --key …`
+        (or `sgxlaunch owner sign`). The document can be installed until it expires
+        (default: in 7 days); once installed, the mode stays in force.
+
+        \b
+        Examples:
+          sgxlaunch owner mode new --mode owner --le-sigstruct le.sig --version 1 -o mode.json
+          sgxlaunch owner mode new --mode permissive --version 2 --expires-in 1 \\
+              --platform-id 3c9a… -o back.json
+        """
+        if le_sigstruct is not None:
+            if le_mrsigner is not None:
+                raise UsageError("give --le-mrsigner or --le-sigstruct, not both")
+            le_mrsigner = EnclaveIdentity.from_sigstruct(_read_sigstruct(le_sigstruct)).mrsigner
+        document = ModeDocument.create(
+            version=version,
+            expires=_expiry(expires, valid_days, DEFAULT_MODE_DAYS),
+            mode=mode,
+            le_mrsigner=le_mrsigner,
+            platform_id=platform_id,
+        )
+        signers = [load_signer(k) for k in keys]
+        envelope = sign_payload(MODE_PAYLOAD_TYPE, document.to_payload(), signers)
+        write_output(out, envelope.to_bytes(), force=force)
+        click.echo(f"wrote {out}: {_mode_line(document)}", err=True)
+        for signer in signers:
+            click.echo(f"signed with {signer.public_key.keyid}", err=True)
+        if as_json:
+            echo_json(document.describe() | {"signed_by": [s.keyid for s in envelope.signatures]})
+
+    @mode_group.command("sign")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False))
+    @click.option(
+        "--key",
+        "keys",
+        required=True,
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Private key (PEM); repeatable.",
+    )
+    @click.option(
+        "--out",
+        type=click.Path(dir_okay=False),
+        help="Write here, not in place (required when FILE is a bare document).",
+    )
+    @click.option("--force", is_flag=True, help="Overwrite OUT.")
+    @handle_errors
+    def mode_sign(file: str, keys: tuple[str, ...], out: str | None, force: bool) -> None:
+        """Add signatures to a platform-mode envelope FILE (in place unless --out).
+
+        FILE may also be a bare mode document; then --out names the envelope. The signature
+        covers the document's exact bytes; check what you sign (printed on stderr).
+
+        \b
+        Examples:
+          sgxlaunch owner mode sign mode.json --key keys/a.key.pem
+          sgxlaunch owner mode sign mode.json --key keys/b.key.pem --key keys/c.key.pem
+        """
+        document, envelope = _read_mode_file(file)
+        if envelope is None:
+            if out is None:
+                raise UsageError(f"{file} is a bare mode document: say where the envelope goes")
+            envelope = Envelope(MODE_PAYLOAD_TYPE, read_input(file, limit=MAX_MODE_ENVELOPE_SIZE))
+        click.echo(f"signing {_mode_line(document)}", err=True)
+        for key_path in keys:
+            signer = load_signer(key_path)
+            envelope = envelope.signed_by(signer)
+            click.echo(f"signed with {signer.public_key.keyid}", err=True)
+        target = out or file
+        write_output(target, envelope.to_bytes(), force=force or out is None)
+
+    @mode_group.command("show")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False), required=False)
+    @_home_option
+    @_json_option
+    @handle_errors
+    def mode_show(file: str | None, home: str | None, as_json: bool) -> None:
+        """Show a platform-mode FILE (signatures listed, not checked), or the installed one.
+
+        \b
+        Examples:
+          sgxlaunch owner mode show mode.json --json
+          sgxlaunch owner mode show --home /var/lib/sgxlaunch
+        """
+        if file is not None:
+            document, envelope = _read_mode_file(file)
+            signed = [] if envelope is None else [s.keyid for s in envelope.signatures]
+            if as_json:
+                echo_json(document.describe() | {"signed_by": signed})
+                return
+            click.echo(_mode_line(document))
+            click.echo(f"signed by {len(signed)} key(s):")
+            for keyid in signed:
+                click.echo(f"  {keyid}")
+            return
+        with open_store(resolve_home(home), create=False) as store:
+            state = load_state(store)
+        info = state.describe()["mode"]
+        if as_json:
+            echo_json({"mode": info})
+        elif state.mode is None:
+            click.echo("no platform-mode document installed")
+        else:
+            click.echo(
+                _mode_line(state.mode)
+                + ("" if state.mode_in_force else " (NOT in force: signed under an earlier root)")
+            )
+
+    @mode_group.command("verify")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False))
+    @click.option(
+        "--root",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Verify against this root envelope instead of the installed state.",
+    )
+    @click.option(
+        "--platform-id",
+        type=HexBytesParam(32),
+        help="The platform's id (needed when the document is bound to one).",
+    )
+    @_home_option
+    @_json_option
+    @handle_errors
+    def mode_verify(
+        file: str, root: str | None, platform_id: bytes | None, home: str | None, as_json: bool
+    ) -> None:
+        """Check a signed platform-mode FILE as installing it would, without installing it.
+
+        Against the installed state (--home): K distinct keys of the installed root signed
+        it, it has not expired, its platform binding (if any) names --platform-id, and its
+        version is above the installed mode document's. Against --root (self-signed by K of
+        its keys): the same but the version. Exit 0 if acceptable, 1 naming the failed check,
+        2 if malformed or used wrongly.
+
+        \b
+        Examples:
+          sgxlaunch owner mode verify mode.json
+          sgxlaunch owner mode verify mode.json --root root.json --platform-id 3c9a… --json
+        """
+        data = read_input(file, limit=MAX_MODE_ENVELOPE_SIZE)
+        now = _now()
+        with _about(file):
+            if root is not None:
+                root_data = read_input(root)
+                with _about(root):
+                    state, _ = TrustedState.bootstrap(root_data, now)
+                checks = ["threshold", "expiry", "platform_id"]
+            else:
+                with open_store(resolve_home(home), create=False) as store:
+                    state = load_state(store)
+                checks = ["threshold", "expiry", "platform_id", "version"]
+            document = state.verify_mode(data, now, platform_id=platform_id)
+        envelope = Envelope.from_bytes(data)
+        installed = state.mode_digest is not None and hmac.compare_digest(
+            state.mode_digest, hashlib.sha256(envelope.payload).digest()
+        )
+        if as_json:
+            echo_json(
+                {"valid": True, "checks": checks, "already_installed": installed}
+                | document.describe()
+            )
+        else:
+            note = " (already installed)" if installed else ""
+            click.echo(f"OK: {_mode_line(document)}: {', '.join(checks)} verified{note}")
 
 
 # --- policy ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ No file system, clock, environment or terminal is used here; see ``docs/policy.m
 """
 
 from sgxlaunch.policy.control import (
+    MAX_MODE_ENVELOPE_SIZE,
     MAX_MODE_SIZE,
     MODE_PAYLOAD_TYPE,
     MODES,
@@ -62,6 +63,7 @@ from sgxlaunch.policy.store import MemoryStore, Store
 __all__ = [
     "ECDSA_P256",
     "ED25519",
+    "MAX_MODE_ENVELOPE_SIZE",
     "MAX_MODE_SIZE",
     "MAX_POLICY_SIZE",
     "MAX_RULES",

@@ -48,6 +48,8 @@ MODE_DOCUMENT_TYPE = "platform-mode"
 SPEC_VERSION = "1"
 MAX_MODE_SIZE = 16 << 10
 """Largest platform-mode payload accepted (16 KiB; a real one is about 300 bytes)."""
+MAX_MODE_ENVELOPE_SIZE = (MAX_MODE_SIZE * 4) // 3 + (128 << 10)
+"""Largest platform-mode envelope: the base64 of the largest payload plus 64 large signatures."""
 MAX_VERSION = (1 << 63) - 1
 MODES = ("permissive", "owner")
 """The launch-control modes a document can select."""
@@ -218,6 +220,7 @@ def _hex32(doc: dict[str, Any], key: str) -> bytes:
 
 
 __all__ = [
+    "MAX_MODE_ENVELOPE_SIZE",
     "MAX_MODE_SIZE",
     "MODES",
     "MODE_DOCUMENT_TYPE",

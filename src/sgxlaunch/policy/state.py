@@ -50,7 +50,7 @@ from sgxlaunch.errors import (
 )
 from sgxlaunch.policy import _json
 from sgxlaunch.policy.control import (
-    MAX_MODE_SIZE,
+    MAX_MODE_ENVELOPE_SIZE,
     MODE_PAYLOAD_TYPE,
     ModeDocument,
     PlatformMismatch,
@@ -264,7 +264,7 @@ class TrustedState:
                 )
             mode_data = store.get(MODE_KEY)
             if mode_data is not None:
-                menv = check_envelope(mode_data, MODE_PAYLOAD_TYPE, max_size=_MODE_ENVELOPE_MAX)
+                menv = check_envelope(mode_data, MODE_PAYLOAD_TYPE, max_size=MAX_MODE_ENVELOPE_SIZE)
                 mode = ModeDocument.from_payload(menv.payload)
                 state = state._with_mode(
                     mode, mode_data, _digest(menv.payload), _verifies(menv, root)
@@ -517,7 +517,7 @@ class TrustedState:
                 raise UsageError("platform_id must be 32 bytes")
             platform_id = bytes(platform_id)
         check_not_expired(self.root.expires, now, "owner root (rotate it first)")
-        envelope = check_envelope(data, MODE_PAYLOAD_TYPE, max_size=_MODE_ENVELOPE_MAX)
+        envelope = check_envelope(data, MODE_PAYLOAD_TYPE, max_size=MAX_MODE_ENVELOPE_SIZE)
         check_signatures(envelope, self.root, "platform-mode document")
         document = ModeDocument.from_payload(envelope.payload)
         check_not_expired(document.expires, now, "platform-mode document")
@@ -549,8 +549,6 @@ class TrustedState:
 
 
 _ROOT_ENVELOPE_MAX = (MAX_ROOT_SIZE * 4) // 3 + (64 << 10)
-_MODE_ENVELOPE_MAX = (MAX_MODE_SIZE * 4) // 3 + (128 << 10)
-"""Largest platform-mode envelope: the base64 of the largest payload plus 64 large signatures."""
 
 
 def _digest(payload: bytes) -> bytes:
