@@ -97,7 +97,8 @@ def bench_load(mib: int) -> None:
     secs_addr = epc
 
     t0 = time.perf_counter()
-    proc.write(pageinfo_addr, _PAGEINFO.pack(0, secs_page, secinfo_addr, 0))
+    # ECREATE takes a zero SECINFO (PT_SECS), 64 bytes past the EADD one.
+    proc.write(pageinfo_addr, _PAGEINFO.pack(0, secs_page, secinfo_addr + 64, 0))
     assert proc.ecreate(pageinfo_addr, secs_addr) == SgxStatus.SUCCESS
     pack_into = _PAGEINFO.pack_into
     eadd = proc.eadd
@@ -136,7 +137,7 @@ def bench_paging(npages: int) -> None:
         ).to_bytes(),
     )
     proc.write(secinfo_addr, struct.pack("<Q56x", flags))
-    proc.write(pageinfo_addr, _PAGEINFO.pack(0, ctl, secinfo_addr, 0))
+    proc.write(pageinfo_addr, _PAGEINFO.pack(0, ctl, secinfo_addr + 64, 0))  # zero SECINFO
     epc = proc.free_epc_pages(npages + 1 + (npages + 511) // 512)
     secs_addr = epc[0]
     assert proc.ecreate(pageinfo_addr, secs_addr) == SgxStatus.SUCCESS
