@@ -365,3 +365,20 @@ def test_report_key_matches_ereport_mac() -> None:
     status, key = _getkey(b, keyname=KeyName.REPORT, keyid=report.keyid)
     assert status == SgxStatus.SUCCESS
     assert cmac128(key, report.body_bytes()) == report.mac
+
+
+def test_program_source_can_be_supplied() -> None:
+    namespace: dict[str, object] = {"EnclaveProgram": EnclaveProgram}
+    exec("class Generated(EnclaveProgram):\n    pass\n", namespace)  # noqa: S102 - no source file
+    generated = namespace["Generated"]
+    assert isinstance(generated, type) and issubclass(generated, EnclaveProgram)
+    with pytest.raises(UsageError):
+        program_image(generated)
+
+    class Explicit(EnclaveProgram):
+        @classmethod
+        def source(cls) -> str:
+            return "def ecall(): return b''"
+
+    image = program_image(Explicit)
+    assert image.pages[1].data[32:64] == hashlib.sha256(b"def ecall(): return b''").digest()

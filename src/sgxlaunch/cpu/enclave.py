@@ -59,8 +59,21 @@ class EnclaveProgram:
 
     @classmethod
     def source(cls) -> str:
-        """The text whose SHA-256 the image measures (default: the class's source)."""
-        return inspect.getsource(cls)
+        """The text whose SHA-256 the image measures.
+
+        The default is the class's source as the interpreter loaded it (``inspect.getsource``,
+        which reads it through ``linecache``); a program defined where no source exists (a
+        REPL, generated code) overrides this and returns its source text itself.
+
+        Raises:
+            UsageError: no source is available for the class.
+        """
+        try:
+            return inspect.getsource(cls)
+        except (OSError, TypeError) as exc:
+            raise UsageError(
+                f"no source for enclave program {cls.__qualname__}; override source()"
+            ) from exc
 
     @classmethod
     def source_hash(cls) -> bytes:
