@@ -155,3 +155,22 @@ def test_seed_is_required_and_determines_the_cpu() -> None:
 def test_config_validation(bad: dict[str, object]) -> None:
     with pytest.raises(UsageError):
         CpuConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_cpuid_reports_the_configured_capabilities() -> None:
+    from sgxlaunch.arch.constants import AttributeFlag
+
+    proc = cpu(kss=True, xfrm_allowed=0x7, miscselect_allowed=1, epc_size=2 * MIB)
+    assert proc.cpuid(7)[1] & (1 << 2) and proc.cpuid(7)[2] & (1 << 30)
+    eax, ebx, _, _ = proc.cpuid(0x12, 0)
+    assert eax & 1 and ebx == 1
+    eax, ebx, ecx, edx = proc.cpuid(0x12, 1)
+    flags = eax | ebx << 32
+    assert flags & AttributeFlag.KSS and not flags & AttributeFlag.INIT
+    assert ecx | edx << 32 == 0x7
+    eax, ebx, ecx, edx = proc.cpuid(0x12, 2)
+    assert (eax & ~0xFFF) | ebx << 32 == proc.epc_base
+    assert (ecx & ~0xFFF) | edx << 32 == 2 * MIB
+    assert not cpu(flc=False, firmware="unlocked").cpuid(7)[2] & (1 << 30)
+    assert not cpu().cpuid(0x12, 1)[0] & AttributeFlag.KSS
+    assert proc.cpuid(0x99) == (0, 0, 0, 0)

@@ -238,7 +238,8 @@ class Processor:
 
     * memory: :meth:`allocate`, :meth:`release`, :meth:`read`, :meth:`write`, :attr:`epc_base`,
       :attr:`epc_pages`, :meth:`epc_address`, :meth:`epcm`;
-    * MSRs: :meth:`rdmsr`, :meth:`wrmsr`, :attr:`lepubkeyhash`;
+    * MSRs and capabilities: :meth:`rdmsr`, :meth:`wrmsr`, :attr:`lepubkeyhash`,
+      :meth:`cpuid`, :attr:`cpusvn`;
     * ENCLS: :meth:`ecreate`, :meth:`eadd`, :meth:`eextend`, :meth:`eextend_page`,
       :meth:`einit`, :meth:`eremove`, :meth:`epa`, :meth:`eblock`, :meth:`etrack`, :meth:`ewb`,
       :meth:`eldu`, :meth:`eldb`, :meth:`edbgrd`, :meth:`edbgwr`;
@@ -531,6 +532,35 @@ class Processor:
         """Make an unmasked interrupt pending; the next EINIT's event window (step 4) sees it
         and returns SGX_UNMASKED_EVENT (the interrupt is then delivered and cleared)."""
         self._interrupt_pending = True
+
+    def cpuid(self, leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
+        """CPUID (EAX, EBX, ECX, EDX) for the SGX-related leaves; other leaves read as zeros.
+
+        * (7, 0): EBX[2] = SGX, ECX[30] = SGX_LC (FLC).
+        * (12H, 0): EAX[0] = SGX1 (SGX2 not modelled), EBX = MISCSELECT bits allowed,
+          EDX[15:8] = log2 of the largest 64-bit enclave (2^47 here).
+        * (12H, 1): EAX:EBX = ATTRIBUTES.FLAGS bits allowed (INIT excluded: only EINIT sets it),
+          ECX:EDX = XFRM bits allowed.
+        * (12H, 2): the EPC section: EAX = base[31:12] | 1, EBX = base[51:32],
+          ECX = size[31:12] | 1, EDX = size[51:32].
+        """
+        cfg = self.config
+        if leaf == 7 and subleaf == 0:
+            return 0, 1 << 2, (1 << 30) if cfg.flc else 0, 0
+        if leaf == 0x12 and subleaf == 0:
+            return 1, cfg.miscselect_allowed, 0, 47 << 8
+        if leaf == 0x12 and subleaf == 1:
+            flags, xfrm = cfg.allowed_flags, cfg.xfrm_allowed
+            return flags & 0xFFFFFFFF, flags >> 32, xfrm & 0xFFFFFFFF, xfrm >> 32
+        if leaf == 0x12 and subleaf == 2:
+            base, size = self.epc_base, cfg.epc_size
+            return (
+                (base & 0xFFFFF000) | 1,
+                (base >> 32) & 0xFFFFF,
+                (size & 0xFFFFF000) | 1,
+                (size >> 32) & 0xFFFFF,
+            )
+        return 0, 0, 0, 0
 
     @property
     def cpusvn(self) -> bytes:
