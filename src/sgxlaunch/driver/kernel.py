@@ -641,16 +641,17 @@ class SgxDriver:
         try:
             if not enclave.created or enclave.initialized:
                 raise DriverError(errno.EINVAL, "INIT needs a created, uninitialized enclave")
-            if token_addr is None and self.mode == "owner":
-                raise DriverError(
-                    errno.EPERM,
-                    "owner launch control is on: initialize through ENCLAVE_INIT_TOKEN",
-                )
             if token_addr is not None and self.mode != "owner":
                 raise DriverError(errno.EINVAL, "ENCLAVE_INIT_TOKEN needs owner launch control")
             sig_bytes = process.copy_from_user(sig_addr, Sigstruct.SIZE)
             if token_addr is not None:
                 token_bytes = process.copy_from_user(token_addr, EinitToken.SIZE)
+            if token_addr is None and self.mode == "owner":
+                # Checked after the copy so observers (the launch log) see what was attempted.
+                raise DriverError(
+                    errno.EPERM,
+                    "owner launch control is on: initialize through ENCLAVE_INIT_TOKEN",
+                )
             sig = Sigstruct.from_bytes_raw(sig_bytes)
             self._check_sigstruct(enclave, sig)
             status = self._einit(enclave, sig, sig_bytes, token_bytes)

@@ -7,9 +7,12 @@ document sets, and — when the owner has set one up — the owner's launch encl
 the stored owner root, policy and its sealed state. Every INIT attempt the driver sees reaches
 the launch log through an observer, so INITs that bypass :meth:`Platform.run` are logged too.
 
-Store keys: ``platform/seed``, ``platform/config`` (JSON), ``platform/le-sigstruct`` (the owner's
-SIGSTRUCT for its launch enclave), ``platform/le-sealed`` (the launch enclave's sealed state),
-``log/record/<seq>`` (launch-log records), and the policy layer's ``owner/*`` documents.
+Store keys: ``platform/seed``, ``platform/config`` (JSON); per launch-enclave signer
+``platform/le-sigstruct/<mrsigner>`` (the owner's SIGSTRUCT for its launch enclave) and
+``platform/le-sealed/<mrsigner>`` (its sealed state); ``platform/le-active`` (the signer used in
+permissive mode; owner mode uses the signer its mode document names); the launch log as
+``log/<mrsigner>/<seq>`` (one segment per launch-enclave signer, since only that enclave can
+derive its MAC key); and the policy layer's ``owner/*`` documents.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sgxlaunch import errors as _errors
 from sgxlaunch.arch import Attributes, EinitToken, Sigstruct
 from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.cpu import CpuConfig, Processor, secs_for
@@ -49,15 +53,33 @@ from sgxlaunch.launch.enclave import (
     launch_enclave_image,
     root_digest_of,
 )
-from sgxlaunch.launch.log import LogTampered, record_key
+from sgxlaunch.launch.log import LogTampered
 from sgxlaunch.policy import POLICY_KEY, Store, TrustedState
 from sgxlaunch.sigstruct import verify
 
 SEED_KEY = "platform/seed"
 CONFIG_KEY = "platform/config"
-LE_SIGSTRUCT_KEY = "platform/le-sigstruct"
-LE_SEALED_KEY = "platform/le-sealed"
-LOG_PREFIX = "log/record/"
+LE_SIGSTRUCT_PREFIX = "platform/le-sigstruct/"
+LE_ACTIVE_KEY = "platform/le-active"
+LE_SEALED_PREFIX = "platform/le-sealed/"
+LOG_PREFIX = "log/"
+
+
+def le_sigstruct_key(mrsigner: bytes) -> str:
+    """Store key of the owner's launch-enclave SIGSTRUCT signed by ``mrsigner``."""
+    return LE_SIGSTRUCT_PREFIX + mrsigner.hex()
+
+
+def le_sealed_key(mrsigner: bytes) -> str:
+    """Store key of that launch enclave's sealed state (its seal key depends on MRSIGNER)."""
+    return LE_SEALED_PREFIX + mrsigner.hex()
+
+
+def log_prefix(mrsigner: bytes) -> str:
+    """Store-key prefix of the launch-log segment kept by the launch enclave of ``mrsigner``
+    (only that enclave can derive its MAC key)."""
+    return f"{LOG_PREFIX}{mrsigner.hex()}/"
+
 
 Clock = Callable[[], datetime]
 
@@ -228,23 +250,43 @@ class Platform:
         return self.driver.mode
 
     def _configure(self) -> None:
-        sig_data = self.store.get(LE_SIGSTRUCT_KEY)
-        if sig_data is not None:
-            self.le_sigstruct = Sigstruct.from_bytes(sig_data)
         doc = self.mode_document
+        signer: bytes | None
         if doc is not None and doc.mode == "owner":
-            le_signer = _named_signer(doc)
-            if self.le_sigstruct is None or self.le_sigstruct.mrsigner != le_signer:
+            signer = _named_signer(doc)
+            self.le_sigstruct = self._stored_le(signer)
+            if self.le_sigstruct is None:
                 raise VerificationFailed(
                     "the owner's mode document names a launch-enclave signer whose launch "
                     "enclave is not set up here",
-                    expected=le_signer.hex(),
-                    found="none" if self.le_sigstruct is None else self.le_sigstruct.mrsigner.hex(),
+                    expected=signer.hex(),
+                    found="no SIGSTRUCT from that signer",
                 )
-            self.driver.configure_launch_control("owner", le_signer)
+            self.driver.configure_launch_control("owner", signer)
+        else:
+            active = self.store.get(LE_ACTIVE_KEY)
+            signer = bytes.fromhex(active.decode()) if active else None
+            self.le_sigstruct = None if signer is None else self._stored_le(signer)
         if self.le_sigstruct is not None and self.state is not None:
             self._start_launch_enclave()
         self.driver.observers.append(self._observe)
+
+    def _stored_le(self, signer: bytes) -> Sigstruct | None:
+        data = self.store.get(le_sigstruct_key(signer))
+        if data is None:
+            return None
+        sig = Sigstruct.from_bytes(data)
+        if sig.mrsigner != signer:
+            raise VerificationFailed(
+                "the stored launch-enclave SIGSTRUCT is not signed by the key it is filed under",
+                expected=signer.hex(),
+                found=sig.mrsigner.hex(),
+            )
+        return sig
+
+    @property
+    def le_signer(self) -> bytes | None:
+        return None if self.le_sigstruct is None else self.le_sigstruct.mrsigner
 
     def _start_launch_enclave(self) -> None:
         assert self.le_sigstruct is not None and self.state is not None
@@ -275,12 +317,12 @@ class Platform:
             "sealed": None,
             "mode_version": 0 if self.mode_document is None else self.mode_document.version,
         }
-        sealed = self.store.get(LE_SEALED_KEY)
+        sealed = self.store.get(le_sealed_key(sig.mrsigner))
         if sealed is not None:
             request["sealed"] = _b64(sealed)
         reply = self._le_call(Call.LOAD, request)
         if reply.get("sealed") is not None:  # the high-water mark rose to the stored policy
-            self.store.commit({LE_SEALED_KEY: base64.b64decode(reply["sealed"])})
+            self.store.commit({le_sealed_key(sig.mrsigner): base64.b64decode(reply["sealed"])})
 
     def _le_call(self, call: Call, request: Mapping[str, Any]) -> dict[str, Any]:
         if self.le is None:
@@ -294,11 +336,10 @@ class Platform:
             error = reply.get("error", "")
             if error == "LogTampered":
                 raise LogTampered(message, index=reply.get("index"), detail=detail)
-            if error == "MalformedInput":
-                raise MalformedInput(message, detail=detail)
-            if error == "UsageError":
-                raise UsageError(message, detail=detail)
-            raise VerificationFailed(message, detail=detail)
+            cls = getattr(_errors, error, None) if error in _errors.__all__ else None
+            if not (isinstance(cls, type) and issubclass(cls, SgxlaunchError)):
+                cls = VerificationFailed
+            raise cls(message, detail=detail)
         return dict(reply)
 
     def _now(self) -> str:
@@ -323,13 +364,10 @@ class Platform:
                 expected=image.mrenclave().hex(),
                 found=sig.enclavehash.hex(),
             )
-        doc = self.mode_document
-        if doc is not None and doc.mode == "owner" and _named_signer(doc) != sig.mrsigner:
-            raise UsageError(
-                "owner mode is in force with another launch-enclave signer; install a mode "
-                "document naming the new signer first"
-            )
-        self.store.commit({LE_SIGSTRUCT_KEY: sig.to_bytes()})
+        changes = {le_sigstruct_key(sig.mrsigner): sig.to_bytes()}
+        if self.mode == "permissive":
+            changes[LE_ACTIVE_KEY] = sig.mrsigner.hex().encode()
+        self.store.commit(changes)
 
     def install_policy(self, data: bytes) -> dict[str, Any]:
         """Verify a signed launch policy in the launch enclave, raise the sealed high-water mark,
@@ -346,7 +384,8 @@ class Platform:
         new_state, update = self.state.install_policy(data, self.clock())
         changes = dict(update.changes)
         changes[POLICY_KEY] = bytes(data)
-        changes[LE_SEALED_KEY] = base64.b64decode(reply["sealed"])
+        assert self.le_sigstruct is not None
+        changes[le_sealed_key(self.le_sigstruct.mrsigner)] = base64.b64decode(reply["sealed"])
         self.store.commit(changes)
         self.state = new_state
         return {"version": reply["version"], "digest": reply["digest"]}
@@ -369,18 +408,23 @@ class Platform:
         doc = new_state.mode
         if doc is None:  # pragma: no cover - install_mode always yields a document
             raise UsageError("the platform-mode document was not installed")
+        changes = dict(update.changes)
+        signer: bytes | None
         if doc.mode == "owner":
             signer = _named_signer(doc)
-            if self.le_sigstruct is None or self.le_sigstruct.mrsigner != signer:
+            if self._stored_le(signer) is None:
                 raise UsageError(
                     "the mode document names a launch-enclave signer whose launch enclave is "
                     "not set up here (`sgxlaunch platform le-sign` with that key first)",
                     detail=[f"named signer: {signer.hex()}"],
                 )
-        changes = dict(update.changes)
-        if self.le is not None:
+        else:
+            signer = self.le_signer
+            if signer is not None:
+                changes[LE_ACTIVE_KEY] = signer.hex().encode()
+        if self.le is not None and self.le_sigstruct is not None and signer == self.le_signer:
             reply = self._le_call(Call.NOTE_MODE, {"version": doc.version, "now": self._now()})
-            changes[LE_SEALED_KEY] = base64.b64decode(reply["sealed"])
+            changes[le_sealed_key(self.le_sigstruct.mrsigner)] = base64.b64decode(reply["sealed"])
         self.store.commit(changes)
         return {"mode": doc.mode, "version": doc.version}
 
@@ -476,10 +520,12 @@ class Platform:
             return
         record = base64.b64decode(reply["record"])
         seq = int(json.loads(record[32:])["seq"])
+        signer = self.le_signer
+        assert signer is not None
         self.store.commit(
             {
-                record_key(seq): record,
-                LE_SEALED_KEY: base64.b64decode(reply["sealed"]),
+                f"{log_prefix(signer)}{seq:016d}": record,
+                le_sealed_key(signer): base64.b64decode(reply["sealed"]),
             }
         )
 
@@ -516,10 +562,14 @@ class Platform:
             "reason": attempt.reason or None,
         }
 
-    def log_blobs(self) -> list[bytes]:
-        """The stored launch-log records, in sequence order."""
+    def log_blobs(self, signer: bytes | None = None) -> list[bytes]:
+        """The stored records of the log segment of ``signer`` (default: the current launch
+        enclave's), in sequence order."""
+        signer = signer if signer is not None else self.le_signer
+        if signer is None:
+            return []
         out = []
-        for key in self.store.keys(LOG_PREFIX):
+        for key in self.store.keys(log_prefix(signer)):
             blob = self.store.get(key)
             if blob is not None:
                 out.append(blob)
@@ -571,7 +621,7 @@ class Platform:
             },
             "owner_root": None if state is None else state.root.describe(),
             "policy": None if state is None else state.describe().get("policy"),
-            "log_records": len(self.store.keys(LOG_PREFIX)),
+            "log_records": len(self.log_blobs()),
             "epc_size": self.config.epc_size,
             "firmware": self.config.firmware,
         }
@@ -598,8 +648,10 @@ def _named_signer(doc: Any) -> bytes:
 
 __all__ = [
     "CONFIG_KEY",
-    "LE_SEALED_KEY",
-    "LE_SIGSTRUCT_KEY",
+    "LE_ACTIVE_KEY",
+    "LE_SEALED_PREFIX",
+    "LE_SIGSTRUCT_PREFIX",
+    "LOG_PREFIX",
     "SEED_KEY",
     "Platform",
     "PlatformConfig",
