@@ -1,4 +1,4 @@
-"""Shared builders for the policy tests: owners with real keys, signed roots and policies."""
+"""Shared builders for the policy tests: owners with real keys, signed roots, policies, modes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from sgxlaunch.policy import (
+    MODE_PAYLOAD_TYPE,
     POLICY_PAYLOAD_TYPE,
     ROOT_PAYLOAD_TYPE,
     EnclaveIdentity,
@@ -19,6 +20,7 @@ from sgxlaunch.policy import (
     OwnerRoot,
     PrivateKeySigner,
     TrustedState,
+    install_mode,
     install_policy,
     install_root,
     sign_payload,
@@ -32,6 +34,12 @@ SIGNER_A = bytes.fromhex("a1" * 32)
 SIGNER_B = bytes.fromhex("b2" * 32)
 ENCLAVE_X = bytes.fromhex("c3" * 32)
 ENCLAVE_Y = bytes.fromhex("d4" * 32)
+LE_SIGNER = bytes.fromhex("e5" * 32)
+OTHER_LE_SIGNER = bytes.fromhex("e6" * 32)
+PLATFORM = bytes.fromhex("f7" * 32)
+OTHER_PLATFORM = bytes.fromhex("f8" * 32)
+
+_DEFAULT: Any = object()
 
 
 def ed25519_signer() -> PrivateKeySigner:
@@ -87,6 +95,38 @@ def policy_payload(**kwargs: Any) -> bytes:
     return dumps_canonical(policy_doc(**kwargs))
 
 
+def mode_doc(
+    *,
+    version: int = 1,
+    expires: str = "2027-01-01T00:00:00Z",
+    mode: str = "owner",
+    le_mrsigner: Any = _DEFAULT,
+    platform_id: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A platform-mode document; ``le_mrsigner`` defaults to :data:`LE_SIGNER` in owner mode
+    (pass ``None`` to leave it out), ``platform_id`` is left out unless given."""
+    doc: dict[str, Any] = {
+        "spec_version": "1",
+        "type": "platform-mode",
+        "version": version,
+        "expires": expires,
+        "mode": mode,
+    }
+    if le_mrsigner is _DEFAULT:
+        le_mrsigner = LE_SIGNER.hex() if mode == "owner" else None
+    if le_mrsigner is not None:
+        doc["le_mrsigner"] = le_mrsigner
+    if platform_id is not None:
+        doc["platform_id"] = platform_id
+    doc.update(extra)
+    return doc
+
+
+def mode_payload(**kwargs: Any) -> bytes:
+    return dumps_canonical(mode_doc(**kwargs))
+
+
 def identity(**changes: Any) -> EnclaveIdentity:
     fields: dict[str, Any] = {
         "mrenclave": ENCLAVE_X,
@@ -127,6 +167,16 @@ class Owner:
 
     def install(self, payload: bytes, now: datetime = NOW) -> TrustedState:
         state, _ = install_policy(self.store, self.sign_policy(payload), now)
+        return state
+
+    def sign_mode(self, payload: bytes, signers: Sequence[PrivateKeySigner] | None = None) -> bytes:
+        chosen = self.keys[: self.threshold] if signers is None else signers
+        return sign_payload(MODE_PAYLOAD_TYPE, payload, chosen).to_bytes()
+
+    def install_mode(
+        self, payload: bytes, now: datetime = NOW, platform_id: bytes | None = None
+    ) -> TrustedState:
+        state, _ = install_mode(self.store, self.sign_mode(payload), now, platform_id=platform_id)
         return state
 
 
