@@ -1,22 +1,33 @@
-"""The sgxlaunch demo: the story so far, told through the real command line.
+"""The sgxlaunch demo: the whole story, told through the real command line.
 
-Each step runs ``sgxlaunch`` as a user would, shows what it printed and asserts the outcome;
-the demo exits non-zero as soon as any outcome differs from what it should be.
+An author signs two enclaves. On a permissive (mainline) platform both launch. The owner (2 of 3
+keys) installs a launch policy allowing one, and switches the platform to owner launch control.
+Then the allowed enclave launches, the other is refused with its reason, a debug build of the
+allowed one is refused, an older policy is refused, a switch back to permissive with only one
+signature is refused; the launch log shows every attempt and verifies, and a tampered log fails
+naming the record.
+
+Each step runs ``sgxlaunch`` as a user would, shows what it printed and asserts the outcome; the
+demo exits non-zero as soon as any outcome differs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 from sgxlaunch.arch.constants import PAGE_SIZE, PageType, secinfo_flags
 from sgxlaunch.formats.sgxs import SgxsImage, SgxsPage, write_sgxs
 
 STEP = 0
+WORK = Path(".")
 
 
 def say(text: str) -> None:
@@ -25,13 +36,16 @@ def say(text: str) -> None:
     print(f"\n== {STEP}. {text}")
 
 
-def sgxlaunch(*args: str | Path, expect: int) -> str:
-    """Run the CLI, echo it, and check its exit code."""
+def sgxlaunch(*args: str | Path, expect: int, show: bool = True) -> str:
+    """Run the CLI (from the work directory), echo it, and check its exit code.
+
+    With ``show=False`` (JSON read only for the demo's own checks) stdout is not echoed.
+    """
     argv = [sys.executable, "-m", "sgxlaunch", *map(str, args)]
-    shown = " ".join(["sgxlaunch", *(Path(a).name if isinstance(a, Path) else a for a in args)])
-    print(f"$ {shown}")
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    for line in (proc.stdout + proc.stderr).rstrip().splitlines():
+    print("$ sgxlaunch " + " ".join(str(a) for a in args))
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=WORK)
+    shown = (proc.stdout if show else "") + proc.stderr
+    for line in shown.rstrip().splitlines():
         print(textwrap.indent(line, "  "))
     if proc.returncode != expect:
         print(f"DEMO FAILED: exit code {proc.returncode}, expected {expect}", file=sys.stderr)
@@ -64,51 +78,232 @@ def build_enclave(path: Path, message: bytes) -> None:
 
 
 def main() -> int:
+    global WORK
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sgxlaunch-demo-") as tmp:
-        work = Path(tmp)
-        key, image = work / "author.pem", work / "hello.sgxs"
-        sig, tampered = work / "hello.sig", work / "hello-tampered.sgxs"
+        WORK = Path(tmp)
+        home = "--home=home"
 
-        say("The enclave author makes an SGX signing key (RSA-3072, e = 3)")
-        mrsigner = sgxlaunch("key", "generate", key, expect=0).strip()
-        check(len(bytes.fromhex(mrsigner)) == 32, "the key's MRSIGNER is a 32-byte hash")
+        say("The enclave author makes a signing key and signs two enclaves")
+        author = sgxlaunch("key", "generate", "author.pem", expect=0).strip()
+        build_enclave(WORK / "payments.sgxs", b"payments service")
+        build_enclave(WORK / "miner.sgxs", b"something the owner never approved")
+        sgxlaunch(
+            "sign",
+            "--key",
+            "author.pem",
+            "payments.sgxs",
+            "--isvprodid",
+            "1",
+            "--isvsvn",
+            "3",
+            "-o",
+            "payments.sig",
+            expect=0,
+        )
+        sgxlaunch(
+            "sign",
+            "--key",
+            "author.pem",
+            "miner.sgxs",
+            "--isvprodid",
+            "2",
+            "-o",
+            "miner.sig",
+            expect=0,
+        )
+        sgxlaunch(
+            "sign",
+            "--key",
+            "author.pem",
+            "payments.sgxs",
+            "--isvprodid",
+            "1",
+            "--isvsvn",
+            "3",
+            "--debug",
+            "-o",
+            "payments-debug.sig",
+            expect=0,
+        )
+        shown = sgxlaunch(
+            "verify", "payments.sig", "--image", "payments.sgxs", "--mrsigner", author, expect=0
+        )
+        check("mrenclave" in shown, "the first factor holds: the author's signature verifies")
 
-        say("The author builds a small enclave image (SGXS) and measures it")
-        build_enclave(image, b"hello from inside the enclave")
-        mrenclave = sgxlaunch("measure", image, expect=0).strip()
+        say("The platform owner: three policy keys, any two must agree (2 of 3)")
+        sgxlaunch(
+            "owner",
+            "init",
+            "--keys",
+            "3",
+            "--threshold",
+            "2",
+            "--key-dir",
+            "keys",
+            "--out",
+            "root.json",
+            expect=0,
+        )
+        keys = sorted(str(p.relative_to(WORK)) for p in (WORK / "keys").glob("*.key.pem"))
+        check(len(keys) == 3, "three owner keys were generated")
+        le_signer = sgxlaunch("key", "generate", "owner-le.pem", expect=0).strip()
+
+        say("The owner sets up the platform (permissive, like mainline) and its launch enclave")
+        sgxlaunch(
+            "platform", "init", home, "--root", "root.json", "--le-key", "owner-le.pem", expect=0
+        )
+
+        say("Permissive mode: any correctly signed enclave launches")
+        out = sgxlaunch("run", "payments.sgxs", "--sig", "payments.sig", home, expect=0)
+        check("decision permissive" in out, "payments launches")
+        out = sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, expect=0)
+        check("decision permissive" in out, "so does the miner: nothing stops it")
+
+        say("The owner writes a policy allowing only the payments service, signed by 2 of 3")
+        sgxlaunch("policy", "new", "policy-v1.json", "--version", "1", expect=0)
+        sgxlaunch(
+            "policy",
+            "allow",
+            "policy-v1.json",
+            "--id",
+            "payments",
+            "--mrsigner",
+            author,
+            "--isvprodid",
+            "1",
+            "--isvsvn",
+            "3..",
+            expect=0,
+        )
+        sgxlaunch(
+            "policy",
+            "sign",
+            "policy-v1.json",
+            "--key",
+            keys[0],
+            "--key",
+            keys[1],
+            "--out",
+            "policy-v1.signed.json",
+            expect=0,
+        )
+        sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, expect=0)
+
+        say("The owner switches the platform to owner launch control (2 of 3 signatures)")
+        sgxlaunch(
+            "owner",
+            "mode",
+            "new",
+            "--mode",
+            "owner",
+            "--le-mrsigner",
+            le_signer,
+            "--version",
+            "1",
+            "--key",
+            keys[0],
+            "--key",
+            keys[2],
+            "-o",
+            "owner-mode.json",
+            expect=0,
+        )
+        sgxlaunch("platform", "mode", "owner-mode.json", home, expect=0)
+        status = json.loads(sgxlaunch("platform", "status", home, "--json", expect=0, show=False))
+        check(status["mode"] == "owner", "launch control is owner mode")
         check(
-            mrenclave == hashlib.sha256(image.read_bytes()).hexdigest(),
-            "MRENCLAVE is the SHA-256 of the measurement stream",
+            status["launch_key_msrs"] == le_signer,
+            "the launch-key MSRs hold the owner's launch-enclave signer",
         )
 
-        say("The author signs it: the SIGSTRUCT is the first factor")
-        out = sgxlaunch(
-            "sign", "--key", key, image, "--isvprodid", "7", "--isvsvn", "1", "-o", sig, expect=0
+        say("Owner mode: the allowed enclave launches with a token from the launch enclave")
+        out = json.loads(
+            sgxlaunch(
+                "run",
+                "payments.sgxs",
+                "--sig",
+                "payments.sig",
+                home,
+                "--json",
+                expect=0,
+                show=False,
+            )
         )
-        check(f"mrenclave {mrenclave}" in out, "the SIGSTRUCT carries the measured MRENCLAVE")
-        check(f"mrsigner  {mrsigner}" in out, "and the author's MRSIGNER")
+        check(out["initialized"] and out["decision"] == "allowed", "payments launches")
+        check(
+            out["rule"] == "payments" and bool(out["token_keyid"]),
+            "allowed by rule 'payments', with a freshly minted token",
+        )
 
-        say("Anyone can inspect the SIGSTRUCT")
-        shown = sgxlaunch("inspect", sig, expect=0)
-        check("isvprodid: 7" in shown, "ISVPRODID 7 is in the signed fields")
-        check("signature_valid: True" in shown, "the signature is valid")
+        say("The miner is refused, with the reason")
+        sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, expect=1)
 
-        say("Verification: signature, Q1/Q2, MRENCLAVE of the image and the expected signer")
-        sgxlaunch("verify", sig, "--image", image, "--mrsigner", mrsigner, expect=0)
+        say("A debug build of the allowed enclave is refused (the rule does not permit DEBUG)")
+        sgxlaunch("run", "payments.sgxs", "--sig", "payments-debug.sig", home, expect=1)
 
-        say("A tampered image (one byte of enclave data changed) is refused")
-        data = bytearray(image.read_bytes())
-        data[-100] ^= 0x01
-        tampered.write_bytes(bytes(data))
-        sgxlaunch("verify", sig, "--image", tampered, expect=1)
+        say("The owner publishes policy v2; the older v1 can no longer be installed")
+        sgxlaunch("policy", "new", "policy-v2.json", "--from", "policy-v1.signed.json", expect=0)
+        sgxlaunch(
+            "policy",
+            "sign",
+            "policy-v2.json",
+            "--key",
+            keys[1],
+            "--key",
+            keys[2],
+            "--out",
+            "policy-v2.signed.json",
+            expect=0,
+        )
+        sgxlaunch("platform", "install-policy", "policy-v2.signed.json", home, expect=0)
+        sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, expect=1)
 
-        say("So is a SIGSTRUCT whose signed ISVSVN was raised after signing")
-        forged = bytearray(sig.read_bytes())
-        forged[1026] = 2
-        (work / "forged.sig").write_bytes(bytes(forged))
-        sgxlaunch("verify", work / "forged.sig", expect=1)
+        say("Going back to permissive with a single signature is refused")
+        sgxlaunch(
+            "owner",
+            "mode",
+            "new",
+            "--mode",
+            "permissive",
+            "--version",
+            "2",
+            "--key",
+            keys[0],
+            "-o",
+            "back.json",
+            expect=0,
+        )
+        sgxlaunch("platform", "mode", "back.json", home, expect=1)
+        status = json.loads(sgxlaunch("platform", "status", home, "--json", expect=0, show=False))
+        check(status["mode"] == "owner", "the platform is still in owner mode")
 
-    print("\nDemo complete: every outcome was as expected.")
+        say("The launch log shows every attempt, and verifies")
+        records = json.loads(sgxlaunch("log", "show", home, "--json", expect=0, show=False))
+        sgxlaunch("log", "show", home, expect=0)
+        decisions = [r["decision"] for r in records]
+        check(
+            decisions == ["permissive", "permissive", "allowed", "denied", "denied"],
+            "five INIT attempts: 2 permissive, 1 allowed, 2 denied",
+        )
+        sgxlaunch("log", "verify", home, expect=0)
+
+        say("Someone with write access to the state edits a record: verification names it")
+        database = WORK / "home" / "state.sqlite3"
+        with sqlite3.connect(database) as db:
+            key, value = db.execute(
+                "SELECT key, value FROM kv WHERE key LIKE 'log/%' ORDER BY key LIMIT 1 OFFSET 3"
+            ).fetchone()
+            db.execute(
+                "UPDATE kv SET value = ? WHERE key = ?",
+                (bytes(value).replace(b'"decision":"denied"', b'"decision":"allowed"'), key),
+            )
+        out = sgxlaunch("log", "verify", home, "--json", expect=1)
+        check(json.loads(out)["first_bad_record"] == 3, "record 3 is named as the first bad one")
+
+    print(
+        f"\nDemo complete in {time.perf_counter() - started:.1f} s: every outcome was as expected."
+    )
     return 0
 
 

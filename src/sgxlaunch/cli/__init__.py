@@ -13,6 +13,7 @@ import click
 _COMMAND_MODULES = (
     "sgxlaunch.cli.foundation",
     "sgxlaunch.cli.policy",
+    "sgxlaunch.cli.platform",
 )
 
 
