@@ -666,7 +666,9 @@ def _register_mode(owner_group: click.Group) -> None:
         document, envelope = _read_mode_file(file)
         if envelope is None:
             if out is None:
-                raise UsageError(f"{file} is a bare mode document: say where the envelope goes")
+                raise UsageError(
+                    f"{file} is a bare mode document: say where the envelope goes (--out)"
+                )
             envelope = Envelope(MODE_PAYLOAD_TYPE, read_input(file, limit=MAX_MODE_ENVELOPE_SIZE))
         click.echo(f"signing {_mode_line(document)}", err=True)
         for key_path in keys:
