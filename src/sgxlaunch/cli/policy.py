@@ -260,6 +260,8 @@ def _register_owner(main: click.Group) -> None:
           sgxlaunch owner init --keys 3 --threshold 2 --key-dir keys/ --out root.json
           sgxlaunch owner install root.json
           sgxlaunch owner show root.json
+
+        Launch-control mode switches are owner-signed too: see `sgxlaunch owner mode`.
         """
 
     @owner_group.command("init")
@@ -433,7 +435,7 @@ def _register_owner(main: click.Group) -> None:
     @_json_option
     @handle_errors
     def owner_show(root: str | None, home: str | None, as_json: bool) -> None:
-        """Show a ROOT envelope (and who signed it), or the installed root and policy.
+        """Show a ROOT envelope (and who signed it), or the installed root, policy, mode.
 
         \b
         Examples:
