@@ -273,3 +273,75 @@ def test_init_bypassing_run_is_logged() -> None:
     assert records[-1]["errno"] == "EPERM"
     assert records[-1]["mrenclave"] == sig.enclavehash.hex()
     assert platform.verify_log() == len(records)
+
+
+def test_unsigned_mode_document_written_into_the_store_refused() -> None:
+    """Someone with write access to the state writes a mode document signed by one key."""
+    owner, _ = owner_platform()
+    forged = owner.mode("permissive", version=9, signers=1)
+    owner.store.commit({"owner/mode": forged})
+    with pytest.raises(VerificationFailed, match="not signed by the current owner root"):
+        owner.platform()
+    blocked = Platform.open(owner.store, clock=owner.clock, maintenance=True)
+    image, sig = author_enclave(MemoryProgram)
+    with pytest.raises(SgxlaunchError, match="nothing can be launched"):
+        blocked.run(image, sig)
+
+
+def test_root_rotation_then_resigned_launch_enclave_and_mode_document() -> None:
+    """Rotating the owner root (k old + k new signatures) stops the platform until the owner
+    re-signs its launch enclave and mode document; the sealed state carries over."""
+    from datetime import timedelta
+
+    from sgxlaunch.policy import (
+        ROOT_PAYLOAD_TYPE,
+        OwnerRoot,
+        PrivateKeySigner,
+        install_root,
+        sign_payload,
+    )
+    from sgxlaunch.policy.control import MODE_PAYLOAD_TYPE, ModeDocument
+    from sgxlaunch.sigstruct import mrsigner_of
+
+    owner, platform = owner_platform()
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    new_keys = [PrivateKeySigner(ed25519.Ed25519PrivateKey.generate()) for _ in range(3)]
+    root = OwnerRoot.create(
+        version=2,
+        expires=owner.clock.now + timedelta(days=300),
+        threshold=2,
+        keys=[k.public_key for k in new_keys],
+    )
+    rotated = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), [*owner.keys[:2], *new_keys[:2]])
+    install_root(owner.store, rotated.to_bytes(), owner.clock.now)
+    with pytest.raises(VerificationFailed):
+        owner.platform()  # the mode document is signed by the old keys only
+    maintenance = Platform.open(owner.store, clock=owner.clock, maintenance=True)
+    maintenance.set_launch_enclave(sign_launch_enclave(rotated.to_bytes(), sgx_key("owner-le")))
+    doc = ModeDocument.create(
+        version=2,
+        expires=owner.clock.now + timedelta(days=7),
+        mode="owner",
+        le_mrsigner=mrsigner_of(sgx_key("owner-le").public_key()),
+    )
+    maintenance.set_mode(sign_payload(MODE_PAYLOAD_TYPE, doc.to_payload(), new_keys[1:]).to_bytes())
+    # The policy was signed by the old keys: re-sign it with the new ones (version 2).
+    from sgxlaunch.policy import POLICY_PAYLOAD_TYPE
+    from sgxlaunch.policy._json import dumps_canonical
+
+    _, sig = author_enclave(MemoryProgram)
+    payload = dumps_canonical(
+        {
+            "spec_version": "1",
+            "version": 2,
+            "expires": "2027-06-01T00:00:00Z",
+            "allow": [allow_rule(sig)],
+            "deny": [],
+        }
+    )
+    reopened = owner.platform()
+    reopened.install_policy(sign_payload(POLICY_PAYLOAD_TYPE, payload, new_keys[:2]).to_bytes())
+    image, sig = author_enclave(MemoryProgram)
+    assert owner.platform().run(image, sig).decision == "allowed"
+    assert owner.platform().verify_log() >= 1

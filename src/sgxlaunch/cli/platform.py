@@ -48,9 +48,9 @@ def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def _platform(home: str | None, *, create: bool = False) -> Iterator[Platform]:
-    with open_store(resolve_home(home), create=create) as store:
-        yield Platform.open(store, clock=_now)
+def _platform(home: str | None, *, maintenance: bool = False) -> Iterator[Platform]:
+    with open_store(resolve_home(home), create=False) as store:
+        yield Platform.open(store, clock=_now, maintenance=maintenance)
 
 
 def _read(path: str) -> bytes:
@@ -204,7 +204,7 @@ def _register_platform(main: click.Group) -> None:
         launch-key MSRs. Prints the MRSIGNER.
         """
         key = load_private_key(key_path)
-        with _platform(home) as platform:
+        with _platform(home, maintenance=True) as platform:
             if platform.state is None:
                 raise UsageError("install an owner root first (`sgxlaunch owner install`)")
             sig = sign_launch_enclave(platform.state.root_envelope, RsaKeySigner(key))
@@ -237,7 +237,7 @@ def _register_platform(main: click.Group) -> None:
             parsed = Sigstruct.from_bytes(_read(sig))
         except MalformedInput as exc:
             raise exc.with_source(sig) from None
-        with _platform(home) as platform:
+        with _platform(home, maintenance=True) as platform:
             platform.set_launch_enclave(parsed)
         click.echo(parsed.mrsigner.hex())
 
@@ -267,7 +267,7 @@ def _register_platform(main: click.Group) -> None:
         The document must carry a threshold of the owner root's keys; no unsigned command can
         switch modes. Make one with `sgxlaunch owner mode new` and `owner mode sign`.
         """
-        with _platform(home) as platform:
+        with _platform(home, maintenance=True) as platform:
             result = platform.set_mode(_read(file))
         if as_json:
             echo_json(result)

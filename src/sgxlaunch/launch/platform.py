@@ -182,9 +182,18 @@ class Platform:
     first and commit to the store in one step only afterwards.
     """
 
-    def __init__(self, store: Store, clock: Clock, *, random: Callable[[int], bytes] | None):
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        random: Callable[[int], bytes] | None,
+        maintenance: bool = False,
+    ):
         self.store = store
         self.clock = clock
+        self.maintenance = maintenance
+        self.blocked: str | None = None
         seed = store.get(SEED_KEY)
         config_data = store.get(CONFIG_KEY)
         if seed is None or config_data is None:
@@ -228,16 +237,26 @@ class Platform:
 
     @classmethod
     def open(
-        cls, store: Store, *, clock: Clock, random: Callable[[int], bytes] | None = None
+        cls,
+        store: Store,
+        *,
+        clock: Clock,
+        random: Callable[[int], bytes] | None = None,
+        maintenance: bool = False,
     ) -> Platform:
         """Open the platform kept in ``store``.
+
+        Args:
+            maintenance: open even when the stored mode document is not signed by the current
+                owner root (after a root rotation); nothing can be launched then, but a new
+                owner-signed mode document can be installed with :meth:`set_mode`.
 
         Raises:
             UsageError: no platform in the store.
             VerificationFailed / MalformedInput: the stored state does not verify (the
                 platform refuses to start rather than fall back to permissive).
         """
-        return cls(store, clock, random=random)
+        return cls(store, clock, random=random, maintenance=maintenance)
 
     # -- mode and launch enclave -------------------------------------------------------------
 
@@ -250,6 +269,16 @@ class Platform:
         return self.driver.mode
 
     def _configure(self) -> None:
+        state = self.state
+        if state is not None and state.mode is not None and not state.mode_in_force:
+            problem = (
+                "the stored platform-mode document is not signed by the current owner root; "
+                "install one signed by the current keys (`sgxlaunch platform mode FILE`)"
+            )
+            if not self.maintenance:
+                raise VerificationFailed(f"refusing to start: {problem}")
+            self.blocked = problem
+            return
         doc = self.mode_document
         signer: bytes | None
         if doc is not None and doc.mode == "owner":
@@ -268,7 +297,13 @@ class Platform:
             signer = bytes.fromhex(active.decode()) if active else None
             self.le_sigstruct = None if signer is None else self._stored_le(signer)
         if self.le_sigstruct is not None and self.state is not None:
-            self._start_launch_enclave()
+            try:
+                self._start_launch_enclave()
+            except SgxlaunchError as exc:
+                if not self.maintenance:
+                    raise
+                self.le = None
+                self.blocked = f"the launch enclave does not start: {exc.message}"
         self.driver.observers.append(self._observe)
 
     def _stored_le(self, signer: bytes) -> Sigstruct | None:
@@ -426,6 +461,7 @@ class Platform:
             reply = self._le_call(Call.NOTE_MODE, {"version": doc.version, "now": self._now()})
             changes[le_sealed_key(self.le_sigstruct.mrsigner)] = base64.b64decode(reply["sealed"])
         self.store.commit(changes)
+        self.state = new_state
         return {"mode": doc.mode, "version": doc.version}
 
     # -- launching ---------------------------------------------------------------------------
@@ -440,6 +476,8 @@ class Platform:
             PolicyDenied: the owner's policy refuses it (the attempt is logged).
             LoadFailed: the driver or EINIT refused it (errno, status and why).
         """
+        if self.blocked is not None:
+            raise UsageError(f"nothing can be launched: {self.blocked}")
         mode = self.mode
         if mode == "permissive":
             self._context = {"decision": "permissive"}
