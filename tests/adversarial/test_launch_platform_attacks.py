@@ -303,7 +303,7 @@ def test_root_rotation_then_resigned_launch_enclave_and_mode_document() -> None:
     from sgxlaunch.policy.control import MODE_PAYLOAD_TYPE, ModeDocument
     from sgxlaunch.sigstruct import mrsigner_of
 
-    owner, platform = owner_platform()
+    owner, _platform = owner_platform()
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     new_keys = [PrivateKeySigner(ed25519.Ed25519PrivateKey.generate()) for _ in range(3)]
