@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit bench clean
+.PHONY: demo test lint types unit bench clean .venv
 
 # (Re)create the virtual environment when it is missing or pyproject.toml changed.
 $(STAMP): pyproject.toml
@@ -15,22 +15,22 @@ $(STAMP): pyproject.toml
 
 .venv: $(STAMP)
 
-demo: $(STAMP)
+demo: .venv
 	$(BIN)/python demo/demo.py
 
-lint: $(STAMP)
+lint: .venv
 	$(BIN)/ruff check src tests bench demo
 	$(BIN)/ruff format --check src tests bench demo
 
-types: $(STAMP)
+types: .venv
 	$(BIN)/mypy --strict src
 
-unit: $(STAMP)
+unit: .venv
 	$(BIN)/pytest
 
-test: lint types unit
+test: .venv lint types unit
 
-bench: $(STAMP)
+bench: .venv
 	for b in measure cpu driver policy launch; do $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:

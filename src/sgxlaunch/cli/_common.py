@@ -40,6 +40,8 @@ def fail(error: SgxlaunchError) -> NoReturn:
         kind = "verification failed"
     elif isinstance(error, PolicyDenied):
         kind = "denied"
+    elif type(error).__name__ in ("DriverError", "LoadFailed"):
+        kind = "launch failed"
     else:
         kind = "error"
     click.echo(f"sgxlaunch: {kind}: {error}", err=True)

@@ -28,7 +28,7 @@ from sgxlaunch.launch.log import LogTampered
 from sgxlaunch.launch.platform import Platform, PlatformConfig
 from sgxlaunch.policy import MemoryStore, Store, install_root
 from sgxlaunch.sigstruct import RsaKeySigner
-from sgxlaunch.store import open_store, resolve_home
+from sgxlaunch.store import STATE_FILE, open_store, resolve_home
 
 
 def _now() -> datetime:
@@ -49,7 +49,13 @@ def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextmanager
 def _platform(home: str | None, *, maintenance: bool = False) -> Iterator[Platform]:
-    with open_store(resolve_home(home), create=False) as store:
+    path = resolve_home(home)
+    if not (path / STATE_FILE).exists():
+        raise UsageError(
+            f"{path}: no platform here; create one with `sgxlaunch platform init` "
+            "(or use `run --ephemeral` for a throwaway permissive platform)"
+        )
+    with open_store(path, create=False) as store:
         yield Platform.open(store, clock=_now, maintenance=maintenance)
 
 

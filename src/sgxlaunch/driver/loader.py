@@ -90,8 +90,9 @@ class LoadFailed(DriverError):
     """Loading failed; ``step`` is the ioctl that failed, ``detail`` explains why."""
 
     def __init__(self, step: str, cause: DriverError, detail: list[str]) -> None:
+        reason = cause.message.split(": ", 1)[-1]  # without the errno name DriverError adds
         super().__init__(
-            cause.errno, f"{step} failed: {cause.message}", status=cause.status, detail=detail
+            cause.errno, f"{step} failed: {reason}", status=cause.status, detail=detail
         )
         self.step = step
         self.cause = cause

@@ -1,0 +1,228 @@
+"""The platform, run and log commands, end to end through the CLI (in-process, one --home)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sgxlaunch.cli import main
+from tests.conftest import shared_vectors
+
+GEN = shared_vectors() / "generated"
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def owner_home(tmp_path: Path) -> tuple[Path, list[str], str]:
+    """A platform with a 2-of-3 owner root and a launch enclave, permissive."""
+    home = tmp_path / "home"
+    keys_dir = tmp_path / "keys"
+    root = tmp_path / "root.json"
+    assert (
+        run(
+            home,
+            "owner",
+            "init",
+            "--keys",
+            "3",
+            "--threshold",
+            "2",
+            "--key-dir",
+            keys_dir,
+            "--out",
+            root,
+        ).exit_code
+        == 0
+    )
+    keys = sorted(str(p) for p in keys_dir.glob("*.key.pem"))
+    le_key = tmp_path / "le.pem"
+    le_signer = run("key", "generate", le_key).stdout.strip()
+    result = run(
+        home,
+        "platform",
+        "init",
+        "--home",
+        home,
+        "--root",
+        root,
+        "--le-key",
+        le_key,
+        "--epc-mib",
+        "4",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    assert status["mode"] == "permissive"
+    assert status["launch_enclave"]["mrsigner"] == le_signer
+    return home, keys, le_signer
+
+
+def test_platform_story_through_the_cli(
+    owner_home: tuple[Path, list[str], str], tmp_path: Path
+) -> None:
+    home, keys, le_signer = owner_home
+    allowed = [
+        "run",
+        GEN / "case1_defaults.sgxs",
+        "--sig",
+        GEN / "case1_defaults.sig",
+        "--home",
+        home,
+    ]
+    other = [
+        "run",
+        GEN / "case2_prodid_svn_debug.sgxs",
+        "--sig",
+        GEN / "case2_prodid_svn_debug.sig",
+        "--home",
+        home,
+    ]
+    assert run(*allowed).exit_code == 0
+    assert run(*other).exit_code == 0
+    policy = tmp_path / "policy.json"
+    signed = tmp_path / "policy.signed.json"
+    assert run("policy", "new", policy).exit_code == 0
+    assert (
+        run(
+            home,
+            "policy",
+            "allow",
+            policy,
+            "--id",
+            "case1",
+            "--sigstruct",
+            GEN / "case1_defaults.sig",
+        ).exit_code
+        == 0
+    )
+    assert (
+        run(
+            home, "policy", "sign", policy, "--key", keys[0], "--key", keys[1], "--out", signed
+        ).exit_code
+        == 0
+    )
+    assert run("platform", "install-policy", signed, "--home", home).exit_code == 0
+    mode = tmp_path / "mode.json"
+    assert (
+        run(
+            home,
+            "owner",
+            "mode",
+            "new",
+            "--mode",
+            "owner",
+            "--le-mrsigner",
+            le_signer,
+            "--version",
+            "1",
+            "--key",
+            keys[1],
+            "--key",
+            keys[2],
+            "-o",
+            mode,
+        ).exit_code
+        == 0
+    )
+    assert run("platform", "mode", mode, "--home", home).exit_code == 0
+    status = json.loads(run("platform", "status", "--home", home, "--json").stdout)
+    assert status["mode"] == "owner"
+    assert status["launch_key_msrs"] == le_signer
+
+    ok = run(*allowed, "--json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["rule"] == "case1"
+    denied = run(*other)
+    assert denied.exit_code == 1
+    assert "denied" in denied.stderr
+    assert "expected" in denied.stderr
+
+    records = json.loads(run("log", "show", "--home", home, "--json").stdout)
+    assert [r["decision"] for r in records] == ["permissive", "permissive", "allowed", "denied"]
+    assert [r["outcome"] for r in records] == ["initialized"] * 3 + ["refused"]
+    verified = run("log", "verify", "--home", home, "--json")
+    assert verified.exit_code == 0
+    assert json.loads(verified.stdout) == {"valid": True, "records": 4}
+
+    with sqlite3.connect(home / "state.sqlite3") as db:
+        keys_in_log = [
+            k for (k,) in db.execute("SELECT key FROM kv WHERE key LIKE 'log/%' ORDER BY key")
+        ]
+        db.execute("DELETE FROM kv WHERE key = ?", (keys_in_log[-1],))
+    broken = run("log", "verify", "--home", home, "--json")
+    assert broken.exit_code == 1
+    assert json.loads(broken.stdout)["first_bad_record"] == 3
+
+
+def test_mode_switch_with_one_signature_refused(
+    owner_home: tuple[Path, list[str], str], tmp_path: Path
+) -> None:
+    home, keys, le_signer = owner_home
+    mode = tmp_path / "mode.json"
+    assert (
+        run(
+            home,
+            "owner",
+            "mode",
+            "new",
+            "--mode",
+            "owner",
+            "--le-mrsigner",
+            le_signer,
+            "--version",
+            "1",
+            "--key",
+            keys[0],
+            "-o",
+            mode,
+        ).exit_code
+        == 0
+    )
+    before = (home / "state.sqlite3").read_bytes()
+    result = run("platform", "mode", mode, "--home", home)
+    assert result.exit_code == 1
+    assert "1 of the required 2" in result.stderr
+    assert (home / "state.sqlite3").read_bytes() == before
+
+
+def test_platform_init_refuses_twice_and_owner_mode_without_document(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert run("platform", "init", "--home", home, "--seed", "11" * 32).exit_code == 0
+    again = run("platform", "init", "--home", home)
+    assert again.exit_code == 2
+    assert "already exists" in again.stderr
+    other = tmp_path / "o"
+    refused = run("platform", "init", "--home", other, "--mode", "owner")
+    assert refused.exit_code == 2
+    assert not (other / "state.sqlite3").exists()
+
+
+def test_commands_without_a_platform_say_how_to_make_one(tmp_path: Path) -> None:
+    result = run("log", "show", "--home", tmp_path / "none")
+    assert result.exit_code == 2
+    assert "platform init" in result.stderr
+
+
+def test_run_ephemeral_explains_a_measurement_mismatch() -> None:
+    result = run(
+        Path("."),
+        "run",
+        GEN / "case1_defaults.sgxs",
+        "--sig",
+        GEN / "case2_prodid_svn_debug.sig",
+        "--ephemeral",
+        "--json",
+    )
+    assert result.exit_code == 1
+    value = json.loads(result.stdout)
+    assert value["sgx_status"] == "INVALID_MEASUREMENT"
+    assert value["errno"] == "EPERM"
+    assert any("ENCLAVEHASH expects 08cf317b" in line for line in value["why"])
