@@ -27,7 +27,6 @@ def owner_home(tmp_path: Path) -> tuple[Path, list[str], str]:
     root = tmp_path / "root.json"
     assert (
         run(
-            home,
             "owner",
             "init",
             "--keys",
@@ -45,7 +44,6 @@ def owner_home(tmp_path: Path) -> tuple[Path, list[str], str]:
     le_key = tmp_path / "le.pem"
     le_signer = run("key", "generate", le_key).stdout.strip()
     result = run(
-        home,
         "platform",
         "init",
         "--home",
@@ -92,7 +90,6 @@ def test_platform_story_through_the_cli(
     assert run("policy", "new", policy).exit_code == 0
     assert (
         run(
-            home,
             "policy",
             "allow",
             policy,
@@ -104,16 +101,13 @@ def test_platform_story_through_the_cli(
         == 0
     )
     assert (
-        run(
-            home, "policy", "sign", policy, "--key", keys[0], "--key", keys[1], "--out", signed
-        ).exit_code
+        run("policy", "sign", policy, "--key", keys[0], "--key", keys[1], "--out", signed).exit_code
         == 0
     )
     assert run("platform", "install-policy", signed, "--home", home).exit_code == 0
     mode = tmp_path / "mode.json"
     assert (
         run(
-            home,
             "owner",
             "mode",
             "new",
@@ -169,7 +163,6 @@ def test_mode_switch_with_one_signature_refused(
     mode = tmp_path / "mode.json"
     assert (
         run(
-            home,
             "owner",
             "mode",
             "new",
@@ -213,7 +206,6 @@ def test_commands_without_a_platform_say_how_to_make_one(tmp_path: Path) -> None
 
 def test_run_ephemeral_explains_a_measurement_mismatch() -> None:
     result = run(
-        Path("."),
         "run",
         GEN / "case1_defaults.sgxs",
         "--sig",
