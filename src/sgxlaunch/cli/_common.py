@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -106,6 +107,25 @@ def write_output(path: str | Path, data: bytes, *, mode: int = 0o644, force: boo
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def utc_now() -> datetime:
+    """The wall clock, UTC, to the second (the CLI's only clock)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--home``: the state directory."""
+    return click.option(
+        "--home",
+        type=click.Path(file_okay=False),
+        help="State directory (default $SGXLAUNCH_HOME or ~/.local/share/sgxlaunch).",
+    )(fn)
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: print one JSON object."""
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
 
 
 def echo_json(value: Any) -> None:

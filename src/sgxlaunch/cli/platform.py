@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -16,7 +15,10 @@ from sgxlaunch.cli._common import (
     IntParam,
     echo_json,
     handle_errors,
+    home_option,
+    json_option,
     read_input,
+    utc_now,
     write_output,
 )
 from sgxlaunch.cli._keyfiles import load_private_key
@@ -31,22 +33,6 @@ from sgxlaunch.sigstruct import RsaKeySigner
 from sgxlaunch.store import STATE_FILE, open_store, resolve_home
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def _home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--home",
-        type=click.Path(file_okay=False),
-        help="State directory (default $SGXLAUNCH_HOME or ~/.local/share/sgxlaunch).",
-    )(fn)
-
-
-def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
-
-
 @contextmanager
 def _platform(home: str | None, *, maintenance: bool = False) -> Iterator[Platform]:
     path = resolve_home(home)
@@ -56,7 +42,7 @@ def _platform(home: str | None, *, maintenance: bool = False) -> Iterator[Platfo
             "(or use `run --ephemeral` for a throwaway permissive platform)"
         )
     with open_store(path, create=False) as store:
-        yield Platform.open(store, clock=_now, maintenance=maintenance)
+        yield Platform.open(store, clock=utc_now, maintenance=maintenance)
 
 
 def _read(path: str) -> bytes:
@@ -113,7 +99,7 @@ def _register_platform(main: click.Group) -> None:
         """
 
     @platform_group.command("init")
-    @_home_option
+    @home_option
     @click.option("--seed", type=HexBytesParam(32), help="Platform seed (default: random).")
     @click.option("--epc-mib", type=click.IntRange(1, 1024), default=16, show_default=True)
     @click.option(
@@ -143,7 +129,7 @@ def _register_platform(main: click.Group) -> None:
         type=click.Path(exists=True, dir_okay=False),
         help="Owner-signed platform-mode document (required for --mode owner).",
     )
-    @_json_option
+    @json_option
     @handle_errors
     def platform_init(
         home: str | None,
@@ -180,7 +166,7 @@ def _register_platform(main: click.Group) -> None:
             if store.get("platform/seed") is not None:
                 raise UsageError(f"{home_path}: a platform already exists here")
             store.commit(scratch.snapshot())
-            status = Platform.open(store, clock=_now).status()
+            status = Platform.open(store, clock=utc_now).status()
         click.echo(f"platform initialised under {home_path}", err=True)
         if as_json:
             echo_json(status)
@@ -188,7 +174,7 @@ def _register_platform(main: click.Group) -> None:
             _print_status(status)
 
     @platform_group.command("le-sign")
-    @_home_option
+    @home_option
     @click.option(
         "--key",
         "key_path",
@@ -220,7 +206,7 @@ def _register_platform(main: click.Group) -> None:
         click.echo(sig.mrsigner.hex())
 
     @platform_group.command("le-image")
-    @_home_option
+    @home_option
     @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
     @handle_errors
     def platform_le_image(home: str | None, output: str) -> None:
@@ -234,7 +220,7 @@ def _register_platform(main: click.Group) -> None:
         click.echo(image.mrenclave().hex())
 
     @platform_group.command("le-install")
-    @_home_option
+    @home_option
     @click.argument("sig", type=click.Path(exists=True, dir_okay=False))
     @handle_errors
     def platform_le_install(home: str | None, sig: str) -> None:
@@ -248,9 +234,9 @@ def _register_platform(main: click.Group) -> None:
         click.echo(parsed.mrsigner.hex())
 
     @platform_group.command("install-policy")
-    @_home_option
+    @home_option
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-    @_json_option
+    @json_option
     @handle_errors
     def platform_install_policy(home: str | None, file: str, as_json: bool) -> None:
         """Install an owner-signed launch policy: verified inside the launch enclave, which
@@ -263,9 +249,9 @@ def _register_platform(main: click.Group) -> None:
             click.echo(f"launch policy version {result['version']} installed ({result['digest']})")
 
     @platform_group.command("mode")
-    @_home_option
+    @home_option
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-    @_json_option
+    @json_option
     @handle_errors
     def platform_mode(home: str | None, file: str, as_json: bool) -> None:
         """Switch launch control with an owner-signed platform-mode document.
@@ -283,8 +269,8 @@ def _register_platform(main: click.Group) -> None:
             )
 
     @platform_group.command("status")
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def platform_status(home: str | None, as_json: bool) -> None:
         """Show the platform: mode, MSRs, launch enclave, owner root, policy, log size."""
@@ -305,8 +291,8 @@ def _init_into(
     mode_document: str | None,
 ) -> None:
     if root_path is not None:
-        install_root(store, _read(root_path), _now())
-    platform = Platform.create(store, seed=seed, config=config, clock=_now)
+        install_root(store, _read(root_path), utc_now())
+    platform = Platform.create(store, seed=seed, config=config, clock=utc_now)
     if le_key is not None:
         if platform.state is None:
             raise UsageError("--le-key needs an owner root (--root)")
@@ -314,7 +300,7 @@ def _init_into(
             platform.state.root_envelope, RsaKeySigner(load_private_key(le_key))
         )
         platform.set_launch_enclave(sig)
-        platform = Platform.open(store, clock=_now)
+        platform = Platform.open(store, clock=utc_now)
     if mode_document is not None:
         platform.set_mode(_read(mode_document))
 
@@ -341,8 +327,8 @@ def _register_run(main: click.Group) -> None:
         is_flag=True,
         help="Run on a throwaway permissive platform instead of the one in --home.",
     )
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def run(
         image: str,
@@ -375,7 +361,7 @@ def _register_run(main: click.Group) -> None:
         token = _read(token_path) if token_path else None
         if ephemeral:
             store: Store = MemoryStore()
-            platform = Platform.create(store, seed=os.urandom(32), clock=_now)
+            platform = Platform.create(store, seed=os.urandom(32), clock=utc_now)
             _run_and_report(platform, parsed_image, sig, token, as_json)
             return
         with _platform(home) as platform:
@@ -435,8 +421,8 @@ def _register_log(main: click.Group) -> None:
         """The launch log: every INIT attempt, hash-chained and MACed by the launch enclave."""
 
     @log_group.command("show")
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def log_show(home: str | None, as_json: bool) -> None:
         """List the launch log's records (use `log verify` to check them)."""
@@ -465,8 +451,8 @@ def _register_log(main: click.Group) -> None:
             click.echo("(no records)", err=True)
 
     @log_group.command("verify")
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def log_verify(home: str | None, as_json: bool) -> None:
         """Verify the launch log inside the launch enclave; names the first bad record."""

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,10 @@ from sgxlaunch.cli._common import (
     IntParam,
     echo_json,
     handle_errors,
+    home_option,
+    json_option,
     read_input,
+    utc_now,
     write_output,
 )
 from sgxlaunch.errors import MalformedInput, UsageError, VerificationFailed
@@ -63,10 +66,6 @@ DEFAULT_ROOT_DAYS = 365
 DEFAULT_POLICY_DAYS = 90
 DEFAULT_MODE_DAYS = 7
 """A platform-mode document is meant to be installed soon after it is signed."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 class TimeParam(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
@@ -110,7 +109,7 @@ def _expiry(expires: datetime | None, days: int | None, default_days: int) -> da
         raise UsageError("give --expires or --valid-days, not both")
     if expires is not None:
         return expires
-    return _now() + timedelta(days=default_days if days is None else days)
+    return utc_now() + timedelta(days=default_days if days is None else days)
 
 
 def _expiry_options(default_days: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -125,18 +124,6 @@ def _expiry_options(default_days: int) -> Callable[[Callable[..., Any]], Callabl
         )(fn)
 
     return decorate
-
-
-def _home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--home",
-        type=click.Path(file_okay=False),
-        help="State directory (default $SGXLAUNCH_HOME or ~/.local/share/sgxlaunch).",
-    )(fn)
-
-
-def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
 
 
 @contextlib.contextmanager
@@ -289,7 +276,7 @@ def _register_owner(main: click.Group) -> None:
     )
     @_expiry_options(DEFAULT_ROOT_DAYS)
     @click.option("--force", is_flag=True, help="Overwrite OUT.")
-    @_json_option
+    @json_option
     @handle_errors
     def owner_init(
         out: str,
@@ -352,7 +339,7 @@ def _register_owner(main: click.Group) -> None:
     @click.option("--keep-all", is_flag=True, help="Keep every key of the current root.")
     @_expiry_options(DEFAULT_ROOT_DAYS)
     @click.option("--force", is_flag=True, help="Overwrite OUT.")
-    @_json_option
+    @json_option
     @handle_errors
     def owner_rotate(
         current: str,
@@ -431,8 +418,8 @@ def _register_owner(main: click.Group) -> None:
 
     @owner_group.command("show")
     @click.argument("root", type=click.Path(exists=True, dir_okay=False), required=False)
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def owner_show(root: str | None, home: str | None, as_json: bool) -> None:
         """Show a ROOT envelope (and who signed it), or the installed root, policy, mode.
@@ -472,8 +459,8 @@ def _register_owner(main: click.Group) -> None:
 
     @owner_group.command("install")
     @click.argument("root", type=click.Path(exists=True, dir_okay=False))
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def owner_install(root: str, home: str | None, as_json: bool) -> None:
         """Trust ROOT: the first root (self-signed by K of its keys) or a rotation.
@@ -488,7 +475,7 @@ def _register_owner(main: click.Group) -> None:
         """
         data = read_input(root)
         with open_store(resolve_home(home)) as store, _about(root):
-            state, update = install_root(store, data, _now())
+            state, update = install_root(store, data, utc_now())
         if as_json:
             echo_json(
                 {"installed": bool(update.changes), "summary": update.summary} | state.describe()
@@ -590,7 +577,7 @@ def _register_mode(owner_group: click.Group) -> None:
         help="Sign at once with this private key (PEM); repeatable.",
     )
     @click.option("--force", is_flag=True, help="Overwrite OUT.")
-    @_json_option
+    @json_option
     @handle_errors
     def mode_new(
         mode: str,
@@ -682,8 +669,8 @@ def _register_mode(owner_group: click.Group) -> None:
 
     @mode_group.command("show")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False), required=False)
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def mode_show(file: str | None, home: str | None, as_json: bool) -> None:
         """Show a platform-mode FILE (signatures listed, not checked), or the installed one.
@@ -729,8 +716,8 @@ def _register_mode(owner_group: click.Group) -> None:
         type=HexBytesParam(32),
         help="The platform's id (needed when the document is bound to one).",
     )
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def mode_verify(
         file: str, root: str | None, platform_id: bytes | None, home: str | None, as_json: bool
@@ -749,7 +736,7 @@ def _register_mode(owner_group: click.Group) -> None:
           sgxlaunch owner mode verify mode.json --root root.json --platform-id 3c9a… --json
         """
         data = read_input(file, limit=MAX_MODE_ENVELOPE_SIZE)
-        now = _now()
+        now = utc_now()
         with _about(file):
             if root is not None:
                 root_data = read_input(root)
@@ -995,7 +982,7 @@ def _register_policy(main: click.Group) -> None:
 
     @policy_group.command("show")
     @click.argument("policy", type=click.Path(exists=True, dir_okay=False))
-    @_json_option
+    @json_option
     @handle_errors
     def policy_show(policy: str, as_json: bool) -> None:
         """Show a policy document or envelope (signatures are listed, not checked).
@@ -1074,8 +1061,8 @@ def _register_policy(main: click.Group) -> None:
         type=click.Path(exists=True, dir_okay=False),
         help="Verify against this root envelope instead of the installed state.",
     )
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def policy_verify(envelope: str, root: str | None, home: str | None, as_json: bool) -> None:
         """Check a signed policy ENVELOPE as `policy install` would, without installing it.
@@ -1090,7 +1077,7 @@ def _register_policy(main: click.Group) -> None:
           sgxlaunch policy verify policy.dsse.json --root root.json --json
         """
         data = read_input(envelope, limit=MAX_ENVELOPE_SIZE)
-        now = _now()
+        now = utc_now()
         with _about(envelope):
             if root is not None:
                 owner, _ = _read_root(root)
@@ -1118,8 +1105,8 @@ def _register_policy(main: click.Group) -> None:
 
     @policy_group.command("install")
     @click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def policy_install(envelope: str, home: str | None, as_json: bool) -> None:
         """Install a signed policy ENVELOPE as the one in force (after every check passes).
@@ -1130,7 +1117,7 @@ def _register_policy(main: click.Group) -> None:
         """
         data = read_input(envelope, limit=MAX_ENVELOPE_SIZE)
         with open_store(resolve_home(home), create=False) as store, _about(envelope):
-            state, update = install_policy(store, data, _now())
+            state, update = install_policy(store, data, utc_now())
         if as_json:
             echo_json(
                 {"installed": bool(update.changes), "summary": update.summary} | state.describe()
@@ -1151,8 +1138,8 @@ def _register_policy(main: click.Group) -> None:
         type=click.Path(exists=True, dir_okay=False),
         help="Root envelope that must have signed --policy.",
     )
-    @_home_option
-    @_json_option
+    @home_option
+    @json_option
     @handle_errors
     def policy_explain(
         sig: str, policy_file: str | None, root: str | None, home: str | None, as_json: bool
@@ -1169,7 +1156,7 @@ def _register_policy(main: click.Group) -> None:
           sgxlaunch policy explain enclave.sig --policy policy.dsse.json --root root.json
         """
         identity = EnclaveIdentity.from_sigstruct(_read_sigstruct(sig))
-        now = _now()
+        now = utc_now()
         if policy_file is not None:
             parsed, envelope = _read_policy_file(policy_file)
             if envelope is not None:
