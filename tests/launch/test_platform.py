@@ -189,3 +189,11 @@ def test_platform_config_round_trips_and_locked_hash_needs_a_hash() -> None:
         PlatformConfig(firmware="locked-hash").cpu_config()
     with pytest.raises(MalformedInput):
         PlatformConfig.from_json(b"[]")
+
+
+def test_a_token_on_a_permissive_platform_is_a_usage_error() -> None:
+    platform = Platform.create(MemoryStore(), seed=b"bare-platform-seed-0000", clock=Clock())
+    image, sig = author_enclave(MemoryProgram)
+    with pytest.raises(UsageError, match="owner mode"):
+        platform.run(image, sig, token=bytes(304))
+    assert platform.status()["log_errors"] == []

@@ -372,7 +372,7 @@ def _run_and_report(
     platform: Platform, image: sgxs.SgxsImage, sig: Sigstruct, token: bytes | None, as_json: bool
 ) -> None:
     try:
-        result = platform.run(image, sig, token=token)
+        result = _run(platform, image, sig, token)
     except PolicyDenied as exc:
         if as_json:
             echo_json(
@@ -413,6 +413,14 @@ def _run_and_report(
         + (f" (rule {result.rule})" if result.rule else "")
         + (f"; token keyid {result.keyid[:16]}…" if result.keyid else "")
     )
+
+
+def _run(platform: Platform, image: sgxs.SgxsImage, sig: Sigstruct, token: bytes | None) -> Any:
+    try:
+        return platform.run(image, sig, token=token)
+    finally:
+        for problem in platform.log_errors:
+            click.echo(f"sgxlaunch: warning: the attempt was not logged: {problem}", err=True)
 
 
 def _register_log(main: click.Group) -> None:

@@ -479,6 +479,10 @@ class Platform:
         if self.blocked is not None:
             raise UsageError(f"nothing can be launched: {self.blocked}")
         mode = self.mode
+        if mode == "permissive" and token is not None:
+            raise UsageError(
+                "a launch token is only used in owner mode; this platform is permissive"
+            )
         if mode == "permissive":
             self._context = {"decision": "permissive"}
             try:
@@ -660,6 +664,7 @@ class Platform:
             "owner_root": None if state is None else state.root.describe(),
             "policy": None if state is None else state.describe().get("policy"),
             "log_records": len(self.log_blobs()),
+            "log_errors": self.log_errors,
             "epc_size": self.config.epc_size,
             "firmware": self.config.firmware,
         }
