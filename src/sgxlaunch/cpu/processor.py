@@ -84,12 +84,27 @@ _ECREATE_BLOCK = struct.Struct("<8sIQ44x")
 _EEXTEND_HEADER = struct.Struct("<8sQ48x")
 _U64S = struct.Struct("<Q")
 _NONCE = struct.Struct("<Q4x")
-_PCMD_HEAD = struct.Struct("<Q56sQ40s")  # SECINFO.FLAGS, SECINFO reserved, ENCLAVEID, reserved
 _ZERO40 = bytes(40)
 _ZERO_PAGE = bytes(4096)
 _AAD = struct.Struct("<QQQ")  # SECINFO.FLAGS ‖ ENCLAVEID ‖ LINADDR (the MAC's header)
 _PCMD_HEADER = struct.Struct("<Q56xQ40x")  # PCMD[0:112]: SECINFO.FLAGS, ENCLAVEID, zeros
 _ABORT_PAGE = b"\xff" * PAGE
+_PCMD = struct.Struct("<Q56sQ40s16s")  # SECINFO.FLAGS, reserved, ENCLAVEID, reserved, MAC
+
+# Bound struct methods and statuses for the paging leaves (one global load each, no lookup).
+_unpack_pageinfo = _PAGEINFO.unpack_from
+_unpack_pcmd = _PCMD.unpack_from
+_unpack_u64 = _U64S.unpack_from
+_pack_u64_into = _U64S.pack_into
+_pack_nonce = _NONCE.pack
+_pack_aad = _AAD.pack
+_pack_pcmd_header_into = _PCMD_HEADER.pack_into
+_SUCCESS = SgxStatus.SUCCESS
+_PAGE_NOT_BLOCKED = SgxStatus.PAGE_NOT_BLOCKED
+_NOT_TRACKED = SgxStatus.NOT_TRACKED
+_CHILD_PRESENT = SgxStatus.CHILD_PRESENT
+_VA_SLOT_OCCUPIED = SgxStatus.VA_SLOT_OCCUPIED
+_MAC_COMPARE_FAIL = SgxStatus.MAC_COMPARE_FAIL
 
 _SECS_FIXED = struct.Struct("<QQIIQB15sQQ32s32s32s32s64sHHH")  # SECS bytes 0..261
 
@@ -98,6 +113,8 @@ _PT_SECS = int(PageType.SECS)
 _PT_TCS = int(PageType.TCS)
 _PT_REG = int(PageType.REG)
 _PT_VA = int(PageType.VA)
+_REG_TCS = (_PT_REG, _PT_TCS)
+_SECS_VA = (_PT_SECS, _PT_VA)
 _STAGE_SIZE = 16 * 5184
 """Bytes of measurement records an enclave buffers before one SHA-256 update (16 pages)."""
 _PERM_RWX = 0x7
@@ -266,6 +283,8 @@ class Processor:
         self._sealed_view = memoryview(self._sealed)
         self._sealed_page = self._sealed_view[:PAGE]
         self._sealed_tag = self._sealed_view[PAGE:]
+        self._encrypt_into = self._paging.encrypt_into
+        self._decrypt_into = self._paging.decrypt_into
         self._next_eid = 1
         self._interrupt_pending = False
         self.page_fault_handler: Callable[[int, int], bool] | None = None
@@ -280,6 +299,9 @@ class Processor:
         self._epc_end = self.epc_base + cfg.epc_size
         self._epc = bytearray(cfg.epc_size)
         self._epc_view = memoryview(self._epc)
+        self._epc_page_views = [
+            self._epc_view[k * PAGE : (k + 1) * PAGE] for k in range(self.epc_pages)
+        ]
         self._epc_np = np.frombuffer(self._epc, dtype=np.uint8).reshape(self.epc_pages, 16, 256)
         self._regions: dict[int, _Region] = {}
         self._page_region: dict[int, _Region] = {}  # page number → region (the "page tables")
@@ -1217,49 +1239,52 @@ class Processor:
         """
         if pageinfo & 31:
             raise GeneralProtection(f"PAGEINFO 0x{pageinfo:x} is not 32-byte aligned")
-        region = self._page_region.get(pageinfo >> 12)
+        page_region = self._page_region
+        region = page_region.get(pageinfo >> 12)
         if region is not None and pageinfo + 32 <= region.end:
-            linaddr_in, dest, pcmd, secs_field = _PAGEINFO.unpack_from(
+            linaddr_in, dest, pcmd, secs_field = _unpack_pageinfo(
                 region.buf, pageinfo - region.base
             )
         else:
             linaddr_in, dest, pcmd, secs_field = self._read_pageinfo(pageinfo)
-        if dest & _PAGE_MASK or pcmd & 127 or epc_page & _PAGE_MASK or va_slot & 7:
+        if (dest | epc_page) & _PAGE_MASK or pcmd & 127 or va_slot & 7:
             raise GeneralProtection("EWB operand misaligned")
         if linaddr_in or secs_field:
             raise GeneralProtection("EWB needs PAGEINFO.LINADDR = 0 and PAGEINFO.SECS = 0")
         epc_base = self.epc_base
+        n = self.epc_pages
+        valid = self._valid
+        ptypes = self._ptype
         i = (epc_page - epc_base) >> 12
-        if not 0 <= i < self.epc_pages:
+        if not 0 <= i < n:
             raise PageFault("EWB page is not in the EPC", address=epc_page)
-        if not self._valid[i]:
+        if not valid[i]:
             raise PageFault("EWB page is not valid", address=epc_page)
-        v = (va_slot - epc_base) >> 12
-        if not 0 <= v < self.epc_pages or not self._valid[v] or self._ptype[v] != _PT_VA:
+        va_off = va_slot - epc_base
+        v = va_off >> 12
+        if not 0 <= v < n or not valid[v] or ptypes[v] != _PT_VA:
             raise PageFault("VA slot is not in a valid VA page", address=va_slot)
         if v == i:
             raise GeneralProtection("EWB VA slot lies in the page being evicted")
-        ptype = self._ptype[i]
+        ptype = ptypes[i]
         owner = self._owner[i]
-        if ptype in (_PT_REG, _PT_TCS):
+        if ptype in _REG_TCS:
             assert owner is not None
             if not self._blocked[i]:
-                return SgxStatus.PAGE_NOT_BLOCKED
+                return _PAGE_NOT_BLOCKED
             if owner.epoch <= self._blocked_epoch[i] or owner.tracking_threads:
-                return SgxStatus.NOT_TRACKED
+                return _NOT_TRACKED
             eid = owner.eid
         elif ptype == _PT_SECS:
             enclave = self._secs_state[i]
             if enclave.children:
-                return SgxStatus.CHILD_PRESENT
+                return _CHILD_PRESENT
             eid = enclave.eid
         else:
             eid = 0
-        va_off = va_slot - epc_base
         epc = self._epc
-        if _U64S.unpack_from(epc, va_off)[0]:
-            return SgxStatus.VA_SLOT_OCCUPIED
-        page_region = self._page_region
+        if _unpack_u64(epc, va_off)[0]:
+            return _VA_SLOT_OCCUPIED
         dest_region = page_region.get(dest >> 12)
         if dest_region is None or dest + PAGE > dest_region.end:
             dest_region = self._find(dest, PAGE)  # raises the #PF
@@ -1269,35 +1294,35 @@ class Processor:
         self._version = version = self._version + 1
         linaddr = self._linaddr[i]
         flags = (ptype << 8) | self._perm[i]
-        base = i * PAGE
-        self._paging.encrypt_into(
-            _NONCE.pack(version),
-            self._epc_view[base : base + PAGE],
-            _AAD.pack(flags, eid, linaddr),
+        self._encrypt_into(
+            _pack_nonce(version),
+            self._epc_page_views[i],
+            _pack_aad(flags, eid, linaddr),
             self._sealed,
         )
         d = dest - dest_region.base
         dest_region.view[d : d + PAGE] = self._sealed_page
         p = pcmd - pcmd_region.base
-        _PCMD_HEADER.pack_into(pcmd_region.buf, p, flags, eid)
+        _pack_pcmd_header_into(pcmd_region.buf, p, flags, eid)
         pcmd_region.view[p + 112 : p + 128] = self._sealed_tag
-        _U64S.pack_into(epc, va_off, version)
+        _pack_u64_into(epc, va_off, version)
         # The page leaves the EPC.
-        if ptype == _PT_SECS:
+        if owner is not None:
+            owner.children -= 1
+            pages = owner.pages
+            if pages.get(linaddr) == i:
+                del pages[linaddr]
+        elif ptype == _PT_SECS:
             enclave = self._secs_state.pop(i)
             enclave.secs_index = -1
             self._evicted_secs[enclave.eid] = enclave
-        elif owner is not None:
-            owner.children -= 1
-            if owner.pages.get(linaddr) == i:
-                del owner.pages[linaddr]
-        self._valid[i] = 0
-        self._ptype[i] = 0
+        valid[i] = 0
+        ptypes[i] = 0
         self._perm[i] = 0
         self._blocked[i] = 0
         self._linaddr[i] = 0
         self._owner[i] = None
-        return SgxStatus.SUCCESS
+        return _SUCCESS
 
     def eldu(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
         """ENCLS[ELDU]: reload an evicted page, unblocked. See :meth:`_eld`."""
@@ -1327,93 +1352,84 @@ class Processor:
         """
         if pageinfo & 31:
             raise GeneralProtection(f"PAGEINFO 0x{pageinfo:x} is not 32-byte aligned")
-        region = self._page_region.get(pageinfo >> 12)
+        page_region = self._page_region
+        region = page_region.get(pageinfo >> 12)
         if region is not None and pageinfo + 32 <= region.end:
-            linaddr, src, pcmd, secs_addr = _PAGEINFO.unpack_from(
-                region.buf, pageinfo - region.base
-            )
+            linaddr, src, pcmd, secs_addr = _unpack_pageinfo(region.buf, pageinfo - region.base)
         else:
             linaddr, src, pcmd, secs_addr = self._read_pageinfo(pageinfo)
-        if (
-            src & _PAGE_MASK
-            or pcmd & 127
-            or secs_addr & _PAGE_MASK
-            or epc_page & _PAGE_MASK
-            or va_slot & 7
-        ):
+        if (src | secs_addr | epc_page) & _PAGE_MASK or pcmd & 127 or va_slot & 7:
             raise GeneralProtection("ELDU/ELDB operand misaligned")
         epc_base = self.epc_base
+        epc_end = self._epc_end
+        n = self.epc_pages
+        valid = self._valid
         i = (epc_page - epc_base) >> 12
-        if not 0 <= i < self.epc_pages:
+        if not 0 <= i < n:
             raise PageFault("ELDU/ELDB target is not in the EPC", address=epc_page)
-        if self._valid[i]:
+        if valid[i]:
             raise PageFault("ELDU/ELDB target EPC page is already valid", address=epc_page)
-        v = (va_slot - epc_base) >> 12
-        if not 0 <= v < self.epc_pages or not self._valid[v] or self._ptype[v] != _PT_VA:
+        va_off = va_slot - epc_base
+        v = va_off >> 12
+        if not 0 <= v < n or not valid[v] or self._ptype[v] != _PT_VA:
             raise PageFault("VA slot is not in a valid VA page", address=va_slot)
-        if epc_base <= pcmd < self._epc_end:
-            head: bytes | memoryview = _ABORT_PAGE[:128]
+        if epc_base <= pcmd < epc_end:
+            head = _unpack_pcmd(_ABORT_PAGE)
         else:
-            pcmd_region = self._page_region.get(pcmd >> 12)
+            pcmd_region = page_region.get(pcmd >> 12)
             if pcmd_region is None or pcmd + 128 > pcmd_region.end:
                 pcmd_region = self._find(pcmd, 128)
-            p = pcmd - pcmd_region.base
-            head = pcmd_region.view[p : p + 128]
-        flags, sec_rest, pcmd_eid, pcmd_rest = _PCMD_HEAD.unpack_from(head)
+            head = _unpack_pcmd(pcmd_region.buf, pcmd - pcmd_region.base)
+        flags, sec_rest, pcmd_eid, pcmd_rest, tag = head
         if flags & _SECINFO_RESERVED or sec_rest != _ZERO56 or pcmd_rest != _ZERO40:
             raise GeneralProtection("PCMD reserved fields are set")
         ptype = (flags >> 8) & 0xFF
         enclave: _Enclave | None = None
-        if ptype in (_PT_REG, _PT_TCS):
-            si = (secs_addr - epc_base) >> 12
-            if 0 <= si < self.epc_pages and self._valid[si] and self._ptype[si] == _PT_SECS:
-                enclave = self._secs_state[si]
-            else:
+        if ptype in _REG_TCS:
+            # _secs_state holds exactly the valid PT_SECS pages; anything else takes the #PF.
+            enclave = self._secs_state.get((secs_addr - epc_base) >> 12)
+            if enclave is None:
                 enclave = self._secs_of(secs_addr)
             eid = enclave.eid
             if linaddr & _PAGE_MASK or not 0 <= linaddr - enclave.baseaddr < enclave.size:
                 raise GeneralProtection("ELDU LINADDR outside the enclave")
             if pcmd_eid != eid:
                 # PCMD.ENCLAVEID is covered by the MAC (the AAD holds the SECS's EID).
-                return SgxStatus.MAC_COMPARE_FAIL
-        elif ptype in (_PT_SECS, _PT_VA):
+                return _MAC_COMPARE_FAIL
+        elif ptype in _SECS_VA:
             if secs_addr or linaddr:
                 raise GeneralProtection("ELDU of a SECS/VA page needs LINADDR = SECS = 0")
             eid = pcmd_eid  # bound by the MAC (EWB wrote the SECS's EID, or 0 for a VA page)
         else:
             raise GeneralProtection(f"PCMD page type {ptype} cannot be loaded")
-        va_off = va_slot - epc_base
         epc = self._epc
-        (version,) = _U64S.unpack_from(epc, va_off)
+        (version,) = _unpack_u64(epc, va_off)
         sealed = self._sealed
-        if epc_base <= src < self._epc_end:
+        if epc_base <= src < epc_end:
             sealed[:PAGE] = _ABORT_PAGE
         else:
-            src_region = self._page_region.get(src >> 12)
+            src_region = page_region.get(src >> 12)
             if src_region is None or src + PAGE > src_region.end:
                 src_region = self._find(src, PAGE)
             o = src - src_region.base
             self._sealed_page[:] = src_region.view[o : o + PAGE]
-        self._sealed_tag[:] = head[112:128]
-        base = i * PAGE
-        target = self._epc_view[base : base + PAGE]
+        self._sealed_tag[:] = tag
+        target = self._epc_page_views[i]
         try:
-            self._paging.decrypt_into(
-                _NONCE.pack(version), sealed, _AAD.pack(flags, eid, linaddr), target
-            )
+            self._decrypt_into(_pack_nonce(version), sealed, _pack_aad(flags, eid, linaddr), target)
         except InvalidTag:
             target[:] = _ZERO_PAGE
-            return SgxStatus.MAC_COMPARE_FAIL
+            return _MAC_COMPARE_FAIL
         if ptype == _PT_SECS and eid not in self._evicted_secs:  # pragma: no cover
-            return SgxStatus.MAC_COMPARE_FAIL  # a MAC-valid SECS always has its state
-        _U64S.pack_into(epc, va_off, 0)
-        self._valid[i] = 1
+            return _MAC_COMPARE_FAIL  # a MAC-valid SECS always has its state
+        _pack_u64_into(epc, va_off, 0)
+        valid[i] = 1
         self._ptype[i] = ptype
         self._perm[i] = flags & _PERM_RWX
         self._linaddr[i] = linaddr
         self._owner[i] = enclave
         if enclave is not None:
-            self._blocked[i] = 1 if blocked else 0
+            self._blocked[i] = blocked
             enclave.children += 1
             enclave.pages[linaddr] = i
             self._blocked_epoch[i] = enclave.epoch
@@ -1423,7 +1439,7 @@ class Processor:
                 state = self._evicted_secs.pop(eid)
                 state.secs_index = i
                 self._secs_state[i] = state
-        return SgxStatus.SUCCESS
+        return _SUCCESS
 
     # ------------------------------------------------------------------------------------------
     # EDBGRD / EDBGWR
