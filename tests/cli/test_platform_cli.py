@@ -218,3 +218,51 @@ def test_run_ephemeral_explains_a_measurement_mismatch() -> None:
     assert value["sgx_status"] == "INVALID_MEASUREMENT"
     assert value["errno"] == "EPERM"
     assert any("ENCLAVEHASH expects 08cf317b" in line for line in value["why"])
+
+
+@pytest.mark.skipif(
+    __import__("shutil").which("openssl") is None, reason="needs the openssl command"
+)
+def test_launch_enclave_signed_elsewhere_with_two_step_signing(
+    owner_home: tuple[Path, list[str], str], tmp_path: Path
+) -> None:
+    """le-image → gendata (with the printed options) → openssl → catsig → le-install gives the
+    same SIGSTRUCT as `le-sign` with the same key."""
+    import subprocess
+
+    from sgxlaunch.cli.platform import LE_SIGNING_OPTIONS
+
+    home, _keys, _ = owner_home
+    image = tmp_path / "le.sgxs"
+    shown = run("platform", "le-image", "--home", home, "-o", image)
+    assert shown.exit_code == 0, shown.output
+    assert LE_SIGNING_OPTIONS in shown.stderr
+    key = tmp_path / "second-le.pem"
+    assert run("key", "generate", key).exit_code == 0
+    data, raw, sig = tmp_path / "le.data", tmp_path / "le.raw", tmp_path / "le.sig"
+    gendata = run("gendata", image, *LE_SIGNING_OPTIONS.split(), "-o", data)
+    assert gendata.exit_code == 0, gendata.output
+    subprocess.run(
+        ["openssl", "dgst", "-sha256", "-sign", str(key), "-out", str(raw), str(data)], check=True
+    )
+    assert run("catsig", data, "--key", key, "--signature", raw, "-o", sig).exit_code == 0
+    installed = run("platform", "le-install", sig, "--home", home)
+    assert installed.exit_code == 0, installed.output
+    direct = tmp_path / "direct.sig"
+    assert run("platform", "le-sign", "--home", home, "--key", key, "-o", direct).exit_code == 0
+    assert direct.read_bytes() == sig.read_bytes()
+
+
+def test_launch_enclave_with_einittoken_key_inside_the_mask_refused(
+    owner_home: tuple[Path, list[str], str], tmp_path: Path
+) -> None:
+    home, _keys, _ = owner_home
+    image = tmp_path / "le.sgxs"
+    assert run("platform", "le-image", "--home", home, "-o", image).exit_code == 0
+    key = tmp_path / "k.pem"
+    assert run("key", "generate", key).exit_code == 0
+    sig = tmp_path / "le.sig"
+    assert run("sign", "--key", key, image, "--attributes", "0x24/0x3", "-o", sig).exit_code == 0
+    result = run("platform", "le-install", sig, "--home", home)
+    assert result.exit_code == 2
+    assert "ATTRIBUTEMASK" in result.stderr

@@ -25,7 +25,16 @@ from sgxlaunch.cli._keyfiles import load_private_key
 from sgxlaunch.driver import LoadFailed
 from sgxlaunch.errors import MalformedInput, PolicyDenied, UsageError
 from sgxlaunch.formats import sgxs
-from sgxlaunch.launch.enclave import launch_enclave_image, root_digest_of, sign_launch_enclave
+from sgxlaunch.launch.enclave import (
+    LE_ATTRIBUTEMASK,
+    LE_ATTRIBUTES,
+    LE_ISVPRODID,
+    LE_ISVSVN,
+    LE_SWDEFINED,
+    launch_enclave_image,
+    root_digest_of,
+    sign_launch_enclave,
+)
 from sgxlaunch.launch.log import LogTampered
 from sgxlaunch.launch.platform import Platform, PlatformConfig
 from sgxlaunch.policy import MemoryStore, Store, install_root
@@ -217,6 +226,13 @@ def _register_platform(main: click.Group) -> None:
                 raise UsageError("install an owner root first (`sgxlaunch owner install`)")
             image = launch_enclave_image(root_digest_of(platform.state.root_envelope))
         write_output(output, image.sgxs())
+        click.echo(
+            "sign it with these SIGSTRUCT fields (EINITTOKEN_KEY outside ATTRIBUTEMASK), e.g.:\n"
+            f"  sgxlaunch gendata {output} {LE_SIGNING_OPTIONS} -o le.data\n"
+            "  (sign le.data with the owner's SGX key, then `sgxlaunch catsig` and "
+            "`sgxlaunch platform le-install`)",
+            err=True,
+        )
         click.echo(image.mrenclave().hex())
 
     @platform_group.command("le-install")
@@ -280,6 +296,15 @@ def _register_platform(main: click.Group) -> None:
             echo_json(status)
         else:
             _print_status(status)
+
+
+LE_SIGNING_OPTIONS = (
+    f"--attributes 0x{LE_ATTRIBUTES.flags:x}/0x{LE_ATTRIBUTES.xfrm:x} "
+    f"--attributes-mask 0x{LE_ATTRIBUTEMASK.flags:x}/0x{LE_ATTRIBUTEMASK.xfrm:x} "
+    f"--misc-mask 0xffffffff --isvprodid 0x{LE_ISVPRODID:x} --isvsvn {LE_ISVSVN} "
+    f"--swdefined {LE_SWDEFINED} --date 00000000"
+)
+"""The `sgxlaunch gendata` options that reproduce :func:`sign_launch_enclave`'s fields."""
 
 
 def _init_into(

@@ -60,6 +60,10 @@ _EINITTOKEN_KEY = int(AttributeFlag.EINITTOKEN_KEY)
 _MODE64 = int(AttributeFlag.MODE64BIT)
 SEAL_ATTRIBUTE_MASK = Attributes(flags=_ALL64 & ~_EINITTOKEN_KEY, xfrm=0)
 """Seal-key ATTRIBUTEMASK: every FLAGS bit but EINITTOKEN_KEY (same key in both modes)."""
+LE_ATTRIBUTES = Attributes(flags=_MODE64 | _EINITTOKEN_KEY, xfrm=0x3)
+"""The launch enclave's SIGSTRUCT ATTRIBUTES (MODE64BIT | EINITTOKEN_KEY, x87 | SSE)."""
+LE_ATTRIBUTEMASK = Attributes(flags=_ALL64 & ~_EINITTOKEN_KEY, xfrm=_ALL64)
+"""Its ATTRIBUTEMASK: everything but EINITTOKEN_KEY (so it runs with or without it)."""
 _STATE_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/sealed-state/v1").digest()
 _LOG_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/launch-log/v1").digest()
 _SEAL_AAD = b"sgxlaunch launch-enclave sealed state v1"
@@ -445,11 +449,8 @@ def sign_launch_enclave(root_envelope: bytes, signer: Signer, *, date: int = 0) 
     body = Sigstruct(
         date=date,
         swdefined=LE_SWDEFINED,
-        attributes=Attributes(flags=_MODE64 | _EINITTOKEN_KEY, xfrm=0x3),
-        attributemask=Attributes(
-            flags=_ALL64 & ~_EINITTOKEN_KEY,
-            xfrm=_ALL64,
-        ),
+        attributes=LE_ATTRIBUTES,
+        attributemask=LE_ATTRIBUTEMASK,
         miscmask=_ALL32,
         isvprodid=LE_ISVPRODID,
         isvsvn=LE_ISVSVN,

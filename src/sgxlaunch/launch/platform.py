@@ -392,6 +392,12 @@ class Platform:
         if self.state is None:
             raise UsageError("install an owner root first (`sgxlaunch owner install`)")
         verify(sig)
+        if sig.attributemask.flags & int(AttributeFlag.EINITTOKEN_KEY):
+            raise UsageError(
+                "the launch enclave's SIGSTRUCT must leave EINITTOKEN_KEY (0x20) out of "
+                "ATTRIBUTEMASK, so it can run with it (owner mode) and without it (permissive)",
+                detail=[f"ATTRIBUTEMASK is {sig.attributemask}"],
+            )
         image = launch_enclave_image(root_digest_of(self.state.root_envelope))
         if sig.enclavehash != image.mrenclave():
             raise VerificationFailed(
