@@ -100,11 +100,13 @@ def _register_platform(main: click.Group) -> None:
 
         \b
         A typical owner setup:
-          sgxlaunch owner init --keys 3 --threshold 2 --out owner/       # policy keys + root
-          sgxlaunch platform init --root owner/root.json --le-key le.pem
-          sgxlaunch platform install-policy policy.signed.json
-          sgxlaunch platform mode owner-mode.signed.json                # 2 of 3 signatures
+          sgxlaunch owner init --keys 3 --threshold 2 --key-dir keys --out root.json
+          sgxlaunch key generate le.pem                        # the launch enclave's key
+          sgxlaunch platform init --root root.json --le-key le.pem
+          sgxlaunch platform install-policy policy.signed.json  # see `sgxlaunch policy`
+          sgxlaunch platform mode owner-mode.json               # see `sgxlaunch owner mode`
           sgxlaunch run enclave.sgxs --sig enclave.sig
+          sgxlaunch log show; sgxlaunch log verify
         """
 
     @platform_group.command("init")
