@@ -157,6 +157,12 @@ class ThresholdNotMet(VerificationFailed):
     check = "threshold"
 
 
+class PlatformMismatch(VerificationFailed):
+    """A platform-mode document is bound to another platform (its ``platform_id`` differs)."""
+
+    check = "platform_id"
+
+
 class PolicyDenied(SgxlaunchError):
     """A valid request that the owner's launch policy does not allow.
 
@@ -182,6 +188,7 @@ __all__ = [
     "MacInvalid",
     "MalformedInput",
     "MeasurementMismatch",
+    "PlatformMismatch",
     "PolicyDenied",
     "QuotientInvalid",
     "Rollback",

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sgxlaunch.errors import MalformedInput, UsageError, VerificationFailed
+from sgxlaunch.errors import MalformedInput, PlatformMismatch, UsageError
 from sgxlaunch.policy import _json
 
 MODE_PAYLOAD_TYPE = "application/vnd.sgxlaunch.platform-mode+json"
@@ -60,12 +60,6 @@ _FIELDS_REQUIRED = ("spec_version", "type", "version", "expires", "mode")
 _FIELDS_OPTIONAL = ("le_mrsigner", "platform_id")
 _HEX_LOWER = frozenset("0123456789abcdef")
 _ZERO32 = bytes(32)
-
-
-class PlatformMismatch(VerificationFailed):
-    """A platform-mode document is bound to another platform (its ``platform_id`` differs)."""
-
-    check = "platform_id"
 
 
 @dataclass(frozen=True, slots=True)
