@@ -56,7 +56,9 @@ def mrsigner(role: str) -> bytes:
     return mrsigner_of(signer(role).public_key())
 
 
-def cpu(seed: bytes = b"cpu-A-seed-0123456789", **config: object) -> Processor:
+def cpu(
+    seed: bytes = b"cpu-A-seed-0123456789", *, native: bool | None = None, **config: object
+) -> Processor:
     """A processor with a 1 MiB EPC (unless told otherwise) and a deterministic RNG."""
     config.setdefault("epc_size", 1 * MIB)
     counter = iter(range(1 << 30))
@@ -67,7 +69,7 @@ def cpu(seed: bytes = b"cpu-A-seed-0123456789", **config: object) -> Processor:
             out += struct.pack("<Q", next(counter)) + seed[:8].ljust(8, b"\0")
         return out[:n]
 
-    return Processor(CpuConfig(**config), seed, random=random)  # type: ignore[arg-type]
+    return Processor(CpuConfig(**config), seed, random=random, native=native)  # type: ignore[arg-type]
 
 
 def sign_image(

@@ -250,6 +250,12 @@ class Processor:
             rebuilds the same CPU.
         random: source of randomness, ``n -> n bytes`` (RDRAND, the per-boot paging key and
             report KEYID). Defaults to :func:`os.urandom`; tests inject a deterministic one.
+        native: use the optional native fast path for the success case of EWB and ELDU/ELDB
+            (:mod:`sgxlaunch.cpu._paging`, built at install time when a C compiler is present;
+            the Python leaves stay the specification and handle every other case). ``None``
+            (default): use it when it is built, unless the environment sets
+            ``SGXLAUNCH_PURE_PYTHON=1``; ``False``: never; ``True``: require it
+            (:class:`UsageError` when it is not built). Results are identical either way.
 
     Public surface (all addresses are physical):
 
@@ -258,8 +264,10 @@ class Processor:
     * MSRs and capabilities: :meth:`rdmsr`, :meth:`wrmsr`, :attr:`lepubkeyhash`,
       :meth:`cpuid`, :attr:`cpusvn`;
     * ENCLS: :meth:`ecreate`, :meth:`eadd`, :meth:`eextend`, :meth:`eextend_page`,
-      :meth:`einit`, :meth:`eremove`, :meth:`epa`, :meth:`eblock`, :meth:`etrack`, :meth:`ewb`,
-      :meth:`eldu`, :meth:`eldb`, :meth:`edbgrd`, :meth:`edbgwr`;
+      :meth:`einit`, :meth:`eremove`, :meth:`epa`, :meth:`eblock`, :meth:`etrack`, ``ewb``,
+      ``eldu``, ``eldb`` (attributes bound at construction to the leaves :meth:`_ewb`,
+      :meth:`_eldu`, :meth:`_eldb`, or to the native fast path in front of them),
+      :meth:`edbgrd`, :meth:`edbgwr`;
     * execution: :meth:`register_program`, :meth:`eenter` (see :mod:`sgxlaunch.cpu.enclave`);
     * hooks: :meth:`pend_interrupt` (EINIT step 4), :attr:`page_fault_handler`.
     """
@@ -270,6 +278,7 @@ class Processor:
         seed: bytes = b"",
         *,
         random: Callable[[int], bytes] | None = None,
+        native: bool | None = None,
     ) -> None:
         self.config = config if config is not None else CpuConfig()
         self._random = random if random is not None else os.urandom
@@ -278,7 +287,9 @@ class Processor:
         boot = self._random(32)
         self._paging = AESGCM(hashlib.sha256(b"sgxlaunch.cpu/paging/v1\x00" + boot).digest()[:16])
         self._report_keyid = hashlib.sha256(b"sgxlaunch.cpu/report-keyid/v1\x00" + boot).digest()
-        self._version = 0
+        # Shared with _paging.c: [0:8] the EWB version counter, [8:16] the memory-map generation
+        # (bumped by allocate/release), u64 LE each.
+        self._shared = bytearray(16)
         self._sealed = bytearray(PAGE + 16)
         self._sealed_view = memoryview(self._sealed)
         self._sealed_page = self._sealed_view[:PAGE]
@@ -318,6 +329,11 @@ class Processor:
         self._owner: list[_Enclave | None] = [None] * n
         self._secs_state: dict[int, _Enclave] = {}
         self._evicted_secs: dict[int, _Enclave] = {}
+        self.ewb: Callable[[int, int, int], SgxStatus] = self._ewb
+        self.eldu: Callable[[int, int, int], SgxStatus] = self._eldu
+        self.eldb: Callable[[int, int, int], SgxStatus] = self._eldb
+        self._native_paging = False
+        self._setup_native(native)
 
         # Measurement scratch: 16 × (EEXTEND header ‖ 256 bytes), filled per page by numpy.
         self._extend_scratch = np.zeros((16, 320), dtype=np.uint8)
@@ -339,6 +355,58 @@ class Processor:
             self._feature_control = FEATURE_CONTROL_LOCK | FEATURE_CONTROL_SGX_ENABLED
         else:
             self._feature_control = 0
+
+    def _setup_native(self, native: bool | None) -> None:
+        if native is None:
+            native = os.environ.get("SGXLAUNCH_PURE_PYTHON", "") != "1"
+            required = False
+        else:
+            required = native
+        if not native:
+            return
+        try:
+            from sgxlaunch.cpu._paging import PagingAccelerator
+        except ImportError:
+            if required:
+                raise UsageError(
+                    "the native paging fast path (sgxlaunch.cpu._paging) is not built: "
+                    "reinstall with a C compiler and the Python headers present"
+                ) from None
+            return
+        accel = PagingAccelerator(
+            epc=self._epc,
+            epc_base=self.epc_base,
+            valid=self._valid,
+            ptype=self._ptype,
+            perm=self._perm,
+            blocked=self._blocked,
+            blocked_epoch=self._blocked_epoch,
+            linaddr=self._linaddr,
+            owner=self._owner,
+            page_views=self._epc_page_views,
+            page_region=self._page_region,
+            secs_state=self._secs_state,
+            shared=self._shared,
+            sealed=self._sealed,
+            encrypt_into=self._encrypt_into,
+            decrypt_into=self._decrypt_into,
+            invalid_tag=InvalidTag,
+            success=_SUCCESS,
+            enclave_type=_Enclave,
+            region_type=_Region,
+            python_ewb=self._ewb,
+            python_eldu=self._eldu,
+            python_eldb=self._eldb,
+        )
+        self.ewb = accel.ewb
+        self.eldu = accel.eldu
+        self.eldb = accel.eldb
+        self._native_paging = True
+
+    @property
+    def native_paging(self) -> bool:
+        """True when EWB/ELDU/ELDB take the native fast path on their success case."""
+        return self._native_paging
 
     # ------------------------------------------------------------------------------------------
     # Physical memory
@@ -363,6 +431,7 @@ class Processor:
         self._page_region.update(
             dict.fromkeys(range(base >> 12, (base + size + PAGE - 1) >> 12), region)
         )
+        self._memory_map_changed()
         return base
 
     def release(self, address: int) -> None:
@@ -372,6 +441,12 @@ class Processor:
             raise UsageError(f"no ordinary region starts at 0x{address:x}")
         for page in range(region.base >> 12, (region.end + PAGE - 1) >> 12):
             del self._page_region[page]
+        self._memory_map_changed()
+
+    def _memory_map_changed(self) -> None:
+        # The native paging path caches region lookups per generation of the memory map.
+        shared = self._shared
+        _pack_u64_into(shared, 8, _unpack_u64(shared, 8)[0] + 1)
 
     def _find(self, address: int, length: int) -> _Region:
         region = self._page_region.get(address >> 12)
@@ -1215,8 +1290,11 @@ class Processor:
         enclave.tracking_threads = enclave.threads
         return SgxStatus.SUCCESS
 
-    def ewb(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
+    def _ewb(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
         """ENCLS[EWB]: evict an EPC page to ordinary memory, encrypted and MACed.
+
+        Called as ``proc.ewb(...)``: the attribute is this leaf, or the native fast path, which
+        runs this leaf for everything but the success case (see :class:`Processor`, ``native``).
 
         Args:
             pageinfo: PAGEINFO with SRCPGE = 4 KiB destination for the encrypted contents and
@@ -1291,7 +1369,9 @@ class Processor:
         pcmd_region = page_region.get(pcmd >> 12)
         if pcmd_region is None or pcmd + 128 > pcmd_region.end:
             pcmd_region = self._find(pcmd, 128)
-        self._version = version = self._version + 1
+        shared = self._shared
+        version = _unpack_u64(shared, 0)[0] + 1
+        _pack_u64_into(shared, 0, version)
         linaddr = self._linaddr[i]
         flags = (ptype << 8) | self._perm[i]
         self._encrypt_into(
@@ -1324,12 +1404,12 @@ class Processor:
         self._owner[i] = None
         return _SUCCESS
 
-    def eldu(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
-        """ENCLS[ELDU]: reload an evicted page, unblocked. See :meth:`_eld`."""
+    def _eldu(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
+        """ENCLS[ELDU] (``proc.eldu``): reload an evicted page, unblocked. See :meth:`_eld`."""
         return self._eld(pageinfo, epc_page, va_slot, False)
 
-    def eldb(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
-        """ENCLS[ELDB]: reload an evicted page, blocked. See :meth:`_eld`."""
+    def _eldb(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
+        """ENCLS[ELDB] (``proc.eldb``): reload an evicted page, blocked. See :meth:`_eld`."""
         return self._eld(pageinfo, epc_page, va_slot, True)
 
     def _eld(self, pageinfo: int, epc_page: int, va_slot: int, blocked: bool) -> SgxStatus:
