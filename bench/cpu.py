@@ -6,6 +6,8 @@
     mapped); the timed loop writes each PAGEINFO and issues the leaves.
 (b) EWB then ELDU of every page of an enclave (pages already EBLOCKed and ETRACKed), against the
     same AEAD (AES-128-GCM) encrypting and decrypting each 4 KiB page once with a prebuilt key.
+    Each side is the best of PASSES passes over every page (the same for both; one pass is
+    ~30 ms, short enough for a neighbour on this shared machine to move it by 10 %).
     The ratio is for the processor as installed (the native fast path of EWB/ELDU when
     sgxlaunch.cpu._paging is built, which it is wherever a C compiler was present at install);
     the pure-Python leaves are timed in the same run and printed for reference.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import statistics
 import struct
 import time
 from pathlib import Path
@@ -38,6 +41,7 @@ KEY = (
     / "shared/vectors/generated/case1_defaults.key.pem"
 )
 _PAGEINFO = struct.Struct("<QQQQ")
+PASSES = 5  # (b): each side is timed as the best of this many passes over every page
 
 
 def _signer() -> RsaKeySigner:
@@ -122,8 +126,9 @@ def bench_load(mib: int) -> None:
     print(f"    per-page overhead {(t_load - t_hash) / npages * 1e6:.2f} us")
 
 
-def time_paging(npages: int, native: bool | None) -> tuple[float, float, bool]:
-    """Seconds for EWB of every page, then ELDU of every page; and whether native ran."""
+def time_paging(npages: int, native: bool | None) -> tuple[float, float, float, bool]:
+    """Seconds for EWB of every page and for ELDU of every page in the best pass, the median
+    pass's total, and whether the native fast path ran."""
     proc = Processor(
         CpuConfig(epc_size=(npages + 64) * PAGE), b"bench-seed-0123456789abcdef", native=native
     )
@@ -156,9 +161,6 @@ def time_paging(npages: int, native: bool | None) -> tuple[float, float, bool]:
             pageinfo_addr, _PAGEINFO.pack(size + k * PAGE, src + k * PAGE, secinfo_addr, secs_addr)
         )
         proc.eadd(pageinfo_addr, target)
-    for target in pages:
-        proc.eblock(target)
-    proc.etrack(secs_addr)
     backing = proc.allocate(npages * PAGE)
     pcmds = proc.allocate(npages * 128)
     slots = [va_pages[k // 512] + 8 * (k % 512) for k in range(npages)]
@@ -167,39 +169,54 @@ def time_paging(npages: int, native: bool | None) -> tuple[float, float, bool]:
     pack_into = _PAGEINFO.pack_into
     ewb, eldu = proc.ewb, proc.eldu
 
-    t0 = time.perf_counter()
-    for k in range(npages):
-        pack_into(buf, off, 0, backing + k * PAGE, pcmds + 128 * k, 0)
-        ewb(pageinfo_addr, pages[k], slots[k])
-    t_ewb = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for k in range(npages):
-        pack_into(buf, off, size + k * PAGE, backing + k * PAGE, pcmds + 128 * k, secs_addr)
-        eldu(pageinfo_addr, pages[k], slots[k])
-    t_eldu = time.perf_counter() - t0
-    for k, target in enumerate(pages):
-        assert (
-            proc.epcm(target).valid
-            and proc._epc[(target - proc.epc_base) : (target - proc.epc_base) + PAGE]
-            == data[k * PAGE : (k + 1) * PAGE]
-        )
+    best: tuple[float, float] | None = None
+    totals = []
+    for _ in range(PASSES):
+        for target in pages:
+            assert proc.eblock(target) == SgxStatus.SUCCESS
+        assert proc.etrack(secs_addr) == SgxStatus.SUCCESS
+        t0 = time.perf_counter()
+        for k in range(npages):
+            pack_into(buf, off, 0, backing + k * PAGE, pcmds + 128 * k, 0)
+            ewb(pageinfo_addr, pages[k], slots[k])
+        t_ewb = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for k in range(npages):
+            pack_into(buf, off, size + k * PAGE, backing + k * PAGE, pcmds + 128 * k, secs_addr)
+            eldu(pageinfo_addr, pages[k], slots[k])
+        t_eldu = time.perf_counter() - t0
+        for k, target in enumerate(pages):
+            assert (
+                proc.epcm(target).valid
+                and proc._epc[(target - proc.epc_base) : (target - proc.epc_base) + PAGE]
+                == data[k * PAGE : (k + 1) * PAGE]
+            )
+        totals.append(t_ewb + t_eldu)
+        if best is None or t_ewb + t_eldu < sum(best):
+            best = (t_ewb, t_eldu)
+    assert best is not None
+    t_ewb, t_eldu = best
+    median = statistics.median(totals)
 
-    return t_ewb, t_eldu, proc.native_paging
+    return t_ewb, t_eldu, median, proc.native_paging
 
 
 def bench_paging(npages: int) -> None:
-    t_ewb, t_eldu, native = time_paging(npages, None)
-    p_ewb, p_eldu, _ = time_paging(npages, False)
+    t_ewb, t_eldu, t_median, native = time_paging(npages, None)
+    p_ewb, p_eldu, _, _ = time_paging(npages, False)
 
     aead = AESGCM(os.urandom(16))
     aad = bytes(120)
     data = os.urandom(npages * PAGE)
-    t0 = time.perf_counter()
-    for k in range(npages):
-        nonce = struct.pack("<Q4x", k + 1)
-        sealed = aead.encrypt(nonce, data[k * PAGE : (k + 1) * PAGE], aad)
-        aead.decrypt(nonce, sealed, aad)
-    t_aead = time.perf_counter() - t0
+    aead_passes = []
+    for _ in range(PASSES):
+        t0 = time.perf_counter()
+        for k in range(npages):
+            nonce = struct.pack("<Q4x", k + 1)
+            sealed = aead.encrypt(nonce, data[k * PAGE : (k + 1) * PAGE], aad)
+            aead.decrypt(nonce, sealed, aad)
+        aead_passes.append(time.perf_counter() - t0)
+    t_aead = min(aead_passes)
 
     ours = npages / (t_ewb + t_eldu)
     pure = npages / (p_ewb + p_eldu)
@@ -212,6 +229,8 @@ def bench_paging(npages: int) -> None:
     print(f"    sgxlaunch.cpu EWB+ELDU:             {ours:10.0f} pages/s")
     print(f"    AES-128-GCM encrypt+decrypt 4 KiB:  {limit:10.0f} pages/s")
     print(f"    ratio {ours / limit:.2f}  (target >= 0.5)")
+    median_ratio = statistics.median(aead_passes) / t_median
+    print(f"    (best of {PASSES} passes each; the median passes give ratio {median_ratio:.2f})")
     print(
         f"    (pure-Python leaves, same run: {pure:.0f} pages/s, ratio {pure / limit:.2f}; "
         f"EWB {p_ewb / npages * 1e6:.2f} us/page, ELDU {p_eldu / npages * 1e6:.2f} us/page)"

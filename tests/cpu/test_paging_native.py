@@ -137,7 +137,7 @@ class Machine:
     data: list[int]  # linear addresses of the data pages
     va_pages: list[int]
     backing: int  # 4 pages, no room after the last one
-    spare: int  # 1 page + 128 bytes: room for a PCMD over the 16 bytes after the page
+    spare: int  # 1 page + 128 bytes: room for a PCMD right after the page
     pcmds: int  # 8 PCMD slots
     pageinfo: int
     released: list[int]
@@ -292,7 +292,7 @@ def apply(m: Machine, op: tuple[str, int, int, int, int]) -> object:
     ]
     pcmd_choices = [
         *(m.pcmds + 128 * k for k in range(8)),
-        m.spare + PAGE,  # the 16 bytes after the spare page (and beyond the region)
+        m.spare + PAGE,  # right after the spare page
         m.backing + PAGE,  # the first bytes of the next backing page
         m.backing + 4 * PAGE - 128,
         m.pcmds + 64,  # misaligned
@@ -365,8 +365,8 @@ def test_native_and_python_leaves_agree(ops: list[tuple[str, int, int, int, int]
 
 @needs_native
 def test_round_trip_through_every_buffer_shape() -> None:
-    """Scripted: the direct path (room after the page), the staged path (page at a region's
-    end), a PCMD inside the trailing bytes, a released region — both paths, same results."""
+    """Scripted: contents pages inside and at the very end of a region, a PCMD right after the
+    page and one in the next page, a released region — both paths, same results."""
     script: list[tuple[str, int, int, int, int]] = []
     for k in range(5):  # contents: backing pages 0-3 (3 ends its region), the spare page
         script += [("evict", k, k, k, k), ("reload", 0, 0, 1, 0)]

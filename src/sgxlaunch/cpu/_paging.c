@@ -119,16 +119,14 @@ static inline uint64_t map_generation(Accel *a) {
 }
 
 /* Pointer to [address, address + length) in ordinary memory, or NULL (no exception) when no
- * single region holds it. *avail receives the bytes from address to the region's end. */
-static unsigned char *region_ptr(Accel *a, uint64_t address, uint64_t length, uint64_t *avail) {
+ * single region holds it. */
+static unsigned char *region_ptr(Accel *a, uint64_t address, uint64_t length) {
     uint64_t gen = map_generation(a);
     for (int k = 0; k < NCACHE; k++) {
         CachedRegion *c = &a->cache[k];
         if (c->used && c->generation == gen && address >= c->base && address < c->end &&
-            length <= c->end - address) {
-            *avail = c->end - address;
+            length <= c->end - address)
             return c->data + (address - c->base);
-        }
     }
     PyObject *key = PyLong_FromUnsignedLongLong(address >> 12);
     if (key == NULL) {
@@ -155,7 +153,6 @@ static unsigned char *region_ptr(Accel *a, uint64_t address, uint64_t length, ui
     c->data = (unsigned char *)PyByteArray_AS_STRING(buf); /* fixed: region.view exports it */
     c->used = 1;
     if (address < base || address >= end || length > end - address) return NULL;
-    *avail = end - address;
     return c->data + (address - base);
 }
 
@@ -167,11 +164,6 @@ static int state_ok(Accel *a) {
            PyByteArray_GET_SIZE(a->epc) == a->n * (Py_ssize_t)PAGE &&
            PyByteArray_GET_SIZE(a->shared) == 16 &&
            PyByteArray_GET_SIZE(a->sealed) == (Py_ssize_t)PAGE + 16;
-}
-
-/* A writable memoryview of n bytes at p (for one call; the region keeps the memory). */
-static inline PyObject *view_of(unsigned char *p, Py_ssize_t n) {
-    return PyMemoryView_FromMemory((char *)p, n, PyBUF_WRITE);
 }
 
 /* cipher(nonce(version), data, aad(flags, eid, linaddr), out) through the AESGCM method. */
@@ -198,11 +190,11 @@ static PyObject *call_cipher(PyObject *method, uint64_t version, PyObject *data,
 
 /* EWB(pageinfo, epc_page, va_slot): SgxStatus.SUCCESS, or None for "run the Python leaf". */
 static PyObject *ewb_fast(Accel *a, PyObject *const *args) {
-    uint64_t pageinfo, epc_page, va_slot, avail;
+    uint64_t pageinfo, epc_page, va_slot;
     if (as_u64(args[0], &pageinfo) || as_u64(args[1], &epc_page) || as_u64(args[2], &va_slot))
         FALLBACK;
     if (!state_ok(a) || pageinfo & 31) FALLBACK;
-    const unsigned char *pi = region_ptr(a, pageinfo, 32, &avail);
+    const unsigned char *pi = region_ptr(a, pageinfo, 32);
     if (pi == NULL) FALLBACK;
     uint64_t linaddr_in = load_le64(pi), dest = load_le64(pi + 8), pcmd = load_le64(pi + 16),
              secs_field = load_le64(pi + 24);
@@ -231,10 +223,9 @@ static PyObject *ewb_fast(Accel *a, PyObject *const *args) {
     if (epoch <= blocked_epoch || tracking) FALLBACK;
     unsigned char *epc = (unsigned char *)PyByteArray_AS_STRING(a->epc);
     if (load_le64(epc + va_off)) FALLBACK;
-    uint64_t dst_avail;
-    unsigned char *dst = region_ptr(a, dest, PAGE, &dst_avail);
+    unsigned char *dst = region_ptr(a, dest, PAGE);
     if (dst == NULL) FALLBACK;
-    unsigned char *pc = region_ptr(a, pcmd, 128, &avail);
+    unsigned char *pc = region_ptr(a, pcmd, 128);
     if (pc == NULL) FALLBACK;
     PyObject *linaddr_obj = PyList_GET_ITEM(a->linaddr, (Py_ssize_t)i);
     PyObject *children = slot(owner, a->e_children), *pages = slot(owner, a->e_pages);
@@ -251,40 +242,20 @@ static PyObject *ewb_fast(Accel *a, PyObject *const *args) {
     uint64_t version = load_le64(shared) + 1;
     store_le64(shared, version);
     uint64_t flags = ((uint64_t)ptype << 8) | ((unsigned char *)PyByteArray_AS_STRING(a->perm))[i];
-    /* Where the region has 16 bytes after the destination page the cipher writes
-     * ciphertext || tag there directly and those 16 bytes are put back; otherwise it writes the
-     * scratch buffer, which is copied. Either way memory ends as the Python leaf leaves it: the
-     * page, then the PCMD (which may overlap those 16 bytes, so it is written last). */
-    int direct = dst_avail >= PAGE + 16;
-    unsigned char saved[16] = {0}, mac[16];
-    PyObject *out;
-    if (direct) {
-        memcpy(saved, dst + PAGE, 16);
-        out = view_of(dst, PAGE + 16);
-    } else {
-        out = a->sealed;
-        Py_INCREF(out);
-    }
+    /* Sealed into the scratch buffer (hot in cache), then copied out, as the Python leaf does:
+     * the page first, then the PCMD (which may overlap it). */
     PyObject *res = call_cipher(a->encrypt_into, version,
                                 PyList_GET_ITEM(a->page_views, (Py_ssize_t)i), flags, eid,
-                                linaddr, out);
-    Py_XDECREF(out);
-    if (direct) {
-        memcpy(mac, dst + PAGE, 16);
-        memcpy(dst + PAGE, saved, 16);
-    }
+                                linaddr, a->sealed);
     if (res == NULL) goto done;
     Py_DECREF(res);
-    if (!direct) {
-        const unsigned char *sealed = (const unsigned char *)PyByteArray_AS_STRING(a->sealed);
-        memmove(dst, sealed, PAGE);
-        memcpy(mac, sealed + PAGE, 16);
-    }
+    const unsigned char *sealed = (const unsigned char *)PyByteArray_AS_STRING(a->sealed);
+    memcpy(dst, sealed, PAGE);
     store_le64(pc, flags);
     memset(pc + 8, 0, 56);
     store_le64(pc + 64, eid);
     memset(pc + 72, 0, 40);
-    memcpy(pc + 112, mac, 16);
+    memcpy(pc + 112, sealed + PAGE, 16);
     store_le64(epc + va_off, version);
     /* The page leaves the EPC: owner.children -= 1; drop pages[linaddr] if it names this page. */
     PyObject *one = PyLong_FromLong(1);
@@ -319,11 +290,11 @@ done:
 
 /* ELDU/ELDB(pageinfo, epc_page, va_slot): SgxStatus.SUCCESS, or None. */
 static PyObject *eld_fast(Accel *a, PyObject *const *args, int blocked_flag) {
-    uint64_t pageinfo, epc_page, va_slot, avail;
+    uint64_t pageinfo, epc_page, va_slot;
     if (as_u64(args[0], &pageinfo) || as_u64(args[1], &epc_page) || as_u64(args[2], &va_slot))
         FALLBACK;
     if (!state_ok(a) || pageinfo & 31) FALLBACK;
-    const unsigned char *pi = region_ptr(a, pageinfo, 32, &avail);
+    const unsigned char *pi = region_ptr(a, pageinfo, 32);
     if (pi == NULL) FALLBACK;
     uint64_t linaddr = load_le64(pi), src = load_le64(pi + 8), pcmd = load_le64(pi + 16),
              secs_addr = load_le64(pi + 24);
@@ -339,7 +310,7 @@ static PyObject *eld_fast(Accel *a, PyObject *const *args, int blocked_flag) {
     if (valid[i] || !valid[v] || ptypes[v] != PT_VA) FALLBACK;
     if ((pcmd >= a->epc_base && pcmd < epc_end) || (src >= a->epc_base && src < epc_end))
         FALLBACK; /* the abort page: the Python leaf refuses it */
-    const unsigned char *pc = region_ptr(a, pcmd, 128, &avail);
+    const unsigned char *pc = region_ptr(a, pcmd, 128);
     if (pc == NULL) FALLBACK;
     uint64_t flags = load_le64(pc), pcmd_eid = load_le64(pc + 64);
     if (flags & SECINFO_RESERVED || !all_zero(pc + 8, 56) || !all_zero(pc + 72, 40)) FALLBACK;
@@ -369,33 +340,18 @@ static PyObject *eld_fast(Accel *a, PyObject *const *args, int blocked_flag) {
         FALLBACK;
     unsigned char *epc = (unsigned char *)PyByteArray_AS_STRING(a->epc);
     uint64_t version = load_le64(epc + va_off);
-    uint64_t src_avail;
-    unsigned char *s = region_ptr(a, src, PAGE, &src_avail);
+    const unsigned char *s = region_ptr(a, src, PAGE);
     if (s == NULL) FALLBACK;
 
     Py_INCREF(enclave); /* held across the calls below */
     PyObject *result = NULL;
-    /* The cipher wants ciphertext || tag in one buffer: where the region has 16 bytes after the
-     * source page the tag goes there for the call and those bytes are put back; otherwise the
-     * page and tag are copied to the scratch buffer (as the Python leaf does). */
-    int direct = src_avail >= PAGE + 16;
-    unsigned char saved[16] = {0};
-    PyObject *in;
-    if (direct) {
-        memcpy(saved, s + PAGE, 16);
-        memcpy(s + PAGE, tag, 16);
-        in = view_of(s, PAGE + 16);
-    } else {
-        unsigned char *sealed = (unsigned char *)PyByteArray_AS_STRING(a->sealed);
-        memmove(sealed, s, PAGE);
-        memcpy(sealed + PAGE, tag, 16);
-        in = a->sealed;
-        Py_INCREF(in);
-    }
-    PyObject *res = call_cipher(a->decrypt_into, version, in, flags, eid, linaddr,
+    /* The cipher wants ciphertext || tag in one buffer: the scratch buffer, as in the Python
+     * leaf. */
+    unsigned char *sealed = (unsigned char *)PyByteArray_AS_STRING(a->sealed);
+    memcpy(sealed, s, PAGE);
+    memcpy(sealed + PAGE, tag, 16);
+    PyObject *res = call_cipher(a->decrypt_into, version, a->sealed, flags, eid, linaddr,
                                 PyList_GET_ITEM(a->page_views, (Py_ssize_t)i));
-    Py_XDECREF(in);
-    if (direct) memcpy(s + PAGE, saved, 16);
     if (res == NULL) {
         /* A failed MAC: the Python leaf repeats the call and reports SGX_MAC_COMPARE_FAIL. */
         if (PyErr_ExceptionMatches(a->invalid_tag)) {
