@@ -123,6 +123,20 @@ def home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def signing_keys_option(
+    *, required: bool = True, help: str = "Private key (PEM); repeatable."
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--key`` (repeatable) into the parameter ``keys``: the owner keys that sign a document."""
+    return click.option(
+        "--key",
+        "keys",
+        required=required,
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help=help,
+    )
+
+
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--json``: print one JSON object."""
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)

@@ -27,6 +27,7 @@ from sgxlaunch.cli._common import (
     home_option,
     json_option,
     read_input,
+    signing_keys_option,
     utc_now,
     write_output,
 )
@@ -397,14 +398,7 @@ def _register_owner(main: click.Group) -> None:
 
     @owner_group.command("sign")
     @click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
-    @click.option(
-        "--key",
-        "keys",
-        required=True,
-        multiple=True,
-        type=click.Path(exists=True, dir_okay=False),
-        help="Private key (PEM); repeatable.",
-    )
+    @signing_keys_option()
     @click.option("--out", type=click.Path(dir_okay=False), help="Write here, not in place.")
     @handle_errors
     def owner_sign(envelope: str, keys: tuple[str, ...], out: str | None) -> None:
@@ -569,12 +563,8 @@ def _register_mode(owner_group: click.Group) -> None:
     @click.option(
         "-o", "--out", required=True, type=click.Path(dir_okay=False), help="Envelope to write."
     )
-    @click.option(
-        "--key",
-        "keys",
-        multiple=True,
-        type=click.Path(exists=True, dir_okay=False),
-        help="Sign at once with this private key (PEM); repeatable.",
+    @signing_keys_option(
+        required=False, help="Sign at once with this private key (PEM); repeatable."
     )
     @click.option("--force", is_flag=True, help="Overwrite OUT.")
     @json_option
@@ -626,14 +616,7 @@ def _register_mode(owner_group: click.Group) -> None:
 
     @mode_group.command("sign")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-    @click.option(
-        "--key",
-        "keys",
-        required=True,
-        multiple=True,
-        type=click.Path(exists=True, dir_okay=False),
-        help="Private key (PEM); repeatable.",
-    )
+    @signing_keys_option()
     @click.option(
         "--out",
         type=click.Path(dir_okay=False),
@@ -1011,14 +994,7 @@ def _register_policy(main: click.Group) -> None:
 
     @policy_group.command("sign")
     @click.argument("policy", type=click.Path(exists=True, dir_okay=False))
-    @click.option(
-        "--key",
-        "keys",
-        required=True,
-        multiple=True,
-        type=click.Path(exists=True, dir_okay=False),
-        help="Private key (PEM); repeatable.",
-    )
+    @signing_keys_option()
     @click.option(
         "--out",
         type=click.Path(dir_okay=False),
