@@ -11,9 +11,13 @@ import importlib
 import click
 
 _COMMAND_MODULES = (
-    "sgxlaunch.cli.foundation",
+    "sgxlaunch.cli.author",
+    "sgxlaunch.cli.inspect",
+    "sgxlaunch.cli.owner",
     "sgxlaunch.cli.policy",
     "sgxlaunch.cli.platform",
+    "sgxlaunch.cli.run",
+    "sgxlaunch.cli.log",
 )
 
 

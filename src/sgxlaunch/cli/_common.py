@@ -13,13 +13,14 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
+from sgxlaunch.arch import Sigstruct
 from sgxlaunch.errors import (
     MalformedInput,
     PolicyDenied,
@@ -79,6 +80,45 @@ def read_input(path: str | Path, *, limit: int = MAX_INPUT_BYTES) -> bytes:
             f"file is {size} bytes, more than the {limit}-byte limit", source=str(path)
         )
     return path.read_bytes()
+
+
+@contextlib.contextmanager
+def about(path: str | Path, *, verification: bool = False) -> Iterator[None]:
+    """Name ``path`` as the source of a :class:`MalformedInput` raised inside.
+
+    An error that already names its source (an inner file) keeps it. With ``verification``,
+    a :class:`VerificationFailed` message is prefixed with ``path`` too.
+    """
+    try:
+        yield
+    except MalformedInput as exc:
+        raise (exc if exc.source else exc.with_source(str(path))) from None
+    except VerificationFailed as exc:
+        if verification:
+            exc.message = f"{path}: {exc.message}"
+        raise
+
+
+def read_sigstruct(path: str, *, strict: bool = True) -> Sigstruct:
+    """Read a SIGSTRUCT file: strict (every constant and reserved byte checked) or raw (length).
+
+    Raises:
+        MalformedInput: naming the file and the field.
+    """
+    data = read_input(path)
+    with about(path):
+        return Sigstruct.from_bytes(data) if strict else Sigstruct.from_bytes_raw(data)
+
+
+def warn_sdk_header(sig: Sigstruct, path: str) -> None:
+    """Warn on stderr when HEADER carries the Intel SDK's debug type (EINIT refuses it)."""
+    if sig.header_type == "sdk-debug":
+        click.echo(
+            f"sgxlaunch: warning: {path}: HEADER bytes 12..15 hold the Intel SDK's type "
+            "0x80000000; the SDM requires the constant header, so EINIT refuses this SIGSTRUCT "
+            "(SGX_INVALID_SIG_STRUCT)",
+            err=True,
+        )
 
 
 def write_output(path: str | Path, data: bytes, *, mode: int = 0o644, force: bool = False) -> None:

@@ -1,4 +1,4 @@
-"""The foundation CLI: keys, measure, sign, gendata/catsig, verify, inspect (exit codes 0/1/2)."""
+"""The author CLI: keys, measure, sign, gendata/catsig, verify, inspect (exit codes 0/1/2)."""
 
 from __future__ import annotations
 

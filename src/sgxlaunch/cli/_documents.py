@@ -1,0 +1,149 @@
+"""Reading, signing and dating the owner's signed documents (roots, policies, mode documents)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+
+from sgxlaunch.cli._common import (
+    about,
+    read_input,
+    utc_now,
+    write_output,
+)
+from sgxlaunch.errors import MalformedInput, UsageError
+from sgxlaunch.policy import _json
+from sgxlaunch.policy.control import (
+    MAX_MODE_ENVELOPE_SIZE,
+    MODE_PAYLOAD_TYPE,
+    ModeDocument,
+)
+from sgxlaunch.policy.envelope import MAX_ENVELOPE_SIZE, Envelope
+from sgxlaunch.policy.model import POLICY_PAYLOAD_TYPE, LaunchPolicy
+from sgxlaunch.policy.root import ROOT_PAYLOAD_TYPE, OwnerRoot
+from sgxlaunch.policy.state import (
+    check_envelope,
+)
+from sgxlaunch.store import (
+    load_signer,
+)
+
+DEFAULT_ROOT_DAYS = 365
+DEFAULT_POLICY_DAYS = 90
+DEFAULT_MODE_DAYS = 7
+"""A platform-mode document is meant to be installed soon after it is signed."""
+
+
+class TimeParam(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """An RFC 3339 UTC time, ``2027-01-31T00:00:00Z``."""
+
+    name = "TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return _json.parse_time(str(value), "time")
+        except MalformedInput:
+            self.fail(f"{value!r}: expected an RFC 3339 UTC time like 2027-01-31T00:00:00Z")
+
+
+def expiry(expires: datetime | None, days: int | None, default_days: int) -> datetime:
+    if expires is not None and days is not None:
+        raise UsageError("give --expires or --valid-days, not both")
+    if expires is not None:
+        return expires
+    return utc_now() + timedelta(days=default_days if days is None else days)
+
+
+def expiry_options(default_days: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option(
+            "--valid-days",
+            type=click.IntRange(1, 36500),
+            help=f"Expire this many days from now (default {default_days}).",
+        )(fn)
+        return click.option(
+            "--expires", type=TimeParam(), help="Expire at this UTC time (2027-01-31T00:00:00Z)."
+        )(fn)
+
+    return decorate
+
+
+def read_envelope(path: str, payload_type: str) -> Envelope:
+    data = read_input(path, limit=MAX_ENVELOPE_SIZE)
+    with about(path):
+        return check_envelope(data, payload_type, max_size=MAX_ENVELOPE_SIZE)
+
+
+def read_policy_file(path: str) -> tuple[LaunchPolicy, Envelope | None]:
+    """A policy from a draft payload file or from a signed envelope (signatures not checked)."""
+    data = read_input(path, limit=MAX_ENVELOPE_SIZE)
+    with about(path):
+        envelope = None
+        if b'"payloadType"' in data:
+            envelope = check_envelope(data, POLICY_PAYLOAD_TYPE, max_size=MAX_ENVELOPE_SIZE)
+            data = envelope.payload
+        return LaunchPolicy.from_payload(data), envelope
+
+
+def read_root(path: str) -> tuple[OwnerRoot, Envelope]:
+    envelope = read_envelope(path, ROOT_PAYLOAD_TYPE)
+    with about(path):
+        return OwnerRoot.from_payload(envelope.payload), envelope
+
+
+def mode_line(document: ModeDocument) -> str:
+    text = f"platform-mode version {document.version}: {document.mode}"
+    if document.le_mrsigner is not None:
+        text += f", launch enclave MRSIGNER {document.le_mrsigner.hex()}"
+    if document.platform_id is not None:
+        text += f", platform {document.platform_id.hex()}"
+    return text + f", expires {_json.format_time(document.expires)}"
+
+
+def read_mode_file(path: str) -> tuple[ModeDocument, Envelope | None]:
+    """A mode document from a bare payload file or an envelope (signatures not checked)."""
+    data = read_input(path, limit=MAX_MODE_ENVELOPE_SIZE)
+    with about(path):
+        envelope = None
+        if b'"payloadType"' in data:
+            envelope = check_envelope(data, MODE_PAYLOAD_TYPE, max_size=MAX_MODE_ENVELOPE_SIZE)
+            data = envelope.payload
+        return ModeDocument.from_payload(data), envelope
+
+
+def mode_expiry_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--valid-days",
+        "--expires-in",
+        "valid_days",
+        type=click.IntRange(1, 36500),
+        help=f"Expire this many days from now (default {DEFAULT_MODE_DAYS}).",
+    )(fn)
+    return click.option(
+        "--expires", type=TimeParam(), help="Expire at this UTC time (2027-01-31T00:00:00Z)."
+    )(fn)
+
+
+def sign_envelope(path: str, keys: Sequence[str], out: str | None) -> Envelope:
+    data = read_input(path, limit=MAX_ENVELOPE_SIZE)
+    with about(path):
+        envelope = Envelope.from_bytes(data)
+    if envelope.payload_type not in (ROOT_PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE, MODE_PAYLOAD_TYPE):
+        raise UsageError(f"{path}: not an owner root, launch policy or platform-mode envelope")
+    if envelope.payload_type == MODE_PAYLOAD_TYPE:
+        with about(path):
+            document = ModeDocument.from_payload(envelope.payload)
+        click.echo(f"signing {mode_line(document)}", err=True)
+    for key_path in keys:
+        signer = load_signer(key_path)
+        envelope = envelope.signed_by(signer)
+        click.echo(f"signed with {signer.public_key.keyid}", err=True)
+    write_output(out or path, envelope.to_bytes(), force=out is None)
+    return envelope

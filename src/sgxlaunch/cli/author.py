@@ -1,0 +1,438 @@
+"""The enclave author's commands: ``key``, ``measure``, ``sign``, ``gendata``, ``catsig``,
+``verify``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sgxlaunch.arch import AttributeFlag, Attributes, Sigstruct
+from sgxlaunch.arch.constants import VENDOR_INTEL, VENDOR_NONE
+from sgxlaunch.cli._common import (
+    HexBytesParam,
+    IntParam,
+    about,
+    echo_json,
+    handle_errors,
+    parse_int_text,
+    read_input,
+    read_sigstruct,
+    warn_sdk_header,
+    write_output,
+)
+from sgxlaunch.cli._keyfiles import (
+    load_private_key,
+    load_public_key,
+    write_private_key,
+)
+from sgxlaunch.errors import UsageError
+from sgxlaunch.formats import sgxs
+from sgxlaunch.sigstruct import (
+    RsaKeySigner,
+    assemble,
+    check_mrenclave,
+    check_mrsigner,
+    generate_key,
+    mrsigner_of,
+    sign,
+    signing_data,
+    verify,
+)
+
+# Fortanix sgxs-sign's defaults (oracle: ../shared/vectors/generated/case1_defaults.sig).
+DEFAULT_ATTRIBUTES = Attributes(flags=0x4, xfrm=0x3)
+DEFAULT_ATTRIBUTEMASK = Attributes(flags=0xFFFFFFFFFFFFFFFD, xfrm=0xFFFFFFFFFFFFFFFC)
+DEFAULT_MISCSELECT = 0
+DEFAULT_MISCMASK = 0xFFFFFFFF
+
+PROGRESS_THRESHOLD = 64 << 20
+
+
+class AttributesParam(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """``FLAGS/XFRM``, each decimal or 0x hex, 64 bits."""
+
+    name = "FLAGS/XFRM"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Attributes:
+        if isinstance(value, Attributes):
+            return value
+        text = str(value)
+        parts = text.split("/")
+        if len(parts) != 2:
+            self.fail(f"{text!r}: expected FLAGS/XFRM, e.g. 0x4/0x3", param, ctx)
+        numbers = [parse_int_text(p) for p in parts]
+        if any(n is None or n >= 1 << 64 for n in numbers):
+            self.fail(f"{text!r}: FLAGS and XFRM must be 64-bit integers", param, ctx)
+        flags, xfrm = numbers
+        assert flags is not None and xfrm is not None
+        return Attributes(flags=flags, xfrm=xfrm)
+
+
+class DateParam(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """``YYYYMMDD`` (a real date) or ``00000000``; stored as the u32 0xYYYYMMDD."""
+
+    name = "YYYYMMDD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value)
+        if text == "00000000":
+            return 0
+        if len(text) != 8 or not text.isascii() or not text.isdigit():
+            self.fail(f"{text!r}: expected YYYYMMDD or 00000000", param, ctx)
+        try:
+            dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+        except ValueError:
+            self.fail(f"{text!r} is not a calendar date", param, ctx)
+        return int(text, 16)
+
+
+def _today() -> int:
+    return int(dt.date.today().strftime("%Y%m%d"), 16)
+
+
+def _sign_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The SIGSTRUCT field options shared by ``sign`` and ``gendata``."""
+    options = [
+        click.option(
+            "--mrenclave",
+            type=HexBytesParam(32),
+            help="Sign this MRENCLAVE (64 hex digits) instead of measuring an image.",
+        ),
+        click.option(
+            "--size",
+            type=IntParam(64),
+            help="Enclave size for an UNSIZED (enhanced) SGXS image.",
+        ),
+        click.option("--isvprodid", type=IntParam(16), default=0, show_default=True),
+        click.option("--isvsvn", type=IntParam(16), default=0, show_default=True),
+        click.option(
+            "--debug", is_flag=True, help="Set ATTRIBUTES.DEBUG in the default attributes."
+        ),
+        click.option(
+            "--attributes",
+            type=AttributesParam(),
+            help="ATTRIBUTES as FLAGS/XFRM, written verbatim.  [default: 0x4/0x3]",
+        ),
+        click.option(
+            "--attributes-mask",
+            type=AttributesParam(),
+            help="ATTRIBUTEMASK as FLAGS/XFRM, the literal SIGSTRUCT value (not inverted).  "
+            "[default: 0xfffffffffffffffd/0xfffffffffffffffc]",
+        ),
+        click.option(
+            "--miscselect", type=IntParam(32), default=DEFAULT_MISCSELECT, show_default=True
+        ),
+        click.option(
+            "--misc-mask",
+            type=IntParam(32),
+            default=DEFAULT_MISCMASK,
+            show_default="0xffffffff",
+            help="MISCMASK, the literal SIGSTRUCT value (not inverted).",
+        ),
+        click.option(
+            "--date",
+            type=DateParam(),
+            help="DATE as YYYYMMDD (or 00000000).  [default: today]",
+        ),
+        click.option(
+            "--vendor",
+            type=click.Choice(["none", "intel"]),
+            default="none",
+            show_default=True,
+            help="VENDOR: none = 0x0000, intel = 0x8086.",
+        ),
+        click.option("--swdefined", type=IntParam(32), default=0, show_default=True),
+        click.option("--isvfamilyid", type=HexBytesParam(16), help="16 bytes as 32 hex digits."),
+        click.option("--isvextprodid", type=HexBytesParam(16), help="16 bytes as 32 hex digits."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _body_from_options(image: str | None, opts: dict[str, Any]) -> Sigstruct:
+    """Build the unsigned SIGSTRUCT body from an image (or --mrenclave) and the options."""
+    mrenclave: bytes | None = opts["mrenclave"]
+    if (image is None) == (mrenclave is None):
+        raise UsageError("give either an IMAGE.sgxs or --mrenclave HEX (exactly one)")
+    if image is not None:
+        mrenclave = _measure_with_progress(Path(image), opts.get("size"))
+    elif opts.get("size") is not None:
+        raise UsageError("--size applies to an image, not to --mrenclave")
+    assert mrenclave is not None
+    attributes: Attributes | None = opts["attributes"]
+    if attributes is None:
+        attributes = DEFAULT_ATTRIBUTES
+        if opts["debug"]:
+            attributes = attributes | Attributes(flags=int(AttributeFlag.DEBUG), xfrm=0)
+    elif opts["debug"] and not attributes.debug:
+        raise UsageError(
+            "--debug contradicts --attributes without the DEBUG bit (0x2); explicit attributes "
+            "are written verbatim"
+        )
+    mask: Attributes = opts["attributes_mask"] or DEFAULT_ATTRIBUTEMASK
+    date = opts["date"] if opts["date"] is not None else _today()
+    return Sigstruct(
+        vendor=VENDOR_INTEL if opts["vendor"] == "intel" else VENDOR_NONE,
+        date=date,
+        swdefined=opts["swdefined"],
+        miscselect=opts["miscselect"],
+        miscmask=opts["misc_mask"],
+        isvfamilyid=opts["isvfamilyid"] or bytes(16),
+        attributes=attributes,
+        attributemask=mask,
+        enclavehash=mrenclave,
+        isvextprodid=opts["isvextprodid"] or bytes(16),
+        isvprodid=opts["isvprodid"],
+        isvsvn=opts["isvsvn"],
+    )
+
+
+def _measure_with_progress(path: Path, size: int | None) -> bytes:
+    """Measure an SGXS file, with a progress bar on stderr for large files on a terminal."""
+    total = path.stat().st_size
+    if total < PROGRESS_THRESHOLD or not sys.stderr.isatty():
+        return sgxs.measure_file(path, size=size)
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"measuring {path.name}", total=total)
+        return sgxs.measure_file(path, size=size, progress=lambda n: progress.advance(task, n))
+
+
+@click.group("key")
+def key_group() -> None:
+    """Create SGX signing keys (RSA-3072, e = 3) and show their MRSIGNER."""
+
+
+@key_group.command("generate")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@handle_errors
+def key_generate(out: str, force: bool) -> None:
+    """Generate an enclave signing key into OUT (PEM, mode 0600); print its MRSIGNER.
+
+    \b
+    Example:
+      sgxlaunch key generate author.pem
+    """
+    key = generate_key()
+    write_private_key(out, key, force=force)
+    click.echo(f"wrote {out}", err=True)
+    click.echo(mrsigner_of(key.public_key()).hex())
+
+
+@key_group.command("mrsigner")
+@click.argument("key", type=click.Path(exists=True, dir_okay=False))
+@handle_errors
+def key_mrsigner(key: str) -> None:
+    """Print MRSIGNER (SHA-256 of the little-endian modulus) of a public or private KEY."""
+    click.echo(mrsigner_of(load_public_key(key)).hex())
+
+
+@click.command("measure")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--size", type=IntParam(64), help="Enclave size for an UNSIZED SGXS stream.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@handle_errors
+def measure(image: str, size: int | None, as_json: bool) -> None:
+    """Print the MRENCLAVE of an SGXS IMAGE (lower-case hex), checking canonical form.
+
+    The file is streamed in constant memory; a non-canonical record is named with its
+    index and file offset (exit 2).
+
+    \b
+    Example:
+      sgxlaunch measure enclave.sgxs
+    """
+    mrenclave = _measure_with_progress(Path(image), size)
+    if as_json:
+        echo_json({"image": image, "mrenclave": mrenclave.hex()})
+    else:
+        click.echo(mrenclave.hex())
+
+
+@click.command("sign")
+@click.argument("image", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The author's RSA-3072 e=3 private key (PEM).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the 1808-byte SIGSTRUCT.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@_sign_options
+@handle_errors
+def sign_cmd(image: str | None, key_path: str, output: str, force: bool, **opts: Any) -> None:
+    """Sign an enclave: write its SIGSTRUCT to OUTPUT and print MRENCLAVE and MRSIGNER.
+
+    Defaults follow Fortanix sgxs-sign: attributes 0x4/0x3, mask
+    0xfffffffffffffffd/0xfffffffffffffffc, miscselect 0, misc mask 0xffffffff, vendor 0,
+    swdefined 0, date today. Explicit values are written verbatim.
+
+    \b
+    Examples:
+      sgxlaunch sign --key author.pem enclave.sgxs -o enclave.sig
+      sgxlaunch sign --key author.pem --mrenclave 043e…0956 --isvprodid 7 -o e.sig
+    """
+    key = load_private_key(key_path)
+    body = _body_from_options(image, opts)
+    signed = sign(body, RsaKeySigner(key))
+    write_output(output, signed.to_bytes(), force=force)
+    click.echo(f"wrote {output}", err=True)
+    click.echo(f"mrenclave {signed.enclavehash.hex()}")
+    click.echo(f"mrsigner  {signed.mrsigner.hex()}")
+
+
+@click.command("gendata")
+@click.argument("image", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the 256 bytes to be signed.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@_sign_options
+@handle_errors
+def gendata(image: str | None, output: str, force: bool, **opts: Any) -> None:
+    """Two-step signing, step 1: write the exact 256 bytes the author must sign.
+
+    Sign them elsewhere (an HSM, another machine) with RSA-3072 e=3, PKCS#1 v1.5,
+    SHA-256, then assemble with `sgxlaunch catsig`.
+
+    \b
+    Example:
+      sgxlaunch gendata enclave.sgxs --isvprodid 7 -o enclave.data
+      openssl dgst -sha256 -sign author.pem -out enclave.sig.raw enclave.data
+      sgxlaunch catsig enclave.data --key author.pub.pem --signature enclave.sig.raw \\
+          -o enclave.sig
+    """
+    body = _body_from_options(image, opts)
+    write_output(output, signing_data(body), force=force)
+    click.echo(f"wrote {output}", err=True)
+    click.echo(f"mrenclave {body.enclavehash.hex()}")
+
+
+@click.command("catsig")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The signer's public key (PEM; a private key PEM also works).",
+)
+@click.option(
+    "--signature",
+    "signature_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The raw 384-byte big-endian RSA signature over DATA.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the SIGSTRUCT.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@handle_errors
+def catsig(data: str, key_path: str, signature_path: str, output: str, force: bool) -> None:
+    """Two-step signing, step 2: assemble and verify a SIGSTRUCT from gendata's DATA.
+
+    DATA is used as it is (never rebuilt); nothing is written unless the result verifies.
+    """
+    public_key = load_public_key(key_path)
+    with about(data):
+        signed = assemble(read_input(data), public_key, read_input(signature_path))
+    write_output(output, signed.to_bytes(), force=force)
+    click.echo(f"wrote {output}", err=True)
+    click.echo(f"mrenclave {signed.enclavehash.hex()}")
+    click.echo(f"mrsigner  {signed.mrsigner.hex()}")
+
+
+@click.command("verify")
+@click.argument("sig", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Also check that this SGXS image measures to ENCLAVEHASH.",
+)
+@click.option("--size", type=IntParam(64), help="Enclave size for an UNSIZED image.")
+@click.option(
+    "--mrsigner",
+    type=HexBytesParam(32),
+    help="Also check that the SIGSTRUCT is signed by this MRSIGNER.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@handle_errors
+def verify_cmd(
+    sig: str, image: str | None, size: int | None, mrsigner: bytes | None, as_json: bool
+) -> None:
+    """Verify a SIGSTRUCT: signature, Q1/Q2, and optionally MRENCLAVE and MRSIGNER.
+
+    Exit 0 only if every requested check holds; 1 naming the failed check (expected vs
+    found); 2 if a file is malformed.
+
+    \b
+    Example:
+      sgxlaunch verify enclave.sig --image enclave.sgxs --mrsigner 8381…f3b2
+    """
+    parsed = read_sigstruct(sig)
+    warn_sdk_header(parsed, sig)
+    checks = ["signature", "q1q2"]
+    verify(parsed)
+    if image is not None:
+        check_mrenclave(parsed, _measure_with_progress(Path(image), size))
+        checks.append("mrenclave")
+    if mrsigner is not None:
+        check_mrsigner(parsed, mrsigner)
+        checks.append("mrsigner")
+    if as_json:
+        echo_json(
+            {
+                "valid": True,
+                "checks": checks,
+                "mrenclave": parsed.enclavehash.hex(),
+                "mrsigner": parsed.mrsigner.hex(),
+                "header_type": parsed.header_type,
+            }
+        )
+    else:
+        click.echo(f"OK: {', '.join(checks)} verified")
+        click.echo(f"mrenclave {parsed.enclavehash.hex()}")
+        click.echo(f"mrsigner  {parsed.mrsigner.hex()}")
+
+
+def register(main: click.Group) -> None:
+    """Add the author's commands to the ``sgxlaunch`` group."""
+    for command in (key_group, measure, sign_cmd, gendata, catsig, verify_cmd):
+        main.add_command(command)

@@ -1,0 +1,191 @@
+"""``sgxlaunch inspect``: any SGX structure or SGXS image, field by field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from sgxlaunch.arch import EinitToken, KeyRequest, Report, Secs, Sigstruct, TargetInfo
+from sgxlaunch.arch._layout import Structure
+from sgxlaunch.arch.constants import PageType
+from sgxlaunch.cli._common import (
+    about,
+    handle_errors,
+    read_input,
+    read_sigstruct,
+    warn_sdk_header,
+)
+from sgxlaunch.errors import MalformedInput, UsageError, VerificationFailed
+from sgxlaunch.formats import sgxs
+from sgxlaunch.sigstruct import verify
+
+
+def sigstruct_json(
+    sig: Sigstruct, signature_valid: bool, error: str | None = None
+) -> dict[str, Any]:
+    """SIGSTRUCT fields under their SDM names in lower case, plus derived values."""
+    out: dict[str, Any] = {
+        "type": "sigstruct",
+        "header": sig.header.hex(),
+        "header_type": sig.header_type,
+        "vendor": sig.vendor,
+        "date": sig.date_text(),
+        "header2": sig.header2.hex(),
+        "swdefined": sig.swdefined,
+        "modulus": sig.modulus.hex(),
+        "exponent": sig.exponent,
+        "signature": sig.signature.hex(),
+        "miscselect": sig.miscselect,
+        "miscmask": sig.miscmask,
+        "cet_attributes": sig.cet_attributes,
+        "cet_attributes_mask": sig.cet_attributes_mask,
+        "isvfamilyid": sig.isvfamilyid.hex(),
+        "attributes": {"flags": sig.attributes.flags, "xfrm": sig.attributes.xfrm},
+        "attributemask": {"flags": sig.attributemask.flags, "xfrm": sig.attributemask.xfrm},
+        "enclavehash": sig.enclavehash.hex(),
+        "isvextprodid": sig.isvextprodid.hex(),
+        "isvprodid": sig.isvprodid,
+        "isvsvn": sig.isvsvn,
+        "q1": sig.q1.hex(),
+        "q2": sig.q2.hex(),
+        "mrenclave": sig.enclavehash.hex(),
+        "mrsigner": sig.mrsigner.hex(),
+        "debug": sig.debug,
+        "signature_valid": signature_valid,
+    }
+    if error is not None:
+        out["signature_error"] = error
+    return out
+
+
+_TYPES: dict[str, type[Structure]] = {
+    "sigstruct": Sigstruct,
+    "einittoken": EinitToken,
+    "report": Report,
+    "targetinfo": TargetInfo,
+    "keyrequest": KeyRequest,
+    "secs": Secs,
+}
+_BY_SIZE = {Sigstruct.SIZE: "sigstruct", EinitToken.SIZE: "einittoken", Report.SIZE: "report"}
+
+
+def _detect_type(data: bytes, given: str | None, path: str) -> str:
+    if given is not None:
+        return given
+    if sgxs.looks_like_sgxs(data):
+        return "sgxs"
+    if len(data) in _BY_SIZE:
+        return _BY_SIZE[len(data)]
+    if len(data) == 512:
+        raise UsageError(f"{path}: 512 bytes is a TARGETINFO or a KEYREQUEST; say --type")
+    if len(data) == 4096:
+        raise UsageError(f"{path}: 4096 bytes could be a SECS; say --type secs")
+    raise MalformedInput(
+        f"unrecognised file of {len(data)} bytes: not an SGXS stream, SIGSTRUCT (1808), "
+        f"EINITTOKEN (304) or REPORT (432)",
+        source=path,
+    )
+
+
+def _sgxs_summary(data: bytes, path: str) -> dict[str, Any]:
+    with about(path):
+        image = sgxs.parse_sgxs(data)
+        mrenclave = sgxs.measure_bytes(data)
+    pages = []
+    for page in image.pages:
+        perms = "".join(
+            c if page.secinfo_flags & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4))
+        )
+        kind = {int(PageType.TCS): "tcs", int(PageType.REG): "reg"}.get(page.page_type, "?")
+        pages.append(
+            {
+                "offset": page.offset,
+                "type": kind,
+                "permissions": perms,
+                "measured": f"{page.measured:04x}",
+                "unmeasured": f"{page.unmeasured:04x}",
+            }
+        )
+    return {
+        "type": "sgxs",
+        "mrenclave": mrenclave.hex(),
+        "size": image.size,
+        "ssaframesize": image.ssaframesize,
+        "pages": pages,
+    }
+
+
+def _print_text(value: dict[str, Any], indent: str = "") -> None:
+    for key, item in value.items():
+        if isinstance(item, dict):
+            click.echo(f"{indent}{key}:")
+            _print_text(item, indent + "  ")
+        elif isinstance(item, list):
+            click.echo(f"{indent}{key}: {len(item)}")
+            for row in item:
+                click.echo(f"{indent}  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+        else:
+            click.echo(f"{indent}{key}: {_text_value(item)}")
+
+
+def _text_value(item: Any) -> str:
+    """Readable text form: long hex shortened (use --json for all bytes), large ints in hex."""
+    if isinstance(item, bool) or not isinstance(item, int | str):
+        return str(item)
+    if isinstance(item, int):
+        return str(item) if item < 256 else f"0x{item:x}"
+    if len(item) > 64 and all(c in "0123456789abcdef" for c in item):
+        return f"{item[:16]}…{item[-16:]} ({len(item) // 2} bytes)"
+    return item
+
+
+@click.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(sorted(_TYPES)),
+    help="The structure type where size alone is ambiguous.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@handle_errors
+def inspect(file: str, type_: str | None, as_json: bool) -> None:
+    """Show an SGX structure or SGXS image field by field.
+
+    SIGSTRUCT (1808 B), EINITTOKEN (304 B) and REPORT (432 B) are recognised by size, SGXS by
+    content; TARGETINFO, KEYREQUEST and SECS need --type. JSON keys are the SDM field
+    names in lower case; byte strings are hex, integers are numbers.
+
+    \b
+    Examples:
+      sgxlaunch inspect enclave.sig
+      sgxlaunch inspect enclave.sgxs --json
+    """
+    data = read_input(file)
+    kind = _detect_type(data, type_, file)
+    if kind == "sgxs":
+        value = _sgxs_summary(data, file)
+    elif kind == "sigstruct":
+        sig = read_sigstruct(file)
+        warn_sdk_header(sig, file)
+        try:
+            verify(sig)
+            value = sigstruct_json(sig, True)
+        except VerificationFailed as exc:
+            value = sigstruct_json(sig, False, exc.message)
+    else:
+        cls = _TYPES[kind]
+        with about(file):
+            parsed = cls.from_bytes(data)
+        value = {"type": kind, **parsed.to_dict()}
+    if as_json:
+        click.echo(json.dumps(value, indent=2))
+    else:
+        _print_text(value)
+
+
+def register(main: click.Group) -> None:
+    """Add ``inspect`` to the ``sgxlaunch`` group."""
+    main.add_command(inspect)

@@ -1,0 +1,74 @@
+"""``sgxlaunch log …``: the launch log, shown and verified inside the launch enclave."""
+
+from __future__ import annotations
+
+import click
+
+from sgxlaunch.cli._common import (
+    echo_json,
+    handle_errors,
+    home_option,
+    json_option,
+)
+from sgxlaunch.cli._home import open_platform
+from sgxlaunch.launch.log import LogTampered
+
+
+@click.group("log")
+def log_group() -> None:
+    """The launch log: every INIT attempt, hash-chained and MACed by the launch enclave."""
+
+
+@log_group.command("show")
+@home_option
+@json_option
+@handle_errors
+def log_show(home: str | None, as_json: bool) -> None:
+    """List the launch log's records (use `log verify` to check them)."""
+    with open_platform(home) as platform:
+        records = platform.log_records()
+    if as_json:
+        echo_json(records)
+        return
+    for r in records:
+        who = (r.get("mrenclave") or "?")[:16]
+        line = (
+            f"{r.get('seq'):>4}  {r.get('time')}  {r.get('mode', '?'):<10} "
+            f"{r.get('decision', '?'):<11} {r.get('outcome', '?'):<11} mrenclave {who}…"
+        )
+        if r.get("errno"):
+            line += f"  {r['errno']}"
+        if r.get("sgx_status") and r["sgx_status"] != "SUCCESS":
+            line += f" {r['sgx_status']}"
+        click.echo(line)
+        for reason in r.get("reasons") or []:
+            click.echo(
+                f"        {reason.get('field')}: expected {reason.get('expected')}, "
+                f"found {reason.get('found')}"
+            )
+    if not records:
+        click.echo("(no records)", err=True)
+
+
+@log_group.command("verify")
+@home_option
+@json_option
+@handle_errors
+def log_verify(home: str | None, as_json: bool) -> None:
+    """Verify the launch log inside the launch enclave; names the first bad record."""
+    with open_platform(home) as platform:
+        try:
+            count = platform.verify_log()
+        except LogTampered as exc:
+            if as_json:
+                echo_json({"valid": False, "first_bad_record": exc.index, "message": exc.message})
+            raise
+    if as_json:
+        echo_json({"valid": True, "records": count})
+    else:
+        click.echo(f"OK: {count} records verify")
+
+
+def register(main: click.Group) -> None:
+    """Add ``log`` to the ``sgxlaunch`` group."""
+    main.add_command(log_group)

@@ -1,0 +1,143 @@
+"""``sgxlaunch run``: load and initialize an enclave, or say exactly why it was refused."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from sgxlaunch.arch import Sigstruct
+from sgxlaunch.cli._common import (
+    IntParam,
+    about,
+    echo_json,
+    handle_errors,
+    home_option,
+    json_option,
+    utc_now,
+)
+from sgxlaunch.cli._home import open_platform, read_platform_input
+from sgxlaunch.driver import LoadFailed
+from sgxlaunch.errors import PolicyDenied
+from sgxlaunch.formats import sgxs
+from sgxlaunch.launch.platform import Platform
+from sgxlaunch.policy import MemoryStore, Store
+
+
+@click.command("run")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--sig",
+    "sig_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The enclave's SIGSTRUCT.",
+)
+@click.option(
+    "--token",
+    "token_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Use this EINITTOKEN instead of asking the owner's launch enclave.",
+)
+@click.option("--size", type=IntParam(64), help="Enclave size for an UNSIZED SGXS image.")
+@click.option(
+    "--ephemeral",
+    is_flag=True,
+    help="Run on a throwaway permissive platform instead of the one in --home.",
+)
+@home_option
+@json_option
+@handle_errors
+def run(
+    image: str,
+    sig_path: str,
+    token_path: str | None,
+    size: int | None,
+    ephemeral: bool,
+    home: str | None,
+    as_json: bool,
+) -> None:
+    """Load and initialize an enclave on the platform, or say exactly why it was refused.
+
+    In owner mode the owner's launch enclave evaluates the policy and mints the token;
+    the attempt is recorded in the launch log either way. On failure: the check in words
+    (expected vs found), the errno and the SGX status; exit 1.
+
+    \b
+    Examples:
+      sgxlaunch run enclave.sgxs --sig enclave.sig
+      sgxlaunch run enclave.sgxs --sig enclave.sig --json
+    """
+    with about(image):
+        parsed_image = sgxs.parse_sgxs(read_platform_input(image), size=size)
+    with about(sig_path):
+        sig = Sigstruct.from_bytes(read_platform_input(sig_path))
+    token = read_platform_input(token_path) if token_path else None
+    if ephemeral:
+        store: Store = MemoryStore()
+        platform = Platform.create(store, seed=os.urandom(32), clock=utc_now)
+        _run_and_report(platform, parsed_image, sig, token, as_json)
+        return
+    with open_platform(home) as platform:
+        _run_and_report(platform, parsed_image, sig, token, as_json)
+
+
+def _run_and_report(
+    platform: Platform, image: sgxs.SgxsImage, sig: Sigstruct, token: bytes | None, as_json: bool
+) -> None:
+    try:
+        result = _run(platform, image, sig, token)
+    except PolicyDenied as exc:
+        if as_json:
+            echo_json(
+                {
+                    "initialized": False,
+                    "mode": platform.mode,
+                    "decision": "denied",
+                    "rule": exc.rule,
+                    "reasons": list(exc.detail),
+                    "mrenclave": sig.enclavehash.hex(),
+                    "mrsigner": sig.mrsigner.hex(),
+                }
+            )
+        raise
+    except LoadFailed as exc:
+        if as_json:
+            echo_json(
+                {
+                    "initialized": False,
+                    "mode": platform.mode,
+                    "decision": "refused",
+                    "step": exc.step,
+                    "errno": exc.errno_name,
+                    "sgx_status": None if exc.status is None else exc.status.name,
+                    "why": list(exc.detail),
+                    "mrenclave": sig.enclavehash.hex(),
+                    "mrsigner": sig.mrsigner.hex(),
+                }
+            )
+        raise
+    if as_json:
+        echo_json(result.describe())
+        return
+    click.echo(f"initialized: mrenclave {sig.enclavehash.hex()}")
+    click.echo(f"             mrsigner  {sig.mrsigner.hex()}")
+    click.echo(
+        f"mode {result.mode}; decision {result.decision}"
+        + (f" (rule {result.rule})" if result.rule else "")
+        + (f"; token keyid {result.keyid[:16]}…" if result.keyid else "")
+    )
+
+
+def _run(platform: Platform, image: sgxs.SgxsImage, sig: Sigstruct, token: bytes | None) -> Any:
+    try:
+        return platform.run(image, sig, token=token)
+    finally:
+        for problem in platform.log_errors:
+            click.echo(f"sgxlaunch: warning: the attempt was not logged: {problem}", err=True)
+
+
+def register(main: click.Group) -> None:
+    """Add ``run`` to the ``sgxlaunch`` group."""
+    main.add_command(run)
