@@ -23,8 +23,9 @@ lint: .venv
 	$(BIN)/ruff check src tests bench demo setup.py
 	$(BIN)/ruff format --check src tests bench demo setup.py
 
+# src/ and tests/ (the files of pyproject.toml's [tool.mypy]).
 types: .venv
-	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict
 
 # The whole suite, then the processor and driver suites again on the pure-Python paging leaves
 # (the native fast path is optional; both must behave the same).

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sgxlaunch import sigstruct
 from sgxlaunch.arch import Attributes, Sigstruct
-from sgxlaunch.errors import MalformedInput
+from sgxlaunch.errors import MalformedInput, SignatureInvalid
 from tests.conftest import shared_vectors, sigstruct_vectors, vector_index
+from tests.support.keys import rsa_key, vector_rsa_key
 
 VECTORS = sigstruct_vectors()
 VECTOR_IDS = [path for path, _ in VECTORS]
@@ -131,7 +129,7 @@ def test_sdk_le_header_type_zeroed_is_standard_but_breaks_signature() -> None:
     data[12:16] = bytes(4)
     sig = Sigstruct.from_bytes(bytes(data))
     assert sig.header_type == "standard"
-    with pytest.raises(sigstruct.SignatureInvalid):
+    with pytest.raises(SignatureInvalid):
         sigstruct.verify(sig)
 
 
@@ -145,20 +143,14 @@ def test_kselftest_sigstruct_zero_date_and_masks() -> None:
     assert sig.attributemask == Attributes(flags=0, xfrm=0)
     assert sig.vendor == 0
     sigstruct.verify(sig)
-    key = serialization.load_pem_private_key(
-        (shared_vectors() / "kselftest" / "sign_key.pem").read_bytes(), password=None
-    )
-    assert isinstance(key, rsa.RSAPrivateKey)
+    key = rsa_key("owner-le")  # kselftest/sign_key.pem
     assert sigstruct.mrsigner_of(key.public_key()) == sig.mrsigner
     assert sig.mrsigner == bytes.fromhex(facts["mrsigner"])
 
 
 def test_kselftest_sigstruct_resigned_with_selftest_key_is_identical() -> None:
     data = _load(KSELFTEST)
-    key = serialization.load_pem_private_key(
-        (shared_vectors() / "kselftest" / "sign_key.pem").read_bytes(), password=None
-    )
-    assert isinstance(key, rsa.RSAPrivateKey)
+    key = rsa_key("owner-le")  # kselftest/sign_key.pem
     body = Sigstruct.from_bytes(data).replace(
         modulus=bytes(384), signature=bytes(384), q1=bytes(384), q2=bytes(384)
     )
@@ -197,19 +189,13 @@ def _body_from_fields(fields: dict[str, Any]) -> Sigstruct:
     )
 
 
-def _key(path: Path) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return key
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_generated_case_resigned_is_byte_identical(case: dict[str, Any]) -> None:
     base = shared_vectors() / "generated"
     expected = (base / case["sig"]).read_bytes()
     fields = case["sigstruct_fields"]
     body = _body_from_fields(fields)
-    key = _key(base / case["key"])
+    key = vector_rsa_key("generated/" + case["key"])
     assert sigstruct.mrsigner_of(key.public_key()) == bytes.fromhex(case["expected_mrsigner"])
     signed = sigstruct.sign(body, sigstruct.RsaKeySigner(key))
     assert signed.to_bytes() == expected
@@ -222,7 +208,7 @@ def test_generated_case_two_step_signing_is_byte_identical(case: dict[str, Any])
     base = shared_vectors() / "generated"
     expected = (base / case["sig"]).read_bytes()
     body = _body_from_fields(case["sigstruct_fields"])
-    key = _key(base / case["key"])
+    key = vector_rsa_key("generated/" + case["key"])
     data = sigstruct.signing_data(body)
     assert len(data) == 256
     assert data == expected[0:128] + expected[900:1028]
@@ -251,7 +237,7 @@ def test_fortanix_sig1_modulus_is_stored_little_endian() -> None:
     key_n = _sig1_piece("key_n")
     assert key_n == sig.modulus
     assert key_n != sig.modulus[::-1]
-    key = _key(shared_vectors() / "fortanix" / "sgxs-tools__tests__data__sig1.key.pem")
+    key = rsa_key("fortanix")
     n = key.public_key().public_numbers().n
     assert int.from_bytes(key_n, "little") == n
     assert sigstruct.mrsigner_of(key.public_key()) == sig.mrsigner

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sgxlaunch import sigstruct
 from sgxlaunch.arch import EinitToken, Sigstruct
 from sgxlaunch.errors import MalformedInput, SgxlaunchError, SignatureInvalid
 from tests.conftest import shared_vectors
+from tests.support.keys import rsa_key
 
 VECTOR = "generated/case1_defaults.sig"
 
@@ -71,11 +71,7 @@ def test_adv03_einittoken_reserved_byte_set_rejected(name: str, at: int) -> None
 
 
 def _case1_key() -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(
-        (shared_vectors() / "generated" / "case1_defaults.key.pem").read_bytes(), password=None
-    )
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return key
+    return rsa_key("le")
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,12 @@ import importlib.util
 from types import ModuleType
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sgxlaunch import sigstruct
 from sgxlaunch.arch import Sigstruct
 from sgxlaunch.errors import QuotientInvalid, SignatureInvalid
 from tests.conftest import REPO, shared_vectors
+from tests.support.keys import rsa_key
 
 VECTORS = [
     "generated/case1_defaults.sig",
@@ -74,10 +73,7 @@ def test_adv07_short_signature_regression_file_round_trips_and_verifies() -> Non
         assert getattr(sig, name)[-1] == 0, name  # top byte of the little-endian value
     assert sig.signature_int < 1 << 3064
     sigstruct.verify(sig)
-    key = serialization.load_pem_private_key(
-        (shared_vectors() / "generated" / "case1_defaults.key.pem").read_bytes(), password=None
-    )
-    assert isinstance(key, rsa.RSAPrivateKey)
+    key = rsa_key("le")  # the key of generated/case1_defaults
     assert sig.mrsigner == sigstruct.mrsigner_of(key.public_key())
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sgxlaunch import sigstruct
 from sgxlaunch.arch import Sigstruct
 from sgxlaunch.errors import SignatureInvalid, VerificationFailed
 from tests.conftest import shared_vectors, sigstruct_vectors
+from tests.support.keys import rsa_key
 
 VECTORS = [
     "generated/case1_defaults.sig",
@@ -60,10 +59,7 @@ def test_adv08_big_endian_fields_rejected(path: str, what: str) -> None:
 
 def test_adv08_kselftest_kat_reproduces_mrsigner() -> None:
     facts = dict(sigstruct_vectors())["kselftest/ksft_test_encl.sigstruct.bin"]
-    key = serialization.load_pem_private_key(
-        (shared_vectors() / "kselftest" / "sign_key.pem").read_bytes(), password=None
-    )
-    assert isinstance(key, rsa.RSAPrivateKey)
+    key = rsa_key("owner-le")  # kselftest/sign_key.pem
     n = key.public_key().public_numbers().n
     recorded = bytes.fromhex(facts["mrsigner"])
     assert sigstruct.mrsigner_of(key.public_key()) == recorded
@@ -78,10 +74,7 @@ def test_adv08_kselftest_kat_reproduces_mrsigner() -> None:
 
 
 def test_adv08_signature_is_stored_little_endian() -> None:
-    key = serialization.load_pem_private_key(
-        (shared_vectors() / "generated" / "case1_defaults.key.pem").read_bytes(), password=None
-    )
-    assert isinstance(key, rsa.RSAPrivateKey)
+    key = rsa_key("le")  # the key of generated/case1_defaults
     sig = Sigstruct.from_bytes((shared_vectors() / VECTORS[0]).read_bytes())
     signature_be = sigstruct.RsaKeySigner(key).sign_pkcs1v15_sha256(sig.signed_bytes())
     assert sig.signature == signature_be[::-1]

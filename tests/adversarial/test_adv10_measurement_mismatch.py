@@ -13,14 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sgxlaunch import sigstruct
 from sgxlaunch.arch import Sigstruct
 from sgxlaunch.errors import MeasurementMismatch, VerificationFailed
 from sgxlaunch.measure import Measurement
 from tests.conftest import shared_vectors
+from tests.support.keys import rsa_key
 
 Op = tuple[Any, ...]  # ("ecreate", ssa, size) | ("eadd", offset, flags) | ("eextend", offset, data)
 
@@ -170,10 +169,7 @@ def test_adv10_tampered_enclave_rejected_with_measurement_mismatch(
 
 def test_adv10_signed_synthetic_enclave_and_tampered_copy() -> None:
     """Our own signer over our own measurement: accepted untampered, refused tampered."""
-    key = serialization.load_pem_private_key(
-        (shared_vectors() / "generated" / "case1_defaults.key.pem").read_bytes(), password=None
-    )
-    assert isinstance(key, rsa.RSAPrivateKey)
+    key = rsa_key("le")  # the key of generated/case1_defaults
     pages = [(0x0000, 0x100, bytes(range(256)) * 16), (0x1000, 0x205, b"\x90" * 4096)]
     ops: list[Op] = [("ecreate", 1, 0x4000)]
     for off, flags, data in pages:

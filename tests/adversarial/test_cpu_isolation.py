@@ -11,7 +11,7 @@ from sgxlaunch.arch import KeyRequest, SgxStatus
 from sgxlaunch.arch.constants import KeyName
 from sgxlaunch.cpu import EnclaveContext, GeneralProtection
 from sgxlaunch.cpu.enclave import EnclaveContext as Ctx
-from tests.cpu.helpers import DEBUG, KeyProbe, MemoryProgram, cpu, launch
+from tests.support.cpu import DEBUG, KeyProbe, MemoryProgram, cpu, launch
 
 PAGE = 4096
 

@@ -10,17 +10,8 @@ import pytest
 from sgxlaunch.arch import Attributes, EinitToken, SgxStatus
 from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.cpu import cpusvn_beyond
-from tests.cpu.helpers import (
-    LE_FLAGS,
-    PROD,
-    KeyProbe,
-    KeyProbeTwin,
-    cpu,
-    launch_le,
-    mint,
-    mrsigner,
-    pending,
-)
+from tests.support.cpu import LE_FLAGS, PROD, KeyProbe, KeyProbeTwin, cpu, launch_le, mint, pending
+from tests.support.keys import mrsigner
 
 
 def _platform(seed: bytes = b"cpu-A-seed-0123456789"):  # type: ignore[no-untyped-def]

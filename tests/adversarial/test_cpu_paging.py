@@ -8,8 +8,8 @@ import struct
 import pytest
 
 from sgxlaunch.arch import SgxStatus
-from sgxlaunch.cpu import GeneralProtection
-from tests.cpu.helpers import MemoryProgram, Pager, cpu, launch
+from sgxlaunch.cpu import GeneralProtection, Processor
+from tests.support.cpu import Evicted, MemoryProgram, Pager, cpu, launch
 
 PAGE = 4096
 DATA = 0x3000
@@ -26,16 +26,16 @@ def _evicted(payload: bytes = b"secret" * 100):  # type: ignore[no-untyped-def]
     return proc, enc, pager, key
 
 
-def _eldu(proc, pager, linaddr, record, secs, slot=None):  # type: ignore[no-untyped-def]
+def _eldu(
+    proc: Processor, pager: Pager, linaddr: int, record: Evicted, secs: int, slot: int | None = None
+) -> SgxStatus:
     proc.write(pager.pageinfo, struct.pack("<QQQQ", linaddr, record.contents, record.pcmd, secs))
     return proc.eldu(
         pager.pageinfo, proc.free_epc_pages(1)[0], record.slot if slot is None else slot
     )
 
 
-def _copy(proc, record):  # type: ignore[no-untyped-def]
-    from tests.cpu.helpers import Evicted
-
+def _copy(proc: Processor, record: Evicted) -> Evicted:
     contents, pcmd = proc.allocate(PAGE), proc.allocate(128, align=128)
     proc.write(contents, proc.read(record.contents, PAGE))
     proc.write(pcmd, proc.read(record.pcmd, 128))

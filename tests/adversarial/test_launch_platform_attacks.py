@@ -21,15 +21,9 @@ from sgxlaunch.launch.enclave import sign_launch_enclave
 from sgxlaunch.launch.log import LogTampered
 from sgxlaunch.launch.platform import Platform, log_prefix
 from sgxlaunch.policy import POLICY_KEY
-from tests.launch.helpers import (
-    DEBUG,
-    KeyProbe,
-    MemoryProgram,
-    Owner,
-    allow_rule,
-    author_enclave,
-    sgx_key,
-)
+from tests.support.cpu import DEBUG, KeyProbe, MemoryProgram
+from tests.support.keys import signer
+from tests.support.platform import Owner, allow_rule, author_enclave
 
 
 def owner_platform(*, seed: bytes = b"platform-seed-for-tests-0001") -> tuple[Owner, Platform]:
@@ -68,7 +62,7 @@ def test_token_minted_for_one_enclave_refused_for_another() -> None:
     with pytest.raises(LoadFailed) as err:
         platform.run(image_b, sig_b, token=token)
     assert err.value.status == SgxStatus.INVALID_MEASUREMENT
-    image_c, sig_c = author_enclave(MemoryProgram, key="stranger")  # same code, other signer
+    image_c, sig_c = author_enclave(MemoryProgram, key="other")  # same code, other signer
     with pytest.raises(LoadFailed) as err2:
         platform.run(image_c, sig_c, token=token)
     assert err2.value.status == SgxStatus.INVALID_MEASUREMENT
@@ -88,8 +82,8 @@ def test_token_after_owner_changed_the_launch_enclave_signer_refused() -> None:
     owner, platform = owner_platform()
     token = minted_token(platform)
     # The owner signs its launch enclave with a second key and switches to it (2 of 3).
-    platform.set_launch_enclave(sign_launch_enclave(owner.root, sgx_key("owner-le-2")))
-    platform.set_mode(owner.mode("owner", version=2, le="owner-le-2"))
+    platform.set_launch_enclave(sign_launch_enclave(owner.root, signer("fourth")))
+    platform.set_mode(owner.mode("owner", version=2, le="fourth"))
     switched = owner.platform()
     assert switched.le_signer is not None
     assert switched.cpu.lepubkeyhash == switched.le_signer
@@ -102,7 +96,7 @@ def test_token_after_owner_changed_the_launch_enclave_signer_refused() -> None:
 
 def test_mode_naming_a_signer_without_its_launch_enclave_refused() -> None:
     owner, platform = owner_platform()
-    data = owner.mode("owner", version=2, le="owner-le-2")
+    data = owner.mode("owner", version=2, le="fourth")
     unchanged(owner, lambda: platform.set_mode(data), SgxlaunchError)
 
 
@@ -168,7 +162,7 @@ def test_debug_build_of_allowed_enclave_refused() -> None:
 def test_launch_enclave_for_another_root_refused() -> None:
     owner, platform = owner_platform()
     other = Owner(seed=b"another-platform-seed-000000")
-    foreign = sign_launch_enclave(other.root, sgx_key("owner-le"))
+    foreign = sign_launch_enclave(other.root, signer("owner-le"))
     unchanged(owner, lambda: platform.set_launch_enclave(foreign), VerificationFailed)
 
 
@@ -318,12 +312,12 @@ def test_root_rotation_then_resigned_launch_enclave_and_mode_document() -> None:
     with pytest.raises(VerificationFailed):
         owner.platform()  # the mode document is signed by the old keys only
     maintenance = Platform.open(owner.store, clock=owner.clock, maintenance=True)
-    maintenance.set_launch_enclave(sign_launch_enclave(rotated.to_bytes(), sgx_key("owner-le")))
+    maintenance.set_launch_enclave(sign_launch_enclave(rotated.to_bytes(), signer("owner-le")))
     doc = ModeDocument.create(
         version=2,
         expires=owner.clock.now + timedelta(days=7),
         mode="owner",
-        le_mrsigner=mrsigner_of(sgx_key("owner-le").public_key()),
+        le_mrsigner=mrsigner_of(signer("owner-le").public_key()),
     )
     maintenance.set_mode(sign_payload(MODE_PAYLOAD_TYPE, doc.to_payload(), new_keys[1:]).to_bytes())
     # The policy was signed by the old keys: re-sign it with the new ones (version 2).

@@ -8,9 +8,9 @@ from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.errors import MalformedInput, PolicyDenied
 from sgxlaunch.policy import evaluate, install_policy, load_state
 from sgxlaunch.policy._json import dumps_canonical
-from tests.policy.helpers import (
+from tests.support.clock import NOW
+from tests.support.policy import (
     ENCLAVE_X,
-    NOW,
     SIGNER_A,
     Owner,
     identity,

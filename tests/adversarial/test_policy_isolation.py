@@ -24,7 +24,8 @@ from sgxlaunch.policy import (
 from sgxlaunch.policy import envelope as envelope_module
 from sgxlaunch.policy import keys as keys_module
 from sgxlaunch.policy import state as state_module
-from tests.policy.helpers import NOW, Owner, ed25519_signer, policy_payload
+from tests.support.clock import NOW
+from tests.support.policy import Owner, ed25519_signer, policy_payload
 
 _POLICY_STEPS = [
     ("check_now", 1),

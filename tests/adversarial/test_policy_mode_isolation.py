@@ -15,7 +15,8 @@ import pytest
 from sgxlaunch.errors import SgxlaunchError, VerificationFailed
 from sgxlaunch.policy import Envelope, ModeDocument
 from sgxlaunch.policy import state as state_module
-from tests.policy.helpers import NOW, PLATFORM, Owner, mode_payload
+from tests.support.clock import NOW
+from tests.support.policy import PLATFORM, Owner, mode_payload
 
 _MODE_STEPS = [
     ("check_now", 1),

@@ -23,7 +23,8 @@ from sgxlaunch.policy import (
     install_policy,
     sign_payload,
 )
-from tests.policy.helpers import LE_SIGNER, NOW, Owner, mode_payload, policy_payload
+from tests.support.clock import NOW
+from tests.support.policy import LE_SIGNER, Owner, mode_payload, policy_payload
 
 
 def _refused(owner: Owner, data: bytes, error: type[Exception] = MalformedInput) -> Exception:

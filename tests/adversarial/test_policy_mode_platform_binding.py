@@ -21,7 +21,8 @@ from sgxlaunch.policy import (
     load_state,
 )
 from sgxlaunch.policy._json import dumps_canonical
-from tests.policy.helpers import NOW, OTHER_PLATFORM, PLATFORM, Owner, mode_payload
+from tests.support.clock import NOW
+from tests.support.policy import OTHER_PLATFORM, PLATFORM, Owner, mode_payload
 
 
 def _refused(
@@ -63,8 +64,8 @@ def test_bound_mode_document_on_its_platform_accepted() -> None:
     data = owner.sign_mode(mode_payload(platform_id=PLATFORM.hex()))
     state, _ = install_mode(owner.store, data, NOW, platform_id=PLATFORM)
     assert state.mode is not None and state.mode.platform_id == PLATFORM
-    # bytearray is as good as bytes
-    load_state(owner.store).verify_mode(data, NOW, platform_id=bytearray(PLATFORM))
+    # bytearray is as good as bytes (at run time; the annotation says bytes)
+    load_state(owner.store).verify_mode(data, NOW, platform_id=bytearray(PLATFORM))  # type: ignore[arg-type]
 
 
 def test_unbound_mode_document_applies_to_any_platform() -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from sgxlaunch.errors import Expired, MalformedInput, Rollback, UsageError
 from sgxlaunch.policy import MODE_KEY, ModeDocument, install_mode, install_root, load_state
-from tests.policy.helpers import NOW, OTHER_LE_SIGNER, Owner, ed25519_signer, mode_payload
+from tests.support.clock import NOW
+from tests.support.policy import OTHER_LE_SIGNER, Owner, ed25519_signer, mode_payload
 
 
 def _refused(owner: Owner, data: bytes, error: type[Exception], now: datetime = NOW) -> Exception:

@@ -21,14 +21,8 @@ from sgxlaunch.policy import (
     load_state,
     sign_payload,
 )
-from tests.policy.helpers import (
-    NOW,
-    OTHER_LE_SIGNER,
-    Owner,
-    ecdsa_signer,
-    ed25519_signer,
-    mode_payload,
-)
+from tests.support.clock import NOW
+from tests.support.policy import OTHER_LE_SIGNER, Owner, ecdsa_signer, ed25519_signer, mode_payload
 
 
 def _refused(owner: Owner, data: bytes) -> ThresholdNotMet:

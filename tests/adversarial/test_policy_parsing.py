@@ -25,7 +25,8 @@ from sgxlaunch.policy import (
 from sgxlaunch.policy import _json as strict_json
 from sgxlaunch.policy import model as model_module
 from sgxlaunch.policy.envelope import MAX_ENVELOPE_SIZE
-from tests.policy.helpers import NOW, SIGNER_A, Owner, policy_doc, policy_payload
+from tests.support.clock import NOW
+from tests.support.policy import SIGNER_A, Owner, policy_doc, policy_payload
 
 
 def _refused_by_install(owner: Owner, payload: bytes) -> MalformedInput:

@@ -11,7 +11,8 @@ import pytest
 
 from sgxlaunch.errors import Expired, MalformedInput, Rollback, UsageError
 from sgxlaunch.policy import POLICY_KEY, ROOT_KEY, install_policy, install_root, load_state
-from tests.policy.helpers import NOW, Owner, identity, policy_payload
+from tests.support.clock import NOW
+from tests.support.policy import Owner, identity, policy_payload
 
 
 def test_adv18_policy_rollback_lower_version_rejected() -> None:

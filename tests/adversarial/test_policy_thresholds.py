@@ -26,7 +26,8 @@ from sgxlaunch.policy import (
     sign_payload,
 )
 from sgxlaunch.policy._json import dumps_canonical
-from tests.policy.helpers import LATER, NOW, Owner, ecdsa_signer, ed25519_signer, policy_payload
+from tests.support.clock import LATER, NOW
+from tests.support.policy import Owner, ecdsa_signer, ed25519_signer, policy_payload
 
 
 def test_adv21_one_key_signing_twice_counts_once() -> None:

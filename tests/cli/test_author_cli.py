@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
 from sgxlaunch.arch import Sigstruct
-from sgxlaunch.cli import main
 from tests.conftest import shared_vectors, sigstruct_vectors
+from tests.support.cli import run
+from tests.support.keys import rsa_key
 
 GENERATED = [
     "case1_defaults",
@@ -22,11 +22,6 @@ GENERATED = [
     "case3_misc_xfrm_swdef",
     "case4_kss_like_attrs",
 ]
-
-
-def run(*args: str | Path) -> Result:
-    runner = CliRunner()
-    return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def manifest_case(name: str) -> dict[str, Any]:
@@ -159,11 +154,11 @@ def test_catsig_rereads_data_and_refuses_a_mismatch(tmp_path: Path) -> None:
     gen = shared_vectors() / "generated"
     data, out = tmp_path / "x.data", tmp_path / "x.sig"
     assert run("gendata", "--mrenclave", "11" * 32, "--date", "20240101", "-o", data).exit_code == 0
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    key = serialization.load_pem_private_key((gen / "case1_defaults.key.pem").read_bytes(), None)
-    sig = key.sign(data.read_bytes(), padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr,call-arg]
+    key = rsa_key("le")  # the key of generated/case1_defaults
+    sig = key.sign(data.read_bytes(), padding.PKCS1v15(), hashes.SHA256())
     raw = tmp_path / "x.raw"
     raw.write_bytes(sig)
     tampered = bytearray(data.read_bytes())

@@ -7,16 +7,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from sgxlaunch.cli import main
 from tests.conftest import shared_vectors
+from tests.support.cli import run
 
 GEN = shared_vectors() / "generated"
-
-
-def run(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture
@@ -67,7 +62,7 @@ def test_platform_story_through_the_cli(
     owner_home: tuple[Path, list[str], str], tmp_path: Path
 ) -> None:
     home, keys, le_signer = owner_home
-    allowed = [
+    allowed: list[str | Path] = [
         "run",
         GEN / "case1_defaults.sgxs",
         "--sig",
@@ -75,7 +70,7 @@ def test_platform_story_through_the_cli(
         "--home",
         home,
     ]
-    other = [
+    other: list[str | Path] = [
         "run",
         GEN / "case2_prodid_svn_debug.sgxs",
         "--sig",

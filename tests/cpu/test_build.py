@@ -10,7 +10,7 @@ from sgxlaunch.arch import Attributes, PageType, Secs, SgxStatus, Tcs
 from sgxlaunch.arch.constants import AttributeFlag, SecinfoFlag, secinfo_flags
 from sgxlaunch.cpu import GeneralProtection, PageFault, Processor
 from sgxlaunch.measure import Measurement
-from tests.cpu.helpers import PROD, cpu
+from tests.support.cpu import PROD, cpu
 
 PAGE = 4096
 REG_RW = secinfo_flags(PageType.REG, SecinfoFlag.R | SecinfoFlag.W)
@@ -263,7 +263,8 @@ def test_eextend_checks() -> None:
 
 
 def test_no_eadd_or_eextend_after_einit() -> None:
-    from tests.cpu.helpers import mrsigner, pending
+    from tests.support.cpu import pending
+    from tests.support.keys import mrsigner
 
     proc = cpu()
     proc.set_lepubkeyhash(mrsigner("app"))

@@ -15,17 +15,8 @@ from sgxlaunch.arch.constants import (
 )
 from sgxlaunch.cpu import GeneralProtection, PageFault
 from sgxlaunch.sigstruct import quotients
-from tests.cpu.helpers import (
-    ALL64,
-    DEBUG,
-    PROD,
-    KeyProbe,
-    cpu,
-    launch_le,
-    mint,
-    mrsigner,
-    pending,
-)
+from tests.support.cpu import ALL64, DEBUG, PROD, KeyProbe, cpu, launch_le, mint, pending
+from tests.support.keys import mrsigner
 
 
 def _with_msr_signer(role: str = "app"):  # type: ignore[no-untyped-def]
@@ -221,7 +212,7 @@ def test_einit_step08_enclavehash_mismatch() -> None:
 def test_einit_step08_one_changed_eextend_is_caught() -> None:
     """The SIGSTRUCT is for the image; the built enclave measured one chunk less."""
     from sgxlaunch.cpu import build_enclave, einit, program_image, secs_for
-    from tests.cpu.helpers import sign_image
+    from tests.support.cpu import sign_image
 
     proc = _with_msr_signer()
     image = program_image(KeyProbe)

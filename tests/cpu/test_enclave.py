@@ -21,7 +21,7 @@ from sgxlaunch.cpu.enclave import PROGRAM_PAGE_MAGIC
 from sgxlaunch.cpu.keys import cmac128
 from sgxlaunch.errors import UsageError
 from sgxlaunch.formats.sgxs import parse_sgxs
-from tests.cpu.helpers import (
+from tests.support.cpu import (
     PROD,
     KeyProbe,
     KeyProbeTwin,
@@ -29,9 +29,9 @@ from tests.cpu.helpers import (
     MemoryProgram,
     cpu,
     launch,
-    mrsigner,
     pending,
 )
+from tests.support.keys import mrsigner
 
 PAGE = 4096
 
@@ -148,7 +148,7 @@ def test_eenter_needs_a_registered_program() -> None:
             return b""
 
     from sgxlaunch.cpu import load_enclave
-    from tests.cpu.helpers import sign_image
+    from tests.support.cpu import sign_image
 
     proc = cpu()
     proc.set_lepubkeyhash(mrsigner("app"))
@@ -312,8 +312,8 @@ def test_egetkey_kss_policies_with_kss() -> None:
 
 # -- sealing ----------------------------------------------------------------------------------
 
-SIGNER_POLICY = {"keyname": KeyName.SEAL, "keypolicy": int(KeyPolicy.MRSIGNER)}
-ENCLAVE_POLICY = {"keyname": KeyName.SEAL, "keypolicy": int(KeyPolicy.MRENCLAVE)}
+SIGNER_POLICY: dict[str, object] = {"keyname": KeyName.SEAL, "keypolicy": int(KeyPolicy.MRSIGNER)}
+ENCLAVE_POLICY: dict[str, object] = {"keyname": KeyName.SEAL, "keypolicy": int(KeyPolicy.MRENCLAVE)}
 
 
 def test_sealing_keys() -> None:

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from sgxlaunch.arch import EinitToken, KeyRequest, SgxStatus, Sigstruct
 from sgxlaunch.cpu import CpuFault, EnclaveContext, EnclaveProgram
-from tests.cpu.helpers import Pager, cpu, launch, mrsigner, pending
+from tests.support.cpu import Pager, cpu, launch, pending
+from tests.support.keys import mrsigner
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -104,7 +105,7 @@ def test_egetkey_on_random_requests(request: bytes) -> None:
 @given(pcmd=st.binary(min_size=128, max_size=128), flip=st.integers(0, 4095))
 def test_eldu_on_random_pcmd_and_contents(pcmd: bytes, flip: int) -> None:
     proc = cpu(b"fuzz-eldu-seed-012345")
-    from tests.cpu.helpers import MemoryProgram
+    from tests.support.cpu import MemoryProgram
 
     enc = launch(proc, MemoryProgram, "app")
     pager = Pager(proc)

@@ -16,7 +16,8 @@ from sgxlaunch.arch.constants import (
 )
 from sgxlaunch.cpu import CpuConfig, GeneralProtection, PageFault, Processor
 from sgxlaunch.errors import UsageError
-from tests.cpu.helpers import MIB, cpu, mrsigner
+from tests.support.cpu import MIB, cpu
+from tests.support.keys import mrsigner
 
 LOCKED_LC = FEATURE_CONTROL_LOCK | FEATURE_CONTROL_SGX_ENABLED | FEATURE_CONTROL_SGX_LC_ENABLED
 

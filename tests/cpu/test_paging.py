@@ -8,7 +8,7 @@ import pytest
 
 from sgxlaunch.arch import PageType, SgxStatus
 from sgxlaunch.cpu import EnclaveContext, EnclaveProgram, GeneralProtection, PageFault
-from tests.cpu.helpers import MemoryProgram, Pager, cpu, launch
+from tests.support.cpu import MemoryProgram, Pager, cpu, launch
 
 PAGE = 4096
 DATA = 0x3000  # first data page of a program image

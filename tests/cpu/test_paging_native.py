@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sgxlaunch.arch import SgxStatus
 from sgxlaunch.cpu import Processor
 from sgxlaunch.errors import UsageError
-from tests.cpu.helpers import MemoryProgram, Pager, cpu, launch
+from tests.support.cpu import MemoryProgram, Pager, cpu, launch
 
 PAGE = 4096
 DATA_PAGES = 6

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from sgxlaunch.arch import SgxStatus
-from tests.cpu.helpers import Evicted, MemoryProgram, Pager, cpu, launch
+from tests.support.cpu import Evicted, MemoryProgram, Pager, cpu, launch
 
 PAGE = 4096
 DATA = 0x3000

@@ -12,7 +12,7 @@ from sgxlaunch.arch import SgxStatus, Sigstruct
 from sgxlaunch.cpu import image_from_sgxs, load_enclave
 from sgxlaunch.formats.sgxs import measure_bytes, parse_sgxs
 from tests.conftest import sgxs_vectors, shared_vectors
-from tests.cpu.helpers import cpu
+from tests.support.cpu import cpu
 
 PAIRS = [
     path.removesuffix(".sgxs")

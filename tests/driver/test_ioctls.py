@@ -9,8 +9,8 @@ import pytest
 from sgxlaunch.arch import Attributes
 from sgxlaunch.arch.constants import PAGE_SIZE, AttributeFlag, SgxStatus
 from sgxlaunch.driver import DriverError, uapi
-from tests.cpu.helpers import PROD
-from tests.driver.helpers import (
+from tests.support.cpu import PROD
+from tests.support.driver import (
     REG_R,
     REG_RW,
     TCS,

@@ -8,11 +8,11 @@ import pytest
 
 from sgxlaunch.arch import EinitToken, Sigstruct
 from sgxlaunch.arch.constants import SgxStatus
-from sgxlaunch.driver import DriverError, LoadFailed, load
+from sgxlaunch.driver import DriverError, InitAttempt, LoadFailed, load
 from sgxlaunch.errors import UsageError
 from sgxlaunch.formats.sgxs import SgxsImage, parse_sgxs
 from tests.conftest import shared_vectors
-from tests.driver.helpers import (
+from tests.support.driver import (
     launch_enclave,
     le_mrsigner,
     mint,
@@ -78,7 +78,7 @@ def test_owner_mode_grants_einittoken_key_to_the_launch_enclave_only() -> None:
     driver = platform("owner")
     launch_enclave(driver)  # EINITTOKEN_KEY set; loads
     from sgxlaunch.arch.constants import AttributeFlag
-    from tests.cpu.helpers import PROD
+    from tests.support.cpu import PROD
 
     image, sig = program(flags=PROD | int(AttributeFlag.EINITTOKEN_KEY))
     with pytest.raises(LoadFailed) as err:
@@ -89,7 +89,7 @@ def test_owner_mode_grants_einittoken_key_to_the_launch_enclave_only() -> None:
 def test_token_for_one_enclave_refused_for_another() -> None:
     from sgxlaunch.cpu import program_image
     from sgxlaunch.driver import as_sgxs_image
-    from tests.cpu.helpers import KeyProbe, sign_image
+    from tests.support.cpu import KeyProbe, sign_image
 
     driver = platform("owner")
     le = launch_enclave(driver)
@@ -110,7 +110,7 @@ def test_token_for_one_enclave_refused_for_another() -> None:
     assert any("token MRSIGNER" in line for line in err2.value.detail)
     # other attributes (DEBUG) → INVALID_ATTRIBUTE (EINIT step 20)
     from sgxlaunch.arch.constants import AttributeFlag
-    from tests.cpu.helpers import PROD
+    from tests.support.cpu import PROD
 
     image_d, sig_d = program("app", flags=PROD | int(AttributeFlag.DEBUG))
     with pytest.raises(LoadFailed) as err3:
@@ -148,7 +148,7 @@ def test_token_after_the_owner_changes_the_launch_enclave_signer_refused() -> No
     le = launch_enclave(driver)
     image, sig = program()
     token = mint(le, sig, secs_attributes_of(driver, image, sig))
-    from tests.cpu.helpers import mrsigner
+    from tests.support.keys import mrsigner
 
     driver.configure_launch_control("owner", mrsigner("fourth"))
     with pytest.raises(LoadFailed) as err:
@@ -168,7 +168,7 @@ def test_token_with_a_field_altered_refused() -> None:
 
 
 def test_init_token_reports_the_sgx_status_in_result() -> None:
-    from tests.driver.helpers import Raw
+    from tests.support.driver import Raw
 
     driver = platform("owner")
     raw = Raw.open(driver)
@@ -186,8 +186,7 @@ def test_init_token_reports_the_sgx_status_in_result() -> None:
 
 
 def test_locked_hash_part_refuses_permissive_and_works_in_owner_mode_with_firmware_hash() -> None:
-    locked = {"firmware": "locked-hash", "firmware_lepubkeyhash": le_mrsigner()}
-    driver = platform(**locked)
+    driver = platform(firmware="locked-hash", firmware_lepubkeyhash=le_mrsigner())
     assert not driver.lc_writable
     with pytest.raises(DriverError) as err:
         driver.new_process().open("/dev/sgx_enclave")
@@ -210,7 +209,7 @@ def test_unlocked_firmware_is_locked_by_the_kernel_with_launch_control() -> None
 
 def test_observers_see_every_init_attempt() -> None:
     driver = platform("owner")
-    seen = []
+    seen: list[InitAttempt] = []
     driver.observers.append(seen.append)
     le = launch_enclave(driver)
     image, sig = program()

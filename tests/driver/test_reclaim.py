@@ -11,8 +11,8 @@ import pytest
 from sgxlaunch.cpu import EnclaveImage, ImagePage, program_image
 from sgxlaunch.driver import DriverError, LoadedEnclave, SgxDriver, as_sgxs_image, load
 from sgxlaunch.formats.sgxs import SgxsImage, SgxsPage
-from tests.cpu.helpers import DEBUG, MemoryProgram, sign_image
-from tests.driver.helpers import platform
+from tests.support.cpu import DEBUG, MemoryProgram, sign_image
+from tests.support.driver import platform
 
 PAGE = 4096
 

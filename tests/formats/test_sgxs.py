@@ -159,12 +159,12 @@ def test_property_write_parse_measure_agree(
         offset += gap * PAGE_SIZE
     size = 1 << max(13, offset.bit_length())
     image = sgxs.SgxsImage(2, size, tuple(pages))
-    data = sgxs.write_sgxs(image)
-    assert sgxs.parse_sgxs(data) == image
+    written = sgxs.write_sgxs(image)
+    assert sgxs.parse_sgxs(written) == image
     expected = reference_mrenclave(image)
-    assert sgxs.measure_bytes(data) == expected
+    assert sgxs.measure_bytes(written) == expected
     read_size = 5184 + 64 * extra
-    assert sgxs.measure_stream(io.BytesIO(data), read_size=read_size) == expected
+    assert sgxs.measure_stream(io.BytesIO(written), read_size=read_size) == expected
 
 
 def test_eextend_header_layout_matches_the_stream() -> None:

@@ -18,16 +18,10 @@ from sgxlaunch.errors import (
 from sgxlaunch.launch.enclave import launch_enclave_image, root_digest_of, sign_launch_enclave
 from sgxlaunch.launch.platform import Platform, PlatformConfig, platform_id_of
 from sgxlaunch.policy import MemoryStore
-from tests.launch.helpers import (
-    T0,
-    Clock,
-    KeyProbe,
-    MemoryProgram,
-    Owner,
-    allow_rule,
-    author_enclave,
-    sgx_key,
-)
+from tests.support.clock import NOW, Clock
+from tests.support.cpu import KeyProbe, MemoryProgram
+from tests.support.keys import signer
+from tests.support.platform import Owner, allow_rule, author_enclave
 
 
 def test_bare_permissive_platform_launches_and_keeps_no_log() -> None:
@@ -85,7 +79,7 @@ def test_launch_enclave_image_binds_the_owner_root() -> None:
     mine = launch_enclave_image(root_digest_of(owner.root)).mrenclave()
     theirs = launch_enclave_image(root_digest_of(other.root)).mrenclave()
     assert mine != theirs
-    assert sign_launch_enclave(owner.root, sgx_key("owner-le")).enclavehash == mine
+    assert sign_launch_enclave(owner.root, signer("owner-le")).enclavehash == mine
 
 
 def test_owner_mode_without_policy_denies_everything() -> None:
@@ -152,7 +146,7 @@ def test_every_refused_owner_operation_leaves_the_store_unchanged(
         if what == "mode for another platform":
             doc = ModeDocument.create(
                 version=3,
-                expires=T0 + timedelta(days=1),
+                expires=NOW + timedelta(days=1),
                 mode="permissive",
                 platform_id=bytes(range(32)),
             )
@@ -160,8 +154,9 @@ def test_every_refused_owner_operation_leaves_the_store_unchanged(
             return platform.set_mode(env)
         if what == "mode of an equal version, other bytes":
             return platform.set_mode(owner.mode("permissive", version=1))
-        le = sign_launch_enclave(owner.root, sgx_key("owner-le"))
-        return platform.set_launch_enclave(le.replace(isvsvn=le.isvsvn + 1))
+        le = sign_launch_enclave(owner.root, signer("owner-le"))
+        platform.set_launch_enclave(le.replace(isvsvn=le.isvsvn + 1))
+        return None
 
     before = owner.store.snapshot()
     with pytest.raises(error):

@@ -8,17 +8,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from sgxlaunch.cli import main
 from tests.conftest import shared_vectors
+from tests.support.cli import run
 
 CASE1 = "generated/case1_defaults.sig"
 CASE2 = "generated/case2_prodid_svn_debug.sig"
-
-
-def run(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture

@@ -7,24 +7,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from sgxlaunch.arch import Sigstruct
-from sgxlaunch.cli import main
 from sgxlaunch.policy import MODE_KEY, Envelope, ModeDocument, install_mode
 from sgxlaunch.policy.evaluate import EnclaveIdentity
 from sgxlaunch.store import open_store
 from tests.conftest import shared_vectors
+from tests.support.cli import run
 
 LE = "e5" * 32
 PLATFORM = "f7" * 32
 OTHER_PLATFORM = "f8" * 32
 LE_SIGSTRUCT = "generated/case1_defaults.sig"
 EXPIRES = ("--expires", "2027-01-01T00:00:00Z")
-
-
-def run(*args: str | Path | int) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture
@@ -43,7 +38,7 @@ def keys_of(owned: dict[str, Path]) -> list[Path]:
     return sorted(owned["keys"].glob("*.key.pem"))
 
 
-def new_mode(owned: dict[str, Path], name: str, *args: str | int) -> Path:
+def new_mode(owned: dict[str, Path], name: str, *args: str | int | Path) -> Path:
     out = owned["tmp"] / name
     result = run("owner", "mode", "new", *args, "-o", out)
     assert result.exit_code == 0, result.output

@@ -30,9 +30,9 @@ from sgxlaunch.policy import (
 )
 from sgxlaunch.policy._json import dumps_canonical
 from sgxlaunch.store import open_store
-from tests.policy.helpers import (
+from tests.support.clock import NOW
+from tests.support.policy import (
     LE_SIGNER,
-    NOW,
     PLATFORM,
     Owner,
     ed25519_signer,

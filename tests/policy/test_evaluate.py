@@ -8,15 +8,8 @@ from sgxlaunch.arch import Sigstruct
 from sgxlaunch.errors import PolicyDenied, UsageError
 from sgxlaunch.policy import EnclaveIdentity, PolicyIndex, evaluate
 from tests.conftest import shared_vectors
-from tests.policy.helpers import (
-    ENCLAVE_X,
-    ENCLAVE_Y,
-    NOW,
-    SIGNER_A,
-    SIGNER_B,
-    identity,
-    parse_policy,
-)
+from tests.support.clock import NOW
+from tests.support.policy import ENCLAVE_X, ENCLAVE_Y, SIGNER_A, SIGNER_B, identity, parse_policy
 
 
 def test_rule_fields_combine_with_and() -> None:

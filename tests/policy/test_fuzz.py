@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from sgxlaunch.errors import SgxlaunchError
 from sgxlaunch.policy import Envelope, LaunchPolicy, MemoryStore, OwnerRoot, install_policy
-from tests.policy.helpers import NOW, Owner, policy_doc, policy_payload
+from tests.support.clock import NOW
+from tests.support.policy import Owner, policy_doc, policy_payload
 
 JSON_VALUES = st.recursive(
     st.none()

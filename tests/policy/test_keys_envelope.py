@@ -20,7 +20,7 @@ from sgxlaunch.policy import (
     sign_payload,
     verify_threshold,
 )
-from tests.policy.helpers import ecdsa_signer, ed25519_signer, rsa_signer
+from tests.support.policy import ecdsa_signer, ed25519_signer, rsa_signer
 
 
 def test_pae_matches_the_dsse_specification_example() -> None:

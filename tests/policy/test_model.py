@@ -10,7 +10,8 @@ import pytest
 from sgxlaunch.errors import MalformedInput, UsageError
 from sgxlaunch.policy import Envelope, LaunchPolicy, OwnerRoot
 from sgxlaunch.policy._json import dumps_canonical
-from tests.policy.helpers import LATER, NOW, SIGNER_A, ed25519_signer, policy_doc, root_envelope
+from tests.support.clock import LATER, NOW
+from tests.support.policy import SIGNER_A, ed25519_signer, policy_doc, root_envelope
 
 FULL_RULE = {
     "id": "full.rule:1-a_b",

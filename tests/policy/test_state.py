@@ -21,7 +21,8 @@ from sgxlaunch.policy import (
     load_state,
 )
 from sgxlaunch.store import SqliteStore, ensure_home, open_store, resolve_home
-from tests.policy.helpers import NOW, Owner, ed25519_signer, identity, policy_payload, root_envelope
+from tests.support.clock import NOW
+from tests.support.policy import Owner, ed25519_signer, identity, policy_payload, root_envelope
 
 
 def test_empty_store_has_no_state() -> None:
@@ -124,7 +125,7 @@ def test_sqlite_store_commits_atomically(tmp_path: Path) -> None:
     assert store.get("a") == b"1"
 
     class Exploding(dict[str, bytes | None]):
-        def items(self):  # type: ignore[no-untyped-def, override]
+        def items(self):  # type: ignore[no-untyped-def]
             yield ("a", b"changed")
             raise RuntimeError("crash in the middle of a commit")
 

@@ -11,8 +11,8 @@ import pytest
 from sgxlaunch import errors
 from sgxlaunch.policy import MemoryStore, install_policy, install_root, load_state
 from sgxlaunch.policy._json import parse_time
-from tests.policy.helpers import identity
 from tests.policy.vectors import make_vectors
+from tests.support.policy import identity
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 MANIFEST: dict[str, Any] = json.loads((VECTORS / "manifest.json").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -26,9 +26,7 @@ from sgxlaunch.policy import (
     sign_payload,
 )
 from sgxlaunch.policy._json import dumps_canonical
-
-NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
-LATER = NOW + timedelta(days=365)
+from tests.support.clock import LATER, NOW
 
 SIGNER_A = bytes.fromhex("a1" * 32)
 SIGNER_B = bytes.fromhex("b2" * 32)

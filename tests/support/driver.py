@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import errno
-import functools
 from dataclasses import dataclass
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from sgxlaunch.arch import Attributes, Secs, Sigstruct
 from sgxlaunch.arch.constants import PAGE_SIZE, PageType, secinfo_flags
-from sgxlaunch.cpu import Processor, program_image, secs_for
+from sgxlaunch.cpu import program_image, secs_for
 from sgxlaunch.driver import (
     DriverError,
     LoadedEnclave,
@@ -23,26 +20,18 @@ from sgxlaunch.driver import (
     uapi,
 )
 from sgxlaunch.formats.sgxs import SgxsImage
-from sgxlaunch.sigstruct import RsaKeySigner, mrsigner_of, sign
-from tests.conftest import shared_vectors
-from tests.cpu.helpers import LE_FLAGS, PROD, TokenMinter, cpu, sign_image
+from sgxlaunch.sigstruct import sign
+from tests.support.cpu import LE_FLAGS, PROD, MemoryProgram, TokenMinter, cpu, sign_image
+from tests.support.keys import mrsigner, signer
 
 REG_RW = secinfo_flags(PageType.REG, 0b011)
 REG_R = secinfo_flags(PageType.REG, 0b001)
 TCS = secinfo_flags(PageType.TCS, 0)
 
 
-@functools.cache
-def le_key() -> RsaKeySigner:
-    """The owner's launch-enclave key in driver tests: the kernel selftest key, which signed
-    none of the SGXS vectors (so every vector needs a token in owner mode)."""
-    key = load_pem_private_key((shared_vectors() / "kselftest" / "sign_key.pem").read_bytes(), None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return RsaKeySigner(key)
-
-
 def le_mrsigner() -> bytes:
-    return mrsigner_of(le_key().public_key())
+    """MRSIGNER of the owner's launch-enclave key in driver tests (``owner-le``)."""
+    return mrsigner("owner-le")
 
 
 def platform(
@@ -52,14 +41,14 @@ def platform(
     seed: bytes = b"cpu-A-seed-0123456789",
     **config: object,
 ) -> SgxDriver:
-    processor = cpu(seed, epc_size=epc_mib * 1024 * 1024, **config)
+    processor = cpu(seed, epc_size=epc_mib * 1024 * 1024, **config)  # type: ignore[arg-type]
     driver = SgxDriver(processor)
     if mode == "owner":
         driver.configure_launch_control("owner", le_mrsigner())
     return driver
 
 
-def expect_errno(code: int) -> pytest.RaisesContext[DriverError]:
+def expect_errno(code: int) -> pytest.RaisesExc[DriverError]:
     return pytest.raises(DriverError, match=rf"^{errno.errorcode.get(code, 'ENOIOCTLCMD')}")
 
 
@@ -93,7 +82,7 @@ class Raw:
 
     def ioctl(self, cmd: int, payload: bytes) -> int:
         self.process.write(self.arg, payload)
-        return self.process.ioctl(self.fd, cmd, self.arg)
+        return int(self.process.ioctl(self.fd, cmd, self.arg))
 
     def create(self, secs: Secs) -> int:
         self.base, self.size = secs.baseaddr, secs.size
@@ -125,7 +114,7 @@ class Raw:
         )
 
     def count(self) -> int:
-        return uapi.ADD_PAGES_ARG.unpack(self.process.read(self.arg, 48))[5]
+        return int(uapi.ADD_PAGES_ARG.unpack(self.process.read(self.arg, 48))[5])
 
     def init(self, sig: Sigstruct) -> int:
         self.process.write(self.sig, sig.to_bytes())
@@ -139,7 +128,7 @@ class Raw:
         )
 
     def result(self) -> int:
-        return uapi.INIT_TOKEN_ARG.unpack(self.process.read(self.arg, 24))[2]
+        return int(uapi.INIT_TOKEN_ARG.unpack(self.process.read(self.arg, 24))[2])
 
 
 def small_secs(size: int = 0x8000, *, flags: int = PROD, xfrm: int = 0x3) -> Secs:
@@ -152,8 +141,6 @@ def program(
     role: str = "app", *, flags: int = PROD, isvprodid: int = 0
 ) -> tuple[SgxsImage, Sigstruct]:
     """A signed image of a small memory program (TCS + code + SSA + 1 data page)."""
-    from tests.cpu.helpers import MemoryProgram
-
     image = program_image(MemoryProgram)
     sig = sign_image(image, role, flags=flags, isvprodid=isvprodid)
     return as_sgxs_image(image), sig
@@ -169,7 +156,7 @@ def le_sigstruct() -> tuple[SgxsImage, Sigstruct]:
         isvsvn=1,
         enclavehash=image.mrenclave(),
     )
-    return as_sgxs_image(image), sign(body, le_key())
+    return as_sgxs_image(image), sign(body, signer("owner-le"))
 
 
 def launch_enclave(driver: SgxDriver) -> LoadedEnclave:
@@ -192,6 +179,3 @@ def secs_attributes_of(driver: SgxDriver, image: SgxsImage, sig: Sigstruct) -> b
         xfrm_allowed=driver.cpu.config.xfrm_allowed,
     )
     return secs.attributes.to_bytes()
-
-
-__all__ = ["Processor"]

@@ -1,17 +1,13 @@
-"""An owner, an author and a platform for launch tests (in memory, fixed clock)."""
+"""An owner with a whole platform in a memory store, and an author's enclave (fixed clock)."""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sgxlaunch.arch import Attributes, Sigstruct
-from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.cpu import program_image
 from sgxlaunch.driver import as_sgxs_image
 from sgxlaunch.formats.sgxs import SgxsImage
@@ -28,33 +24,16 @@ from sgxlaunch.policy import (
 )
 from sgxlaunch.policy._json import dumps_canonical
 from sgxlaunch.policy.control import MODE_PAYLOAD_TYPE, ModeDocument
-from sgxlaunch.sigstruct import RsaKeySigner, mrsigner_of, sign
-from tests.conftest import shared_vectors
-from tests.cpu.helpers import KeyProbe, MemoryProgram
-
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-LATER = T0 + timedelta(days=365)
-PROD = int(AttributeFlag.MODE64BIT)
-DEBUG = PROD | int(AttributeFlag.DEBUG)
-
-
-@functools.cache
-def sgx_key(name: str) -> RsaKeySigner:
-    files = {
-        "owner-le": "kselftest/sign_key.pem",
-        "owner-le-2": "generated/case4_kss_like_attrs.key.pem",
-        "author": "generated/case2_prodid_svn_debug.key.pem",
-        "stranger": "generated/case3_misc_xfrm_swdef.key.pem",
-    }
-    key = load_pem_private_key((shared_vectors() / files[name]).read_bytes(), None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return RsaKeySigner(key)
+from sgxlaunch.sigstruct import sign
+from tests.support.clock import LATER, NOW, Clock
+from tests.support.cpu import PROD, MemoryProgram
+from tests.support.keys import mrsigner, signer
 
 
 def author_enclave(
     program: type = MemoryProgram,
     *,
-    key: str = "author",
+    key: str = "app",
     flags: int = PROD,
     isvprodid: int = 1,
     isvsvn: int = 1,
@@ -68,15 +47,7 @@ def author_enclave(
         isvsvn=isvsvn,
         enclavehash=image.mrenclave(),
     )
-    return as_sgxs_image(image), sign(body, sgx_key(key))
-
-
-class Clock:
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+    return as_sgxs_image(image), sign(body, signer(key))
 
 
 @dataclass
@@ -98,7 +69,7 @@ class Owner:
             version=1, expires=LATER, threshold=2, keys=[k.public_key for k in self.keys]
         )
         self.root = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), self.keys[:2]).to_bytes()
-        install_root(self.store, self.root, T0)
+        install_root(self.store, self.root, NOW)
         Platform.create(
             self.store, seed=self.seed, config=PlatformConfig(epc_size=4 << 20), clock=self.clock
         )
@@ -107,7 +78,7 @@ class Owner:
         return Platform.open(self.store, clock=self.clock)
 
     def set_up_launch_enclave(self, key: str = "owner-le") -> Sigstruct:
-        sig = sign_launch_enclave(self.root, sgx_key(key))
+        sig = sign_launch_enclave(self.root, signer(key))
         self.platform().set_launch_enclave(sig)
         return sig
 
@@ -136,13 +107,10 @@ class Owner:
             version=version,
             expires=LATER,
             mode=mode,
-            le_mrsigner=mrsigner_of(sgx_key(le).public_key()) if mode == "owner" else None,
+            le_mrsigner=mrsigner(le) if mode == "owner" else None,
         )
         return sign_payload(MODE_PAYLOAD_TYPE, doc.to_payload(), self.keys[:signers]).to_bytes()
 
 
 def allow_rule(sig: Sigstruct, rule_id: str = "author-app", **extra: Any) -> dict[str, Any]:
     return {"id": rule_id, "mrsigner": sig.mrsigner.hex(), "isvprodid": sig.isvprodid, **extra}
-
-
-__all__ = ["KeyProbe", "MemoryProgram"]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import struct
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from sgxlaunch.arch import Attributes, EinitToken, KeyRequest, SgxStatus, Sigstruct
 from sgxlaunch.arch.constants import AttributeFlag, KeyName
@@ -26,8 +22,8 @@ from sgxlaunch.cpu import (
     secs_for,
 )
 from sgxlaunch.cpu.keys import cmac128
-from sgxlaunch.sigstruct import RsaKeySigner, mrsigner_of, sign
-from tests.conftest import shared_vectors
+from sgxlaunch.sigstruct import sign
+from tests.support.keys import mrsigner, signer
 
 MIB = 1024 * 1024
 ALL64 = 2**64 - 1
@@ -35,25 +31,6 @@ ALL32 = 2**32 - 1
 PROD = int(AttributeFlag.MODE64BIT)
 DEBUG = int(AttributeFlag.MODE64BIT | AttributeFlag.DEBUG)
 LE_FLAGS = int(AttributeFlag.MODE64BIT | AttributeFlag.EINITTOKEN_KEY)
-
-# Real RSA-3072 e=3 keys from the shared vectors (read-only), by role.
-_KEY_FILES = {
-    "le": "generated/case1_defaults.key.pem",
-    "app": "generated/case2_prodid_svn_debug.key.pem",
-    "other": "generated/case3_misc_xfrm_swdef.key.pem",
-    "fourth": "generated/case4_kss_like_attrs.key.pem",
-}
-
-
-@functools.cache
-def signer(role: str) -> RsaKeySigner:
-    key = load_pem_private_key((shared_vectors() / _KEY_FILES[role]).read_bytes(), None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return RsaKeySigner(key)
-
-
-def mrsigner(role: str) -> bytes:
-    return mrsigner_of(signer(role).public_key())
 
 
 def cpu(
@@ -223,7 +200,7 @@ def launch(
 
 def launch_le(proc: Processor, role: str = "le", **sign_args: object) -> Launched:
     sign_args.setdefault("flags", LE_FLAGS)
-    return launch(proc, TokenMinter, role, **sign_args)
+    return launch(proc, TokenMinter, role, **sign_args)  # type: ignore[arg-type]
 
 
 def mint(le: Launched, mrenclave: bytes, mrsigner_: bytes, attributes: Attributes) -> EinitToken:
