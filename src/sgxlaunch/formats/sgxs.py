@@ -24,6 +24,7 @@ per page is a small constant (DESIGN.md "Hot paths").
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ FULL_PAGE_RECORD_SIZE = HEADER_SIZE + CHUNKS_PER_PAGE * CHUNK_RECORD_SIZE
 
 MIN_ENCLAVE_SIZE = 8192
 DEFAULT_READ_SIZE = 1 << 20
+_BULK_MIN_ROWS = 16
+_BULK_MAX_ROWS = 256
+"""Pages one vectorised check covers at most (≈1.3 MiB: the temporaries stay cache-sized)."""
 
 _U64_EADD = int.from_bytes(TAG_EADD, "little")
 _U64_EEXTEND = int.from_bytes(TAG_EEXTEND, "little")
@@ -159,13 +163,30 @@ class _Scanner:
         self.last_eadd = -1
         self.page_chunks = 0  # bitmask of chunks seen in the current page
         self.patch_page = -1  # page holding the UNSIZED size patch, never bulk-validated
+        self.bulk_rows = _BULK_MIN_ROWS  # rows the next vectorised check may cover
+        self.bulk_after = 0  # file offset before which the vectorised path is not tried
 
     # -- the fast path: runs of fully measured pages ----------------------------------------
 
     def _bulk(self, buf: memoryview, pos: int) -> int:
-        """Validate and report the longest run of fully measured pages at ``pos``; bytes used."""
-        n = (len(buf) - pos) // FULL_PAGE_RECORD_SIZE
-        if n == 0:
+        """Validate and report a run of fully measured pages at ``pos``; bytes used.
+
+        The work is linear in the bytes consumed, whatever the input: a run is tried only where
+        the page's first and last EEXTEND tags are in place, it covers at most ``bulk_rows``
+        pages (doubling after a run that passed whole, back to the minimum after one that did
+        not), and after a run that stops early the vectorised path is not tried again until
+        the per-record path has consumed a page's worth of records. Without these bounds a
+        stream of bare EADD records re-scanned the whole remaining buffer at every record.
+        """
+        if self.file_offset < self.bulk_after:
+            return 0
+        n = min((len(buf) - pos) // FULL_PAGE_RECORD_SIZE, self.bulk_rows)
+        last_tag = pos + FULL_PAGE_RECORD_SIZE - CHUNK_RECORD_SIZE
+        if (
+            n == 0
+            or buf[pos + HEADER_SIZE : pos + HEADER_SIZE + 8] != TAG_EEXTEND
+            or buf[last_tag : last_tag + 8] != TAG_EEXTEND
+        ):
             return 0
         words = np.frombuffer(buf, dtype="<u8", count=n * _WORDS_PER_PAGE, offset=pos).reshape(
             n, _WORDS_PER_PAGE
@@ -192,6 +213,11 @@ class _Scanner:
         if self.patch_page >= 0:
             ok &= offsets != np.uint64(self.patch_page)
         good = n if bool(ok.all()) else int(np.argmin(ok))
+        if good == n:
+            self.bulk_rows = min(2 * n, _BULK_MAX_ROWS)
+        else:
+            self.bulk_rows = _BULK_MIN_ROWS
+            self.bulk_after = self.file_offset + (good + 1) * FULL_PAGE_RECORD_SIZE
         if good == 0:
             return 0
         used = good * FULL_PAGE_RECORD_SIZE
@@ -410,6 +436,78 @@ def _patched(chunk_offset: int, data: bytes, patch: int, size: int) -> bytes:
     return bytes(out)
 
 
+class _Tee:
+    """Hands every scanner callback to a hasher and a page builder (one pass, both results)."""
+
+    def __init__(self, hasher: _Hasher, builder: _PageBuilder) -> None:
+        self.hasher = hasher
+        self.builder = builder
+
+    def on_create(self, ssaframesize: int, size: int, patch: int | None, pos: int) -> None:
+        self.hasher.on_create(ssaframesize, size, patch, pos)
+        self.builder.on_create(ssaframesize, size, patch, pos)
+
+    def on_full_pages(self, run: memoryview, offsets: np.ndarray, flags: np.ndarray) -> None:
+        self.builder.on_full_pages(run, offsets, flags)
+
+    def on_eadd(self, offset: int, flags: int, pos: int) -> None:
+        self.builder.on_eadd(offset, flags, pos)
+
+    def on_chunk(self, offset: int, record: memoryview, measured: bool, pos: int) -> None:
+        self.hasher.on_chunk(offset, record, measured, pos)
+        self.builder.on_chunk(offset, record, measured, pos)
+
+
+def _scan(
+    stream: BinaryIO,
+    sink: _Hasher | _PageBuilder | _Tee,
+    *,
+    size: int | None,
+    read_size: int,
+    progress: ProgressFn | None,
+) -> None:
+    """Feed ``stream`` to the canonical-form scanner in ``read_size`` reads, reporting to ``sink``.
+
+    Memory is one buffer of ``read_size`` plus a page record, whatever the stream's length.
+    """
+    if read_size % HEADER_SIZE or read_size < FULL_PAGE_RECORD_SIZE:
+        raise UsageError("read_size must be a multiple of 64 of at least 5184")
+    hasher = sink.hasher if isinstance(sink, _Tee) else sink if isinstance(sink, _Hasher) else None
+    scanner = _Scanner(
+        size_override=size,
+        on_create=sink.on_create,
+        on_full_pages=sink.on_full_pages,
+        on_eadd=sink.on_eadd,
+        on_chunk=sink.on_chunk,
+    )
+    builder = (
+        sink.builder if isinstance(sink, _Tee) else sink if isinstance(sink, _PageBuilder) else None
+    )
+    if builder is not None:
+        builder.locate = lambda: (scanner.index, scanner.file_offset)
+    # Double-size buffer: a partial record at the end of one read moves to the front.
+    buffer = bytearray(read_size + FULL_PAGE_RECORD_SIZE)
+    view = memoryview(buffer)
+    carry = 0
+    while True:
+        got = stream.readinto(view[carry : carry + read_size])  # type: ignore[attr-defined]
+        if not got:
+            break
+        filled = carry + got
+        current = view[:filled]
+        if hasher is not None:
+            hasher.start(current)
+        used = scanner.feed(current)
+        if hasher is not None:
+            hasher.flush(used)
+        carry = filled - used
+        if carry:
+            buffer[:carry] = buffer[used:filled]
+        if progress is not None:
+            progress(got)
+    scanner.finish(carry)
+
+
 def measure_stream(
     stream: BinaryIO,
     *,
@@ -429,36 +527,14 @@ def measure_stream(
         MalformedInput: the stream is not canonical SGXS (names the record and file offset).
         UsageError: an UNSIZED stream without ``size``, or a ``size`` that contradicts ECREATE.
     """
-    if read_size % HEADER_SIZE or read_size < FULL_PAGE_RECORD_SIZE:
-        raise UsageError("read_size must be a multiple of 64 of at least 5184")
     hasher = _Hasher()
-    scanner = _Scanner(
-        size_override=size,
-        on_create=hasher.on_create,
-        on_full_pages=hasher.on_full_pages,
-        on_eadd=hasher.on_eadd,
-        on_chunk=hasher.on_chunk,
-    )
-    # Double-size buffer: a partial record at the end of one read moves to the front.
-    buffer = bytearray(read_size + FULL_PAGE_RECORD_SIZE)
-    view = memoryview(buffer)
-    carry = 0
-    while True:
-        got = stream.readinto(view[carry : carry + read_size])  # type: ignore[attr-defined]
-        if not got:
-            break
-        filled = carry + got
-        current = view[:filled]
-        hasher.start(current)
-        used = scanner.feed(current)
-        hasher.flush(used)
-        carry = filled - used
-        if carry:
-            buffer[:carry] = buffer[used:filled]
-        if progress is not None:
-            progress(got)
-    scanner.finish(carry)
+    _scan(stream, hasher, size=size, read_size=read_size, progress=progress)
     return hasher.hash.digest()
+
+
+def measure_bytes(data: bytes | bytearray | memoryview, *, size: int | None = None) -> bytes:
+    """MRENCLAVE of an in-memory SGXS stream."""
+    return measure_stream(io.BytesIO(data), size=size)
 
 
 def measure_file(
@@ -482,15 +558,48 @@ def measure_file(
             raise exc.with_source(str(path)) from None
 
 
-def measure_bytes(data: bytes | bytearray | memoryview, *, size: int | None = None) -> bytes:
-    """MRENCLAVE of an in-memory SGXS stream."""
-    import io
+def parse_stream(
+    stream: BinaryIO,
+    *,
+    size: int | None = None,
+    read_size: int = DEFAULT_READ_SIZE,
+    progress: ProgressFn | None = None,
+) -> SgxsImage:
+    """Parse an SGXS stream into an :class:`SgxsImage`, checking canonical form.
 
-    return measure_stream(io.BytesIO(bytes(data)), size=size)
+    Time is linear in the stream's length; memory is the pages the stream carries (a page
+    without data shares one zero page) plus one read buffer. Arguments and errors as
+    :func:`measure_stream`; for an UNSIZED stream ``size`` is patched into the page data.
+    """
+    builder = _PageBuilder()
+    _scan(stream, builder, size=size, read_size=read_size, progress=progress)
+    return builder.finish()
+
+
+def load_stream(
+    stream: BinaryIO,
+    *,
+    size: int | None = None,
+    read_size: int = DEFAULT_READ_SIZE,
+    progress: ProgressFn | None = None,
+) -> tuple[SgxsImage, bytes]:
+    """The parsed image and its MRENCLAVE, in one pass (see :func:`parse_stream`)."""
+    hasher = _Hasher()
+    builder = _PageBuilder()
+    _scan(stream, _Tee(hasher, builder), size=size, read_size=read_size, progress=progress)
+    return builder.finish(), hasher.hash.digest()
+
+
+_ZERO_PAGE = bytes(PAGE_SIZE)
 
 
 class _PageBuilder:
-    """Consumes scanner callbacks and collects pages (for loading an image)."""
+    """Consumes scanner callbacks and collects pages (for loading an image).
+
+    A page that carries no chunk shares one zero page object, so the memory a parsed image
+    takes grows with the bytes of the stream, not with the pages its EADD records name (a
+    64-byte bare EADD would otherwise cost 4 KiB).
+    """
 
     def __init__(self) -> None:
         self.pages: list[SgxsPage] = []
@@ -499,16 +608,17 @@ class _PageBuilder:
         self.patch: int | None = None
         self._offset = -1
         self._flags = 0
-        self._data = bytearray(PAGE_SIZE)
+        self._data: bytearray | None = None
         self._measured = 0
         self._unmeasured = 0
+        self.locate: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        """(record index, file offset) of the record being reported; set by the scan."""
 
     def _close(self) -> None:
         if self._offset >= 0:
+            data = _ZERO_PAGE if self._data is None else bytes(self._data)
             self.pages.append(
-                SgxsPage(
-                    self._offset, self._flags, bytes(self._data), self._measured, self._unmeasured
-                )
+                SgxsPage(self._offset, self._flags, data, self._measured, self._unmeasured)
             )
             self._offset = -1
 
@@ -529,7 +639,7 @@ class _PageBuilder:
         self._close()
         self._offset = offset
         self._flags = flags
-        self._data = bytearray(PAGE_SIZE)
+        self._data = None
         self._measured = 0
         self._unmeasured = 0
 
@@ -538,12 +648,15 @@ class _PageBuilder:
         if measured and self._measured >> (rel // EEXTEND_CHUNK):
             # The order of a page's EEXTENDs is part of MRENCLAVE; a page image keeps only
             # which chunks are measured, so it could not reproduce this stream when loaded.
-            raise MalformedInput(
-                f"SGXS: EEXTEND at 0x{offset:x} comes after a higher chunk of its page; "
+            index, at = self.locate()
+            raise _err(
+                f"EEXTEND at 0x{offset:x} comes after a higher chunk of its page; "
                 "loading supports ascending chunk order only (measuring is unaffected)",
-                field="record",
-                offset=pos,
+                index,
+                at,
             )
+        if self._data is None:
+            self._data = bytearray(PAGE_SIZE)
         self._data[rel : rel + EEXTEND_CHUNK] = record[HEADER_SIZE:]
         if measured:
             self._measured |= 1 << (rel // EEXTEND_CHUNK)
@@ -584,26 +697,13 @@ def iter_records(data: bytes) -> Iterator[tuple[int, int, bytes]]:
 
 
 def parse_sgxs(data: bytes | bytearray | memoryview, *, size: int | None = None) -> SgxsImage:
-    """Parse a whole SGXS stream into an :class:`SgxsImage`, checking canonical form.
-
-    For an UNSIZED stream ``size`` is required and is patched into the page data.
+    """Parse an in-memory SGXS stream (see :func:`parse_stream`).
 
     Raises:
         MalformedInput: the stream is not canonical SGXS (names the record and file offset).
         UsageError: an UNSIZED stream without ``size``.
     """
-    builder = _PageBuilder()
-    scanner = _Scanner(
-        size_override=size,
-        on_create=builder.on_create,
-        on_full_pages=builder.on_full_pages,
-        on_eadd=builder.on_eadd,
-        on_chunk=builder.on_chunk,
-    )
-    view = memoryview(bytes(data))
-    used = scanner.feed(view)
-    scanner.finish(len(view) - used)
-    return builder.finish()
+    return parse_stream(io.BytesIO(data), size=size)
 
 
 def write_sgxs(image: SgxsImage) -> bytes:
