@@ -49,14 +49,14 @@ def pages_with_one_unmeasured_chunk(n: int) -> bytes:
 def words_examined(monkeypatch: pytest.MonkeyPatch, run: Any) -> int:
     """Words of the stream the vectorised path looked at while ``run()`` executed."""
     seen = [0]
-    real = np.frombuffer
+    real = np.frombuffer  # sgxs calls np.frombuffer through the shared numpy module
 
     def counting(buffer: Any, dtype: Any = float, count: int = -1, offset: int = 0) -> Any:
         if dtype == "<u8":
             seen[0] += count
         return real(buffer, dtype=dtype, count=count, offset=offset)
 
-    monkeypatch.setattr(sgxs.np, "frombuffer", counting)
+    monkeypatch.setattr(np, "frombuffer", counting)
     run()
     monkeypatch.undo()
     return seen[0]
