@@ -368,12 +368,10 @@ def test_mmap_tcs_allows_read_write_only(raw: Raw) -> None:
 
 def test_mmap_outside_elrange_after_init_is_eacces(raw: Raw) -> None:
     raw, _ = loaded_and_initialized(raw)
-    secs_base = raw.process.driver._by_secs  # the enclave's recorded base
-    assert secs_base
-    enclave = next(iter(secs_base.values()))
+    assert raw.base  # the SECS.BASEADDR the enclave was created with
     with expect_errno(errno.EACCES):
         raw.process.mmap(
-            enclave.base - PAGE_SIZE,
+            raw.base - PAGE_SIZE,
             2 * PAGE_SIZE,
             uapi.PROT_READ,
             uapi.MAP_SHARED | uapi.MAP_FIXED,

@@ -81,7 +81,7 @@ def test_tampered_backing_page_is_refused_on_reload() -> None:
     enclave, contents = big_enclave(driver, 2 * driver.cpu.epc_pages, seed=7)
     page = next(
         p
-        for e in driver._by_secs.values()
+        for e in driver.enclaves.values()
         for p in e.pages.values()
         if p.backing is not None and p.offset in contents
     )
@@ -99,7 +99,7 @@ def test_replayed_old_copy_of_a_page_is_refused() -> None:
     enclave, contents = big_enclave(driver, 2 * driver.cpu.epc_pages, seed=8)
     page = next(
         p
-        for e in driver._by_secs.values()
+        for e in driver.enclaves.values()
         for p in e.pages.values()
         if p.backing is not None and p.offset in contents
     )

@@ -64,7 +64,7 @@ def test_launch_enclave_runs_without_einittoken_key_in_permissive_mode() -> None
     assert platform.le is not None
     assert platform.mode == "permissive"
     le_secs = next(
-        addr for addr, encl in platform.driver._by_secs.items() if encl.mrsigner == sig.mrsigner
+        addr for addr, encl in platform.driver.enclaves.items() if encl.mrsigner == sig.mrsigner
     )
     info = platform.cpu.secs_info(le_secs)
     assert info["initialized"]

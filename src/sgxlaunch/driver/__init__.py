@@ -1,11 +1,15 @@
 """Layer 5: the emulated Linux SGX driver with the owner launch-control extension.
 
-:class:`SgxDriver` is the kernel module (EPC allocator, reclaimer, launch-control modes);
+:class:`SgxDriver` is the kernel module, split as mainline splits it: ``ioctl`` (the ioctls),
+``encl`` and ``vma`` (enclave structures; faults, entry and ptrace access), ``epc`` (the EPC
+allocator and reclaimer), with the device files and launch-control modes in ``kernel``.
 :class:`Process` is a user process making system calls into it; :func:`load` is a user-space
 loader over the ioctls. See ``docs/driver.md``.
 """
 
-from sgxlaunch.driver.kernel import DriverStats, Enclave, EnclPage, Mode, SgxDriver
+from sgxlaunch.driver.encl import Enclave, EnclPage
+from sgxlaunch.driver.ioctl import Mode
+from sgxlaunch.driver.kernel import DriverStats, SgxDriver
 from sgxlaunch.driver.loader import (
     LoadedEnclave,
     LoadFailed,

@@ -4,6 +4,10 @@ User memory is ordinary physical memory of the emulated machine, identity-mapped
 address is the physical address), so ioctl arguments are read the way the kernel reads them:
 ``copy_from_user`` fails with EFAULT for anything the process has not mapped. Enclave ranges
 are mapped with :meth:`Process.mmap` on an enclave fd, as with the real driver.
+
+The process reaches the kernel only through :class:`Kernel` (the file operations of the
+driver); the kernel sees the process only as an ioctl ``Task``. Neither module imports the
+other's: ``kernel`` builds processes, ``process`` knows the protocol.
 """
 
 from __future__ import annotations
@@ -11,28 +15,47 @@ from __future__ import annotations
 import bisect
 import errno
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sgxlaunch.arch.constants import PAGE_SIZE
-from sgxlaunch.cpu import CpuFault
+from sgxlaunch.cpu import Processor
+from sgxlaunch.driver.encl import Enclave, may_map
 from sgxlaunch.driver.uapi import (
     DEV_SGX_ENCLAVE,
     DEV_SGX_PROVISION,
     ENOIOCTLCMD,
     MAP_PRIVATE,
     MAP_SHARED,
-    PROT_EXEC,
-    PROT_READ,
-    PROT_WRITE,
     DriverError,
 )
 from sgxlaunch.errors import UsageError
 
-if TYPE_CHECKING:
-    from sgxlaunch.driver.kernel import Enclave, SgxDriver
-
 USER_MMAP_BASE = 0x7F00_0000_0000
 """Where the process's enclave mappings are placed (virtual; never physical memory)."""
+
+
+class Kernel(Protocol):
+    """The driver as a process reaches it: ``open``/``release``/``ioctl`` of the device
+    files, and the enclave VMA's fault-in-and-enter and ptrace paths."""
+
+    @property
+    def cpu(self) -> Processor: ...
+
+    @property
+    def devices_present(self) -> bool: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    def new_enclave(self) -> Enclave: ...
+
+    def release(self, enclave: Enclave) -> None: ...
+
+    def ioctl(self, process: Process, enclave: Enclave, cmd: int, arg: int) -> int: ...
+
+    def enter(self, enclave: Enclave, tcs_address: int, function: int, data: bytes) -> bytes: ...
+
+    def access(self, enclave: Enclave, address: int, length: int, data: bytes | None) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -54,7 +77,7 @@ class Vma:
 class Process:
     """One user process on an emulated platform (made by :meth:`SgxDriver.new_process`)."""
 
-    def __init__(self, driver: SgxDriver, pid: int) -> None:
+    def __init__(self, driver: Kernel, pid: int) -> None:
         self.driver = driver
         self.cpu = driver.cpu
         self.pid = pid
@@ -192,21 +215,7 @@ class Process:
     # -- mappings --------------------------------------------------------------------------
 
     def _may_map(self, enclave: Enclave, start: int, end: int, prot: int) -> None:
-        """sgx_encl_may_map: READ_IMPLIES_EXEC, ELRANGE after INIT, each page's max prot."""
-        if self.read_implies_exec:
-            raise DriverError(errno.EACCES, "READ_IMPLIES_EXEC personality")
-        if enclave.initialized and (start < enclave.base or end > enclave.base + enclave.size):
-            raise DriverError(errno.EACCES, "the mapping leaves the enclave's range")
-        want = prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
-        pages = enclave.pages
-        base = enclave.base
-        for address in range(start, end, PAGE_SIZE):
-            page = pages.get(address - base)
-            if page is not None and want & ~page.max_prot:
-                raise DriverError(
-                    errno.EACCES,
-                    f"page 0x{address - enclave.base:x} does not allow protection 0x{prot:x}",
-                )
+        may_map(enclave, start, end, prot, read_implies_exec=self.read_implies_exec)
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int) -> int:
         """mmap(2) of an enclave fd (``addr`` 0 lets the kernel choose).
@@ -264,19 +273,7 @@ class Process:
         vma = next((v for v in self.vmas if v.start <= tcs_address < v.end), None)
         if vma is None:
             raise DriverError(errno.EFAULT, f"SIGSEGV: 0x{tcs_address:x} is not mapped")
-        enclave = vma.enclave
-        page = enclave.pages.get(tcs_address - enclave.base)
-        if page is None:
-            raise DriverError(errno.EFAULT, f"SIGSEGV: no enclave page at 0x{tcs_address:x}")
-        driver = self.driver
-        epc = driver.resident(enclave, page)
-        driver.pin(enclave, page)
-        try:
-            return self.cpu.eenter(epc, function, data)
-        except CpuFault as exc:
-            raise DriverError(errno.EFAULT, f"SIGSEGV in enclave: {exc}") from None
-        finally:
-            driver.unpin(enclave, page)
+        return self.driver.enter(vma.enclave, tcs_address, function, data)
 
     def debug_read(self, address: int, length: int) -> bytes:
         """Read a debug enclave's memory through EDBGRD (the ptrace path, sgx_vma_access).
@@ -295,24 +292,4 @@ class Process:
         vma = next((v for v in self.vmas if v.start <= address < v.end), None)
         if vma is None or address + length > vma.end:
             raise DriverError(errno.EFAULT, f"0x{address:x} is not in an enclave mapping")
-        enclave = vma.enclave
-        out = bytearray()
-        from sgxlaunch.arch.constants import SgxStatus
-
-        pos = 0
-        while pos < length:
-            linaddr = address + pos
-            offset = linaddr - enclave.base
-            page = enclave.pages.get(offset & ~(PAGE_SIZE - 1))
-            if page is None:
-                raise DriverError(errno.EFAULT, f"no enclave page at 0x{linaddr:x}")
-            epc = self.driver.resident(enclave, page) + (offset & (PAGE_SIZE - 1))
-            if data is None:
-                status, word = self.cpu.edbgrd(epc)
-                out += word
-            else:
-                status = self.cpu.edbgwr(epc, data[pos : pos + 8])
-            if status != SgxStatus.SUCCESS:
-                raise DriverError(errno.EIO, f"EDBGRD/EDBGWR returned {status.name}", status=status)
-            pos += 8
-        return bytes(out)
+        return self.driver.access(vma.enclave, address, length, data)

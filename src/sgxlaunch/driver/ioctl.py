@@ -1,0 +1,424 @@
+"""The ioctls (mainline ``ioctl.c``): CREATE, ADD_PAGES, INIT, PROVISION, and the two
+sgxlaunch extensions INIT_TOKEN and EXTEND (``docs/driver.md``).
+
+Same checks in the same order with the same errnos as mainline (spec §5); the calling process
+is seen only through :class:`Task` (``copy_from_user`` and friends).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from sgxlaunch.arch.constants import (
+    ATTRIBUTE_FLAGS_RESERVED_MASK,
+    PAGE_SIZE,
+    SECINFO_FLAGS_RESERVED_MASK,
+    SECINFO_PAGE_TYPE_MASK,
+    SECINFO_PAGE_TYPE_SHIFT,
+    SECINFO_PERMISSION_MASK,
+    VENDOR_INTEL,
+    VENDOR_NONE,
+    AttributeFlag,
+    PageType,
+    SgxStatus,
+)
+from sgxlaunch.arch.structs import EinitToken, Secs, Sigstruct
+from sgxlaunch.cpu import CpuFault, Processor
+from sgxlaunch.driver.encl import (
+    SGX_ATTR_PRIV_MASK,
+    SGX_ATTR_UNPRIV_MASK,
+    SGX_VA_SLOT_COUNT,
+    Enclave,
+    EnclPage,
+)
+from sgxlaunch.driver.epc import PAGEINFO, EpcPool
+from sgxlaunch.driver.uapi import (
+    ADD_PAGES_ARG,
+    CREATE_ARG,
+    ENOIOCTLCMD,
+    EXTEND_ARG,
+    INIT_ARG,
+    INIT_TOKEN_ARG,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+    PROVISION_ARG,
+    SGX_IOC_ENCLAVE_ADD_PAGES,
+    SGX_IOC_ENCLAVE_CREATE,
+    SGX_IOC_ENCLAVE_EXTEND,
+    SGX_IOC_ENCLAVE_INIT,
+    SGX_IOC_ENCLAVE_INIT_TOKEN,
+    SGX_IOC_ENCLAVE_PROVISION,
+    SGX_PAGE_MEASURE,
+    DriverError,
+    InitAttempt,
+)
+from sgxlaunch.driver.vma import EnclaveVm
+
+Mode = Literal["permissive", "owner"]
+
+SGX_EINIT_SPIN_COUNT = 20
+SGX_EINIT_SLEEP_COUNT = 50
+_U64 = 0xFFFFFFFFFFFFFFFF
+
+
+class Task(Protocol):
+    """The kernel's view of the process making the ioctl."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def copy_from_user(self, address: int, length: int) -> bytes: ...
+
+    def copy_to_user(self, address: int, data: bytes) -> None: ...
+
+    def source_range_ok(self, address: int, length: int) -> bool: ...
+
+    def check_source_page(self, address: int) -> None: ...
+
+    def is_provision_fd(self, fd: int) -> bool: ...
+
+
+@dataclass(slots=True)
+class LaunchControl:
+    """The launch-control mode and, in ``owner`` mode, the owner's launch-enclave signer."""
+
+    mode: Mode = "permissive"
+    le_signer: bytes | None = None
+    observers: list[Callable[[InitAttempt], None]] = field(default_factory=list)
+
+
+class Ioctls:
+    """The enclave ioctls over one processor, EPC pool and enclave registry."""
+
+    def __init__(self, cpu: Processor, pool: EpcPool, vm: EnclaveVm, lc: LaunchControl) -> None:
+        self.cpu = cpu
+        self.pool = pool
+        self.vm = vm
+        self.lc = lc
+        self.k = pool.scratch
+
+    def __call__(self, process: Task, enclave: Enclave, cmd: int, arg: int) -> int:
+        """sgx_ioctl: one ioctl at a time per enclave (EBUSY), then the command."""
+        handlers: dict[int, Callable[[Task, Enclave, int], int]] = {
+            SGX_IOC_ENCLAVE_CREATE: self._ioc_create,
+            SGX_IOC_ENCLAVE_ADD_PAGES: self._ioc_add_pages,
+            SGX_IOC_ENCLAVE_INIT: self._ioc_init,
+            SGX_IOC_ENCLAVE_PROVISION: self._ioc_provision,
+            SGX_IOC_ENCLAVE_INIT_TOKEN: self._ioc_init_token,
+            SGX_IOC_ENCLAVE_EXTEND: self._ioc_extend,
+        }
+        handler = handlers.get(cmd)
+        if handler is None:
+            raise DriverError(ENOIOCTLCMD, f"unknown ioctl 0x{cmd:08x}")
+        if enclave.busy:
+            raise DriverError(errno.EBUSY, "another ioctl is in progress on this enclave")
+        enclave.busy = True
+        try:
+            return handler(process, enclave, arg)
+        finally:
+            enclave.busy = False
+
+    def _ioc_create(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_CREATE (sgx_ioc_enclave_create / sgx_encl_create)."""
+        if enclave.created:
+            raise DriverError(errno.EINVAL, "the enclave is already created")
+        (src,) = CREATE_ARG.unpack(process.copy_from_user(arg, CREATE_ARG.size))
+        secs_bytes = process.copy_from_user(src, PAGE_SIZE)
+        secs = Secs.from_bytes_raw(secs_bytes)
+        if secs.size == 0 or secs.size & (secs.size - 1):
+            raise DriverError(errno.EINVAL, f"SECS.SIZE 0x{secs.size:x} is not a power of two")
+        cpu = self.cpu
+        epc = self.pool.alloc()
+        cpu.write(self.k.secs, secs_bytes)
+        cpu.write(self.k.secinfo, bytes(64))
+        cpu.write(self.k.pageinfo, PAGEINFO.pack(0, self.k.secs, self.k.secinfo, 0))
+        try:
+            cpu.ecreate(self.k.pageinfo, epc)
+        except CpuFault as exc:
+            self.pool.free(epc)
+            raise DriverError(errno.EIO, f"ECREATE faulted: {exc}") from None
+        enclave.created = True
+        enclave.secs_epc = epc
+        enclave.base = secs.baseaddr
+        enclave.size = secs.size
+        enclave.attributes = secs.attributes.flags
+        enclave.xfrm = secs.attributes.xfrm
+        enclave.attributes_mask = int(SGX_ATTR_UNPRIV_MASK)
+        self.vm.by_secs[epc] = enclave
+        return 0
+
+    @staticmethod
+    def _validate_offset_length(enclave: Enclave, offset: int, length: int) -> None:
+        if offset & (PAGE_SIZE - 1):
+            raise DriverError(errno.EINVAL, f"offset 0x{offset:x} is not page-aligned")
+        if not length or length & (PAGE_SIZE - 1):
+            raise DriverError(errno.EINVAL, f"length 0x{length:x} is zero or not page-aligned")
+        if offset + length < offset or offset + length > _U64:
+            raise DriverError(errno.EINVAL, "offset + length overflows")
+        if offset + length - PAGE_SIZE >= enclave.size:
+            raise DriverError(errno.EINVAL, "the range runs past the enclave size")
+
+    @staticmethod
+    def _validate_secinfo(data: bytes) -> int:
+        """sgx_validate_secinfo: REG or TCS, W needs R, TCS has no R/W/X, reserved all zero."""
+        flags = int.from_bytes(data[:8], "little")
+        perm = flags & SECINFO_PERMISSION_MASK
+        page_type = (flags & SECINFO_PAGE_TYPE_MASK) >> SECINFO_PAGE_TYPE_SHIFT
+        if page_type not in (PageType.REG, PageType.TCS):
+            raise DriverError(errno.EINVAL, f"SECINFO page type {page_type} is not REG or TCS")
+        if perm & PROT_WRITE and not perm & PROT_READ:
+            raise DriverError(errno.EINVAL, "SECINFO has W without R")
+        if page_type == PageType.TCS and perm:
+            raise DriverError(errno.EINVAL, "a TCS SECINFO must have no R/W/X bits")
+        if flags & (SECINFO_FLAGS_RESERVED_MASK | 0x38):
+            raise DriverError(errno.EINVAL, f"SECINFO.FLAGS reserved bits set (0x{flags:x})")
+        if any(data[8:64]):
+            raise DriverError(errno.EINVAL, "SECINFO reserved bytes are not zero")
+        return flags
+
+    def _ioc_add_pages(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_ADD_PAGES: EADD (and with SGX_PAGE_MEASURE, EEXTEND) each page."""
+        if not enclave.created or enclave.initialized:
+            raise DriverError(errno.EINVAL, "ADD_PAGES needs a created, uninitialized enclave")
+        src, offset, length, secinfo_addr, flags, _count = ADD_PAGES_ARG.unpack(
+            process.copy_from_user(arg, ADD_PAGES_ARG.size)
+        )
+        if src & (PAGE_SIZE - 1):
+            raise DriverError(errno.EINVAL, f"src 0x{src:x} is not page-aligned")
+        self._validate_offset_length(enclave, offset, length)
+        secinfo = process.copy_from_user(secinfo_addr, 64)
+        secinfo_flags = self._validate_secinfo(secinfo)
+        # Per-ioctl setup (what mainline recomputes per page is invariant across the run):
+        # the SECINFO copy in kernel memory, the page's max protection, the source mapping.
+        page_type = (secinfo_flags & SECINFO_PAGE_TYPE_MASK) >> SECINFO_PAGE_TYPE_SHIFT
+        prot = (
+            PROT_READ | PROT_WRITE
+            if page_type == PageType.TCS
+            else secinfo_flags & (PROT_READ | PROT_WRITE | PROT_EXEC)
+        )
+        self.cpu.write(self.k.secinfo, secinfo)
+        source_ok = process.source_range_ok(src, length)
+        done = 0
+        error: DriverError | None = None
+        try:
+            while done < length:
+                if not source_ok:
+                    process.check_source_page(src + done)
+                self._add_page(enclave, src + done, offset + done, prot, page_type, flags)
+                done += PAGE_SIZE
+        except DriverError as exc:
+            error = exc
+        process.copy_to_user(
+            arg, ADD_PAGES_ARG.pack(src, offset, length, secinfo_addr, flags, done)
+        )
+        if error is not None:
+            raise error
+        return 0
+
+    def _add_page(
+        self,
+        enclave: Enclave,
+        src: int,
+        offset: int,
+        prot: int,
+        page_type: int,
+        flags: int,
+    ) -> None:
+        """sgx_encl_add_page for one page (the SECINFO is already in kernel memory)."""
+        pages = enclave.pages
+        if offset in pages:
+            raise DriverError(errno.EBUSY, f"a page is already present at offset 0x{offset:x}")
+        if len(pages) % SGX_VA_SLOT_COUNT == 0:
+            self.pool.grow_for(enclave, len(pages) + 1)
+        free = self.pool.free_list
+        epc = free.pop() if free else self.pool.alloc()
+        cpu = self.cpu
+        secs = enclave.secs_epc
+        cpu.write(self.k.pageinfo, PAGEINFO.pack(enclave.base + offset, src, self.k.secinfo, secs))
+        try:
+            cpu.eadd(self.k.pageinfo, epc)
+            if flags & SGX_PAGE_MEASURE:
+                cpu.eextend_page(secs, epc)
+        except CpuFault as exc:
+            if cpu.epcm(epc).valid:
+                cpu.eremove(epc)
+            self.pool.free(epc)
+            raise DriverError(errno.EIO, f"EADD/EEXTEND faulted: {exc}") from None
+        page = EnclPage(offset, prot, page_type, epc)
+        pages[offset] = page
+        self.pool.lru[(enclave.eid, offset)] = (enclave, page)
+
+    def _ioc_extend(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_EXTEND (sgxlaunch extension): EEXTEND chunks of added pages."""
+        if not enclave.created or enclave.initialized:
+            raise DriverError(errno.EINVAL, "EXTEND needs a created, uninitialized enclave")
+        offset, length = EXTEND_ARG.unpack(process.copy_from_user(arg, EXTEND_ARG.size))
+        if offset % 256 or not length or length % 256 or offset + length > enclave.size:
+            raise DriverError(errno.EINVAL, "EXTEND needs a 256-byte aligned range in the enclave")
+        for chunk in range(offset, offset + length, 256):
+            page = enclave.pages.get(chunk & ~(PAGE_SIZE - 1))
+            if page is None:
+                raise DriverError(errno.EINVAL, f"no page added at offset 0x{chunk:x}")
+            epc = self.pool.resident(enclave, page)
+            try:
+                self.cpu.eextend(enclave.secs_epc, epc + (chunk & (PAGE_SIZE - 1)))
+            except CpuFault as exc:
+                raise DriverError(errno.EIO, f"EEXTEND faulted: {exc}") from None
+        return 0
+
+    def _ioc_provision(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_PROVISION: a /dev/sgx_provision fd grants PROVISIONKEY."""
+        (fd,) = PROVISION_ARG.unpack(process.copy_from_user(arg, PROVISION_ARG.size))
+        if not process.is_provision_fd(fd):
+            raise DriverError(errno.EINVAL, f"fd {fd} is not an open /dev/sgx_provision")
+        enclave.attributes_mask |= int(AttributeFlag.PROVISIONKEY)
+        return 0
+
+    def _ioc_init(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_INIT (mainline): EINIT with a zero token."""
+        (sig_addr,) = INIT_ARG.unpack(process.copy_from_user(arg, INIT_ARG.size))
+        return self._init(process, enclave, sig_addr, None, "ENCLAVE_INIT")
+
+    def _ioc_init_token(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_INIT_TOKEN: EINIT with the caller's token; SGX status → result."""
+        sig_addr, token_addr, _result = INIT_TOKEN_ARG.unpack(
+            process.copy_from_user(arg, INIT_TOKEN_ARG.size)
+        )
+        status_box: list[SgxStatus] = []
+        try:
+            return self._init(
+                process, enclave, sig_addr, token_addr, "ENCLAVE_INIT_TOKEN", status_box
+            )
+        finally:
+            if status_box:
+                process.copy_to_user(
+                    arg, INIT_TOKEN_ARG.pack(sig_addr, token_addr, int(status_box[0]))
+                )
+
+    def _init(
+        self,
+        process: Task,
+        enclave: Enclave,
+        sig_addr: int,
+        token_addr: int | None,
+        name: str,
+        status_box: list[SgxStatus] | None = None,
+    ) -> int:
+        sig_bytes: bytes | None = None
+        token_bytes: bytes | None = None
+        status: SgxStatus | None = None
+        try:
+            if not enclave.created or enclave.initialized:
+                raise DriverError(errno.EINVAL, "INIT needs a created, uninitialized enclave")
+            if token_addr is not None and self.lc.mode != "owner":
+                raise DriverError(errno.EINVAL, "ENCLAVE_INIT_TOKEN needs owner launch control")
+            sig_bytes = process.copy_from_user(sig_addr, Sigstruct.SIZE)
+            if token_addr is not None:
+                token_bytes = process.copy_from_user(token_addr, EinitToken.SIZE)
+            if token_addr is None and self.lc.mode == "owner":
+                # Checked after the copy so observers (the launch log) see what was attempted.
+                raise DriverError(
+                    errno.EPERM,
+                    "owner launch control is on: initialize through ENCLAVE_INIT_TOKEN",
+                )
+            sig = Sigstruct.from_bytes_raw(sig_bytes)
+            self._check_sigstruct(enclave, sig)
+            status = self._einit(enclave, sig, sig_bytes, token_bytes)
+            if status_box is not None:
+                status_box.append(status)
+            if status != SgxStatus.SUCCESS:
+                raise DriverError(errno.EPERM, f"EINIT returned {status.name}", status=status)
+            enclave.initialized = True
+            enclave.mrenclave = sig.enclavehash
+            enclave.mrsigner = sig.mrsigner
+            self._notify(process, enclave, name, sig_bytes, token_bytes, 0, status, "")
+            return 0
+        except DriverError as exc:
+            self._notify(
+                process,
+                enclave,
+                name,
+                sig_bytes,
+                token_bytes,
+                exc.errno,
+                exc.status,
+                exc.message,
+            )
+            raise
+
+    def _check_sigstruct(self, enclave: Enclave, sig: Sigstruct) -> None:
+        """sgx_encl_init's software checks, in mainline's order (spec §5.3)."""
+        if sig.vendor not in (VENDOR_NONE, VENDOR_INTEL):
+            raise DriverError(errno.EINVAL, f"SIGSTRUCT.VENDOR 0x{sig.vendor:x} is not 0 or 0x8086")
+        mask = enclave.attributes_mask
+        if (
+            self.lc.mode == "owner"
+            and self.lc.le_signer is not None
+            and sig.mrsigner == self.lc.le_signer
+        ):
+            mask |= int(AttributeFlag.EINITTOKEN_KEY)
+        denied = enclave.attributes & ~mask & int(SGX_ATTR_PRIV_MASK)
+        if denied:
+            names = [f.name for f in AttributeFlag if f & denied]
+            raise DriverError(
+                errno.EACCES,
+                f"attribute {', '.join(str(n) for n in names)} is not permitted for this enclave",
+            )
+        cfg = self.cpu.config
+        flags_reserved = ATTRIBUTE_FLAGS_RESERVED_MASK | (0 if cfg.kss else int(AttributeFlag.KSS))
+        if sig.attributes.flags & sig.attributemask.flags & flags_reserved:
+            raise DriverError(errno.EINVAL, "SIGSTRUCT.ATTRIBUTES has reserved bits set")
+        if sig.miscselect & sig.miscmask & ~cfg.miscselect_allowed & 0xFFFFFFFF:
+            raise DriverError(errno.EINVAL, "SIGSTRUCT.MISCSELECT has reserved bits set")
+        if sig.attributes.xfrm & sig.attributemask.xfrm & ~cfg.xfrm_allowed & _U64:
+            raise DriverError(errno.EINVAL, "SIGSTRUCT.ATTRIBUTES.XFRM has reserved bits set")
+
+    def _einit(
+        self, enclave: Enclave, sig: Sigstruct, sig_bytes: bytes, token: bytes | None
+    ) -> SgxStatus:
+        cpu = self.cpu
+        page = bytearray(PAGE_SIZE)
+        page[: Sigstruct.SIZE] = sig_bytes
+        if token is not None:
+            page[2048 : 2048 + EinitToken.SIZE] = token
+        cpu.write(self.k.sigpage, bytes(page))
+        status = SgxStatus.UNMASKED_EVENT
+        for _ in range(SGX_EINIT_SLEEP_COUNT * SGX_EINIT_SPIN_COUNT):
+            if self.lc.mode == "permissive":
+                cpu.set_lepubkeyhash(sig.mrsigner)  # sgx_update_lepubkeyhash
+            try:
+                status = cpu.einit(self.k.sigpage, enclave.secs_epc, self.k.sigpage + 2048)
+            except CpuFault as exc:
+                raise DriverError(errno.EIO, f"EINIT faulted: {exc}") from None
+            if status != SgxStatus.UNMASKED_EVENT:
+                break
+        return status
+
+    def _notify(
+        self,
+        process: Task,
+        enclave: Enclave,
+        name: str,
+        sig: bytes | None,
+        token: bytes | None,
+        err: int,
+        status: SgxStatus | None,
+        reason: str,
+    ) -> None:
+        attempt = InitAttempt(
+            pid=process.pid,
+            ioctl=name,
+            mode=self.lc.mode,
+            sigstruct=sig,
+            attributes=(enclave.attributes, enclave.xfrm),
+            token=token,
+            errno=err,
+            status=status,
+            reason=reason,
+        )
+        for observer in list(self.lc.observers):
+            observer(attempt)
