@@ -276,7 +276,7 @@ def test_unsigned_mode_document_written_into_the_store_refused() -> None:
     owner.store.commit({"owner/mode": forged})
     with pytest.raises(VerificationFailed, match="not signed by the current owner root"):
         owner.platform()
-    blocked = Platform.open(owner.store, clock=owner.clock, maintenance=True)
+    blocked = owner.platform(maintenance=True)
     image, sig = author_enclave(MemoryProgram)
     with pytest.raises(SgxlaunchError, match="nothing can be launched"):
         blocked.run(image, sig)
@@ -311,7 +311,7 @@ def test_root_rotation_then_resigned_launch_enclave_and_mode_document() -> None:
     install_root(owner.store, rotated.to_bytes(), owner.clock.now)
     with pytest.raises(VerificationFailed):
         owner.platform()  # the mode document is signed by the old keys only
-    maintenance = Platform.open(owner.store, clock=owner.clock, maintenance=True)
+    maintenance = owner.platform(maintenance=True)
     maintenance.set_launch_enclave(sign_launch_enclave(rotated.to_bytes(), signer("owner-le")))
     doc = ModeDocument.create(
         version=2,
@@ -319,7 +319,10 @@ def test_root_rotation_then_resigned_launch_enclave_and_mode_document() -> None:
         mode="owner",
         le_mrsigner=mrsigner_of(signer("owner-le").public_key()),
     )
-    maintenance.set_mode(sign_payload(MODE_PAYLOAD_TYPE, doc.to_payload(), new_keys[1:]).to_bytes())
+    # The re-signed launch enclave starts at the next open and commits the new document.
+    owner.platform(maintenance=True).set_mode(
+        sign_payload(MODE_PAYLOAD_TYPE, doc.to_payload(), new_keys[1:]).to_bytes()
+    )
     # The policy was signed by the old keys: re-sign it with the new ones (version 2).
     from sgxlaunch.policy import POLICY_PAYLOAD_TYPE
     from sgxlaunch.policy._json import dumps_canonical

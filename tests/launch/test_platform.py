@@ -46,15 +46,12 @@ def test_same_seed_same_cpu_other_seed_other_cpu() -> None:
     assert a.platform_id != c.platform_id
 
 
-def test_create_refuses_a_second_platform_and_short_seeds() -> None:
-    store = MemoryStore()
-    Platform.create(store, seed=b"platform-seed-0000000", clock=Clock())
-    with pytest.raises(UsageError, match="already exists"):
-        Platform.create(store, seed=b"platform-seed-1111111", clock=Clock())
+def test_create_refuses_a_legacy_home_and_short_seeds() -> None:
+    legacy = MemoryStore({"platform/seed": b"platform-seed-0000000"})
+    with pytest.raises(UsageError, match="machine migrate"):
+        Platform.create(legacy, seed=b"platform-seed-1111111", clock=Clock())
     with pytest.raises(UsageError, match="16 bytes"):
         Platform.create(MemoryStore(), seed=b"short", clock=Clock())
-    with pytest.raises(UsageError, match="platform init"):
-        Platform.open(MemoryStore(), clock=Clock())
 
 
 def test_launch_enclave_runs_without_einittoken_key_in_permissive_mode() -> None:

@@ -11,15 +11,15 @@ from sgxlaunch.arch import Attributes, Sigstruct
 from sgxlaunch.cpu import program_image
 from sgxlaunch.driver import as_sgxs_image
 from sgxlaunch.formats.sgxs import SgxsImage
+from sgxlaunch.cpu.machine import MemoryMachine
 from sgxlaunch.launch.enclave import sign_launch_enclave
-from sgxlaunch.launch.platform import Platform, PlatformConfig
+from sgxlaunch.launch.platform import Platform, PlatformConfig, take_ownership
 from sgxlaunch.policy import (
     POLICY_PAYLOAD_TYPE,
     ROOT_PAYLOAD_TYPE,
     MemoryStore,
     OwnerRoot,
     PrivateKeySigner,
-    install_root,
     sign_payload,
 )
 from sgxlaunch.policy._json import dumps_canonical
@@ -63,19 +63,18 @@ class Owner:
     clock: Clock = field(default_factory=Clock)
     seed: bytes = b"platform-seed-for-tests-0001"
     root: bytes = b""
+    machine: MemoryMachine = field(init=False)
 
     def __post_init__(self) -> None:
         root = OwnerRoot.create(
             version=1, expires=LATER, threshold=2, keys=[k.public_key for k in self.keys]
         )
         self.root = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), self.keys[:2]).to_bytes()
-        install_root(self.store, self.root, NOW)
-        Platform.create(
-            self.store, seed=self.seed, config=PlatformConfig(epc_size=4 << 20), clock=self.clock
-        )
+        self.machine = MemoryMachine(PlatformConfig(epc_size=4 << 20).machine_state(self.seed))
+        take_ownership(self.store, self.machine, self.root, NOW)
 
-    def platform(self) -> Platform:
-        return Platform.open(self.store, clock=self.clock)
+    def platform(self, *, maintenance: bool = False) -> Platform:
+        return Platform.open(self.store, self.machine, clock=self.clock, maintenance=maintenance)
 
     def set_up_launch_enclave(self, key: str = "owner-le") -> Sigstruct:
         sig = sign_launch_enclave(self.root, signer(key))

@@ -32,6 +32,12 @@ from sgxlaunch.arch.constants import (
 from sgxlaunch.arch.structs import Attributes, KeyRequest, Report, TargetInfo, Tcs
 from sgxlaunch.cpu.faults import EnclaveLeafFailed, GeneralProtection, PageFault
 from sgxlaunch.cpu.keys import KeyDependencies, cmac128, derive_key
+from sgxlaunch.cpu.machine import (
+    CounterSlot,
+    Machine,
+    counter_compare_and_set,
+    counter_read,
+)
 from sgxlaunch.errors import UsageError
 from sgxlaunch.measure import eadd_block, ecreate_block, eextend_header
 
@@ -191,6 +197,59 @@ class EnclaveContext:
         """RDRAND: ``length`` random bytes from the processor's injected source."""
         self._check()
         return self._processor._random(length)
+
+    # -- the monotonic counter (emulator extension; see sgxlaunch.cpu.machine) ----------------
+
+    def _counter_machine(self) -> Machine:
+        self._check()
+        machine = self._processor.machine
+        if machine is None:
+            raise GeneralProtection("this processor has no monotonic counter")
+        return machine
+
+    def counter_read(self) -> CounterSlot:
+        """Read the machine's monotonic counter (**emulator extension**, like the retired SGX
+        platform-services counters or a TPM NV counter under an authorised session).
+
+        The caller is authenticated by the identity the processor recorded at EINIT:
+        MRSIGNER and ISVPRODID. An unowned slot (value 0) reads for anyone.
+
+        Raises:
+            GeneralProtection: the processor has no counter (outside enclave mode too).
+            CounterAccessDenied: another identity owns the counter.
+        """
+        machine = self._counter_machine()
+        enclave = self._enclave
+        return counter_read(machine, enclave.mrsigner, enclave.isvprodid)
+
+    def counter_compare_and_set(
+        self,
+        value: int,
+        digest: bytes,
+        new_digest: bytes,
+        *,
+        next_owner: tuple[bytes, int] | None = None,
+    ) -> CounterSlot:
+        """Advance the counter from ``(value, digest)`` to ``(value + 1, new_digest)``
+        (**emulator extension**); ``next_owner`` (MRSIGNER, ISVPRODID) hands the counter to
+        another enclave identity with the same step.
+
+        Raises:
+            GeneralProtection: no counter on this processor.
+            CounterAccessDenied: the caller does not own the counter.
+            MachineConflict: the counter does not hold ``(value, digest)``.
+        """
+        machine = self._counter_machine()
+        enclave = self._enclave
+        return counter_compare_and_set(
+            machine,
+            enclave.mrsigner,
+            enclave.isvprodid,
+            value=value,
+            digest=digest,
+            new_digest=new_digest,
+            next_owner=next_owner,
+        )
 
     # -- ENCLU ------------------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ from sgxlaunch.cpu.keys import (
     root_key_from_seed,
     seal_fuses_from_seed,
 )
+from sgxlaunch.cpu.machine import Machine
 from sgxlaunch.errors import UsageError
 from sgxlaunch.measure import TAG_EADD, TAG_ECREATE, TAG_EEXTEND
 from sgxlaunch.sigstruct import expected_em
@@ -256,6 +257,8 @@ class Processor:
             (default): use it when it is built, unless the environment sets
             ``SGXLAUNCH_PURE_PYTHON=1``; ``False``: never; ``True``: require it
             (:class:`UsageError` when it is not built). Results are identical either way.
+        machine: the machine holding the monotonic counter (:mod:`sgxlaunch.cpu.machine`); the
+            seed and OWNEREPOCH are taken from it by whoever builds the processor.
 
     Public surface (all addresses are physical):
 
@@ -279,8 +282,13 @@ class Processor:
         *,
         random: Callable[[int], bytes] | None = None,
         native: bool | None = None,
+        machine: Machine | None = None,
     ) -> None:
         self.config = config if config is not None else CpuConfig()
+        self.machine = machine
+        """The machine's non-volatile store, for the monotonic counter (an emulator extension
+        reached from enclaves through :class:`~sgxlaunch.cpu.enclave.EnclaveContext`); ``None``
+        on a part without one."""
         self._random = random if random is not None else os.urandom
         self._root_key = root_key_from_seed(seed)
         self._seal_fuses = seal_fuses_from_seed(seed)

@@ -1,18 +1,26 @@
 """The Platform: processor + driver + owner launch enclave + policy state + launch log.
 
-Everything persistent lives in one injected :class:`~sgxlaunch.policy.Store` (SQLite under
-``--home`` at the edge); the clock is injected too. Opening a Platform rebuilds "the same CPU"
-from the stored platform seed, the driver with the launch-control mode the owner's signed mode
-document sets, and — when the owner has set one up — the owner's launch enclave, loaded with
-the stored owner root, policy and its sealed state. Every INIT attempt the driver sees reaches
-the launch log through an observer, so INITs that bypass :meth:`Platform.run` are logged too.
+Two places hold a platform. The **machine** (an injected :class:`~sgxlaunch.cpu.machine.Machine`,
+a file outside ``--home`` at the edge) holds what silicon, fuses and a TPM-like store hold: the
+platform seed, OWNEREPOCH, the firmware's configuration, the owner binding and the monotonic
+counter. The **home** (an injected :class:`~sgxlaunch.policy.Store`) holds what the OS keeps:
+the owner's signed documents, the launch enclave's SIGSTRUCT and sealed state, the log; it is
+trusted only after verification inside the launch enclave, against the machine.
 
-Store keys: ``platform/seed``, ``platform/config`` (JSON); per launch-enclave signer
-``platform/le-sigstruct/<mrsigner>`` (the owner's SIGSTRUCT for its launch enclave) and
-``platform/le-sealed/<mrsigner>`` (its sealed state); ``platform/le-active`` (the signer used in
-permissive mode; owner mode uses the signer its mode document names); the launch log as
-``log/<mrsigner>/<seq>`` (one segment per launch-enclave signer, since only that enclave can
-derive its MAC key); and the policy layer's ``owner/*`` documents.
+Opening a Platform rebuilds "the same CPU" from the machine, checks the home's owner root
+against the machine's owner binding (finishing a rotation interrupted after the home was
+written), configures the driver from the owner's signed mode document, and starts the launch
+enclave that owns the monotonic counter (finishing an interrupted handover to a new signer);
+the enclave refuses a committed state that is missing, older, or does not chain (see
+:mod:`sgxlaunch.launch.enclave`). Every INIT attempt the driver sees reaches the launch log.
+
+Store keys: per launch-enclave signer ``platform/le-sigstruct/<mrsigner>`` and
+``platform/le-sealed/<mrsigner>``; ``platform/le-handover`` (the plaintext state a handover
+passed to a new signer); ``platform/le-active`` (the signer used before the counter has an
+owner); the launch log as ``log/<mrsigner>/<seq>``; the policy layer's ``owner/*`` documents
+and ``owner/root-previous`` (the root a rotation replaced, until the machine's binding moved).
+A home made before the machine existed holds ``platform/seed``: it is refused with the
+migration steps (:func:`migrate_legacy_home`).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno as _errno
-import hashlib
+import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +39,7 @@ from sgxlaunch import errors as _errors
 from sgxlaunch.arch import Attributes, EinitToken, Sigstruct
 from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.cpu import CpuConfig, Processor, secs_for
+from sgxlaunch.cpu.machine import Machine, MachineState, MemoryMachine, platform_id_of
 from sgxlaunch.driver import (
     InitAttempt,
     LoadedEnclave,
@@ -39,6 +48,7 @@ from sgxlaunch.driver import (
     SgxDriver,
     load,
 )
+from sgxlaunch.driver.owner import bind_owner
 from sgxlaunch.errors import (
     MalformedInput,
     PolicyDenied,
@@ -54,11 +64,16 @@ from sgxlaunch.launch.enclave import (
     root_digest_of,
 )
 from sgxlaunch.launch.log import LogTampered
-from sgxlaunch.policy import POLICY_KEY, Store, TrustedState
+from sgxlaunch.policy import MODE_KEY, POLICY_KEY, ROOT_KEY, Store, TrustedState
+from sgxlaunch.policy.state import ROOT_PREVIOUS_KEY
 from sgxlaunch.sigstruct import verify
 
 SEED_KEY = "platform/seed"
+"""Where homes made before the machine existed kept the seed (refused; see migration)."""
 CONFIG_KEY = "platform/config"
+"""Where those homes kept the platform configuration (now in the machine)."""
+LE_HANDOVER_KEY = "platform/le-handover"
+ARCHIVE_PREFIX = "archive/"
 LE_SIGSTRUCT_PREFIX = "platform/le-sigstruct/"
 LE_ACTIVE_KEY = "platform/le-active"
 LE_SEALED_PREFIX = "platform/le-sealed/"
@@ -120,8 +135,37 @@ class PlatformConfig:
         except (ValueError, KeyError, TypeError) as exc:
             raise MalformedInput(f"platform config in the store is damaged: {exc}") from None
 
-    def cpu_config(self) -> CpuConfig:
-        kwargs: dict[str, Any] = {"epc_size": self.epc_size, "kss": True}
+    def machine_state(self, seed: bytes) -> MachineState:
+        """A new machine with this configuration and ``seed`` (no owner, counter at 0).
+
+        Raises:
+            UsageError: a short seed, or a bad configuration.
+        """
+        return MachineState(
+            seed=seed,
+            epc_size=self.epc_size,
+            firmware=self.firmware,
+            firmware_lepubkeyhash=None
+            if self.firmware_lepubkeyhash is None
+            else bytes.fromhex(self.firmware_lepubkeyhash),
+        )
+
+    @classmethod
+    def of_machine(cls, state: MachineState) -> PlatformConfig:
+        return cls(
+            epc_size=state.epc_size,
+            firmware=state.firmware,
+            firmware_lepubkeyhash=None
+            if state.firmware_lepubkeyhash is None
+            else state.firmware_lepubkeyhash.hex(),
+        )
+
+    def cpu_config(self, owner_epoch: bytes = bytes(16)) -> CpuConfig:
+        kwargs: dict[str, Any] = {
+            "epc_size": self.epc_size,
+            "kss": True,
+            "owner_epoch": owner_epoch,
+        }
         if self.firmware == "locked-hash":
             kwargs["firmware"] = "locked-hash"
             if self.firmware_lepubkeyhash is None:
@@ -169,12 +213,6 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def platform_id_of(seed: bytes) -> bytes:
-    """A public identifier of the platform (binds owner documents to it); the seed stays
-    secret."""
-    return hashlib.sha256(b"sgxlaunch/platform-id/v1\x00" + seed).digest()
-
-
 class Platform:
     """One emulated SGX platform and its owner's launch control (see the module docstring).
 
@@ -185,28 +223,48 @@ class Platform:
     def __init__(
         self,
         store: Store,
+        machine: Machine,
         clock: Clock,
         *,
         random: Callable[[int], bytes] | None,
         maintenance: bool = False,
     ):
         self.store = store
+        self.machine = machine
         self.clock = clock
         self.maintenance = maintenance
         self.blocked: str | None = None
-        seed = store.get(SEED_KEY)
-        config_data = store.get(CONFIG_KEY)
-        if seed is None or config_data is None:
-            raise UsageError("no platform here: run `sgxlaunch platform init` first")
-        self.config = PlatformConfig.from_json(config_data)
-        self.platform_id = platform_id_of(seed)
-        self.cpu = Processor(self.config.cpu_config(), seed, random=random)
+        if store.get(SEED_KEY) is not None:
+            raise UsageError(
+                "this home was made before the machine existed: it holds the platform seed, "
+                "which must be assumed read. Migrate it to a new machine "
+                "(`sgxlaunch machine migrate --home HOME --machine MACHINE`), which prints "
+                "what the owner must run next"
+            )
+        machine_state = machine.load()
+        self.config = PlatformConfig.of_machine(machine_state)
+        self.platform_id = machine_state.platform_id
+        self.cpu = Processor(
+            self.config.cpu_config(machine_state.owner_epoch_bytes),
+            machine_state.seed,
+            random=random,
+            machine=machine,
+        )
         self.driver = SgxDriver(self.cpu)
-        self.state = TrustedState.load(store)
         self.le: LoadedEnclave | None = None
         self.le_sigstruct: Sigstruct | None = None
         self._context: dict[str, Any] | None = None
         self._log_errors: list[str] = []
+        self.state: TrustedState | None = None
+        try:
+            self._check_owner_binding(machine_state)
+        except SgxlaunchError as exc:
+            if not maintenance:
+                raise
+            self.blocked = exc.message
+            self.driver.observers.append(self._observe)
+            return
+        self.state = TrustedState.load(store)
         self._configure()
 
     # -- construction ----------------------------------------------------------------------
@@ -220,43 +278,110 @@ class Platform:
         config: PlatformConfig | None = None,
         clock: Clock,
         random: Callable[[int], bytes] | None = None,
+        machine: Machine | None = None,
     ) -> Platform:
-        """Create a platform in an empty store (refuses to overwrite one).
+        """A platform on a new in-memory machine (``seed`` and ``config``) over ``store``
+        (``machine`` is ignored unless given: then it must be new, with this seed). Reopen it
+        with :meth:`open` and ``platform.machine``.
 
         Raises:
-            UsageError: the store already holds a platform, or the seed is shorter than 16 B.
+            UsageError: the seed is shorter than 16 bytes; the store holds a legacy platform.
         """
-        if store.get(SEED_KEY) is not None:
-            raise UsageError("a platform already exists here (its seed would be replaced)")
-        if len(seed) < 16:
-            raise UsageError("the platform seed must be at least 16 bytes")
         config = config or PlatformConfig()
-        config.cpu_config()  # validate before writing
-        store.commit({SEED_KEY: seed, CONFIG_KEY: config.to_json()})
-        return cls(store, clock, random=random)
+        state = config.machine_state(seed)
+        config.cpu_config()  # validate before anything exists
+        if machine is None:
+            machine = MemoryMachine(state)
+        return cls(store, machine, clock, random=random)
 
     @classmethod
     def open(
         cls,
         store: Store,
+        machine: Machine,
         *,
         clock: Clock,
         random: Callable[[int], bytes] | None = None,
         maintenance: bool = False,
     ) -> Platform:
-        """Open the platform kept in ``store``.
+        """Open the platform of ``machine`` over the home ``store``.
 
         Args:
-            maintenance: open even when the stored mode document is not signed by the current
-                owner root (after a root rotation); nothing can be launched then, but a new
-                owner-signed mode document can be installed with :meth:`set_mode`.
+            maintenance: open even when the home does not verify (the stored mode document is
+                not signed by the current owner root, the launch enclave refuses its state);
+                nothing can be launched then, but the owner can repair it (:meth:`set_mode`,
+                :meth:`set_launch_enclave`, :meth:`recover`).
 
         Raises:
-            UsageError: no platform in the store.
-            VerificationFailed / MalformedInput: the stored state does not verify (the
-                platform refuses to start rather than fall back to permissive).
+            UsageError: a home made before the machine existed (names the migration).
+            VerificationFailed / MalformedInput: the home does not verify against the machine
+                (the platform refuses to start rather than fall back to permissive).
         """
-        return cls(store, clock, random=random, maintenance=maintenance)
+        return cls(store, machine, clock, random=random, maintenance=maintenance)
+
+    # -- the owner binding ---------------------------------------------------------------------
+
+    def _check_owner_binding(self, machine_state: MachineState) -> None:
+        """The home's owner root is the one the machine is bound to; a rotation whose home
+        commit happened but whose binding did not move is finished here.
+
+        Raises:
+            VerificationFailed: no root for a bound machine, a root on an unbound machine, or
+                another root (a graft).
+        """
+        binding = machine_state.owner_binding
+        root = self.store.get(ROOT_KEY)
+        if root is None:
+            if binding is not None:
+                raise VerificationFailed(
+                    "refusing to start: this machine has an owner but the home holds no owner "
+                    "root; restore the home, or install the same root again "
+                    "(`sgxlaunch platform take-ownership ROOT`)",
+                    expected=f"owner root digest {binding.hex()}",
+                    found="none",
+                )
+            return
+        digest = root_digest_of(root)
+        if binding is None:
+            raise VerificationFailed(
+                "refusing to start: the home holds an owner root but this machine has no owner; "
+                "take ownership (`sgxlaunch platform take-ownership ROOT`)",
+                expected="no owner root",
+                found=f"owner root digest {digest.hex()}",
+            )
+        if hmac.compare_digest(digest, binding):
+            return
+        previous = self.store.get(ROOT_PREVIOUS_KEY)
+        if previous is not None and hmac.compare_digest(root_digest_of(previous), binding):
+            old = TrustedState.load(_single(ROOT_KEY, previous))
+            assert old is not None
+            old.rotate_root(root, self.clock())  # raises unless a verified rotation
+            bind_owner(self.machine, binding, digest)
+            return
+        raise VerificationFailed(
+            "refusing to start: the owner root in the home is not the one this machine is "
+            "bound to (only a rotation signed by the bound root's keys can replace it)",
+            expected=f"owner root digest {binding.hex()}",
+            found=f"owner root digest {digest.hex()}",
+        )
+
+    def rotate_root(self, data: bytes) -> dict[str, Any]:
+        """Rotate the owner root: a threshold of the current and of the new keys signed it.
+        The home gets the new root (and keeps the old as ``owner/root-previous``), then the
+        machine's binding moves (a crash between the two is finished at the next open).
+
+        Raises:
+            UsageError: no owner. MalformedInput, VerificationFailed: refused; nothing changes.
+        """
+        if self.state is None:
+            raise UsageError("no owner root here: take ownership first")
+        new_state, update = self.state.rotate_root(data, self.clock())
+        if update.changes:
+            old = root_digest_of(self.state.root_envelope)
+            self.store.commit(dict(update.changes))
+            bind_owner(self.machine, old, root_digest_of(data))
+            self.state = new_state
+        return {"summary": update.summary, "root_digest": root_digest_of(data).hex()}
 
     # -- mode and launch enclave -------------------------------------------------------------
 
@@ -268,43 +393,78 @@ class Platform:
     def mode(self) -> str:
         return self.driver.mode
 
+    def _refuse(self, message: str, **kw: Any) -> None:
+        if not self.maintenance:
+            raise VerificationFailed(f"refusing to start: {message}", **kw)
+        self.blocked = message
+
     def _configure(self) -> None:
+        self.driver.observers.append(self._observe)
         state = self.state
+        doc = self.mode_document
+        mode_signer = _named_signer(doc) if doc is not None and doc.mode == "owner" else None
         if state is not None and state.mode is not None and not state.mode_in_force:
-            problem = (
+            self._refuse(
                 "the stored platform-mode document is not signed by the current owner root; "
                 "install one signed by the current keys (`sgxlaunch platform mode FILE`)"
             )
-            if not self.maintenance:
-                raise VerificationFailed(f"refusing to start: {problem}")
-            self.blocked = problem
+            mode_signer = None  # maintenance: the launch enclave runs to commit a new one
+        slot = self.machine.load().counter
+        if slot.owned:
+            active: bytes | None = slot.owner_mrsigner
+        elif mode_signer is not None:
+            active = mode_signer
+        else:
+            stored = self.store.get(LE_ACTIVE_KEY)
+            active = bytes.fromhex(stored.decode()) if stored else None
+        if slot.value > 0 and state is None:
+            self._refuse("the home holds no owner root while the monotonic counter is in use")
             return
-        doc = self.mode_document
-        signer: bytes | None
-        if doc is not None and doc.mode == "owner":
-            signer = _named_signer(doc)
-            self.le_sigstruct = self._stored_le(signer)
-            if self.le_sigstruct is None:
+        sig = None if active is None else self._stored_le(active)
+        if active is not None and sig is None:
+            if slot.value > 0:
+                self._refuse(
+                    "the launch enclave that owns the monotonic counter is not set up in the "
+                    "home; sign it again with the same key (`sgxlaunch platform le-sign`)",
+                    expected=f"a SIGSTRUCT from {active.hex()}",
+                    found="none",
+                )
+                return
+            if mode_signer is not None:
                 raise VerificationFailed(
                     "the owner's mode document names a launch-enclave signer whose launch "
                     "enclave is not set up here",
-                    expected=signer.hex(),
+                    expected=mode_signer.hex(),
                     found="no SIGSTRUCT from that signer",
                 )
-            self.driver.configure_launch_control("owner", signer)
-        else:
-            active = self.store.get(LE_ACTIVE_KEY)
-            signer = bytes.fromhex(active.decode()) if active else None
-            self.le_sigstruct = None if signer is None else self._stored_le(signer)
-        if self.le_sigstruct is not None and self.state is not None:
-            try:
-                self._start_launch_enclave()
-            except SgxlaunchError as exc:
-                if not self.maintenance:
-                    raise
+        if sig is None or state is None:
+            if mode_signer is not None:  # pragma: no cover - handled above
+                self.driver.configure_launch_control("owner", mode_signer)
+            return
+        try:
+            if mode_signer is not None and active is not None and mode_signer != active:
+                # A handover committed to the home but not yet to the counter: the counter's
+                # owner finishes it, then the named signer takes over.
+                self.driver.configure_launch_control("owner", active)
+                reply = self._start_launch_enclave(sig)
+                if reply.get("handed_over") != mode_signer.hex():
+                    raise VerificationFailed(
+                        "the mode document names a launch-enclave signer the monotonic "
+                        "counter was not handed to",
+                        expected=mode_signer.hex(),
+                        found=active.hex(),
+                    )
                 self.le = None
-                self.blocked = f"the launch enclave does not start: {exc.message}"
-        self.driver.observers.append(self._observe)
+                sig = self._stored_le(mode_signer)
+                assert sig is not None
+            if mode_signer is not None:
+                self.driver.configure_launch_control("owner", mode_signer)
+            self._start_launch_enclave(sig)
+        except SgxlaunchError as exc:
+            if not self.maintenance:
+                raise
+            self.le = None
+            self.blocked = self.blocked or f"the launch enclave does not start: {exc.message}"
 
     def _stored_le(self, signer: bytes) -> Sigstruct | None:
         data = self.store.get(le_sigstruct_key(signer))
@@ -323,9 +483,11 @@ class Platform:
     def le_signer(self) -> bytes | None:
         return None if self.le_sigstruct is None else self.le_sigstruct.mrsigner
 
-    def _start_launch_enclave(self) -> None:
-        assert self.le_sigstruct is not None and self.state is not None
-        sig = self.le_sigstruct
+    def _start_launch_enclave(
+        self, sig: Sigstruct, *, recovery: bytes | None = None
+    ) -> dict[str, Any]:
+        assert self.state is not None
+        self.le_sigstruct = sig
         image = launch_enclave_image(root_digest_of(self.state.root_envelope))
         if image.mrenclave() != sig.enclavehash:
             raise VerificationFailed(
@@ -349,15 +511,59 @@ class Platform:
             "policy": None
             if self.state.policy_envelope is None
             else _b64(self.state.policy_envelope),
+            "mode": None if self.state.mode_envelope is None else _b64(self.state.mode_envelope),
             "sealed": None,
-            "mode_version": 0 if self.mode_document is None else self.mode_document.version,
+            "handover": None,
+            "recovery": None if recovery is None else _b64(recovery),
+            "platform_id": _b64(self.platform_id),
+            "now": self._now(),
         }
         sealed = self.store.get(le_sealed_key(sig.mrsigner))
         if sealed is not None:
             request["sealed"] = _b64(sealed)
+        handover = self.store.get(LE_HANDOVER_KEY)
+        if handover is not None:
+            request["handover"] = _b64(handover)
         reply = self._le_call(Call.LOAD, request)
-        if reply.get("sealed") is not None:  # the high-water mark rose to the stored policy
-            self.store.commit({le_sealed_key(sig.mrsigner): base64.b64decode(reply["sealed"])})
+        if reply.get("sealed") is not None:  # recovery: store the new state, then advance
+            changes: dict[str, bytes | None] = {
+                le_sealed_key(sig.mrsigner): base64.b64decode(reply["sealed"])
+            }
+            for key in self.store.keys(log_prefix(sig.mrsigner)):
+                blob = self.store.get(key)
+                changes[f"{ARCHIVE_PREFIX}counter-{reply['counter']}/{key}"] = blob
+                changes[key] = None
+            self.store.commit(changes)
+            self._le_call(Call.ADVANCE, {})
+        return reply
+
+    def recover(self, data: bytes) -> dict[str, Any]:
+        """Owner recovery from a refused start: ``data`` is a recovery document (a threshold
+        of the owner root's keys; :func:`~sgxlaunch.launch.enclave.recovery_payload`) bound to
+        this platform and to the counter's current value. The launch enclave owning the counter
+        commits the documents now in the home as its state at counter + 1; the old log segment
+        is archived under ``archive/``.
+
+        Raises:
+            UsageError: no owner root / launch enclave for the counter's owner.
+            MalformedInput, VerificationFailed: the document is refused; nothing changes.
+        """
+        if self.state is None:
+            raise UsageError("no owner root in the home: take ownership first")
+        slot = self.machine.load().counter
+        signer = slot.owner_mrsigner if slot.owned else self.le_signer
+        sig = None if signer is None else self._stored_le(signer)
+        if sig is None:
+            raise UsageError(
+                "the launch enclave that owns the monotonic counter is not set up in the home "
+                "(`sgxlaunch platform le-sign` with the same key first)"
+            )
+        doc = self.mode_document
+        if doc is not None and doc.mode == "owner":
+            self.driver.configure_launch_control("owner", sig.mrsigner)
+        reply = self._start_launch_enclave(sig, recovery=bytes(data))
+        self.blocked = None
+        return {"counter": self.machine.load().counter.value, "mode_version": reply["mode_version"]}
 
     def _le_call(self, call: Call, request: Mapping[str, Any]) -> dict[str, Any]:
         if self.le is None:
@@ -406,13 +612,27 @@ class Platform:
                 found=sig.enclavehash.hex(),
             )
         changes = {le_sigstruct_key(sig.mrsigner): sig.to_bytes()}
-        if self.mode == "permissive":
+        if self.mode == "permissive" and not self.machine.load().counter.owned:
             changes[LE_ACTIVE_KEY] = sig.mrsigner.hex().encode()
         self.store.commit(changes)
 
+    def _commit_prepared(
+        self,
+        changes: dict[str, bytes | None],
+        reply: Mapping[str, Any],
+    ) -> None:
+        """Store the launch enclave's prepared state with ``changes`` in one commit, then let
+        it advance the monotonic counter (crash-safe: see the module docstring)."""
+        assert self.le_sigstruct is not None
+        changes[le_sealed_key(self.le_sigstruct.mrsigner)] = base64.b64decode(reply["sealed"])
+        if reply.get("handover"):
+            changes[LE_HANDOVER_KEY] = base64.b64decode(reply["handover"])
+        self.store.commit(changes)
+        self._le_call(Call.ADVANCE, {})
+
     def install_policy(self, data: bytes) -> dict[str, Any]:
-        """Verify a signed launch policy in the launch enclave, raise the sealed high-water mark,
-        and store both in one commit.
+        """Verify a signed launch policy in the launch enclave, store it with the enclave's new
+        state in one commit, then advance the counter.
 
         Raises:
             UsageError: no owner root / launch enclave.
@@ -420,37 +640,38 @@ class Platform:
         """
         if self.state is None:
             raise UsageError("install an owner root first (`sgxlaunch owner install`)")
-        reply = self._le_call(Call.INSTALL_POLICY, {"policy": _b64(data), "now": self._now()})
+        if self.blocked is not None:
+            raise UsageError(f"the platform is blocked: {self.blocked}")
         # The host-side state check is the same verification; it also yields the new state.
         new_state, update = self.state.install_policy(data, self.clock())
-        changes = dict(update.changes)
+        reply = self._le_call(Call.INSTALL_POLICY, {"policy": _b64(data), "now": self._now()})
+        changes: dict[str, bytes | None] = dict(update.changes)
         changes[POLICY_KEY] = bytes(data)
-        assert self.le_sigstruct is not None
-        changes[le_sealed_key(self.le_sigstruct.mrsigner)] = base64.b64decode(reply["sealed"])
-        self.store.commit(changes)
+        self._commit_prepared(changes, reply)
         self.state = new_state
         return {"version": reply["version"], "digest": reply["digest"]}
 
     def set_mode(self, data: bytes) -> dict[str, Any]:
         """Switch the launch-control mode with an owner-signed platform-mode document.
 
+        The launch enclave verifies it too and commits it; a document naming another
+        launch-enclave signer hands the monotonic counter over to that signer (its launch
+        enclave must be set up here). Reopen the platform for the new mode to take effect.
+
         Raises:
             UsageError: no owner root; the document names a signer whose launch enclave is not
-                set up.
+                set up; the launch enclave that owns the counter is not running.
             MalformedInput, VerificationFailed: the document is refused; nothing changes.
         """
         if self.state is None:
             raise UsageError("install an owner root first (`sgxlaunch owner install`)")
-        if not hasattr(self.state, "install_mode"):  # pragma: no cover - policy layer too old
-            raise UsageError("this build has no platform-mode documents")
         new_state, update = self.state.install_mode(
             data, self.clock(), platform_id=self.platform_id
         )
         doc = new_state.mode
         if doc is None:  # pragma: no cover - install_mode always yields a document
             raise UsageError("the platform-mode document was not installed")
-        changes = dict(update.changes)
-        signer: bytes | None
+        changes: dict[str, bytes | None] = dict(update.changes)
         if doc.mode == "owner":
             signer = _named_signer(doc)
             if self._stored_le(signer) is None:
@@ -459,14 +680,23 @@ class Platform:
                     "not set up here (`sgxlaunch platform le-sign` with that key first)",
                     detail=[f"named signer: {signer.hex()}"],
                 )
+        elif self.le_signer is not None and not self.machine.load().counter.owned:
+            changes[LE_ACTIVE_KEY] = self.le_signer.hex().encode()
+        if not update.changes:
+            return {"mode": doc.mode, "version": doc.version}
+        if self.le is None:
+            if self.machine.load().counter.value > 0 or self.le_sigstruct is not None:
+                raise UsageError(
+                    "the launch enclave is not running, so it cannot commit the mode document"
+                    + (f": {self.blocked}" if self.blocked else "")
+                )
+            self.store.commit(changes)
         else:
-            signer = self.le_signer
-            if signer is not None:
-                changes[LE_ACTIVE_KEY] = signer.hex().encode()
-        if self.le is not None and self.le_sigstruct is not None and signer == self.le_signer:
-            reply = self._le_call(Call.NOTE_MODE, {"version": doc.version, "now": self._now()})
-            changes[le_sealed_key(self.le_sigstruct.mrsigner)] = base64.b64decode(reply["sealed"])
-        self.store.commit(changes)
+            reply = self._le_call(
+                Call.NOTE_MODE,
+                {"mode": _b64(data), "platform_id": _b64(self.platform_id), "now": self._now()},
+            )
+            self._commit_prepared(changes, reply)
         self.state = new_state
         return {"mode": doc.mode, "version": doc.version}
 
@@ -570,12 +800,10 @@ class Platform:
         seq = int(json.loads(record[32:])["seq"])
         signer = self.le_signer
         assert signer is not None
-        self.store.commit(
-            {
-                f"{log_prefix(signer)}{seq:016d}": record,
-                le_sealed_key(signer): base64.b64decode(reply["sealed"]),
-            }
-        )
+        try:
+            self._commit_prepared({f"{log_prefix(signer)}{seq:016d}": record}, reply)
+        except SgxlaunchError as exc:
+            self._log_errors.append(exc.message)
 
     def _facts(self, attempt: InitAttempt) -> dict[str, Any]:
         sig = None
@@ -673,7 +901,90 @@ class Platform:
             "log_errors": self.log_errors,
             "epc_size": self.config.epc_size,
             "firmware": self.config.firmware,
+            "counter": self.machine.load().counter.value,
+            "blocked": self.blocked,
         }
+
+
+def take_ownership(store: Store, machine: Machine, data: bytes, now: datetime) -> TrustedState:
+    """Take ownership of a machine that has none: verify the root (a threshold of its own keys,
+    not expired), record its digest in the machine, then store it in the home. Repeating it
+    with the root the machine is already bound to only restores the home's copy.
+
+    Raises:
+        UsageError: the machine already has another owner (clearing ownership is a
+            physical-presence operation: ``sgxlaunch machine clear-ownership``).
+        MalformedInput, VerificationFailed: the root is refused; nothing changes.
+    """
+    state, update = TrustedState.bootstrap(data, now)
+    digest = root_digest_of(data)
+    binding = machine.load().owner_binding
+    if binding is not None and not hmac.compare_digest(binding, digest):
+        raise UsageError(
+            "this machine already has an owner; only a rotation signed by its keys replaces the "
+            "root, and clearing ownership needs the machine itself "
+            "(`sgxlaunch machine clear-ownership --machine PATH`)",
+            detail=[f"bound owner root digest: {binding.hex()}"],
+        )
+    if binding is None:
+        bind_owner(machine, None, digest)
+    store.commit({**update.changes, ROOT_PREVIOUS_KEY: None})
+    return state
+
+
+def legacy_config(store: Store) -> PlatformConfig | None:
+    """The configuration a home made before the machine existed kept (``None``: not one)."""
+    if store.get(SEED_KEY) is None:
+        return None
+    data = store.get(CONFIG_KEY)
+    return PlatformConfig() if data is None else PlatformConfig.from_json(data)
+
+
+def migrate_legacy_home(store: Store, machine: Machine, now: datetime) -> list[str]:
+    """Move a home made before the machine existed onto ``machine`` (new, with a new seed:
+    the old one was in the attacker's directory and must be assumed read).
+
+    The home's owner root takes ownership of the new machine (print its digest for the owner
+    to check); the old seed and configuration are deleted; everything bound to the old seed
+    (launch-enclave SIGSTRUCTs, sealed state, the log) and the policy and mode document are
+    moved under ``archive/legacy/``, since the owner must re-sign the launch enclave and
+    install the documents again.
+
+    Returns:
+        What was archived (store keys).
+
+    Raises:
+        UsageError: not a legacy home; the machine already has an owner or a used counter.
+        MalformedInput, VerificationFailed: the home's root does not verify (nothing changes).
+    """
+    if store.get(SEED_KEY) is None:
+        raise UsageError("this home holds no platform seed: nothing to migrate")
+    machine_state = machine.load()
+    if machine_state.owner_binding is not None or machine_state.counter.value:
+        raise UsageError("migrate onto a new machine (this one has an owner or a used counter)")
+    root = store.get(ROOT_KEY)
+    if root is not None:
+        take_ownership_data = TrustedState.load(_single(ROOT_KEY, root))
+        assert take_ownership_data is not None
+    moved: dict[str, bytes | None] = {SEED_KEY: None, CONFIG_KEY: None}
+    archived = []
+    for prefix in (LE_SIGSTRUCT_PREFIX, LE_SEALED_PREFIX, LOG_PREFIX, POLICY_KEY, MODE_KEY):
+        for key in store.keys(prefix):
+            moved[f"{ARCHIVE_PREFIX}legacy/{key}"] = store.get(key)
+            moved[key] = None
+            archived.append(key)
+    for key in (LE_ACTIVE_KEY, LE_HANDOVER_KEY, ROOT_PREVIOUS_KEY):
+        moved[key] = None
+    if root is not None:
+        bind_owner(machine, None, root_digest_of(root))
+    store.commit(moved)
+    return archived
+
+
+def _single(key: str, value: bytes) -> Store:
+    from sgxlaunch.policy import MemoryStore
+
+    return MemoryStore({key: value})
 
 
 def _b64(data: bytes) -> str:
@@ -696,14 +1007,20 @@ def _named_signer(doc: Any) -> bytes:
 
 
 __all__ = [
+    "ARCHIVE_PREFIX",
     "CONFIG_KEY",
     "LE_ACTIVE_KEY",
+    "LE_HANDOVER_KEY",
     "LE_SEALED_PREFIX",
     "LE_SIGSTRUCT_PREFIX",
     "LOG_PREFIX",
+    "ROOT_PREVIOUS_KEY",
     "SEED_KEY",
     "Platform",
     "PlatformConfig",
     "RunResult",
+    "legacy_config",
+    "migrate_legacy_home",
     "platform_id_of",
+    "take_ownership",
 ]

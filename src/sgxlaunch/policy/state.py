@@ -67,6 +67,9 @@ POLICY_KEY = "owner/policy"
 """Store key of the trusted launch-policy envelope."""
 MODE_KEY = "owner/mode"
 """Store key of the trusted platform-mode envelope (:mod:`sgxlaunch.policy.control`)."""
+ROOT_PREVIOUS_KEY = "owner/root-previous"
+"""Store key of the root a rotation replaced: a platform whose machine is still bound to it
+checks the rotation and moves the binding (``sgxlaunch.launch.platform``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +352,7 @@ class TrustedState:
                     " in force (re-sign it)"
                 )
         return state, Update(
-            {ROOT_KEY: bytes(data)},
+            {ROOT_KEY: bytes(data), ROOT_PREVIOUS_KEY: bytes(self.root_envelope)},
             f"owner root rotated to version {new_root.version}{note}",
         )
 
@@ -658,6 +661,7 @@ def install_mode(
 __all__ = [
     "MODE_KEY",
     "POLICY_KEY",
+    "ROOT_PREVIOUS_KEY",
     "ROOT_KEY",
     "TrustedState",
     "Update",
