@@ -42,3 +42,10 @@ def sgxs_vectors() -> list[tuple[str, str]]:
 @pytest.fixture
 def vectors() -> Path:
     return shared_vectors()
+
+
+@pytest.fixture(autouse=True)
+def _machine_outside_the_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own machine path outside any home (never the user's default);
+    tests that make a platform through the CLI may also pass ``--machine`` explicitly."""
+    monkeypatch.setenv("SGXLAUNCH_MACHINE", str(tmp_path / "machine-dir" / "machine.json"))

@@ -9,9 +9,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sgxlaunch.arch import Attributes, Sigstruct
 from sgxlaunch.cpu import program_image
+from sgxlaunch.cpu.machine import MemoryMachine
 from sgxlaunch.driver import as_sgxs_image
 from sgxlaunch.formats.sgxs import SgxsImage
-from sgxlaunch.cpu.machine import MemoryMachine
 from sgxlaunch.launch.enclave import sign_launch_enclave
 from sgxlaunch.launch.platform import Platform, PlatformConfig, take_ownership
 from sgxlaunch.policy import (

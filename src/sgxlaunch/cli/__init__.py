@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "sgxlaunch.cli.platform",
     "sgxlaunch.cli.run",
     "sgxlaunch.cli.log",
+    "sgxlaunch.cli.machine",
 )
 
 

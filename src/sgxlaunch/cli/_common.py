@@ -163,6 +163,15 @@ def home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def machine_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--machine``: the machine file (the emulated silicon; kept outside the home)."""
+    return click.option(
+        "--machine",
+        type=click.Path(dir_okay=False),
+        help="Machine file (default $SGXLAUNCH_MACHINE or ~/.local/state/sgxlaunch/machine.json).",
+    )(fn)
+
+
 def signing_keys_option(
     *, required: bool = True, help: str = "Private key (PEM); repeatable."
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

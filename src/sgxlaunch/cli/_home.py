@@ -12,20 +12,27 @@ from sgxlaunch.cli._common import (
 )
 from sgxlaunch.errors import UsageError
 from sgxlaunch.launch.platform import Platform
-from sgxlaunch.store import STATE_FILE, open_store, resolve_home
+from sgxlaunch.store import STATE_FILE, FileMachine, open_store, resolve_home, resolve_machine
 
 
 @contextmanager
-def open_platform(home: str | None, *, maintenance: bool = False) -> Iterator[Platform]:
-    """Open the platform under ``home``, refusing (before creating anything) where there is none."""
+def open_platform(
+    home: str | None, machine: str | None, *, maintenance: bool = False
+) -> Iterator[Platform]:
+    """Open the platform of ``machine`` over ``home``, refusing (before creating anything) where
+    there is none."""
     path = resolve_home(home)
-    if not (path / STATE_FILE).exists():
+    machine_path = resolve_machine(machine)
+    if not (path / STATE_FILE).exists() or not machine_path.exists():
+        missing = path if not (path / STATE_FILE).exists() else machine_path
         raise UsageError(
-            f"{path}: no platform here; create one with `sgxlaunch platform init` "
-            "(or use `run --ephemeral` for a throwaway permissive platform)"
+            f"{missing}: no platform here; create one with `sgxlaunch platform init --home HOME "
+            "--machine MACHINE` (or use `run --ephemeral` for a throwaway permissive platform)"
         )
     with open_store(path, create=False) as store:
-        yield Platform.open(store, clock=utc_now, maintenance=maintenance)
+        yield Platform.open(
+            store, FileMachine(machine_path), clock=utc_now, maintenance=maintenance
+        )
 
 
 def read_platform_input(path: str) -> bytes:

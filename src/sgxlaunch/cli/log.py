@@ -9,6 +9,7 @@ from sgxlaunch.cli._common import (
     handle_errors,
     home_option,
     json_option,
+    machine_option,
 )
 from sgxlaunch.cli._home import open_platform
 from sgxlaunch.launch.log import LogTampered
@@ -21,11 +22,12 @@ def log_group() -> None:
 
 @log_group.command("show")
 @home_option
+@machine_option
 @json_option
 @handle_errors
-def log_show(home: str | None, as_json: bool) -> None:
+def log_show(home: str | None, machine: str | None, as_json: bool) -> None:
     """List the launch log's records (use `log verify` to check them)."""
-    with open_platform(home) as platform:
+    with open_platform(home, machine) as platform:
         records = platform.log_records()
     if as_json:
         echo_json(records)
@@ -52,11 +54,12 @@ def log_show(home: str | None, as_json: bool) -> None:
 
 @log_group.command("verify")
 @home_option
+@machine_option
 @json_option
 @handle_errors
-def log_verify(home: str | None, as_json: bool) -> None:
+def log_verify(home: str | None, machine: str | None, as_json: bool) -> None:
     """Verify the launch log inside the launch enclave; names the first bad record."""
-    with open_platform(home) as platform:
+    with open_platform(home, machine) as platform:
         try:
             count = platform.verify_log()
         except LogTampered as exc:

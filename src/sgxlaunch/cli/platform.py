@@ -15,11 +15,13 @@ from sgxlaunch.cli._common import (
     handle_errors,
     home_option,
     json_option,
+    machine_option,
     utc_now,
     write_output,
 )
 from sgxlaunch.cli._home import open_platform, read_platform_input
 from sgxlaunch.cli._keyfiles import load_private_key
+from sgxlaunch.cpu.machine import MemoryMachine
 from sgxlaunch.errors import UsageError
 from sgxlaunch.launch.enclave import (
     LE_ATTRIBUTEMASK,
@@ -31,10 +33,10 @@ from sgxlaunch.launch.enclave import (
     root_digest_of,
     sign_launch_enclave,
 )
-from sgxlaunch.launch.platform import Platform, PlatformConfig
-from sgxlaunch.policy import MemoryStore, Store, install_root
+from sgxlaunch.launch.platform import Platform, PlatformConfig, take_ownership
+from sgxlaunch.policy import MemoryStore, Store
 from sgxlaunch.sigstruct import RsaKeySigner
-from sgxlaunch.store import open_store, resolve_home
+from sgxlaunch.store import FileMachine, open_store, resolve_home, resolve_machine
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -87,6 +89,7 @@ def platform_group() -> None:
 
 @platform_group.command("init")
 @home_option
+@machine_option
 @click.option("--seed", type=HexBytesParam(32), help="Platform seed (default: random).")
 @click.option("--epc-mib", type=click.IntRange(1, 1024), default=16, show_default=True)
 @click.option(
@@ -120,6 +123,7 @@ def platform_group() -> None:
 @handle_errors
 def platform_init(
     home: str | None,
+    machine: str | None,
     seed: bytes | None,
     epc_mib: int,
     locked_hash: bytes | None,
@@ -145,16 +149,26 @@ def platform_init(
         firmware_lepubkeyhash=locked_hash.hex() if locked_hash else None,
     )
     home_path = resolve_home(home)
+    machine_path = resolve_machine(machine)
+    if machine_path.exists():
+        raise UsageError(f"{machine_path}: a machine already exists here (never overwritten)")
+    if machine_path.resolve().is_relative_to(home_path.resolve()):
+        raise UsageError(
+            f"{machine_path}: the machine must live outside the home ({home_path}), "
+            "which is the attacker's to read"
+        )
     seed = seed or os.urandom(32)
     # Dry run in memory first: nothing is written unless every step succeeds.
     scratch = MemoryStore()
-    _init_into(scratch, seed, config, root_path, le_key, mode_document)
+    scratch_machine = MemoryMachine(config.machine_state(seed))
+    _init_into(scratch, scratch_machine, root_path, le_key, mode_document)
     with open_store(home_path) as store:
-        if store.get("platform/seed") is not None:
+        if store.keys("platform/") or store.keys("owner/root"):
             raise UsageError(f"{home_path}: a platform already exists here")
+        file_machine = FileMachine.create(machine_path, scratch_machine.load())
         store.commit(scratch.snapshot())
-        status = Platform.open(store, clock=utc_now).status()
-    click.echo(f"platform initialised under {home_path}", err=True)
+        status = Platform.open(store, file_machine, clock=utc_now).status()
+    click.echo(f"platform initialised: home {home_path}, machine {machine_path}", err=True)
     if as_json:
         echo_json(status)
     else:
@@ -163,6 +177,7 @@ def platform_init(
 
 @platform_group.command("le-sign")
 @home_option
+@machine_option
 @click.option(
     "--key",
     "key_path",
@@ -177,14 +192,16 @@ def platform_init(
     help="Also write the launch enclave's SIGSTRUCT here.",
 )
 @handle_errors
-def platform_le_sign(home: str | None, key_path: str, output: str | None) -> None:
+def platform_le_sign(
+    home: str | None, machine: str | None, key_path: str, output: str | None
+) -> None:
     """Build the owner launch enclave for the installed owner root, sign and install it.
 
     Its MRSIGNER is what a mode document naming it (le_mrsigner) puts into the
     launch-key MSRs. Prints the MRSIGNER.
     """
     key = load_private_key(key_path)
-    with open_platform(home, maintenance=True) as platform:
+    with open_platform(home, machine, maintenance=True) as platform:
         if platform.state is None:
             raise UsageError("install an owner root first (`sgxlaunch owner install`)")
         sig = sign_launch_enclave(platform.state.root_envelope, RsaKeySigner(key))
@@ -196,12 +213,13 @@ def platform_le_sign(home: str | None, key_path: str, output: str | None) -> Non
 
 @platform_group.command("le-image")
 @home_option
+@machine_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @handle_errors
-def platform_le_image(home: str | None, output: str) -> None:
+def platform_le_image(home: str | None, machine: str | None, output: str) -> None:
     """Write the launch enclave's SGXS image (to sign elsewhere, e.g. with gendata/catsig);
     install the result with `platform le-install`."""
-    with open_platform(home) as platform:
+    with open_platform(home, machine) as platform:
         if platform.state is None:
             raise UsageError("install an owner root first (`sgxlaunch owner install`)")
         image = launch_enclave_image(root_digest_of(platform.state.root_envelope))
@@ -218,26 +236,30 @@ def platform_le_image(home: str | None, output: str) -> None:
 
 @platform_group.command("le-install")
 @home_option
+@machine_option
 @click.argument("sig", type=click.Path(exists=True, dir_okay=False))
 @handle_errors
-def platform_le_install(home: str | None, sig: str) -> None:
+def platform_le_install(home: str | None, machine: str | None, sig: str) -> None:
     """Install a launch-enclave SIGSTRUCT made elsewhere (checked against the root)."""
     with about(sig):
         parsed = Sigstruct.from_bytes(read_platform_input(sig))
-    with open_platform(home, maintenance=True) as platform:
+    with open_platform(home, machine, maintenance=True) as platform:
         platform.set_launch_enclave(parsed)
     click.echo(parsed.mrsigner.hex())
 
 
 @platform_group.command("install-policy")
 @home_option
+@machine_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @json_option
 @handle_errors
-def platform_install_policy(home: str | None, file: str, as_json: bool) -> None:
+def platform_install_policy(
+    home: str | None, machine: str | None, file: str, as_json: bool
+) -> None:
     """Install an owner-signed launch policy: verified inside the launch enclave, which
     raises its sealed high-water mark (an older policy is refused from then on)."""
-    with open_platform(home) as platform:
+    with open_platform(home, machine) as platform:
         result = platform.install_policy(read_platform_input(file))
     if as_json:
         echo_json(result)
@@ -247,16 +269,17 @@ def platform_install_policy(home: str | None, file: str, as_json: bool) -> None:
 
 @platform_group.command("mode")
 @home_option
+@machine_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @json_option
 @handle_errors
-def platform_mode(home: str | None, file: str, as_json: bool) -> None:
+def platform_mode(home: str | None, machine: str | None, file: str, as_json: bool) -> None:
     """Switch launch control with an owner-signed platform-mode document.
 
     The document must carry a threshold of the owner root's keys; no unsigned command can
     switch modes. Make one with `sgxlaunch owner mode new` and `owner mode sign`.
     """
-    with open_platform(home, maintenance=True) as platform:
+    with open_platform(home, machine, maintenance=True) as platform:
         result = platform.set_mode(read_platform_input(file))
     if as_json:
         echo_json(result)
@@ -266,11 +289,12 @@ def platform_mode(home: str | None, file: str, as_json: bool) -> None:
 
 @platform_group.command("status")
 @home_option
+@machine_option
 @json_option
 @handle_errors
-def platform_status(home: str | None, as_json: bool) -> None:
+def platform_status(home: str | None, machine: str | None, as_json: bool) -> None:
     """Show the platform: mode, MSRs, launch enclave, owner root, policy, log size."""
-    with open_platform(home) as platform:
+    with open_platform(home, machine) as platform:
         status = platform.status()
     if as_json:
         echo_json(status)
@@ -289,15 +313,14 @@ LE_SIGNING_OPTIONS = (
 
 def _init_into(
     store: Store,
-    seed: bytes,
-    config: PlatformConfig,
+    machine: MemoryMachine,
     root_path: str | None,
     le_key: str | None,
     mode_document: str | None,
 ) -> None:
     if root_path is not None:
-        install_root(store, read_platform_input(root_path), utc_now())
-    platform = Platform.create(store, seed=seed, config=config, clock=utc_now)
+        take_ownership(store, machine, read_platform_input(root_path), utc_now())
+    platform = Platform.open(store, machine, clock=utc_now)
     if le_key is not None:
         if platform.state is None:
             raise UsageError("--le-key needs an owner root (--root)")
@@ -305,7 +328,7 @@ def _init_into(
             platform.state.root_envelope, RsaKeySigner(load_private_key(le_key))
         )
         platform.set_launch_enclave(sig)
-        platform = Platform.open(store, clock=utc_now)
+        platform = Platform.open(store, machine, clock=utc_now)
     if mode_document is not None:
         platform.set_mode(read_platform_input(mode_document))
 

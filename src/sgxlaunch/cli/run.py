@@ -15,6 +15,7 @@ from sgxlaunch.cli._common import (
     handle_errors,
     home_option,
     json_option,
+    machine_option,
     utc_now,
 )
 from sgxlaunch.cli._home import open_platform, read_platform_input
@@ -47,6 +48,7 @@ from sgxlaunch.policy import MemoryStore, Store
     help="Run on a throwaway permissive platform instead of the one in --home.",
 )
 @home_option
+@machine_option
 @json_option
 @handle_errors
 def run(
@@ -56,6 +58,7 @@ def run(
     size: int | None,
     ephemeral: bool,
     home: str | None,
+    machine: str | None,
     as_json: bool,
 ) -> None:
     """Load and initialize an enclave on the platform, or say exactly why it was refused.
@@ -79,7 +82,7 @@ def run(
         platform = Platform.create(store, seed=os.urandom(32), clock=utc_now)
         _run_and_report(platform, parsed_image, sig, token, as_json)
         return
-    with open_platform(home) as platform:
+    with open_platform(home, machine) as platform:
         _run_and_report(platform, parsed_image, sig, token, as_json)
 
 

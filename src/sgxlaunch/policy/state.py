@@ -661,8 +661,8 @@ def install_mode(
 __all__ = [
     "MODE_KEY",
     "POLICY_KEY",
-    "ROOT_PREVIOUS_KEY",
     "ROOT_KEY",
+    "ROOT_PREVIOUS_KEY",
     "TrustedState",
     "Update",
     "check_envelope",

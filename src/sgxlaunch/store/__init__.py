@@ -12,11 +12,14 @@ from sgxlaunch.store.keyfiles import (
     write_private_key,
     write_public_key,
 )
+from sgxlaunch.store.machine import DEFAULT_MACHINE, FileMachine, resolve_machine
 from sgxlaunch.store.sqlite import SqliteStore
 
 __all__ = [
     "DEFAULT_HOME",
+    "DEFAULT_MACHINE",
     "STATE_FILE",
+    "FileMachine",
     "SqliteStore",
     "ensure_home",
     "generate_private_key",
@@ -24,6 +27,7 @@ __all__ = [
     "load_signer",
     "open_store",
     "resolve_home",
+    "resolve_machine",
     "write_private_key",
     "write_public_key",
 ]

@@ -1,0 +1,192 @@
+"""The machine's commands: physical presence (``machine …``), taking ownership and owner
+recovery (``platform take-ownership``, ``recovery sign|apply``).
+
+``machine …`` commands need the machine file itself (``--machine``; in the attacker model it
+belongs to another user) and stand for someone at the machine; they never go through a daemon.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from sgxlaunch.cli._common import (
+    HexBytesParam,
+    echo_json,
+    handle_errors,
+    home_option,
+    json_option,
+    machine_option,
+    signing_keys_option,
+    utc_now,
+    write_output,
+)
+from sgxlaunch.cli._home import open_platform, read_platform_input
+from sgxlaunch.cli.platform import platform_group
+from sgxlaunch.errors import UsageError
+from sgxlaunch.launch.enclave import RECOVERY_PAYLOAD_TYPE, recovery_payload, root_digest_of
+from sgxlaunch.launch.platform import (
+    PlatformConfig,
+    legacy_config,
+    migrate_legacy_home,
+    take_ownership,
+)
+from sgxlaunch.policy.envelope import sign_payload
+from sgxlaunch.store import FileMachine, load_signer, open_store, resolve_home, resolve_machine
+
+
+def _describe(machine: FileMachine) -> dict[str, object]:
+    state = machine.load()
+    return {
+        "machine": str(machine.path),
+        "platform_id": state.platform_id.hex(),
+        "epc_size": state.epc_size,
+        "firmware": state.firmware,
+        "firmware_lepubkeyhash": None
+        if state.firmware_lepubkeyhash is None
+        else state.firmware_lepubkeyhash.hex(),
+        "owner_epoch": state.owner_epoch,
+        "owner_root_digest": None if state.owner_binding is None else state.owner_binding.hex(),
+        "counter": {
+            "value": state.counter.value,
+            "owner_mrsigner": state.counter.owner_mrsigner.hex() if state.counter.owned else None,
+        },
+    }
+
+
+@click.group("machine")
+def machine_group() -> None:
+    """The machine: seed, OWNEREPOCH, firmware configuration, owner binding and monotonic
+    counter (physical presence: these commands need the machine file itself)."""
+
+
+@machine_group.command("show")
+@machine_option
+@json_option
+@handle_errors
+def machine_show(machine: str | None, as_json: bool) -> None:
+    """Print the machine's public facts (never the seed)."""
+    facts = _describe(FileMachine(resolve_machine(machine)))
+    if as_json:
+        echo_json(facts)
+        return
+    for key, value in facts.items():
+        click.echo(f"{key:<22}{value}")
+
+
+@machine_group.command("clear-ownership")
+@machine_option
+@click.option("--yes", is_flag=True, required=True, help="Confirm: every sealed blob dies.")
+@handle_errors
+def machine_clear_ownership(machine: str | None, yes: bool) -> None:
+    """Clear the owner binding: OWNEREPOCH + 1 (every sealed blob and token made before is
+    dead) and the monotonic counter back to 0. Then take ownership again."""
+    file_machine = FileMachine(resolve_machine(machine))
+    state = file_machine.load()
+    file_machine.swap(state, state.cleared())
+    click.echo(
+        f"ownership cleared; OWNEREPOCH is now {state.owner_epoch + 1}, counter 0. Next: "
+        "`sgxlaunch platform take-ownership ROOT --home NEW_HOME --machine "
+        f"{file_machine.path}`",
+        err=True,
+    )
+
+
+@machine_group.command("migrate")
+@home_option
+@machine_option
+@click.option("--seed", type=HexBytesParam(32), help="New platform seed (default: random).")
+@handle_errors
+def machine_migrate(home: str | None, machine: str | None, seed: bytes | None) -> None:
+    """Move a home made before the machine existed (its seed inside) onto a NEW machine with a
+    NEW seed (the old one must be assumed read), and print what the owner runs next."""
+    home_path = resolve_home(home)
+    machine_path = resolve_machine(machine)
+    with open_store(home_path, create=False) as store:
+        config = legacy_config(store)
+        if config is None:
+            raise UsageError(f"{home_path}: holds no platform seed; nothing to migrate")
+        state = PlatformConfig(
+            epc_size=config.epc_size,
+            firmware=config.firmware,
+            firmware_lepubkeyhash=config.firmware_lepubkeyhash,
+        ).machine_state(seed or os.urandom(32))
+        file_machine = FileMachine.create(machine_path, state)
+        try:
+            archived = migrate_legacy_home(store, file_machine, utc_now())
+        except BaseException:
+            machine_path.unlink(missing_ok=True)
+            raise
+        root = store.get("owner/root")
+    h, m = home_path, machine_path
+    click.echo(f"migrated: new machine {m} (platform id {state.platform_id.hex()})")
+    if root is not None:
+        click.echo(f"owner root digest bound: {root_digest_of(root).hex()} (check it is yours)")
+    click.echo(f"archived under archive/legacy/: {len(archived)} entries")
+    click.echo("the owner runs next:")
+    click.echo(f"  sgxlaunch platform le-sign --key LE_KEY.pem --home {h} --machine {m}")
+    click.echo(f"  sgxlaunch platform install-policy POLICY.json --home {h} --machine {m}")
+    click.echo(
+        f"  sgxlaunch platform mode MODE.json --home {h} --machine {m}   (re-sign a mode document "
+        f"bound to the old platform id for {state.platform_id.hex()})"
+    )
+
+
+@platform_group.command("take-ownership")
+@click.argument("root", type=click.Path(exists=True, dir_okay=False))
+@home_option
+@machine_option
+@handle_errors
+def platform_take_ownership(root: str, home: str | None, machine: str | None) -> None:
+    """Take ownership of a machine without an owner (or restore the home's copy of the root
+    the machine is bound to); prints the bound root digest."""
+    data = read_platform_input(root)
+    with open_store(resolve_home(home)) as store:
+        take_ownership(store, FileMachine(resolve_machine(machine)), data, utc_now())
+    click.echo(root_digest_of(data).hex())
+
+
+@click.group("recovery")
+def recovery_group() -> None:
+    """Owner recovery from a refused start (lost or damaged home): a document signed by a
+    threshold of the owner's keys, bound to the platform and the monotonic counter's value."""
+
+
+@recovery_group.command("sign")
+@click.option("--platform-id", type=HexBytesParam(32), required=True)
+@click.option("--counter", type=click.IntRange(0), required=True)
+@signing_keys_option()
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False))
+@handle_errors
+def recovery_sign(platform_id: bytes, counter: int, keys: tuple[str, ...], out: str) -> None:
+    """Sign a recovery document (the refusal message names the platform id and counter)."""
+    envelope = sign_payload(
+        RECOVERY_PAYLOAD_TYPE,
+        recovery_payload(platform_id, counter),
+        [load_signer(k) for k in keys],
+    )
+    write_output(out, envelope.to_bytes())
+
+
+@recovery_group.command("apply")
+@click.argument("document", type=click.Path(exists=True, dir_okay=False))
+@home_option
+@machine_option
+@json_option
+@handle_errors
+def recovery_apply(document: str, home: str | None, machine: str | None, as_json: bool) -> None:
+    """Commit the documents now in the home as the launch enclave's state (counter + 1)."""
+    data = read_platform_input(document)
+    with open_platform(home, machine, maintenance=True) as platform:
+        result = platform.recover(data)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"recovered at counter {result['counter']}")
+
+
+def register(main: click.Group) -> None:
+    """Add ``machine`` and ``recovery`` (and ``platform take-ownership``)."""
+    main.add_command(machine_group)
+    main.add_command(recovery_group)
