@@ -83,6 +83,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sgxlaunch-demo-") as tmp:
         WORK = Path(tmp)
         home = "--home=home"
+        machine = "--machine=machine/machine.json"  # the emulated silicon, outside the home
 
         say("The enclave author makes a signing key and signs two enclaves")
         author = sgxlaunch("key", "generate", "author.pem", expect=0).strip()
@@ -151,13 +152,21 @@ def main() -> int:
 
         say("The owner sets up the platform (permissive, like mainline) and its launch enclave")
         sgxlaunch(
-            "platform", "init", home, "--root", "root.json", "--le-key", "owner-le.pem", expect=0
+            "platform",
+            "init",
+            home,
+            machine,
+            "--root",
+            "root.json",
+            "--le-key",
+            "owner-le.pem",
+            expect=0,
         )
 
         say("Permissive mode: any correctly signed enclave launches")
-        out = sgxlaunch("run", "payments.sgxs", "--sig", "payments.sig", home, expect=0)
+        out = sgxlaunch("run", "payments.sgxs", "--sig", "payments.sig", home, machine, expect=0)
         check("decision permissive" in out, "payments launches")
-        out = sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, expect=0)
+        out = sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, machine, expect=0)
         check("decision permissive" in out, "so does the miner: nothing stops it")
 
         say("The owner writes a policy allowing only the payments service, signed by 2 of 3")
@@ -188,7 +197,7 @@ def main() -> int:
             "policy-v1.signed.json",
             expect=0,
         )
-        sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, expect=0)
+        sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, machine, expect=0)
 
         say("The owner switches the platform to owner launch control (2 of 3 signatures)")
         sgxlaunch(
@@ -209,8 +218,10 @@ def main() -> int:
             "owner-mode.json",
             expect=0,
         )
-        sgxlaunch("platform", "mode", "owner-mode.json", home, expect=0)
-        status = json.loads(sgxlaunch("platform", "status", home, "--json", expect=0, show=False))
+        sgxlaunch("platform", "mode", "owner-mode.json", home, machine, expect=0)
+        status = json.loads(
+            sgxlaunch("platform", "status", home, machine, "--json", expect=0, show=False)
+        )
         check(status["mode"] == "owner", "launch control is owner mode")
         check(
             status["launch_key_msrs"] == le_signer,
@@ -225,6 +236,7 @@ def main() -> int:
                 "--sig",
                 "payments.sig",
                 home,
+                machine,
                 "--json",
                 expect=0,
                 show=False,
@@ -237,10 +249,10 @@ def main() -> int:
         )
 
         say("The miner is refused, with the reason")
-        sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, expect=1)
+        sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, machine, expect=1)
 
         say("A debug build of the allowed enclave is refused (the rule does not permit DEBUG)")
-        sgxlaunch("run", "payments.sgxs", "--sig", "payments-debug.sig", home, expect=1)
+        sgxlaunch("run", "payments.sgxs", "--sig", "payments-debug.sig", home, machine, expect=1)
 
         say("The owner publishes policy v2; the older v1 can no longer be installed")
         sgxlaunch("policy", "new", "policy-v2.json", "--from", "policy-v1.signed.json", expect=0)
@@ -256,8 +268,8 @@ def main() -> int:
             "policy-v2.signed.json",
             expect=0,
         )
-        sgxlaunch("platform", "install-policy", "policy-v2.signed.json", home, expect=0)
-        sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, expect=1)
+        sgxlaunch("platform", "install-policy", "policy-v2.signed.json", home, machine, expect=0)
+        sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, machine, expect=1)
 
         say("Going back to permissive with a single signature is refused")
         sgxlaunch(
@@ -274,19 +286,23 @@ def main() -> int:
             "back.json",
             expect=0,
         )
-        sgxlaunch("platform", "mode", "back.json", home, expect=1)
-        status = json.loads(sgxlaunch("platform", "status", home, "--json", expect=0, show=False))
+        sgxlaunch("platform", "mode", "back.json", home, machine, expect=1)
+        status = json.loads(
+            sgxlaunch("platform", "status", home, machine, "--json", expect=0, show=False)
+        )
         check(status["mode"] == "owner", "the platform is still in owner mode")
 
         say("The launch log shows every attempt, and verifies")
-        records = json.loads(sgxlaunch("log", "show", home, "--json", expect=0, show=False))
-        sgxlaunch("log", "show", home, expect=0)
+        records = json.loads(
+            sgxlaunch("log", "show", home, machine, "--json", expect=0, show=False)
+        )
+        sgxlaunch("log", "show", home, machine, expect=0)
         decisions = [r["decision"] for r in records]
         check(
             decisions == ["permissive", "permissive", "allowed", "denied", "denied"],
             "five INIT attempts: 2 permissive, 1 allowed, 2 denied",
         )
-        sgxlaunch("log", "verify", home, expect=0)
+        sgxlaunch("log", "verify", home, machine, expect=0)
 
         say("Someone with write access to the state edits a record: verification names it")
         database = WORK / "home" / "state.sqlite3"
@@ -298,8 +314,17 @@ def main() -> int:
                 "UPDATE kv SET value = ? WHERE key = ?",
                 (bytes(value).replace(b'"decision":"denied"', b'"decision":"allowed"'), key),
             )
-        out = sgxlaunch("log", "verify", home, "--json", expect=1)
+        out = sgxlaunch("log", "verify", home, machine, "--json", expect=1)
         check(json.loads(out)["first_bad_record"] == 3, "record 3 is named as the first bad one")
+
+        say(
+            "Someone with write access to the home deletes the mode document and the active "
+            "launch enclave, hoping for a fresh permissive start: the platform refuses to start"
+        )
+        with sqlite3.connect(database) as db:
+            db.execute("DELETE FROM kv WHERE key IN ('owner/mode', 'platform/le-active')")
+        sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, machine, expect=1)
+        check(True, "no fresh start: the machine's counter owner refused the home (class B)")
 
     print(
         f"\nDemo complete in {time.perf_counter() - started:.1f} s: every outcome was as expected."
