@@ -4,7 +4,7 @@ The author signs 256 bytes, ``SIGSTRUCT[0:128] ‖ SIGSTRUCT[900:1028]``, with R
 exponent 3, EMSA-PKCS1-v1_5 and SHA-256. MODULUS, SIGNATURE, Q1 and Q2 are stored little-endian,
 with ``Q1 = ⌊S²/M⌋`` and ``Q2 = ⌊(S³ − Q1·S·M)/M⌋`` (SDM EINIT).
 
-Signing goes through the :class:`Signer` protocol (key objects in, never file paths), so keys
+Signing goes through the :class:`EnclaveSigner` protocol (key objects in, never file paths), so keys
 held elsewhere (an HSM, a remote service) plug in; two-step signing is :func:`signing_data`
 ("gendata") then :func:`assemble` ("catsig") with a signature made elsewhere.
 """
@@ -24,7 +24,7 @@ from sgxlaunch.arch.constants import (
     MODULUS_SIZE,
     SIGSTRUCT_EXPONENT,
 )
-from sgxlaunch.arch.structs import Sigstruct
+from sgxlaunch.arch.structs import Attributes, Sigstruct
 from sgxlaunch.errors import (
     MalformedInput,
     MeasurementMismatch,
@@ -37,9 +37,15 @@ from sgxlaunch.errors import (
 SIGNING_DATA_SIZE = 256
 KEY_BITS = 3072
 
+# Fortanix sgxs-sign's defaults (oracle: ../shared/vectors/generated/case1_defaults.sig).
+DEFAULT_ATTRIBUTES = Attributes(flags=0x4, xfrm=0x3)
+DEFAULT_ATTRIBUTEMASK = Attributes(flags=0xFFFFFFFFFFFFFFFD, xfrm=0xFFFFFFFFFFFFFFFC)
+DEFAULT_MISCSELECT = 0
+DEFAULT_MISCMASK = 0xFFFFFFFF
+
 
 @runtime_checkable
-class Signer(Protocol):
+class EnclaveSigner(Protocol):
     """Something that holds an RSA-3072, e=3 private key and signs with it."""
 
     def public_key(self) -> rsa.RSAPublicKey:
@@ -53,7 +59,7 @@ class Signer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RsaKeySigner:
-    """A :class:`Signer` over an in-memory ``cryptography`` RSA private key."""
+    """A :class:`EnclaveSigner` over an in-memory ``cryptography`` RSA private key."""
 
     key: rsa.RSAPrivateKey
 
@@ -123,7 +129,7 @@ def _with_signature(
     )
 
 
-def sign(body: Sigstruct, signer: Signer) -> Sigstruct:
+def sign(body: Sigstruct, signer: EnclaveSigner) -> Sigstruct:
     """Sign ``body`` (its signed fields set; MODULUS etc. ignored) and verify the result.
 
     Raises:

@@ -72,7 +72,7 @@ def test_debug_reads_go_through_the_reclaimer() -> None:
     rng = random.Random(6)
     for offset in rng.sample(list(contents), 100):
         word = 8 * rng.randrange(512)
-        got = enclave.process.debug_read(enclave.base + offset + word, 8)
+        got = enclave.process.debug_read(enclave.baseaddr + offset + word, 8)
         assert got == contents[offset][word : word + 8]
 
 

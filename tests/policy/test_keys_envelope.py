@@ -13,9 +13,9 @@ from sgxlaunch.errors import MalformedInput, SignatureInvalid, ThresholdNotMet, 
 from sgxlaunch.policy import (
     POLICY_PAYLOAD_TYPE,
     Envelope,
+    PolicySigner,
     PrivateKeySigner,
     PublicKey,
-    Signer,
     pae,
     sign_payload,
     verify_threshold,
@@ -42,7 +42,7 @@ def test_each_scheme_signs_and_verifies_and_rejects_other_messages(
     make: object, scheme: str
 ) -> None:
     signer = make()  # type: ignore[operator]
-    assert isinstance(signer, Signer)
+    assert isinstance(signer, PolicySigner)
     key = signer.public_key
     assert key.scheme == scheme
     assert key.keyid == hashlib.sha256(key.spki).hexdigest()

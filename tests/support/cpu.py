@@ -13,8 +13,8 @@ from sgxlaunch.cpu import (
     EnclaveImage,
     EnclaveLeafFailed,
     EnclaveProgram,
-    LoadedEnclave,
     Processor,
+    ProcessorEnclave,
     build_enclave,
     einit,
     load_enclave,
@@ -169,7 +169,7 @@ class MemoryProgram(EnclaveProgram):
 
 @dataclass
 class Launched:
-    enclave: LoadedEnclave
+    enclave: ProcessorEnclave
     image: EnclaveImage
     sigstruct: Sigstruct
 
@@ -212,7 +212,7 @@ class Pending:
     """An enclave built (ECREATE/EADD/EEXTEND) and waiting for EINIT."""
 
     proc: Processor
-    enclave: LoadedEnclave
+    enclave: ProcessorEnclave
     image: EnclaveImage
     sigstruct: Sigstruct
 
@@ -288,7 +288,7 @@ class Pager:
         self.slots += [page + 8 * k for k in range(512)]
         return page
 
-    def track(self, enclave: LoadedEnclave) -> None:
+    def track(self, enclave: ProcessorEnclave) -> None:
         for linaddr, epc in enclave.pages.items():
             self.resident[(enclave.secs, linaddr)] = epc
 

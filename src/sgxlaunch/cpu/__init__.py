@@ -16,7 +16,7 @@ from sgxlaunch.cpu.enclave import (
 from sgxlaunch.cpu.faults import CpuFault, EnclaveLeafFailed, GeneralProtection, PageFault
 from sgxlaunch.cpu.keys import KeyDependencies, derive_key
 from sgxlaunch.cpu.loader import (
-    LoadedEnclave,
+    ProcessorEnclave,
     build_enclave,
     einit,
     image_from_sgxs,
@@ -39,9 +39,9 @@ __all__ = [
     "GeneralProtection",
     "ImagePage",
     "KeyDependencies",
-    "LoadedEnclave",
     "PageFault",
     "Processor",
+    "ProcessorEnclave",
     "build_enclave",
     "cpusvn_beyond",
     "derive_key",

@@ -91,7 +91,7 @@ def secs_for(
 
 
 @dataclass
-class LoadedEnclave:
+class ProcessorEnclave:
     """An enclave built in a :class:`Processor`.
 
     Attributes:
@@ -127,7 +127,7 @@ def build_enclave(
     processor: Processor,
     image: EnclaveImage,
     secs: Secs,
-) -> LoadedEnclave:
+) -> ProcessorEnclave:
     """ECREATE, then EADD (and EEXTEND the measured chunks of) every page; no EINIT."""
     pages = image.pages
     epc = processor.free_epc_pages(len(pages) + 1)
@@ -142,7 +142,7 @@ def build_enclave(
     _expect(processor.ecreate(pageinfo, secs_addr), "ECREATE")
     for k, page in enumerate(pages):
         processor.write(src + k * PAGE, page.data)
-    loaded = LoadedEnclave(processor, secs_addr, secs.baseaddr, secs.size, {}, [])
+    loaded = ProcessorEnclave(processor, secs_addr, secs.baseaddr, secs.size, {}, [])
     for k, page in enumerate(pages):
         target = epc[k + 1]
         linaddr = secs.baseaddr + page.offset
@@ -186,7 +186,7 @@ def load_enclave(
     baseaddr: int | None = None,
     configid: bytes = bytes(64),
     configsvn: int = 0,
-) -> LoadedEnclave:
+) -> ProcessorEnclave:
     """Build ``image`` with SECS values from ``sigstruct`` and run EINIT; ``.status`` tells."""
     secs = secs_for(
         sigstruct,
@@ -213,7 +213,7 @@ def image_pages(pages: Iterable[ImagePage]) -> tuple[ImagePage, ...]:
 
 
 __all__ = [
-    "LoadedEnclave",
+    "ProcessorEnclave",
     "build_enclave",
     "einit",
     "image_from_sgxs",

@@ -61,7 +61,7 @@ class LoadedEnclave:
     Attributes:
         process: the process that owns it.
         fd: its ``/dev/sgx_enclave`` descriptor.
-        base: SECS.BASEADDR.
+        baseaddr: SECS.BASEADDR.
         size: SECS.SIZE.
         tcs: linear addresses of its TCS pages.
         mrenclave: MRENCLAVE (from the SIGSTRUCT EINIT accepted).
@@ -70,7 +70,7 @@ class LoadedEnclave:
 
     process: Process
     fd: int
-    base: int
+    baseaddr: int
     size: int
     tcs: list[int] = field(default_factory=list)
     mrenclave: bytes = b""
@@ -82,7 +82,7 @@ class LoadedEnclave:
 
     def close(self) -> None:
         """Unmap and close: the driver EREMOVEs the enclave's pages."""
-        self.process.munmap(self.base, self.size)
+        self.process.munmap(self.baseaddr, self.size)
         self.process.close(self.fd)
 
 

@@ -343,6 +343,8 @@ class _Scanner:
     def feed(self, buf: memoryview) -> int:
         pos = 0
         end = len(buf)
+        if self.file_offset == 0 and looks_like_elf(bytes(buf[:4])):
+            raise MalformedInput(ELF_REFUSAL, field="format", offset=0)
         while pos < end:
             if self.created and bytes(buf[pos : pos + 8]) == TAG_EADD:
                 used = self._bulk(buf, pos)
@@ -735,6 +737,16 @@ def write_sgxs(image: SgxsImage) -> bytes:
             out += _EEXTEND.pack(tag, chunk_offset, bytes(48))
             out += page.data[i * EEXTEND_CHUNK : (i + 1) * EEXTEND_CHUNK]
     return bytes(out)
+
+
+ELF_MAGIC = b"\x7fELF"
+ELF_REFUSAL = "an Intel SDK enclave (ELF); supported formats: SGXS"
+"""The message every reader of an image gives for an ELF file (SDK enclaves: issue 15)."""
+
+
+def looks_like_elf(head: bytes) -> bool:
+    """True if ``head`` starts with the ELF magic (an Intel SDK ``enclave.signed.so``)."""
+    return head[:4] == ELF_MAGIC
 
 
 def looks_like_sgxs(head: bytes) -> bool:

@@ -69,7 +69,7 @@ from sgxlaunch.launch.log import LogRecord as _LogRecord
 from sgxlaunch.policy import POLICY_KEY, ROOT_KEY, EnclaveIdentity, MemoryStore, TrustedState
 from sgxlaunch.policy.envelope import Envelope
 from sgxlaunch.policy.state import MODE_KEY, check_envelope, check_signatures
-from sgxlaunch.sigstruct import Signer, sign
+from sgxlaunch.sigstruct import EnclaveSigner, sign
 
 ROOT_PAGE_MAGIC = b"sgxlaunch owner root digest v1\x00\x00"
 assert len(ROOT_PAGE_MAGIC) == 32
@@ -732,7 +732,7 @@ def root_digest_of(root_envelope: bytes) -> bytes:
     return hashlib.sha256(Envelope.from_bytes(root_envelope).payload).digest()
 
 
-def sign_launch_enclave(root_envelope: bytes, signer: Signer, *, date: int = 0) -> Sigstruct:
+def sign_launch_enclave(root_envelope: bytes, signer: EnclaveSigner, *, date: int = 0) -> Sigstruct:
     """The owner's SIGSTRUCT for its launch enclave (EINITTOKEN_KEY outside ATTRIBUTEMASK)."""
     image = launch_enclave_image(root_digest_of(root_envelope))
     body = Sigstruct(

@@ -1,7 +1,7 @@
 """Layer 6: the platform owner's launch policy — bytes and ``now`` in, decisions out.
 
 * :mod:`~sgxlaunch.policy.keys` — policy-signing keys (Ed25519, ECDSA P-256, RSA-PSS ≥ 3072),
-  key ids, the :class:`Signer` protocol.
+  key ids, the :class:`PolicySigner` protocol.
 * :mod:`~sgxlaunch.policy.envelope` — DSSE envelopes, PAE, distinct-key thresholds.
 * :mod:`~sgxlaunch.policy.root` — the owner root (k-of-n keys, version, expiry).
 * :mod:`~sgxlaunch.policy.model` — the launch policy document (allow/deny rules).
@@ -35,9 +35,9 @@ from sgxlaunch.policy.keys import (
     ED25519,
     RSA_PSS,
     SCHEMES,
+    PolicySigner,
     PrivateKeySigner,
     PublicKey,
-    Signer,
 )
 from sgxlaunch.policy.model import (
     MAX_POLICY_SIZE,
@@ -85,12 +85,12 @@ __all__ = [
     "OwnerRoot",
     "PlatformMismatch",
     "PolicyIndex",
+    "PolicySigner",
     "PrivateKeySigner",
     "PublicKey",
     "Reason",
     "Rule",
     "Signature",
-    "Signer",
     "Store",
     "TrustedState",
     "Update",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from sgxlaunch.errors import MalformedInput, SignatureInvalid, ThresholdNotMet, UsageError
 from sgxlaunch.policy import _json
-from sgxlaunch.policy.keys import MAX_SIGNATURE_SIZE, PublicKey, Signer
+from sgxlaunch.policy.keys import MAX_SIGNATURE_SIZE, PolicySigner, PublicKey
 
 MAX_PAYLOAD_SIZE = 64 << 20
 """Largest payload (a launch policy) accepted: 64 MiB."""
@@ -118,7 +118,7 @@ class Envelope:
         """The bytes every signature in this envelope must cover."""
         return pae(self.payload_type, self.payload)
 
-    def signed_by(self, signer: Signer) -> Envelope:
+    def signed_by(self, signer: PolicySigner) -> Envelope:
         """A copy with ``signer``'s signature added (replacing any earlier one by the same key).
 
         Raises:
@@ -132,7 +132,7 @@ class Envelope:
         return Envelope(self.payload_type, self.payload, (*kept, Signature(keyid, sig)))
 
 
-def sign_payload(payload_type: str, payload: bytes, signers: Iterable[Signer]) -> Envelope:
+def sign_payload(payload_type: str, payload: bytes, signers: Iterable[PolicySigner]) -> Envelope:
     """A new envelope over ``payload`` signed by each of ``signers``."""
     envelope = Envelope(payload_type, payload)
     for signer in signers:

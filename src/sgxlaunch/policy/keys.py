@@ -1,4 +1,4 @@
-"""Owner policy-signing keys: public keys with stable ids, and the :class:`Signer` protocol.
+"""Owner policy-signing keys: public keys with stable ids, and the :class:`PolicySigner` protocol.
 
 Three schemes are accepted (nothing else):
 
@@ -11,7 +11,7 @@ A key's id is the lower-case hex SHA-256 of its SubjectPublicKeyInfo DER. Public
 accepted only in their canonical DER encoding (the encoding ``cryptography`` writes back, e.g.
 an uncompressed P-256 point), so one key cannot appear under two ids.
 
-Private keys never enter the core as files: anything that implements :class:`Signer` plugs in
+Private keys never enter the core as files: anything that implements :class:`PolicySigner` plugs in
 (:class:`PrivateKeySigner` wraps an in-memory ``cryptography`` key; the CLI loads key files at
 the edge).
 """
@@ -171,7 +171,7 @@ class PublicKey:
 
 
 @runtime_checkable
-class Signer(Protocol):
+class PolicySigner(Protocol):
     """Something that holds an owner policy-signing private key and signs with it."""
 
     @property
@@ -185,7 +185,7 @@ class Signer(Protocol):
 
 
 class PrivateKeySigner:
-    """A :class:`Signer` over an in-memory ``cryptography`` private key."""
+    """A :class:`PolicySigner` over an in-memory ``cryptography`` private key."""
 
     __slots__ = ("_key", "_public")
 
