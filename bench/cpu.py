@@ -98,7 +98,7 @@ def bench_load(mib: int) -> None:
     proc.write(sig_addr, sig.to_bytes())
     proc.write(token_addr, bytes(EinitToken.SIZE))
     proc.write(secinfo_addr, struct.pack("<Q56x", flags))
-    region = proc._find(pageinfo_addr, 32)  # the driver's own PAGEINFO buffer
+    region = proc.state.find(pageinfo_addr, 32)  # the driver's own PAGEINFO buffer
     buf, off = region.buf, pageinfo_addr - region.base
     epc = proc.epc_base
     secs_addr = epc
@@ -164,7 +164,7 @@ def time_paging(npages: int, native: bool | None) -> tuple[float, float, float, 
     backing = proc.allocate(npages * PAGE)
     pcmds = proc.allocate(npages * 128)
     slots = [va_pages[k // 512] + 8 * (k % 512) for k in range(npages)]
-    region = proc._find(pageinfo_addr, 32)
+    region = proc.state.find(pageinfo_addr, 32)
     buf, off = region.buf, pageinfo_addr - region.base
     pack_into = _PAGEINFO.pack_into
     ewb, eldu = proc.ewb, proc.eldu
@@ -188,7 +188,7 @@ def time_paging(npages: int, native: bool | None) -> tuple[float, float, float, 
         for k, target in enumerate(pages):
             assert (
                 proc.epcm(target).valid
-                and proc._epc[(target - proc.epc_base) : (target - proc.epc_base) + PAGE]
+                and proc.state.epc[(target - proc.epc_base) : (target - proc.epc_base) + PAGE]
                 == data[k * PAGE : (k + 1) * PAGE]
             )
         totals.append(t_ewb + t_eldu)

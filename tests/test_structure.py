@@ -83,7 +83,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("package", ["sgxlaunch.driver"])
+@pytest.mark.parametrize("package", ["sgxlaunch.cpu", "sgxlaunch.driver"])
 def test_no_import_cycle_inside(package: str) -> None:
     graph = _graph(package)
     assert len(graph) > 3, graph
@@ -99,3 +99,61 @@ def test_driver_process_and_kernel_do_not_import_each_other_both_ways() -> None:
     graph = _graph("sgxlaunch.driver")
     assert "sgxlaunch.driver.process" in graph["sgxlaunch.driver.kernel"]
     assert "sgxlaunch.driver.kernel" not in graph["sgxlaunch.driver.process"]
+
+
+def _private_names_defined(tree: ast.Module) -> set[str]:
+    """Private attribute and method names a module defines itself."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("_"):
+            out.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            out.add(node.attr)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id == "__slots__":
+                    value = node.value
+                    if isinstance(value, ast.Tuple):
+                        out.update(
+                            e.value
+                            for e in value.elts
+                            if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                        )
+    return {n for n in out if n.startswith("_") and not n.startswith("__")}
+
+
+def _foreign_private_reads(tree: ast.Module) -> list[str]:
+    """``x._name`` where ``x`` is not ``self``/``cls`` and this module does not define
+    ``_name``: reading another module's private state."""
+    own = _private_names_defined(tree)
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            and node.attr not in own
+        ):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize("package", ["sgxlaunch.cpu", "sgxlaunch.driver"])
+def test_no_module_reads_another_modules_private_state(package: str) -> None:
+    modules = _modules()
+    offenders = {
+        name: reads
+        for name, tree in modules.items()
+        if name.startswith(package + ".") and (reads := _foreign_private_reads(tree))
+    }
+    assert offenders == {}
+
+
+def test_the_private_read_check_finds_one() -> None:
+    tree = ast.parse("def f(proc):\n    return proc._valid[0]\n")
+    assert _foreign_private_reads(tree) == ["line 2: proc._valid"]
+    own = ast.parse(
+        "class A:\n    def __init__(self):\n        self._x = 1\n\ndef g(a):\n    return a._x\n"
+    )
+    assert _foreign_private_reads(own) == []

@@ -41,11 +41,11 @@ def test_production_enclave_cannot_be_debugged() -> None:
 def test_context_cannot_be_forged_or_kept() -> None:
     proc = cpu()
     enc = launch(proc, KeyProbe, "app")
-    secs_state = proc._secs_state[(enc.enclave.secs - proc.epc_base) >> 12]
+    secs_state = proc.state.secs_state[(enc.enclave.secs - proc.epc_base) >> 12]
     # A context built by hand outside EENTER is dead as soon as the "ECALL" it never had ends;
     # the only live ones are those EENTER creates. Show that the processor exposes no leaf.
     assert not hasattr(proc, "egetkey") and not hasattr(proc, "ereport")
-    forged = Ctx(proc, secs_state)
+    forged = Ctx(proc._enclu, secs_state)
     forged._active = False
     with pytest.raises(GeneralProtection):
         forged.egetkey(KeyRequest(keyname=KeyName.SEAL))

@@ -107,7 +107,9 @@ def test_seed_read_from_the_home_cannot_mint_tokens_offline() -> None:
             mrsigner=sig.mrsigner,
             attributes=Attributes(flags=genuine.attributes.flags, xfrm=genuine.attributes.xfrm),
         )
-        forged = forged.replace(mac=cmac128(offline._launch_key(forged), forged.maced_bytes()))
+        forged = forged.replace(
+            mac=cmac128(offline._einit.launch_key(forged), forged.maced_bytes())
+        )
         try:
             owner.platform().run(image, sig, token=forged.to_bytes())
             accepted.append(candidate)

@@ -77,7 +77,7 @@ def test_ecreate_eadd_eextend_measure_like_the_reference() -> None:
         ref.eextend(0x3000 + 256 * c, data[1][256 * c : 256 * c + 256])
     b.eadd(secs, 0x5000, data[2])  # added, not measured
     ref.eadd(0x5000, REG_RW)
-    enclave = proc._secs_state[(secs - proc.epc_base) >> 12]
+    enclave = proc.state.secs_state[(secs - proc.epc_base) >> 12]
     enclave.flush()
     assert enclave.measurement.digest() == ref.mrenclave()
     assert enclave.updates == ref.update_count
@@ -95,7 +95,7 @@ def test_eextend_page_equals_sixteen_eextends() -> None:
         else:
             for c in range(16):
                 proc.eextend(secs, page + 256 * c)
-        enclave = proc._secs_state[(secs - proc.epc_base) >> 12]
+        enclave = proc.state.secs_state[(secs - proc.epc_base) >> 12]
         enclave.flush()
         digests.append(enclave.measurement.digest())
     assert digests[0] == digests[1]
@@ -237,7 +237,7 @@ def test_eadd_tcs_checks_and_clears_fields() -> None:
     entry = proc.epcm(free[0])
     assert entry.page_type == PageType.TCS and entry.permissions == 0
     base = free[0] - proc.epc_base
-    stored = Tcs.from_bytes_raw(bytes(proc._epc[base : base + PAGE]))
+    stored = Tcs.from_bytes_raw(bytes(proc.state.epc[base : base + PAGE]))
     assert (stored.state, stored.flags, stored.cssa, stored.aep) == (0, 0, 0, 0)
     assert (stored.ossa, stored.nssa) == (0x2000, 1)
 

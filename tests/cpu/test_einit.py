@@ -443,5 +443,5 @@ def test_einit_step21_commit() -> None:
     assert info["mrenclave"] == app.image.mrenclave()
     assert info["mrsigner"] == mrsigner("app")
     assert (info["isvprodid"], info["isvsvn"]) == (0x1234, 7)
-    enclave = proc._secs_state[(app.enclave.secs - proc.epc_base) >> 12]
+    enclave = proc.state.secs_state[(app.enclave.secs - proc.epc_base) >> 12]
     assert enclave.padding == HARDCODED_PKCS1_5_PADDING

@@ -17,7 +17,7 @@ from sgxlaunch.cpu import (
     image_from_sgxs,
     program_image,
 )
-from sgxlaunch.cpu.enclave import PROGRAM_PAGE_MAGIC
+from sgxlaunch.cpu.image import PROGRAM_PAGE_MAGIC
 from sgxlaunch.cpu.keys import cmac128
 from sgxlaunch.errors import UsageError
 from sgxlaunch.formats.sgxs import parse_sgxs
@@ -107,7 +107,7 @@ def test_eexit_from_deep_inside() -> None:
 def test_context_dies_with_the_ecall() -> None:
     enc = _memory_enclave()
     enc.call(2)
-    program = enc.enclave.processor._secs_state[
+    program = enc.enclave.processor.state.secs_state[
         (enc.enclave.secs - enc.enclave.processor.epc_base) >> 12
     ].program
     assert isinstance(program, MemoryProgram) and program.saved is not None

@@ -139,8 +139,8 @@ def test_seed_is_required_and_determines_the_cpu() -> None:
     one, same, other = (
         Processor(CpuConfig(epc_size=MIB), s) for s in (b"a" * 16, b"a" * 16, b"b" * 16)
     )
-    assert one._root_key == same._root_key != other._root_key
-    assert one._seal_fuses == same._seal_fuses != other._seal_fuses
+    assert one._fuses.root_key == same._fuses.root_key != other._fuses.root_key
+    assert one._fuses.seal_fuses == same._fuses.seal_fuses != other._fuses.seal_fuses
 
 
 @pytest.mark.parametrize(

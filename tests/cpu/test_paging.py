@@ -205,7 +205,7 @@ def test_round_trip_under_epc_pressure_keeps_every_byte() -> None:
             enc.call(0, struct.pack("<Q", DATA + k * PAGE) + page)
     # The second enclave needs more EPC than is free: evict the first's pages to make room.
     needed = 150 + 4 + 1
-    while proc._valid.count(0) < needed:
+    while proc.state.valid.count(0) < needed:
         pager.make_room(avoid=-1)
     second = launch(proc, MemoryProgram, "app", data_pages=150)
     pager.track(second.enclave)

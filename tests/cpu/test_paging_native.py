@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sgxlaunch.arch import SgxStatus
-from sgxlaunch.cpu import Processor
+from sgxlaunch.cpu import CpuConfig, Processor
+from sgxlaunch.cpu.paging import PagingLeaves
 from sgxlaunch.errors import UsageError
 from tests.support.cpu import MemoryProgram, Pager, cpu, launch
 
@@ -48,7 +49,7 @@ def test_native_extension_is_built_in_ci() -> None:
 def test_pure_python_is_selectable() -> None:
     proc = cpu(native=False)
     assert not proc.native_paging
-    assert proc.ewb == proc._ewb
+    assert proc.ewb.__func__ is PagingLeaves._ewb  # type: ignore[attr-defined]
 
 
 @needs_native
@@ -77,26 +78,34 @@ def test_requiring_a_missing_native_module_is_a_usage_error(
     assert not cpu().native_paging  # the default falls back quietly
 
 
-def test_environment_switch_selects_pure_python(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_flag_selects_pure_python() -> None:
+    assert not Processor(CpuConfig(native_paging=False), b"s" * 16).native_paging
+
+
+@needs_native
+def test_the_processor_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core takes a config flag; mapping SGXLAUNCH_PURE_PYTHON onto it is the edge's job
+    (here the test support's, for `make test`'s second run)."""
     monkeypatch.setenv("SGXLAUNCH_PURE_PYTHON", "1")
-    assert not cpu().native_paging
+    assert Processor(CpuConfig(), b"s" * 16).native_paging
+    assert not cpu().native_paging  # tests.support.cpu maps the variable onto the flag
 
 
 @needs_native
 def test_success_case_does_not_reach_the_python_leaf(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real_ewb, real_eld = Processor._ewb, Processor._eld
+    real_ewb, real_eld = PagingLeaves._ewb, PagingLeaves._eld
 
-    def counting_ewb(self: Processor, *args: int) -> SgxStatus:
+    def counting_ewb(self: PagingLeaves, *args: int) -> SgxStatus:
         calls.append("ewb")
         return real_ewb(self, *args)
 
-    def counting_eld(self: Processor, *args: int) -> SgxStatus:
+    def counting_eld(self: PagingLeaves, *args: int) -> SgxStatus:
         calls.append("eld")
         return real_eld(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Processor, "_ewb", counting_ewb)
-    monkeypatch.setattr(Processor, "_eld", counting_eld)
+    monkeypatch.setattr(PagingLeaves, "_ewb", counting_ewb)
+    monkeypatch.setattr(PagingLeaves, "_eld", counting_eld)
     proc = cpu(native=True)
     enc = launch(proc, MemoryProgram, "app", data_pages=DATA_PAGES)
     pager = Pager(proc)
@@ -181,19 +190,19 @@ def snapshot(m: Machine) -> tuple[object, ...]:
         )
 
     return (
-        bytes(proc._epc),
-        bytes(proc._valid),
-        bytes(proc._ptype),
-        bytes(proc._perm),
-        bytes(proc._blocked),
-        list(proc._blocked_epoch),
-        list(proc._linaddr),
-        [None if o is None else o.eid for o in proc._owner],
-        bytes(proc._shared),
-        sorted((i, enclave_state(e)) for i, e in proc._secs_state.items()),
-        sorted((eid, enclave_state(e)) for eid, e in proc._evicted_secs.items()),
-        sorted((base, bytes(r.buf)) for base, r in proc._regions.items()),
-        sorted(proc._page_region),
+        bytes(proc.state.epc),
+        bytes(proc.state.valid),
+        bytes(proc.state.ptype),
+        bytes(proc.state.perm),
+        bytes(proc.state.blocked),
+        list(proc.state.blocked_epoch),
+        list(proc.state.linaddr),
+        [None if o is None else o.eid for o in proc.state.owner],
+        bytes(proc.state.shared),
+        sorted((i, enclave_state(e)) for i, e in proc.state.secs_state.items()),
+        sorted((eid, enclave_state(e)) for eid, e in proc.state.evicted_secs.items()),
+        sorted((base, bytes(r.buf)) for base, r in proc.state.regions.items()),
+        sorted(proc.state.page_region),
     )
 
 
@@ -224,8 +233,8 @@ OPS = st.lists(
 
 
 def epc_of(m: Machine, linaddr: int) -> int | None:
-    for i, lin in enumerate(m.proc._linaddr):
-        if lin == linaddr and m.proc._valid[i] and m.proc._owner[i] is not None:
+    for i, lin in enumerate(m.proc.state.linaddr):
+        if lin == linaddr and m.proc.state.valid[i] and m.proc.state.owner[i] is not None:
             return m.proc.epc_address(i)
     return None
 

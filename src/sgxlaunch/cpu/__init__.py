@@ -6,14 +6,9 @@ leaves or with :mod:`sgxlaunch.cpu.loader`, run code inside them as
 """
 
 from sgxlaunch.cpu.config import DEFAULT_EPC_SIZE, EPC_BASE, ORDINARY_BASE, CpuConfig
-from sgxlaunch.cpu.enclave import (
-    EnclaveContext,
-    EnclaveImage,
-    EnclaveProgram,
-    ImagePage,
-    program_image,
-)
+from sgxlaunch.cpu.enclave import EnclaveContext, EnclaveProgram
 from sgxlaunch.cpu.faults import CpuFault, EnclaveLeafFailed, GeneralProtection, PageFault
+from sgxlaunch.cpu.image import EnclaveImage, ImagePage, program_image
 from sgxlaunch.cpu.keys import KeyDependencies, derive_key
 from sgxlaunch.cpu.loader import (
     ProcessorEnclave,
@@ -23,7 +18,9 @@ from sgxlaunch.cpu.loader import (
     load_enclave,
     secs_for,
 )
-from sgxlaunch.cpu.processor import EpcmEntry, Processor, cpusvn_beyond
+from sgxlaunch.cpu.msr import cpusvn_beyond
+from sgxlaunch.cpu.processor import Processor
+from sgxlaunch.cpu.state import EpcmEntry
 
 __all__ = [
     "DEFAULT_EPC_SIZE",

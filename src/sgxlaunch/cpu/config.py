@@ -50,6 +50,10 @@ class CpuConfig:
         firmware_lepubkeyhash: the value firmware leaves in IA32_SGXLEPUBKEYHASH0..3 (default
             Intel's launch-enclave signer, spec §4.6).
         owner_epoch: CR_SGXOWNEREPOCH (16 bytes) mixed into every owner-dependent key.
+        native_paging: bind EWB/ELDU/ELDB to the optional native fast path
+            (:mod:`sgxlaunch.cpu._paging`): ``None`` (default) when it is built, ``False``
+            never (the pure-Python leaves), ``True`` required. Results are identical either
+            way. The edges map an environment setting onto this flag; the core reads none.
     """
 
     epc_size: int = DEFAULT_EPC_SIZE
@@ -62,6 +66,7 @@ class CpuConfig:
     firmware: Firmware = "lc-enabled"
     firmware_lepubkeyhash: bytes = INTEL_LE_MRSIGNER
     owner_epoch: bytes = bytes(16)
+    native_paging: bool | None = None
 
     def __post_init__(self) -> None:
         if self.epc_size <= 0 or self.epc_size % 4096:

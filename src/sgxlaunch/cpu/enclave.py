@@ -1,11 +1,16 @@
-"""How code runs inside an emulated enclave (DESIGN "How enclave code runs").
+"""The ENCLU side: how code runs inside an emulated enclave (DESIGN "How enclave code runs").
 
-Enclave code is an :class:`EnclaveProgram` (a Python class). The image built for a program by
-:func:`program_image` holds a measured page with SHA-256 of the program's source, so MRENCLAVE
-binds the code. :meth:`Processor.register_program` maps an MRENCLAVE to its program; EENTER on a
-TCS of an initialized enclave runs that program's :meth:`EnclaveProgram.ecall` with an
-:class:`EnclaveContext`, the only door to EREPORT, EGETKEY, EEXIT and the enclave's memory.
-Callers outside pass and receive byte buffers, as an ECALL does.
+Enclave code is an :class:`EnclaveProgram` (a Python class); the image built for a program
+(:func:`sgxlaunch.cpu.image.program_image`) holds a measured page with SHA-256 of the program's
+source, so MRENCLAVE binds the code. :class:`Enclu` keeps the programs by MRENCLAVE and runs
+EENTER: on a TCS of an initialized enclave it runs that program's :meth:`EnclaveProgram.ecall`
+with an :class:`EnclaveContext`, the only door to EREPORT, EGETKEY, EEXIT and the enclave's
+memory. Callers outside pass and receive byte buffers, as an ECALL does.
+
+The context reaches the processor only through :class:`Enclu`'s public methods; the services
+an enclave may call are methods of :class:`Enclu` taking the running enclave's
+:class:`~sgxlaunch.cpu.state.SecsState`, so adding one (a monotonic counter, say) is one
+method there and one on :class:`EnclaveContext`.
 """
 
 from __future__ import annotations
@@ -14,8 +19,7 @@ import hashlib
 import hmac
 import inspect
 import struct
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
 
 from sgxlaunch.arch.constants import (
     HARDCODED_PKCS1_5_PADDING,
@@ -27,22 +31,20 @@ from sgxlaunch.arch.constants import (
     PageType,
     SecinfoFlag,
     SgxStatus,
-    secinfo_flags,
 )
-from sgxlaunch.arch.structs import Attributes, KeyRequest, Report, TargetInfo, Tcs
+from sgxlaunch.arch.structs import Attributes, KeyRequest, Report, TargetInfo
+from sgxlaunch.cpu.config import CpuConfig
 from sgxlaunch.cpu.faults import EnclaveLeafFailed, GeneralProtection, PageFault
-from sgxlaunch.cpu.keys import KeyDependencies, cmac128, derive_key
+from sgxlaunch.cpu.keys import FusedSecrets, KeyDependencies, cmac128
 from sgxlaunch.cpu.machine import (
     CounterSlot,
     Machine,
     counter_compare_and_set,
     counter_read,
 )
+from sgxlaunch.cpu.msr import cpusvn_beyond
+from sgxlaunch.cpu.state import EpcState, SecsState, StateView
 from sgxlaunch.errors import UsageError
-from sgxlaunch.measure import eadd_block, ecreate_block, eextend_header
-
-if TYPE_CHECKING:
-    from sgxlaunch.cpu.processor import Processor, _Enclave
 
 PAGE = 4096
 _U64 = (1 << 64) - 1
@@ -50,9 +52,7 @@ _REQUIRED_SEALING_MASK = 0x3
 _STATE = struct.Struct("<Q")
 _CSSA_NSSA = struct.Struct("<II")
 
-PROGRAM_PAGE_MAGIC = b"sgxlaunch enclave program v1\x00\x00\x00\x00"
-"""First 32 bytes of the measured code page of a program image."""
-assert len(PROGRAM_PAGE_MAGIC) == 32
+PageFaultHandler = Callable[[int, int], bool]
 
 
 class EnclaveProgram:
@@ -108,18 +108,20 @@ class EnclaveContext:
     :class:`GeneralProtection` (ENCLU outside enclave mode is ``#UD`` on hardware).
     """
 
-    __slots__ = ("_active", "_enclave", "_processor", "_secs_address")
+    __slots__ = ("_active", "_enclave", "_enclu")
 
-    def __init__(self, processor: Processor, enclave: _Enclave) -> None:
-        self._processor = processor
+    def __init__(self, enclu: Enclu, enclave: SecsState) -> None:
+        self._enclu = enclu
         self._enclave = enclave
-        self._secs_address = processor.epc_base + PAGE * enclave.secs_index
         self._active = True
 
-    def _check(self) -> _Enclave:
+    def _check(self) -> SecsState:
         if not self._active:
             raise GeneralProtection("ENCLU leaf called outside enclave mode")
         return self._enclave
+
+    def _leave(self) -> None:
+        self._active = False
 
     @property
     def base_address(self) -> int:
@@ -133,79 +135,20 @@ class EnclaveContext:
 
     # -- memory -----------------------------------------------------------------------------
 
-    def _page(self, linaddr: int, write: bool) -> int:
-        enclave = self._check()
-        proc = self._processor
-        page = linaddr & ~(PAGE - 1)
-        if not 0 <= page - enclave.baseaddr < enclave.size:
-            raise PageFault("access outside the enclave's linear range", address=linaddr)
-        for _attempt in range(2):
-            i = enclave.pages.get(page)
-            if i is not None and proc._valid[i] and not proc._blocked[i]:
-                if proc._owner[i] is not enclave or proc._linaddr[i] != page:
-                    raise PageFault("EPCM does not map this address", address=linaddr)
-                if proc._ptype[i] != PageType.REG:
-                    raise PageFault("page is not a regular page", address=linaddr)
-                need = SecinfoFlag.W if write else SecinfoFlag.R
-                if not proc._perm[i] & need:
-                    raise PageFault("EPCM permissions forbid the access", address=linaddr)
-                return i
-            handler = proc.page_fault_handler
-            if handler is None:
-                break
-            # The #PF is an asynchronous exit: the thread leaves the enclave (so ETRACK/EWB
-            # of this enclave can complete while the OS handles the fault), then ERESUMEs.
-            enclave.threads -= 1
-            if enclave.tracking_threads:
-                enclave.tracking_threads -= 1
-            try:
-                resolved = handler(self._secs_address, linaddr)
-            finally:
-                enclave.threads += 1
-            if not resolved:
-                break
-        raise PageFault("enclave page not present", address=linaddr)
-
     def read(self, linaddr: int, length: int) -> bytes:
         """Read enclave memory at a linear address (``#PF`` if absent or not readable)."""
-        out = bytearray()
-        proc = self._processor
-        while length > 0:
-            i = self._page(linaddr, write=False)
-            off = linaddr & (PAGE - 1)
-            n = min(length, PAGE - off)
-            start = i * PAGE + off
-            out += proc._epc[start : start + n]
-            linaddr += n
-            length -= n
-        return bytes(out)
+        return self._enclu.read(self._check(), linaddr, length)
 
     def write(self, linaddr: int, data: bytes | bytearray | memoryview) -> None:
         """Write enclave memory at a linear address (``#PF`` if absent or not writable)."""
-        view = memoryview(bytes(data))
-        proc = self._processor
-        while len(view):
-            i = self._page(linaddr, write=True)
-            off = linaddr & (PAGE - 1)
-            n = min(len(view), PAGE - off)
-            start = i * PAGE + off
-            proc._epc[start : start + n] = view[:n]
-            linaddr += n
-            view = view[n:]
+        self._enclu.write(self._check(), linaddr, data)
 
     def rdrand(self, length: int) -> bytes:
         """RDRAND: ``length`` random bytes from the processor's injected source."""
         self._check()
-        return self._processor._random(length)
+        return self._enclu.random(length)
 
     # -- the monotonic counter (emulator extension; see sgxlaunch.cpu.machine) ----------------
-
-    def _counter_machine(self) -> Machine:
-        self._check()
-        machine = self._processor.machine
-        if machine is None:
-            raise GeneralProtection("this processor has no monotonic counter")
-        return machine
 
     def counter_read(self) -> CounterSlot:
         """Read the machine's monotonic counter (**emulator extension**, like the retired SGX
@@ -218,9 +161,7 @@ class EnclaveContext:
             GeneralProtection: the processor has no counter (outside enclave mode too).
             CounterAccessDenied: another identity owns the counter.
         """
-        machine = self._counter_machine()
-        enclave = self._enclave
-        return counter_read(machine, enclave.mrsigner, enclave.isvprodid)
+        return self._enclu.counter_read(self._check())
 
     def counter_compare_and_set(
         self,
@@ -239,16 +180,8 @@ class EnclaveContext:
             CounterAccessDenied: the caller does not own the counter.
             MachineConflict: the counter does not hold ``(value, digest)``.
         """
-        machine = self._counter_machine()
-        enclave = self._enclave
-        return counter_compare_and_set(
-            machine,
-            enclave.mrsigner,
-            enclave.isvprodid,
-            value=value,
-            digest=digest,
-            new_digest=new_digest,
-            next_owner=next_owner,
+        return self._enclu.counter_compare_and_set(
+            self._check(), value, digest, new_digest, next_owner=next_owner
         )
 
     # -- ENCLU ------------------------------------------------------------------------------
@@ -269,40 +202,7 @@ class EnclaveContext:
         Raises:
             GeneralProtection: ``reportdata`` is not 64 bytes.
         """
-        enclave = self._check()
-        proc = self._processor
-        target = (
-            targetinfo
-            if isinstance(targetinfo, TargetInfo)
-            else TargetInfo.from_bytes_raw(targetinfo)
-        )
-        if len(reportdata) != 64:
-            raise GeneralProtection("REPORTDATA is 64 bytes")
-        body = Report(
-            cpusvn=proc.config.cpusvn,
-            miscselect=enclave.miscselect,
-            isvextprodid=enclave.isvextprodid,
-            attributes=Attributes(flags=enclave.attributes, xfrm=enclave.xfrm),
-            mrenclave=enclave.mrenclave,
-            mrsigner=enclave.mrsigner,
-            configid=enclave.configid,
-            isvprodid=enclave.isvprodid,
-            isvsvn=enclave.isvsvn,
-            configsvn=enclave.configsvn,
-            isvfamilyid=enclave.isvfamilyid,
-            reportdata=bytes(reportdata),
-            keyid=proc._report_keyid,
-        )
-        key = _report_key(
-            proc,
-            mrenclave=target.mrenclave,
-            attributes=target.attributes,
-            miscselect=target.miscselect,
-            configid=target.configid,
-            configsvn=target.configsvn,
-            keyid=proc._report_keyid,
-        )
-        return body.replace(mac=cmac128(key, body.body_bytes()))
+        return self._enclu.ereport(self._check(), targetinfo, reportdata)
 
     def verify_report(self, report: Report | bytes) -> bool:
         """Verify a REPORT targeted at this enclave: EGETKEY(REPORT_KEY, report.KEYID), CMAC."""
@@ -341,8 +241,211 @@ class EnclaveContext:
             GeneralProtection: step 1.
             EnclaveLeafFailed: a status from step 2 (``.status``).
         """
-        enclave = self._check()
-        proc = self._processor
+        return self._enclu.egetkey(self._check(), keyrequest)
+
+
+class Enclu(StateView):
+    """The ENCLU side of one processor: programs by MRENCLAVE, EENTER, and the leaves and
+    memory accesses a running enclave makes through its :class:`EnclaveContext`.
+
+    Args:
+        state: the processor's state.
+        config: the part (CPUSVN, owner epoch).
+        fuses: the fused secrets keys derive from.
+        random: RDRAND's source.
+        report_keyid: CR_REPORT_KEYID (per boot).
+        machine: the machine's non-volatile store, for the monotonic counter (``None`` on a
+            part without one).
+    """
+
+    def __init__(
+        self,
+        state: EpcState,
+        config: CpuConfig,
+        fuses: FusedSecrets,
+        random: Callable[[int], bytes],
+        report_keyid: bytes,
+        machine: Machine | None = None,
+    ) -> None:
+        super().__init__(state)
+        self.config = config
+        self._fuses = fuses
+        self.random = random
+        self.report_keyid = report_keyid
+        self.machine = machine
+        self._programs: dict[bytes, Callable[[], EnclaveProgram]] = {}
+        self.page_fault_handler: PageFaultHandler | None = None
+
+    def register_program(self, mrenclave: bytes, program: Callable[[], EnclaveProgram]) -> None:
+        """Register the code of enclaves measuring ``mrenclave``.
+
+        ``program`` is a factory (usually the :class:`EnclaveProgram` subclass itself); each
+        enclave instance gets its own program object at its first EENTER.
+        """
+        if len(mrenclave) != 32:
+            raise UsageError("an MRENCLAVE is 32 bytes")
+        self._programs[bytes(mrenclave)] = program
+
+    # -- memory of the running enclave ------------------------------------------------------
+
+    def _page(self, enclave: SecsState, linaddr: int, write: bool) -> int:
+        page = linaddr & ~(PAGE - 1)
+        if not 0 <= page - enclave.baseaddr < enclave.size:
+            raise PageFault("access outside the enclave's linear range", address=linaddr)
+        for _attempt in range(2):
+            i = enclave.pages.get(page)
+            if i is not None and self._valid[i] and not self._blocked[i]:
+                if self._owner[i] is not enclave or self._linaddr[i] != page:
+                    raise PageFault("EPCM does not map this address", address=linaddr)
+                if self._ptype[i] != PageType.REG:
+                    raise PageFault("page is not a regular page", address=linaddr)
+                need = SecinfoFlag.W if write else SecinfoFlag.R
+                if not self._perm[i] & need:
+                    raise PageFault("EPCM permissions forbid the access", address=linaddr)
+                return i
+            handler = self.page_fault_handler
+            if handler is None:
+                break
+            # The #PF is an asynchronous exit: the thread leaves the enclave (so ETRACK/EWB
+            # of this enclave can complete while the OS handles the fault), then ERESUMEs.
+            enclave.threads -= 1
+            if enclave.tracking_threads:
+                enclave.tracking_threads -= 1
+            try:
+                resolved = handler(self.epc_base + PAGE * enclave.secs_index, linaddr)
+            finally:
+                enclave.threads += 1
+            if not resolved:
+                break
+        raise PageFault("enclave page not present", address=linaddr)
+
+    def read(self, enclave: SecsState, linaddr: int, length: int) -> bytes:
+        """An enclave-mode read of ``enclave``'s memory (``#PF`` if absent or not readable)."""
+        out = bytearray()
+        epc = self._epc
+        while length > 0:
+            i = self._page(enclave, linaddr, write=False)
+            off = linaddr & (PAGE - 1)
+            n = min(length, PAGE - off)
+            start = i * PAGE + off
+            out += epc[start : start + n]
+            linaddr += n
+            length -= n
+        return bytes(out)
+
+    def write(self, enclave: SecsState, linaddr: int, data: bytes | bytearray | memoryview) -> None:
+        """An enclave-mode write (``#PF`` if absent or not writable)."""
+        view = memoryview(bytes(data))
+        epc = self._epc
+        while len(view):
+            i = self._page(enclave, linaddr, write=True)
+            off = linaddr & (PAGE - 1)
+            n = min(len(view), PAGE - off)
+            start = i * PAGE + off
+            epc[start : start + n] = view[:n]
+            linaddr += n
+            view = view[n:]
+
+    # -- the monotonic counter ---------------------------------------------------------------
+
+    def _counter_machine(self) -> Machine:
+        if self.machine is None:
+            raise GeneralProtection("this processor has no monotonic counter")
+        return self.machine
+
+    def counter_read(self, enclave: SecsState) -> CounterSlot:
+        """The counter as ``enclave`` may read it (see :meth:`EnclaveContext.counter_read`)."""
+        return counter_read(self._counter_machine(), enclave.mrsigner, enclave.isvprodid)
+
+    def counter_compare_and_set(
+        self,
+        enclave: SecsState,
+        value: int,
+        digest: bytes,
+        new_digest: bytes,
+        *,
+        next_owner: tuple[bytes, int] | None = None,
+    ) -> CounterSlot:
+        """Advance the counter for ``enclave`` (see
+        :meth:`EnclaveContext.counter_compare_and_set`)."""
+        return counter_compare_and_set(
+            self._counter_machine(),
+            enclave.mrsigner,
+            enclave.isvprodid,
+            value=value,
+            digest=digest,
+            new_digest=new_digest,
+            next_owner=next_owner,
+        )
+
+    # -- EREPORT / EGETKEY ------------------------------------------------------------------
+
+    def ereport(
+        self, enclave: SecsState, targetinfo: TargetInfo | bytes, reportdata: bytes
+    ) -> Report:
+        """EREPORT for the running ``enclave`` (see :meth:`EnclaveContext.ereport`)."""
+        target = (
+            targetinfo
+            if isinstance(targetinfo, TargetInfo)
+            else TargetInfo.from_bytes_raw(targetinfo)
+        )
+        if len(reportdata) != 64:
+            raise GeneralProtection("REPORTDATA is 64 bytes")
+        body = Report(
+            cpusvn=self.config.cpusvn,
+            miscselect=enclave.miscselect,
+            isvextprodid=enclave.isvextprodid,
+            attributes=Attributes(flags=enclave.attributes, xfrm=enclave.xfrm),
+            mrenclave=enclave.mrenclave,
+            mrsigner=enclave.mrsigner,
+            configid=enclave.configid,
+            isvprodid=enclave.isvprodid,
+            isvsvn=enclave.isvsvn,
+            configsvn=enclave.configsvn,
+            isvfamilyid=enclave.isvfamilyid,
+            reportdata=bytes(reportdata),
+            keyid=self.report_keyid,
+        )
+        key = self.report_key(
+            mrenclave=target.mrenclave,
+            attributes=target.attributes,
+            miscselect=target.miscselect,
+            configid=target.configid,
+            configsvn=target.configsvn,
+            keyid=self.report_keyid,
+        )
+        return body.replace(mac=cmac128(key, body.body_bytes()))
+
+    def report_key(
+        self,
+        *,
+        mrenclave: bytes,
+        attributes: Attributes,
+        miscselect: int,
+        configid: bytes,
+        configsvn: int,
+        keyid: bytes,
+    ) -> bytes:
+        """The REPORT key of the enclave identified by the arguments (EREPORT and EGETKEY)."""
+        return self._fuses.derive(
+            KeyDependencies(
+                keyname=KeyName.REPORT,
+                sgxownerepoch=self.config.owner_epoch,
+                attributes_flags=attributes.flags,
+                attributes_xfrm=attributes.xfrm,
+                mrenclave=mrenclave,
+                keyid=keyid,
+                seal_key_fuses=self._fuses.seal_fuses,
+                cpusvn=self.config.cpusvn,
+                miscselect=miscselect,
+                padding=HARDCODED_PKCS1_5_PADDING,
+                configid=configid,
+                configsvn=configsvn,
+            )
+        )
+
+    def egetkey(self, enclave: SecsState, keyrequest: KeyRequest | bytes) -> bytes:
+        """EGETKEY for the running ``enclave`` (see :meth:`EnclaveContext.egetkey`)."""
         req = (
             keyrequest
             if isinstance(keyrequest, KeyRequest)
@@ -354,305 +457,162 @@ class EnclaveContext:
             raise GeneralProtection("KEYREQUEST.KEYPOLICY reserved bits are set")
         if req.keypolicy & KEYPOLICY_KSS_MASK and not enclave.attributes & AttributeFlag.KSS:
             raise GeneralProtection("KSS key policies need SECS.ATTRIBUTES.KSS")
-        return _egetkey(proc, enclave, req)
+        return self._derive(enclave, req)
 
-
-def _cpusvn_beyond(candidate: bytes, platform: bytes) -> bool:
-    return any(c > p for c, p in zip(candidate, platform, strict=True))
-
-
-def _report_key(
-    proc: Processor,
-    *,
-    mrenclave: bytes,
-    attributes: Attributes,
-    miscselect: int,
-    configid: bytes,
-    configsvn: int,
-    keyid: bytes,
-) -> bytes:
-    return derive_key(
-        proc._root_key,
-        KeyDependencies(
-            keyname=KeyName.REPORT,
-            sgxownerepoch=proc.config.owner_epoch,
-            attributes_flags=attributes.flags,
-            attributes_xfrm=attributes.xfrm,
-            mrenclave=mrenclave,
-            keyid=keyid,
-            seal_key_fuses=proc._seal_fuses,
-            cpusvn=proc.config.cpusvn,
-            miscselect=miscselect,
-            padding=HARDCODED_PKCS1_5_PADDING,
-            configid=configid,
-            configsvn=configsvn,
-        ),
-    )
-
-
-def _egetkey(proc: Processor, enclave: _Enclave, req: KeyRequest) -> bytes:
-    name = req.keyname
-    cfg = proc.config
-    if name == KeyName.REPORT:
-        return _report_key(
-            proc,
-            mrenclave=enclave.mrenclave,
-            attributes=Attributes(flags=enclave.attributes, xfrm=enclave.xfrm),
-            miscselect=enclave.miscselect,
-            configid=enclave.configid,
-            configsvn=enclave.configsvn,
-            keyid=req.keyid,
-        )
-    if name not in (KeyName.SEAL, KeyName.EINITTOKEN, KeyName.PROVISION, KeyName.PROVISION_SEAL):
-        raise EnclaveLeafFailed(SgxStatus.INVALID_KEYNAME, f"KEYNAME {name}")
-    if name == KeyName.EINITTOKEN and not enclave.attributes & AttributeFlag.EINITTOKEN_KEY:
-        raise EnclaveLeafFailed(SgxStatus.INVALID_ATTRIBUTE, "EINITTOKEN_KEY attribute not set")
-    if name in (KeyName.PROVISION, KeyName.PROVISION_SEAL) and not (
-        enclave.attributes & AttributeFlag.PROVISIONKEY
-    ):
-        raise EnclaveLeafFailed(SgxStatus.INVALID_ATTRIBUTE, "PROVISIONKEY attribute not set")
-    if _cpusvn_beyond(req.cpusvn, cfg.cpusvn):
-        raise EnclaveLeafFailed(SgxStatus.INVALID_CPUSVN, "KEYREQUEST.CPUSVN beyond the CPU's")
-    if req.isvsvn > enclave.isvsvn:
-        raise EnclaveLeafFailed(SgxStatus.INVALID_ISVSVN, "KEYREQUEST.ISVSVN above the SECS's")
-    if name == KeyName.SEAL and req.configsvn > enclave.configsvn:
-        raise EnclaveLeafFailed(SgxStatus.INVALID_ISVSVN, "KEYREQUEST.CONFIGSVN above the SECS's")
-    mask = req.attributemask
-    attr_flags = (mask.flags | _REQUIRED_SEALING_MASK) & enclave.attributes
-    attr_xfrm = mask.xfrm & enclave.xfrm
-    miscselect = req.miscmask & enclave.miscselect
-    if name == KeyName.EINITTOKEN:
-        deps = KeyDependencies(
-            keyname=KeyName.EINITTOKEN,
-            isvprodid=enclave.isvprodid,
-            isvsvn=req.isvsvn,
-            sgxownerepoch=cfg.owner_epoch,
-            attributes_flags=attr_flags,
-            attributes_xfrm=attr_xfrm,
-            mrsigner=enclave.mrsigner,
-            keyid=req.keyid,
-            seal_key_fuses=proc._seal_fuses,
-            cpusvn=req.cpusvn,
-            miscselect=miscselect,
-            padding=enclave.padding,
-        )
-    elif name == KeyName.SEAL:
-        policy = req.keypolicy
-        use_config = bool(policy & KeyPolicy.CONFIGID)
-        deps = KeyDependencies(
-            keyname=KeyName.SEAL,
-            isvfamilyid=enclave.isvfamilyid if policy & KeyPolicy.ISVFAMILYID else bytes(16),
-            isvextprodid=enclave.isvextprodid if policy & KeyPolicy.ISVEXTPRODID else bytes(16),
-            isvprodid=0 if policy & KeyPolicy.NOISVPRODID else enclave.isvprodid,
-            isvsvn=req.isvsvn,
-            sgxownerepoch=cfg.owner_epoch,
-            attributes_flags=attr_flags,
-            attributes_xfrm=attr_xfrm,
-            attributesmask_flags=mask.flags,
-            attributesmask_xfrm=mask.xfrm,
-            mrenclave=enclave.mrenclave if policy & KeyPolicy.MRENCLAVE else bytes(32),
-            mrsigner=enclave.mrsigner if policy & KeyPolicy.MRSIGNER else bytes(32),
-            keyid=req.keyid,
-            seal_key_fuses=proc._seal_fuses,
-            cpusvn=req.cpusvn,
-            miscselect=miscselect,
-            miscmask=~req.miscmask & 0xFFFFFFFF,
-            padding=enclave.padding,
-            keypolicy=policy,
-            configid=enclave.configid if use_config else bytes(64),
-            configsvn=req.configsvn if use_config else 0,
-        )
-    else:
-        provision = name == KeyName.PROVISION
-        deps = KeyDependencies(
-            keyname=name,
-            isvprodid=enclave.isvprodid,
-            isvsvn=req.isvsvn,
-            sgxownerepoch=bytes(16) if provision else cfg.owner_epoch,
-            attributes_flags=attr_flags,
-            attributes_xfrm=attr_xfrm,
-            attributesmask_flags=mask.flags,
-            attributesmask_xfrm=mask.xfrm,
-            mrsigner=enclave.mrsigner,
-            seal_key_fuses=bytes(16) if provision else proc._seal_fuses,
-            cpusvn=req.cpusvn,
-            miscselect=miscselect,
-            miscmask=~req.miscmask & 0xFFFFFFFF,
-            padding=enclave.padding,
-        )
-    return derive_key(proc._root_key, deps)
-
-
-def eenter(proc: Processor, tcs: int, function: int, data: bytes) -> bytes:
-    """ENCLU[EENTER] on the TCS at EPC address ``tcs``; runs the registered program.
-
-    Checks (SDM EENTER): ``tcs`` 4 KiB aligned (#GP); in the EPC, a valid, unblocked PT_TCS page
-    (#PF — an evicted TCS faults so the OS can reload it); the enclave initialized (#GP); the
-    TCS not busy (#GP); CSSA < NSSA (#GP). Then TCS.STATE := busy, the program for the
-    enclave's MRENCLAVE runs ``ecall(ctx, function, data)``, and EEXIT (return or
-    :meth:`EnclaveContext.eexit`) hands its bytes back and frees the TCS.
-
-    Raises:
-        UsageError: no program is registered for the enclave's MRENCLAVE.
-    """
-    if tcs & (PAGE - 1):
-        raise GeneralProtection("EENTER TCS is not 4 KiB aligned")
-    if not proc.in_epc(tcs):
-        raise PageFault("EENTER TCS is not in the EPC", address=tcs)
-    i = (tcs - proc.epc_base) >> 12
-    if not proc._valid[i] or proc._ptype[i] != PageType.TCS or proc._blocked[i]:
-        raise PageFault("EENTER TCS is not a valid TCS page", address=tcs)
-    enclave = proc._owner[i]
-    assert enclave is not None
-    if not enclave.initialized:
-        raise GeneralProtection("EENTER into an uninitialized enclave")
-    base = i * PAGE
-    (state,) = _STATE.unpack_from(proc._epc, base)
-    cssa, nssa = _CSSA_NSSA.unpack_from(proc._epc, base + 24)
-    if state:
-        raise GeneralProtection("EENTER on a busy TCS")
-    if cssa >= nssa:
-        raise GeneralProtection("EENTER with CSSA ≥ NSSA")
-    if enclave.program is None:
-        factory = proc._programs.get(enclave.mrenclave)
-        if factory is None:
-            raise UsageError(
-                f"no EnclaveProgram registered for MRENCLAVE {enclave.mrenclave.hex()}"
+    def _derive(self, enclave: SecsState, req: KeyRequest) -> bytes:
+        name = req.keyname
+        cfg = self.config
+        if name == KeyName.REPORT:
+            return self.report_key(
+                mrenclave=enclave.mrenclave,
+                attributes=Attributes(flags=enclave.attributes, xfrm=enclave.xfrm),
+                miscselect=enclave.miscselect,
+                configid=enclave.configid,
+                configsvn=enclave.configsvn,
+                keyid=req.keyid,
             )
-        enclave.program = factory()
-    program = enclave.program
-    ctx = EnclaveContext(proc, enclave)
-    _STATE.pack_into(proc._epc, base, 1)
-    enclave.threads += 1
-    try:
-        result = program.ecall(ctx, function, bytes(data))
-    except _EnclaveExit as leave:
-        result = leave.data
-    finally:
-        ctx._active = False
-        enclave.threads -= 1
-        if enclave.tracking_threads:
-            enclave.tracking_threads -= 1
-        if proc._valid[i] and proc._owner[i] is enclave:
-            _STATE.pack_into(proc._epc, base, 0)
-    return bytes(result)
+        if name not in (
+            KeyName.SEAL,
+            KeyName.EINITTOKEN,
+            KeyName.PROVISION,
+            KeyName.PROVISION_SEAL,
+        ):
+            raise EnclaveLeafFailed(SgxStatus.INVALID_KEYNAME, f"KEYNAME {name}")
+        if name == KeyName.EINITTOKEN and not enclave.attributes & AttributeFlag.EINITTOKEN_KEY:
+            raise EnclaveLeafFailed(SgxStatus.INVALID_ATTRIBUTE, "EINITTOKEN_KEY attribute not set")
+        if name in (KeyName.PROVISION, KeyName.PROVISION_SEAL) and not (
+            enclave.attributes & AttributeFlag.PROVISIONKEY
+        ):
+            raise EnclaveLeafFailed(SgxStatus.INVALID_ATTRIBUTE, "PROVISIONKEY attribute not set")
+        if cpusvn_beyond(req.cpusvn, cfg.cpusvn):
+            raise EnclaveLeafFailed(SgxStatus.INVALID_CPUSVN, "KEYREQUEST.CPUSVN beyond the CPU's")
+        if req.isvsvn > enclave.isvsvn:
+            raise EnclaveLeafFailed(SgxStatus.INVALID_ISVSVN, "KEYREQUEST.ISVSVN above the SECS's")
+        if name == KeyName.SEAL and req.configsvn > enclave.configsvn:
+            raise EnclaveLeafFailed(
+                SgxStatus.INVALID_ISVSVN, "KEYREQUEST.CONFIGSVN above the SECS's"
+            )
+        mask = req.attributemask
+        attr_flags = (mask.flags | _REQUIRED_SEALING_MASK) & enclave.attributes
+        attr_xfrm = mask.xfrm & enclave.xfrm
+        miscselect = req.miscmask & enclave.miscselect
+        if name == KeyName.EINITTOKEN:
+            deps = KeyDependencies(
+                keyname=KeyName.EINITTOKEN,
+                isvprodid=enclave.isvprodid,
+                isvsvn=req.isvsvn,
+                sgxownerepoch=cfg.owner_epoch,
+                attributes_flags=attr_flags,
+                attributes_xfrm=attr_xfrm,
+                mrsigner=enclave.mrsigner,
+                keyid=req.keyid,
+                seal_key_fuses=self._fuses.seal_fuses,
+                cpusvn=req.cpusvn,
+                miscselect=miscselect,
+                padding=enclave.padding,
+            )
+        elif name == KeyName.SEAL:
+            policy = req.keypolicy
+            use_config = bool(policy & KeyPolicy.CONFIGID)
+            deps = KeyDependencies(
+                keyname=KeyName.SEAL,
+                isvfamilyid=enclave.isvfamilyid if policy & KeyPolicy.ISVFAMILYID else bytes(16),
+                isvextprodid=enclave.isvextprodid if policy & KeyPolicy.ISVEXTPRODID else bytes(16),
+                isvprodid=0 if policy & KeyPolicy.NOISVPRODID else enclave.isvprodid,
+                isvsvn=req.isvsvn,
+                sgxownerepoch=cfg.owner_epoch,
+                attributes_flags=attr_flags,
+                attributes_xfrm=attr_xfrm,
+                attributesmask_flags=mask.flags,
+                attributesmask_xfrm=mask.xfrm,
+                mrenclave=enclave.mrenclave if policy & KeyPolicy.MRENCLAVE else bytes(32),
+                mrsigner=enclave.mrsigner if policy & KeyPolicy.MRSIGNER else bytes(32),
+                keyid=req.keyid,
+                seal_key_fuses=self._fuses.seal_fuses,
+                cpusvn=req.cpusvn,
+                miscselect=miscselect,
+                miscmask=~req.miscmask & 0xFFFFFFFF,
+                padding=enclave.padding,
+                keypolicy=policy,
+                configid=enclave.configid if use_config else bytes(64),
+                configsvn=req.configsvn if use_config else 0,
+            )
+        else:
+            provision = name == KeyName.PROVISION
+            deps = KeyDependencies(
+                keyname=name,
+                isvprodid=enclave.isvprodid,
+                isvsvn=req.isvsvn,
+                sgxownerepoch=bytes(16) if provision else cfg.owner_epoch,
+                attributes_flags=attr_flags,
+                attributes_xfrm=attr_xfrm,
+                attributesmask_flags=mask.flags,
+                attributesmask_xfrm=mask.xfrm,
+                mrsigner=enclave.mrsigner,
+                seal_key_fuses=bytes(16) if provision else self._fuses.seal_fuses,
+                cpusvn=req.cpusvn,
+                miscselect=miscselect,
+                miscmask=~req.miscmask & 0xFFFFFFFF,
+                padding=enclave.padding,
+            )
+        return self._fuses.derive(deps)
+
+    # -- EENTER -----------------------------------------------------------------------------
+
+    def eenter(self, tcs: int, function: int = 0, data: bytes = b"") -> bytes:
+        """ENCLU[EENTER] on the TCS at EPC address ``tcs``; runs the registered program.
+
+        Checks (SDM EENTER): ``tcs`` 4 KiB aligned (#GP); in the EPC, a valid, unblocked PT_TCS page
+        (#PF — an evicted TCS faults so the OS can reload it); the enclave initialized (#GP); the
+        TCS not busy (#GP); CSSA < NSSA (#GP). Then TCS.STATE := busy, the program for the
+        enclave's MRENCLAVE runs ``ecall(ctx, function, data)``, and EEXIT (return or
+        :meth:`EnclaveContext.eexit`) hands its bytes back and frees the TCS.
+
+        Raises:
+            UsageError: no program is registered for the enclave's MRENCLAVE.
+        """
+        if tcs & (PAGE - 1):
+            raise GeneralProtection("EENTER TCS is not 4 KiB aligned")
+        if not self.epc_base <= tcs < self._epc_end:
+            raise PageFault("EENTER TCS is not in the EPC", address=tcs)
+        i = (tcs - self.epc_base) >> 12
+        if not self._valid[i] or self._ptype[i] != PageType.TCS or self._blocked[i]:
+            raise PageFault("EENTER TCS is not a valid TCS page", address=tcs)
+        enclave = self._owner[i]
+        assert enclave is not None
+        if not enclave.initialized:
+            raise GeneralProtection("EENTER into an uninitialized enclave")
+        epc = self._epc
+        base = i * PAGE
+        (state,) = _STATE.unpack_from(epc, base)
+        cssa, nssa = _CSSA_NSSA.unpack_from(epc, base + 24)
+        if state:
+            raise GeneralProtection("EENTER on a busy TCS")
+        if cssa >= nssa:
+            raise GeneralProtection("EENTER with CSSA ≥ NSSA")
+        if enclave.program is None:
+            factory = self._programs.get(enclave.mrenclave)
+            if factory is None:
+                raise UsageError(
+                    f"no EnclaveProgram registered for MRENCLAVE {enclave.mrenclave.hex()}"
+                )
+            enclave.program = factory()
+        program = enclave.program
+        ctx = EnclaveContext(self, enclave)
+        _STATE.pack_into(epc, base, 1)
+        enclave.threads += 1
+        try:
+            result = program.ecall(ctx, function, bytes(data))
+        except _EnclaveExit as leave:
+            result = leave.data
+        finally:
+            ctx._leave()
+            enclave.threads -= 1
+            if enclave.tracking_threads:
+                enclave.tracking_threads -= 1
+            if self._valid[i] and self._owner[i] is enclave:
+                _STATE.pack_into(epc, base, 0)
+        return bytes(result)
 
 
-# ----------------------------------------------------------------------------------------------
-# Images
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ImagePage:
-    """One page of an enclave image.
-
-    Attributes:
-        offset: enclave offset (page-aligned).
-        secinfo_flags: SECINFO.FLAGS as EADD measures them.
-        data: 4096 bytes.
-        measured: 16-bit mask of the 256-byte chunks that are EEXTENDed.
-    """
-
-    offset: int
-    secinfo_flags: int
-    data: bytes
-    measured: int = 0xFFFF
-
-
-@dataclass(frozen=True, slots=True)
-class EnclaveImage:
-    """An enclave image as the loader needs it: ECREATE values and the pages in EADD order."""
-
-    size: int
-    ssaframesize: int
-    pages: tuple[ImagePage, ...]
-    tcs_offsets: tuple[int, ...] = ()
-
-    def mrenclave(self) -> bytes:
-        """MRENCLAVE of the image (what the processor measures when it is loaded)."""
-        return hashlib.sha256(self.sgxs()).digest()
-
-    def sgxs(self) -> bytes:
-        """The image as an SGXS measurement stream (SHA-256 of it = :meth:`mrenclave`)."""
-        out = bytearray(ecreate_block(self.ssaframesize, self.size))
-        for page in self.pages:
-            out += eadd_block(page.offset, page.secinfo_flags)
-            for k in range(16):
-                if page.measured >> k & 1:
-                    out += eextend_header(page.offset + 256 * k)
-                    out += page.data[256 * k : 256 * k + 256]
-        return bytes(out)
-
-
-class _ProgramSpec:
-    """Layout constants of :func:`program_image`."""
-
-    TCS_OFFSET: ClassVar[int] = 0x0000
-    CODE_OFFSET: ClassVar[int] = 0x1000
-    SSA_OFFSET: ClassVar[int] = 0x2000
-
-
-def program_code_page(program: type[EnclaveProgram]) -> bytes:
-    """The measured code page: magic (32) ‖ SHA-256(source) (32) ‖ name length (u16) ‖ name."""
-    name = f"{program.__module__}.{program.__qualname__}".encode()[:4000]
-    page = PROGRAM_PAGE_MAGIC + program.source_hash() + struct.pack("<H", len(name)) + name
-    return page.ljust(PAGE, b"\x00")
-
-
-def program_image(
-    program: type[EnclaveProgram],
-    *,
-    data_pages: int = 1,
-    ssaframesize: int = 1,
-    nssa: int = 1,
-) -> EnclaveImage:
-    """Build the image of ``program`` deterministically.
-
-    Layout (offsets in the enclave; every page fully measured):
-
-    * 0x0000 TCS (OSSA = 0x2000, NSSA = ``nssa``, OENTRY = 0x1000);
-    * 0x1000 code page, R-X: :func:`program_code_page` (binds SHA-256 of the source);
-    * 0x2000 SSA frames, RW-: ``nssa * ssaframesize`` zero pages;
-    * then ``data_pages`` zero RW- pages.
-
-    SIZE is the smallest power of two (≥ 8192) covering the pages.
-    """
-    if data_pages < 0 or ssaframesize < 1 or nssa < 1:
-        raise UsageError("program_image needs data_pages ≥ 0, ssaframesize ≥ 1, nssa ≥ 1")
-    tcs = Tcs(ossa=_ProgramSpec.SSA_OFFSET, nssa=nssa, oentry=_ProgramSpec.CODE_OFFSET)
-    pages = [
-        ImagePage(_ProgramSpec.TCS_OFFSET, secinfo_flags(PageType.TCS), tcs.to_bytes()),
-        ImagePage(
-            _ProgramSpec.CODE_OFFSET,
-            secinfo_flags(PageType.REG, SecinfoFlag.R | SecinfoFlag.X),
-            program_code_page(program),
-        ),
-    ]
-    offset = _ProgramSpec.SSA_OFFSET
-    zero = bytes(PAGE)
-    rw = secinfo_flags(PageType.REG, SecinfoFlag.R | SecinfoFlag.W)
-    for _ in range(nssa * ssaframesize + data_pages):
-        pages.append(ImagePage(offset, rw, zero))
-        offset += PAGE
-    size = 8192
-    while size < offset:
-        size *= 2
-    return EnclaveImage(
-        size=size,
-        ssaframesize=ssaframesize,
-        pages=tuple(pages),
-        tcs_offsets=(_ProgramSpec.TCS_OFFSET,),
-    )
-
-
-__all__ = [
-    "PROGRAM_PAGE_MAGIC",
-    "EnclaveContext",
-    "EnclaveImage",
-    "EnclaveProgram",
-    "ImagePage",
-    "eenter",
-    "program_code_page",
-    "program_image",
-]
+__all__ = ["EnclaveContext", "EnclaveProgram", "Enclu"]

@@ -77,6 +77,24 @@ def seal_fuses_from_seed(seed: bytes) -> bytes:
     return _label("sgxlaunch.cpu/seal-fuses/v1", seed)[:16]
 
 
+@dataclass(frozen=True, slots=True)
+class FusedSecrets:
+    """The secrets fused into one CPU: the root key every derivation is keyed with, and
+    ``CR_SEAL_FUSES``. Made from the platform seed (:meth:`from_seed`)."""
+
+    root_key: bytes
+    seal_fuses: bytes
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> FusedSecrets:
+        """Raises :class:`UsageError` for a seed shorter than 16 bytes."""
+        return cls(root_key_from_seed(seed), seal_fuses_from_seed(seed))
+
+    def derive(self, dependencies: KeyDependencies) -> bytes:
+        """``derive_key`` under this CPU's root key."""
+        return derive_key(self.root_key, dependencies)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyDependencies:
     """``TMP_KEYDEPENDENCIES``: every input of a derived key (fields in SDM order)."""

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from sgxlaunch.arch.constants import AttributeFlag, SgxStatus
 from sgxlaunch.arch.structs import Attributes, EinitToken, Secs, Sigstruct
-from sgxlaunch.cpu.enclave import EnclaveImage, ImagePage
+from sgxlaunch.cpu.image import EnclaveImage, ImagePage
 from sgxlaunch.cpu.processor import Processor
 from sgxlaunch.errors import UsageError
 
