@@ -16,12 +16,8 @@ from __future__ import annotations
 import struct
 
 from sgxlaunch.arch.structs import TargetInfo
-from sgxlaunch.cpu.enclave import (
-    PROGRAM_PAGE_MAGIC,
-    EnclaveContext,
-    EnclaveProgram,
-    program_image,
-)
+from sgxlaunch.cpu.enclave import EnclaveContext, EnclaveProgram
+from sgxlaunch.cpu.image import PROGRAM_PAGE_MAGIC, program_image
 from sgxlaunch.errors import UsageError
 from sgxlaunch.formats.sgxs import SgxsImage
 
