@@ -22,6 +22,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from sgxlaunch.arch.constants import PAGE_SIZE, PageType, secinfo_flags
 from sgxlaunch.formats.sgxs import SgxsImage, SgxsPage, write_sgxs
@@ -51,6 +52,11 @@ def sgxlaunch(*args: str | Path, expect: int, show: bool = True) -> str:
         print(f"DEMO FAILED: exit code {proc.returncode}, expected {expect}", file=sys.stderr)
         sys.exit(1)
     return proc.stdout
+
+
+def json_result(stdout: str) -> Any:
+    """The ``result`` of the one JSON object a ``--json`` command prints (docs/json.md)."""
+    return json.loads(stdout)["result"]
 
 
 def check(condition: bool, what: str) -> None:
@@ -86,7 +92,7 @@ def main() -> int:
         machine = "--machine=machine/machine.json"  # the emulated silicon, outside the home
 
         say("The enclave author makes a signing key and signs two enclaves")
-        author = sgxlaunch("key", "generate", "author.pem", expect=0).strip()
+        author = sgxlaunch("key", "generate", "-o", "author.pem", expect=0).strip()
         build_enclave(WORK / "payments.sgxs", b"payments service")
         build_enclave(WORK / "miner.sgxs", b"something the owner never approved")
         sgxlaunch(
@@ -142,13 +148,13 @@ def main() -> int:
             "2",
             "--key-dir",
             "keys",
-            "--out",
+            "-o",
             "root.json",
             expect=0,
         )
         keys = sorted(str(p.relative_to(WORK)) for p in (WORK / "keys").glob("*.key.pem"))
         check(len(keys) == 3, "three owner keys were generated")
-        le_signer = sgxlaunch("key", "generate", "owner-le.pem", expect=0).strip()
+        le_signer = sgxlaunch("key", "generate", "-o", "owner-le.pem", expect=0).strip()
 
         say("The owner sets up the platform (permissive, like mainline) and its launch enclave")
         sgxlaunch(
@@ -170,7 +176,7 @@ def main() -> int:
         check("decision permissive" in out, "so does the miner: nothing stops it")
 
         say("The owner writes a policy allowing only the payments service, signed by 2 of 3")
-        sgxlaunch("policy", "new", "policy-v1.json", "--version", "1", expect=0)
+        sgxlaunch("policy", "new", "-o", "policy-v1.json", "--version", "1", expect=0)
         sgxlaunch(
             "policy",
             "allow",
@@ -193,7 +199,7 @@ def main() -> int:
             keys[0],
             "--key",
             keys[1],
-            "--out",
+            "-o",
             "policy-v1.signed.json",
             expect=0,
         )
@@ -219,7 +225,7 @@ def main() -> int:
             expect=0,
         )
         sgxlaunch("platform", "mode", "owner-mode.json", home, machine, expect=0)
-        status = json.loads(
+        status = json_result(
             sgxlaunch("platform", "status", home, machine, "--json", expect=0, show=False)
         )
         check(status["mode"] == "owner", "launch control is owner mode")
@@ -229,7 +235,7 @@ def main() -> int:
         )
 
         say("Owner mode: the allowed enclave launches with a token from the launch enclave")
-        out = json.loads(
+        out = json_result(
             sgxlaunch(
                 "run",
                 "payments.sgxs",
@@ -255,7 +261,9 @@ def main() -> int:
         sgxlaunch("run", "payments.sgxs", "--sig", "payments-debug.sig", home, machine, expect=1)
 
         say("The owner publishes policy v2; the older v1 can no longer be installed")
-        sgxlaunch("policy", "new", "policy-v2.json", "--from", "policy-v1.signed.json", expect=0)
+        sgxlaunch(
+            "policy", "new", "-o", "policy-v2.json", "--from", "policy-v1.signed.json", expect=0
+        )
         sgxlaunch(
             "policy",
             "sign",
@@ -264,7 +272,7 @@ def main() -> int:
             keys[1],
             "--key",
             keys[2],
-            "--out",
+            "-o",
             "policy-v2.signed.json",
             expect=0,
         )
@@ -287,15 +295,15 @@ def main() -> int:
             expect=0,
         )
         sgxlaunch("platform", "mode", "back.json", home, machine, expect=1)
-        status = json.loads(
+        status = json_result(
             sgxlaunch("platform", "status", home, machine, "--json", expect=0, show=False)
         )
         check(status["mode"] == "owner", "the platform is still in owner mode")
 
         say("The launch log shows every attempt, and verifies")
-        records = json.loads(
+        records = json_result(
             sgxlaunch("log", "show", home, machine, "--json", expect=0, show=False)
-        )
+        )["records"]
         sgxlaunch("log", "show", home, machine, expect=0)
         decisions = [r["decision"] for r in records]
         check(
@@ -315,7 +323,7 @@ def main() -> int:
                 (bytes(value).replace(b'"decision":"denied"', b'"decision":"allowed"'), key),
             )
         out = sgxlaunch("log", "verify", home, machine, "--json", expect=1)
-        check(json.loads(out)["first_bad_record"] == 3, "record 3 is named as the first bad one")
+        check(json_result(out)["first_bad_record"] == 3, "record 3 is named as the first bad one")
 
         say(
             "Someone with write access to the home deletes the mode document and the active "

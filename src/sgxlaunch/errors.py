@@ -12,6 +12,9 @@ CLI prints the first on stderr, then the rest, and maps the class to an exit cod
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 
 class SgxlaunchError(Exception):
     """Root of every error this project raises on purpose."""
@@ -168,6 +171,7 @@ class PolicyDenied(SgxlaunchError):
 
     Attributes:
         rule: the rule (id) that denied, or ``None`` when no rule matched.
+        reasons: each reason as ``{rule, field, expected, found}`` (``detail`` has them as text).
     """
 
     exit_code = 1
@@ -178,9 +182,11 @@ class PolicyDenied(SgxlaunchError):
         *,
         rule: str | None = None,
         detail: tuple[str, ...] | list[str] = (),
+        reasons: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         super().__init__(message, detail=detail)
         self.rule = rule
+        self.reasons = tuple(reasons)
 
 
 __all__ = [

@@ -14,6 +14,7 @@ import pytest
 from sgxlaunch.arch import Sigstruct
 from tests.conftest import shared_vectors, sigstruct_vectors
 from tests.support.cli import run
+from tests.support.cli_json import result_of
 from tests.support.keys import rsa_key
 
 GENERATED = [
@@ -209,7 +210,7 @@ def test_verify_json() -> None:
     sig = shared_vectors() / "kselftest" / "ksft_test_encl.sigstruct.bin"
     result = run("verify", sig, "--json")
     assert result.exit_code == 0
-    value = json.loads(result.stdout)
+    value = result_of(result)
     assert value["valid"] is True
     assert value["mrsigner"] == "2f9f8fd4fe12d77232f1d87571ca8252ca27714efe7705e46222cffd5a22e8c4"
 
@@ -220,7 +221,7 @@ def test_sdk_typed_le_header_verifies_with_a_warning() -> None:
     assert result.exit_code == 0
     assert "SGX_INVALID_SIG_STRUCT" in result.stderr
     assert "warning" in result.stderr
-    shown = json.loads(run("inspect", le, "--json").stdout)
+    shown = result_of(run("inspect", le, "--json"))
     assert shown["header_type"] == "sdk-debug"
 
 
@@ -228,21 +229,21 @@ def test_sdk_typed_le_header_verifies_with_a_warning() -> None:
 def test_inspect_json_reports_recorded_fields(path: str, facts: dict[str, Any]) -> None:
     result = run("inspect", shared_vectors() / path, "--json")
     assert result.exit_code == 0
-    shown = json.loads(result.stdout)
+    shown = result_of(result)
     assert shown["mrsigner"] == facts["mrsigner"]
     assert shown["mrenclave"] == facts["mrenclave"]
     assert shown["isvprodid"] == facts["isvprodid"]
     assert shown["isvsvn"] == facts["isvsvn"]
     assert shown["date"] == facts["date"]
     assert shown["vendor"] == int(facts["vendor"], 16)
-    assert shown["attributes"] == {
-        "flags": int(facts["attributes.flags"], 16),
-        "xfrm": int(facts["attributes.xfrm"], 16),
-    }
-    assert shown["attributemask"] == {
-        "flags": int(facts["attributemask.flags"], 16),
-        "xfrm": int(facts["attributemask.xfrm"], 16),
-    }
+    for name in ("attributes", "attributemask"):
+        flags, xfrm = int(facts[f"{name}.flags"], 16), int(facts[f"{name}.xfrm"], 16)
+        assert shown[name] == {
+            "flags": flags,
+            "xfrm": xfrm,
+            "flags_hex": hex(flags),
+            "xfrm_hex": hex(xfrm),
+        }
     assert shown["miscmask"] == int(facts["miscmask"], 16)
     assert shown["signature_valid"] is facts["signature_valid"]
     for key in (
@@ -259,7 +260,7 @@ def test_inspect_json_reports_recorded_fields(path: str, facts: dict[str, Any]) 
 
 def test_inspect_sgxs_and_ambiguous_sizes(tmp_path: Path) -> None:
     gen = shared_vectors() / "generated"
-    shown = json.loads(run("inspect", gen / "case3_misc_xfrm_swdef.sgxs", "--json").stdout)
+    shown = result_of(run("inspect", gen / "case3_misc_xfrm_swdef.sgxs", "--json"))
     assert shown["type"] == "sgxs"
     assert shown["mrenclave"] == manifest_case("case3_misc_xfrm_swdef")["expected_mrenclave"]
     blob = tmp_path / "x.bin"
@@ -267,10 +268,10 @@ def test_inspect_sgxs_and_ambiguous_sizes(tmp_path: Path) -> None:
     assert run("inspect", blob).exit_code == 2
     result = run("inspect", blob, "--type", "targetinfo", "--json")
     assert result.exit_code == 0
-    assert json.loads(result.stdout)["type"] == "targetinfo"
+    assert result_of(result)["type"] == "targetinfo"
     token = tmp_path / "t.bin"
     token.write_bytes(bytes(304))
-    assert json.loads(run("inspect", token, "--json").stdout)["valid"] == 0
+    assert result_of(run("inspect", token, "--json"))["valid"] == 0
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"x" * 77)
     result = run("inspect", junk)
@@ -280,18 +281,18 @@ def test_inspect_sgxs_and_ambiguous_sizes(tmp_path: Path) -> None:
 
 def test_key_generate_mode_no_overwrite_and_mrsigner(tmp_path: Path) -> None:
     key = tmp_path / "k.pem"
-    first = run("key", "generate", key)
+    first = run("key", "generate", "-o", key)
     assert first.exit_code == 0
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     before = key.read_bytes()
-    again = run("key", "generate", key)
+    again = run("key", "generate", "-o", key)
     assert again.exit_code == 2
     assert "--force" in again.stderr
     assert key.read_bytes() == before
     mrsigner = run("key", "mrsigner", key).stdout.strip()
     assert mrsigner == first.stdout.strip()
     assert len(bytes.fromhex(mrsigner)) == 32
-    assert run("key", "generate", key, "--force").exit_code == 0
+    assert run("key", "generate", "-o", key, "--force").exit_code == 0
     assert key.read_bytes() != before
 
 
@@ -422,7 +423,7 @@ def test_measure_prints_only_the_result_and_names_bad_records(tmp_path: Path) ->
     result = run("measure", gen / "case1_defaults.sgxs")
     assert result.exit_code == 0
     assert result.stdout == manifest_case("case1_defaults")["expected_mrenclave"] + "\n"
-    as_json = json.loads(run("measure", gen / "case1_defaults.sgxs", "--json").stdout)
+    as_json = result_of(run("measure", gen / "case1_defaults.sgxs", "--json"))
     assert as_json["mrenclave"] == manifest_case("case1_defaults")["expected_mrenclave"]
     bad = tmp_path / "bad.sgxs"
     data = bytearray((gen / "case1_defaults.sgxs").read_bytes())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from tests.conftest import shared_vectors
 from tests.support.cli import run
+from tests.support.cli_json import result_of
 
 GEN = shared_vectors() / "generated"
 
@@ -30,14 +30,14 @@ def owner_home(tmp_path: Path) -> tuple[Path, list[str], str]:
             "2",
             "--key-dir",
             keys_dir,
-            "--out",
+            "-o",
             root,
         ).exit_code
         == 0
     )
     keys = sorted(str(p) for p in keys_dir.glob("*.key.pem"))
     le_key = tmp_path / "le.pem"
-    le_signer = run("key", "generate", le_key).stdout.strip()
+    le_signer = run("key", "generate", "-o", le_key).stdout.strip()
     result = run(
         "platform",
         "init",
@@ -52,7 +52,7 @@ def owner_home(tmp_path: Path) -> tuple[Path, list[str], str]:
         "--json",
     )
     assert result.exit_code == 0, result.output
-    status = json.loads(result.stdout)
+    status = result_of(result)
     assert status["mode"] == "permissive"
     assert status["launch_enclave"]["mrsigner"] == le_signer
     return home, keys, le_signer
@@ -82,7 +82,7 @@ def test_platform_story_through_the_cli(
     assert run(*other).exit_code == 0
     policy = tmp_path / "policy.json"
     signed = tmp_path / "policy.signed.json"
-    assert run("policy", "new", policy).exit_code == 0
+    assert run("policy", "new", "-o", policy).exit_code == 0
     assert (
         run(
             "policy",
@@ -96,7 +96,7 @@ def test_platform_story_through_the_cli(
         == 0
     )
     assert (
-        run("policy", "sign", policy, "--key", keys[0], "--key", keys[1], "--out", signed).exit_code
+        run("policy", "sign", policy, "--key", keys[0], "--key", keys[1], "-o", signed).exit_code
         == 0
     )
     assert run("platform", "install-policy", signed, "--home", home).exit_code == 0
@@ -122,24 +122,24 @@ def test_platform_story_through_the_cli(
         == 0
     )
     assert run("platform", "mode", mode, "--home", home).exit_code == 0
-    status = json.loads(run("platform", "status", "--home", home, "--json").stdout)
+    status = result_of(run("platform", "status", "--home", home, "--json"))
     assert status["mode"] == "owner"
     assert status["launch_key_msrs"] == le_signer
 
     ok = run(*allowed, "--json")
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.stdout)["rule"] == "case1"
+    assert result_of(ok)["rule"] == "case1"
     denied = run(*other)
     assert denied.exit_code == 1
     assert "denied" in denied.stderr
     assert "expected" in denied.stderr
 
-    records = json.loads(run("log", "show", "--home", home, "--json").stdout)
+    records = result_of(run("log", "show", "--home", home, "--json"))["records"]
     assert [r["decision"] for r in records] == ["permissive", "permissive", "allowed", "denied"]
     assert [r["outcome"] for r in records] == ["initialized"] * 3 + ["refused"]
     verified = run("log", "verify", "--home", home, "--json")
     assert verified.exit_code == 0
-    assert json.loads(verified.stdout) == {"valid": True, "records": 4}
+    assert result_of(verified) == {"valid": True, "records": 4}
 
     with sqlite3.connect(home / "state.sqlite3") as db:
         keys_in_log = [
@@ -148,7 +148,7 @@ def test_platform_story_through_the_cli(
         db.execute("DELETE FROM kv WHERE key = ?", (keys_in_log[-1],))
     broken = run("log", "verify", "--home", home, "--json")
     assert broken.exit_code == 1
-    assert json.loads(broken.stdout)["first_bad_record"] == 3
+    assert result_of(broken)["first_bad_record"] == 3
 
 
 def test_mode_switch_with_one_signature_refused(
@@ -209,7 +209,7 @@ def test_run_ephemeral_explains_a_measurement_mismatch() -> None:
         "--json",
     )
     assert result.exit_code == 1
-    value = json.loads(result.stdout)
+    value = result_of(result)
     assert value["sgx_status"] == "INVALID_MEASUREMENT"
     assert value["errno"] == "EPERM"
     assert any("ENCLAVEHASH expects 08cf317b" in line for line in value["why"])
@@ -233,7 +233,7 @@ def test_launch_enclave_signed_elsewhere_with_two_step_signing(
     assert shown.exit_code == 0, shown.output
     assert LE_SIGNING_OPTIONS in shown.stderr
     key = tmp_path / "second-le.pem"
-    assert run("key", "generate", key).exit_code == 0
+    assert run("key", "generate", "-o", key).exit_code == 0
     data, raw, sig = tmp_path / "le.data", tmp_path / "le.raw", tmp_path / "le.sig"
     gendata = run("gendata", image, *LE_SIGNING_OPTIONS.split(), "-o", data)
     assert gendata.exit_code == 0, gendata.output
@@ -255,7 +255,7 @@ def test_launch_enclave_with_einittoken_key_inside_the_mask_refused(
     image = tmp_path / "le.sgxs"
     assert run("platform", "le-image", "--home", home, "-o", image).exit_code == 0
     key = tmp_path / "k.pem"
-    assert run("key", "generate", key).exit_code == 0
+    assert run("key", "generate", "-o", key).exit_code == 0
     sig = tmp_path / "le.sig"
     assert run("sign", "--key", key, image, "--attributes", "0x24/0x3", "-o", sig).exit_code == 0
     result = run("platform", "le-install", sig, "--home", home)

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import shared_vectors
 from tests.support.cli import run
+from tests.support.cli_json import result_of
 
 CASE1 = "generated/case1_defaults.sig"
 CASE2 = "generated/case2_prodid_svn_debug.sig"
@@ -22,7 +23,7 @@ def owned(tmp_path: Path) -> dict[str, Path]:
     keys = tmp_path / "keys"
     root = tmp_path / "root.json"
     home = tmp_path / "home"
-    result = run("owner", "init", "--keys", 3, "--threshold", 2, "--key-dir", keys, "--out", root)
+    result = run("owner", "init", "--keys", 3, "--threshold", 2, "--key-dir", keys, "-o", root)
     assert result.exit_code == 0, result.output
     assert run("owner", "install", root, "--home", home).exit_code == 0
     return {"keys": keys, "root": root, "home": home, "tmp": tmp_path}
@@ -39,9 +40,9 @@ def test_owner_init_writes_private_keys_0600_and_a_signed_root(owned: dict[str, 
         assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
     shown = run("owner", "show", owned["root"], "--json")
     assert shown.exit_code == 0
-    info = json.loads(shown.stdout)
+    info = result_of(shown)
     assert info["threshold"] == 2 and len(info["keys"]) == 3 and len(info["signed_by"]) == 3
-    status = json.loads(run("owner", "show", "--home", owned["home"], "--json").stdout)
+    status = result_of(run("owner", "show", "--home", owned["home"], "--json"))
     assert status["root"]["version"] == 1 and status["policy"] is None
 
 
@@ -50,7 +51,10 @@ def _make_policy(
 ) -> Path:
     vectors = shared_vectors()
     policy = owned["tmp"] / f"{name}.json"
-    assert run("policy", "new", policy, "--version", version, "--valid-days", days).exit_code == 0
+    assert (
+        run("policy", "new", "-o", policy, "--version", version, "--valid-days", days).exit_code
+        == 0
+    )
     allow = run(
         "policy",
         "allow",
@@ -79,9 +83,9 @@ def _make_policy(
 
 
 def _sign(owned: dict[str, Path], policy: Path, count: int) -> Path:
-    envelope = policy.with_suffix(".dsse.json")
+    envelope = policy.with_suffix(".signed.json")
     keys = private_keys(owned)
-    args: list[str | Path] = ["policy", "sign", policy, "--out", envelope]
+    args: list[str | Path] = ["policy", "sign", policy, "-o", envelope]
     for key in keys[:count]:
         args += ["--key", key]
     result = run(*args)
@@ -92,7 +96,7 @@ def _sign(owned: dict[str, Path], policy: Path, count: int) -> Path:
 def test_policy_flow_sign_verify_install_explain(owned: dict[str, Path]) -> None:
     vectors = shared_vectors()
     policy = _make_policy(owned)
-    shown = json.loads(run("policy", "show", policy, "--json").stdout)
+    shown = result_of(run("policy", "show", policy, "--json"))
     assert [r["id"] for r in shown["allow"]] == ["case1"]
     envelope = _sign(owned, policy, 1)
     refused = run("policy", "verify", envelope, "--home", owned["home"])
@@ -104,18 +108,18 @@ def test_policy_flow_sign_verify_install_explain(owned: dict[str, Path]) -> None
     assert added.exit_code == 0, added.output
     ok = run("policy", "verify", envelope, "--home", owned["home"], "--json")
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.stdout)["checks"] == ["threshold", "expiry", "version"]
+    assert result_of(ok)["checks"] == ["threshold", "expiry", "version"]
     assert run("policy", "verify", envelope, "--root", owned["root"]).exit_code == 0
     assert run("policy", "install", envelope, "--home", owned["home"]).exit_code == 0
 
     allowed = run("policy", "explain", vectors / CASE1, "--home", owned["home"], "--json")
     assert allowed.exit_code == 0, allowed.output
-    assert json.loads(allowed.stdout)["rule"] == "case1"
+    assert result_of(allowed)["rule"] == "case1"
     denied = run("policy", "explain", vectors / CASE2, "--home", owned["home"])
     assert denied.exit_code == 1
     assert "DENIED by rule no-case2" in denied.stdout
     draft = run("policy", "explain", vectors / CASE1, "--policy", policy, "--json")
-    assert draft.exit_code == 0 and json.loads(draft.stdout)["allowed"] is True
+    assert draft.exit_code == 0 and result_of(draft)["allowed"] is True
     signed = run(
         "policy", "explain", vectors / CASE1, "--policy", envelope, "--root", owned["root"]
     )
@@ -158,7 +162,7 @@ def test_editing_refuses_bad_rules_with_exit_2(owned: dict[str, Path]) -> None:
 
 def test_owner_rotate_needs_old_and_new_signatures(owned: dict[str, Path]) -> None:
     old_keys = private_keys(owned)
-    root_info = json.loads(run("owner", "show", owned["root"], "--json").stdout)
+    root_info = result_of(run("owner", "show", owned["root"], "--json"))
     keep = [k["keyid"][:12] for k in root_info["keys"][:2]]
     new_root = owned["tmp"] / "root-v2.json"
     new_dir = owned["tmp"] / "newkeys"
@@ -174,12 +178,12 @@ def test_owner_rotate_needs_old_and_new_signatures(owned: dict[str, Path]) -> No
         1,
         "--key-dir",
         new_dir,
-        "--out",
+        "-o",
         new_root,
         "--json",
     )
     assert rotated.exit_code == 0, rotated.output
-    assert json.loads(rotated.stdout)["version"] == 2
+    assert result_of(rotated)["version"] == 2
     # Signed only by the one new key: refused (old threshold not met).
     refused = run("owner", "install", new_root, "--home", owned["home"])
     assert refused.exit_code == 1
@@ -190,7 +194,7 @@ def test_owner_rotate_needs_old_and_new_signatures(owned: dict[str, Path]) -> No
     assert signed.exit_code == 0, signed.output
     installed = run("owner", "install", new_root, "--home", owned["home"], "--json")
     assert installed.exit_code == 0, installed.output
-    assert json.loads(installed.stdout)["root"]["version"] == 2
+    assert result_of(installed)["root"]["version"] == 2
 
 
 def test_owner_init_from_public_keys_then_sign(tmp_path: Path) -> None:
@@ -208,7 +212,7 @@ def test_owner_init_from_public_keys_then_sign(tmp_path: Path) -> None:
             keys,
             "--scheme",
             "ecdsa-p256-sha256",
-            "--out",
+            "-o",
             scratch,
         ).exit_code
         == 0
@@ -224,12 +228,12 @@ def test_owner_init_from_public_keys_then_sign(tmp_path: Path) -> None:
         pubs[1],
         "--threshold",
         2,
-        "--out",
+        "-o",
         root,
         "--json",
     )
     assert made.exit_code == 0, made.output
-    assert json.loads(made.stdout)["signatures"] == 0
+    assert result_of(made)["signatures"] == 0
     home = tmp_path / "home"
     assert run("owner", "install", root, "--home", home).exit_code == 1
     privs = sorted(keys.glob("*.key.pem"))

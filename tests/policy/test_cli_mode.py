@@ -14,6 +14,7 @@ from sgxlaunch.policy.evaluate import EnclaveIdentity
 from sgxlaunch.store import open_store
 from tests.conftest import shared_vectors
 from tests.support.cli import run
+from tests.support.cli_json import result_of
 
 LE = "e5" * 32
 PLATFORM = "f7" * 32
@@ -28,7 +29,7 @@ def owned(tmp_path: Path) -> dict[str, Path]:
     keys = tmp_path / "keys"
     root = tmp_path / "root.json"
     home = tmp_path / "home"
-    result = run("owner", "init", "--keys", 3, "--threshold", 2, "--key-dir", keys, "--out", root)
+    result = run("owner", "init", "--keys", 3, "--threshold", 2, "--key-dir", keys, "-o", root)
     assert result.exit_code == 0, result.output
     assert run("owner", "install", root, "--home", home).exit_code == 0
     return {"keys": keys, "root": root, "home": home, "tmp": tmp_path}
@@ -76,7 +77,7 @@ def test_new_sign_two_of_three_verify(owned: dict[str, Path]) -> None:
     assert two.exit_code == 0, two.output
     ok = run("owner", "mode", "verify", mode, "--home", owned["home"], "--json")
     assert ok.exit_code == 0, ok.output
-    info = json.loads(ok.stdout)
+    info = result_of(ok)
     assert info["valid"] is True and info["already_installed"] is False
     assert info["checks"] == ["threshold", "expiry", "platform_id", "version"]
     assert info["mode"] == "owner" and info["le_mrsigner"] == LE
@@ -84,7 +85,7 @@ def test_new_sign_two_of_three_verify(owned: dict[str, Path]) -> None:
     assert text.exit_code == 0, text.output
     assert text.stdout.startswith("OK: platform-mode version 1: owner")
 
-    shown = json.loads(run("owner", "mode", "show", mode, "--json").stdout)
+    shown = result_of(run("owner", "mode", "show", mode, "--json"))
     assert len(shown["signed_by"]) == 2 and shown["version"] == 1
 
 
@@ -93,7 +94,7 @@ def test_installed_mode_is_shown_floor_enforced_and_resend_reported(
 ) -> None:
     v2 = signed_mode(owned, "v2.json", "--mode", "owner", "--le-mrsigner", LE, "--version", 2)
     v1 = signed_mode(owned, "v1.json", "--mode", "permissive", "--version", 1)
-    assert json.loads(run("owner", "mode", "show", "--home", owned["home"], "--json").stdout) == {
+    assert result_of(run("owner", "mode", "show", "--home", owned["home"], "--json")) == {
         "mode": None
     }
     # What `sgxlaunch platform mode FILE` will do: install_mode into the home's store.
@@ -101,20 +102,20 @@ def test_installed_mode_is_shown_floor_enforced_and_resend_reported(
         install_mode(store, v2.read_bytes(), datetime.now(UTC))
         assert store.get(MODE_KEY) == v2.read_bytes()
     again = run("owner", "mode", "verify", v2, "--home", owned["home"], "--json")
-    assert again.exit_code == 0 and json.loads(again.stdout)["already_installed"] is True
+    assert again.exit_code == 0 and result_of(again)["already_installed"] is True
     rollback = run("owner", "mode", "verify", v1, "--home", owned["home"])
     assert rollback.exit_code == 1
     assert "below the trusted version 2" in rollback.stderr and str(v1) in rollback.stderr
     # The same old document against a bare root has no floor to compare with.
     assert run("owner", "mode", "verify", v1, "--root", owned["root"]).exit_code == 0
 
-    status = json.loads(run("owner", "mode", "show", "--home", owned["home"], "--json").stdout)
+    status = result_of(run("owner", "mode", "show", "--home", owned["home"], "--json"))
     assert status["mode"]["version"] == 2 and status["mode"]["in_force"] is True
     text = run("owner", "show", "--home", owned["home"])
     assert f"platform-mode version 2: owner, launch enclave MRSIGNER {LE}" in text.stdout
-    assert json.loads(run("owner", "show", "--home", owned["home"], "--json").stdout)["mode"][
-        "mode"
-    ] == ("owner")
+    assert result_of(run("owner", "show", "--home", owned["home"], "--json"))["mode"]["mode"] == (
+        "owner"
+    )
 
 
 def test_platform_binding_on_the_command_line(owned: dict[str, Path]) -> None:
@@ -136,7 +137,7 @@ def test_le_mrsigner_from_the_launch_enclave_sigstruct(owned: dict[str, Path]) -
     sig = shared_vectors() / LE_SIGSTRUCT
     expected = EnclaveIdentity.from_sigstruct(Sigstruct.from_bytes(sig.read_bytes())).mrsigner
     mode = new_mode(owned, "le.json", "--mode", "owner", "--le-sigstruct", sig, "--version", 3)
-    shown = json.loads(run("owner", "mode", "show", mode, "--json").stdout)
+    shown = result_of(run("owner", "mode", "show", mode, "--json"))
     assert shown["le_mrsigner"] == expected.hex() and shown["signed_by"] == []
     both = run(
         "owner", "mode", "new", "--mode", "owner", "--le-sigstruct", sig, "--le-mrsigner", LE,
@@ -173,7 +174,7 @@ def test_new_expiry_options_and_no_overwrite(owned: dict[str, Path]) -> None:
     mode = new_mode(
         owned, "m.json", "--mode", "permissive", "--version", 1, "--expires", "2027-03-04T05:06:07Z"
     )
-    shown = json.loads(run("owner", "mode", "show", mode, "--json").stdout)
+    shown = result_of(run("owner", "mode", "show", mode, "--json"))
     assert shown["expires"] == "2027-03-04T05:06:07Z"
     again = run("owner", "mode", "new", "--mode", "permissive", "--version", 1, "-o", mode)
     assert again.exit_code == 2 and "exists" in again.stderr
@@ -182,7 +183,7 @@ def test_new_expiry_options_and_no_overwrite(owned: dict[str, Path]) -> None:
         "-o", mode, "--force", "--json",
     )  # fmt: skip
     assert forced.exit_code == 0, forced.output
-    info = json.loads(forced.stdout)
+    info = result_of(forced)
     assert info["version"] == 2
     expires = datetime.strptime(info["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert 0 < (expires - datetime.now(UTC)).total_seconds() <= 86400
@@ -203,9 +204,9 @@ def test_sign_a_bare_document_needs_out(owned: dict[str, Path]) -> None:
     bare = owned["tmp"] / "bare.json"
     bare.write_bytes(Envelope.from_bytes(mode.read_bytes()).payload)
     refused = run("owner", "mode", "sign", bare, "--key", keys[0])
-    assert refused.exit_code == 2 and "--out" in refused.stderr
-    out = owned["tmp"] / "bare.dsse.json"
-    signed = run("owner", "mode", "sign", bare, "--key", keys[0], "--key", keys[1], "--out", out)
+    assert refused.exit_code == 2 and "-o/--output" in refused.stderr
+    out = owned["tmp"] / "bare.signed.json"
+    signed = run("owner", "mode", "sign", bare, "--key", keys[0], "--key", keys[1], "-o", out)
     assert signed.exit_code == 0, signed.output
     assert run("owner", "mode", "verify", out, "--home", owned["home"]).exit_code == 0
 

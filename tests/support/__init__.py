@@ -6,5 +6,7 @@
 * :mod:`tests.support.driver` — driver platforms and raw ioctl calls;
 * :mod:`tests.support.policy` — owner roots, policies and platform-mode documents in memory;
 * :mod:`tests.support.platform` — an owner with a whole ``Platform`` in a memory store;
-* :mod:`tests.support.cli` — running the command line in-process.
+* :mod:`tests.support.cli` — running the command line in-process;
+* :mod:`tests.support.cli_json` — reading the one JSON object of a `--json` command;
+* :mod:`tests.support.json_cases` — every `--json` command run to succeed and to fail.
 """

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import click
 
 from sgxlaunch.arch import Sigstruct
+from sgxlaunch.cli._output import echo_json as echo_json
+from sgxlaunch.cli._output import echo_json_error, error_kind
 from sgxlaunch.errors import (
     MalformedInput,
     PolicyDenied,
@@ -36,17 +37,40 @@ MAX_INPUT_BYTES = 64 << 20
 """Largest file the small-structure commands read whole (images are streamed instead)."""
 
 
-def fail(error: SgxlaunchError) -> NoReturn:
-    """Print an error on stderr in the project's format and exit with its code."""
-    if isinstance(error, VerificationFailed):
-        kind = "verification failed"
+def _error_fields(error: SgxlaunchError) -> dict[str, Any]:
+    """The machine-readable facts an error carries, for the JSON ``error`` object."""
+    extra: dict[str, Any] = {}
+    if isinstance(error, MalformedInput):
+        extra = {"source": error.source, "field": error.field, "offset": error.offset}
+    elif isinstance(error, VerificationFailed):
+        extra = {"check": error.check, "expected": error.expected, "found": error.found}
     elif isinstance(error, PolicyDenied):
-        kind = "denied"
-    elif type(error).__name__ in ("DriverError", "LoadFailed"):
-        kind = "launch failed"
-    else:
-        kind = "error"
-    click.echo(f"sgxlaunch: {kind}: {error}", err=True)
+        extra = {"rule": error.rule}
+    for name in ("step", "errno_name", "status"):
+        value = getattr(error, name, None)
+        if value is not None:
+            extra["errno" if name == "errno_name" else name] = getattr(value, "name", value)
+    return {k: v for k, v in extra.items() if v is not None}
+
+
+def fail(error: SgxlaunchError, *, as_json: bool = False) -> NoReturn:
+    """Print an error on stderr in the project's format (and, for --json, the one JSON
+    object on stdout) and exit with its code."""
+    kind = error_kind(error)
+    words = {
+        "verification_failed": "verification failed",
+        "denied": "denied",
+        "launch_failed": "launch failed",
+    }.get(kind, "error")
+    if as_json:
+        echo_json_error(
+            kind,
+            str(error).split("\n", 1)[0],
+            error.exit_code,
+            detail=list(error.detail),
+            extra=_error_fields(error),
+        )
+    click.echo(f"sgxlaunch: {words}: {error}", err=True)
     sys.exit(error.exit_code)
 
 
@@ -55,13 +79,16 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except SgxlaunchError as exc:
-            fail(exc)
+            fail(exc, as_json=as_json)
+        except BrokenPipeError:
+            raise  # the reader of stdout went away: quiet, at the top level
         except OSError as exc:
             name = exc.filename if exc.filename is not None else "?"
-            fail(UsageError(f"{name}: {exc.strerror or exc}"))
+            fail(UsageError(f"{name}: {exc.strerror or exc}"), as_json=as_json)
 
     return wrapper
 
@@ -186,14 +213,18 @@ def signing_keys_option(
     )
 
 
+def output_option(
+    help: str, *, required: bool = True, dest: str = "output"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-o/--output``: the one spelling of every file a command writes."""
+    return click.option(
+        "-o", "--output", dest, required=required, type=click.Path(dir_okay=False), help=help
+    )
+
+
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--json``: print one JSON object."""
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
-
-
-def echo_json(value: Any) -> None:
-    """Print one JSON document on stdout."""
-    click.echo(json.dumps(value, indent=2, sort_keys=False))
 
 
 class IntParam(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click

@@ -19,6 +19,8 @@ from sgxlaunch.cli._common import (
     about,
     echo_json,
     handle_errors,
+    json_option,
+    output_option,
     parse_int_text,
     read_input,
     read_sigstruct,
@@ -223,15 +225,15 @@ def key_group() -> None:
 
 
 @key_group.command("generate")
-@click.argument("out", type=click.Path(dir_okay=False))
+@output_option("Where to write the private key (PEM, mode 0600).", dest="out")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @handle_errors
 def key_generate(out: str, force: bool) -> None:
-    """Generate an enclave signing key into OUT (PEM, mode 0600); print its MRSIGNER.
+    """Generate an SGX signing key (RSA-3072, e = 3) into OUTPUT (PEM, 0600); print its MRSIGNER.
 
     \b
     Example:
-      sgxlaunch key generate author.pem
+      sgxlaunch key generate -o author.pem
     """
     key = generate_key()
     write_private_key(out, key, force=force)
@@ -241,16 +243,21 @@ def key_generate(out: str, force: bool) -> None:
 
 @key_group.command("mrsigner")
 @click.argument("key", type=click.Path(exists=True, dir_okay=False))
+@json_option
 @handle_errors
-def key_mrsigner(key: str) -> None:
+def key_mrsigner(key: str, as_json: bool) -> None:
     """Print MRSIGNER (SHA-256 of the little-endian modulus) of a public or private KEY."""
-    click.echo(mrsigner_of(load_public_key(key)).hex())
+    mrsigner = mrsigner_of(load_public_key(key)).hex()
+    if as_json:
+        echo_json({"key": key, "mrsigner": mrsigner})
+    else:
+        click.echo(mrsigner)
 
 
 @click.command("measure")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @click.option("--size", type=IntParam(64), help="Enclave size for an UNSIZED SGXS stream.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@json_option
 @handle_errors
 def measure(image: str, size: int | None, as_json: bool) -> None:
     """Print the MRENCLAVE of an SGXS IMAGE (lower-case hex), checking canonical form.
@@ -392,7 +399,7 @@ def catsig(data: str, key_path: str, signature_path: str, output: str, force: bo
     type=HexBytesParam(32),
     help="Also check that the SIGSTRUCT is signed by this MRSIGNER.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@json_option
 @handle_errors
 def verify_cmd(
     sig: str, image: str | None, size: int | None, mrsigner: bytes | None, as_json: bool

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -12,7 +11,9 @@ from sgxlaunch.arch._layout import Structure
 from sgxlaunch.arch.constants import PageType
 from sgxlaunch.cli._common import (
     about,
+    echo_json,
     handle_errors,
+    json_option,
     read_input,
     read_sigstruct,
     warn_sdk_header,
@@ -149,7 +150,7 @@ def _text_value(item: Any) -> str:
     type=click.Choice(sorted(_TYPES)),
     help="The structure type where size alone is ambiguous.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@json_option
 @handle_errors
 def inspect(file: str, type_: str | None, as_json: bool) -> None:
     """Show an SGX structure or SGXS image field by field.
@@ -181,7 +182,7 @@ def inspect(file: str, type_: str | None, as_json: bool) -> None:
             parsed = cls.from_bytes(data)
         value = {"type": kind, **parsed.to_dict()}
     if as_json:
-        click.echo(json.dumps(value, indent=2))
+        echo_json(value)
     else:
         _print_text(value)
 

@@ -12,6 +12,7 @@ from sgxlaunch.cli._common import (
     machine_option,
 )
 from sgxlaunch.cli._home import open_platform
+from sgxlaunch.cli._output import set_failure_result
 from sgxlaunch.launch.log import LogTampered
 
 
@@ -30,7 +31,7 @@ def log_show(home: str | None, machine: str | None, as_json: bool) -> None:
     with open_platform(home, machine) as platform:
         records = platform.log_records()
     if as_json:
-        echo_json(records)
+        echo_json({"count": len(records), "records": records})
         return
     for r in records:
         who = (r.get("mrenclave") or "?")[:16]
@@ -63,13 +64,12 @@ def log_verify(home: str | None, machine: str | None, as_json: bool) -> None:
         try:
             count = platform.verify_log()
         except LogTampered as exc:
-            if as_json:
-                echo_json({"valid": False, "first_bad_record": exc.index, "message": exc.message})
+            set_failure_result({"valid": False, "first_bad_record": exc.index})
             raise
     if as_json:
         echo_json({"valid": True, "records": count})
     else:
-        click.echo(f"OK: {count} records verify")
+        click.echo(f"OK: {count} {'record verifies' if count == 1 else 'records verify'}")
 
 
 def register(main: click.Group) -> None:

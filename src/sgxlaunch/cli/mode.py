@@ -15,6 +15,7 @@ from sgxlaunch.cli._common import (
     handle_errors,
     home_option,
     json_option,
+    output_option,
     read_input,
     read_sigstruct,
     signing_keys_option,
@@ -88,11 +89,9 @@ def mode_group() -> None:
 )
 @mode_expiry_options
 @click.option("--platform-id", type=HexBytesParam(32), help="Bind the document to this platform.")
-@click.option(
-    "-o", "--out", required=True, type=click.Path(dir_okay=False), help="Envelope to write."
-)
+@output_option("Envelope to write.", dest="out")
 @signing_keys_option(required=False, help="Sign at once with this private key (PEM); repeatable.")
-@click.option("--force", is_flag=True, help="Overwrite OUT.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @json_option
 @handle_errors
 def mode_new(
@@ -108,9 +107,9 @@ def mode_new(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Write a platform-mode envelope OUT (unsigned unless --key is given).
+    """Write a platform-mode envelope OUTPUT (unsigned unless --key is given).
 
-    Each key holder then adds a signature with `sgxlaunch owner mode sign OUT --key …`
+    Each key holder then adds a signature with `sgxlaunch owner mode sign OUTPUT --key …`
     (or `sgxlaunch owner sign`). The document can be installed until it expires
     (default: in 7 days); once installed, the mode stays in force.
 
@@ -144,17 +143,17 @@ def mode_new(
 @mode_group.command("sign")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @signing_keys_option()
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    help="Write here, not in place (required when FILE is a bare document).",
+@output_option(
+    "Write here, not in place (required when FILE is a bare document).",
+    required=False,
+    dest="out",
 )
-@click.option("--force", is_flag=True, help="Overwrite OUT.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @handle_errors
 def mode_sign(file: str, keys: tuple[str, ...], out: str | None, force: bool) -> None:
-    """Add signatures to a platform-mode envelope FILE (in place unless --out).
+    """Add signatures to a platform-mode envelope FILE (in place unless -o).
 
-    FILE may also be a bare mode document; then --out names the envelope. The signature
+    FILE may also be a bare mode document; then -o names the envelope. The signature
     covers the document's exact bytes; check what you sign (printed on stderr).
 
     \b
@@ -165,7 +164,9 @@ def mode_sign(file: str, keys: tuple[str, ...], out: str | None, force: bool) ->
     document, envelope = read_mode_file(file)
     if envelope is None:
         if out is None:
-            raise UsageError(f"{file} is a bare mode document: say where the envelope goes (--out)")
+            raise UsageError(
+                f"{file} is a bare mode document: say where the envelope goes (-o/--output)"
+            )
         envelope = Envelope(MODE_PAYLOAD_TYPE, read_input(file, limit=MAX_MODE_ENVELOPE_SIZE))
     click.echo(f"signing {mode_line(document)}", err=True)
     for key_path in keys:
@@ -202,7 +203,7 @@ def mode_show(file: str | None, home: str | None, as_json: bool) -> None:
         return
     with open_store(resolve_home(home), create=False) as store:
         state = load_state(store)
-    info = state.describe()["mode"]
+    info = state.describe(utc_now())["mode"]
     if as_json:
         echo_json({"mode": info})
     elif state.mode is None:

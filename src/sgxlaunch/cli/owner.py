@@ -15,6 +15,7 @@ from sgxlaunch.cli._common import (
     handle_errors,
     home_option,
     json_option,
+    output_option,
     read_input,
     signing_keys_option,
     utc_now,
@@ -90,7 +91,7 @@ def owner_group() -> None:
 
     \b
     Typical flow (two admins of three must agree):
-      sgxlaunch owner init --keys 3 --threshold 2 --key-dir keys/ --out root.json
+      sgxlaunch owner init --keys 3 --threshold 2 --key-dir keys/ -o root.json
       sgxlaunch owner install root.json
       sgxlaunch owner show root.json
 
@@ -99,9 +100,7 @@ def owner_group() -> None:
 
 
 @owner_group.command("init")
-@click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="Root envelope to write."
-)
+@output_option("Root envelope to write.", dest="out")
 @click.option("--threshold", required=True, type=click.IntRange(1, 32), help="K of N.")
 @click.option("--keys", "count", type=click.IntRange(1, 32), help="Generate N new keys.")
 @click.option(
@@ -122,7 +121,7 @@ def owner_group() -> None:
     help="Include an existing public key (PEM); repeatable.",
 )
 @expiry_options(DEFAULT_ROOT_DAYS)
-@click.option("--force", is_flag=True, help="Overwrite OUT.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @json_option
 @handle_errors
 def owner_init(
@@ -144,9 +143,9 @@ def owner_init(
 
     \b
     Examples:
-      sgxlaunch owner init --keys 3 --threshold 2 --key-dir keys/ --out root.json
+      sgxlaunch owner init --keys 3 --threshold 2 --key-dir keys/ -o root.json
       sgxlaunch owner init --public-key alice.pub.pem --public-key bob.pub.pem \\
-          --threshold 2 --valid-days 730 --out root.json
+          --threshold 2 --valid-days 730 -o root.json
       sgxlaunch owner sign root.json --key alice.key.pem   # each holder, in turn
     """
     keys, signers = _keys_for(count, key_dir, scheme, public_keys)
@@ -163,7 +162,7 @@ def owner_init(
 
 @owner_group.command("rotate")
 @click.argument("current", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="New root envelope.")
+@output_option("New root envelope to write.", dest="out")
 @click.option("--threshold", type=click.IntRange(1, 32), help="New K (default: unchanged).")
 @click.option("--keys", "count", type=click.IntRange(1, 32), help="Generate N new keys.")
 @click.option("--key-dir", type=click.Path(file_okay=False), help="Where new keys go.")
@@ -184,7 +183,7 @@ def owner_init(
 )
 @click.option("--keep-all", is_flag=True, help="Keep every key of the current root.")
 @expiry_options(DEFAULT_ROOT_DAYS)
-@click.option("--force", is_flag=True, help="Overwrite OUT.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @json_option
 @handle_errors
 def owner_rotate(
@@ -211,7 +210,7 @@ def owner_rotate(
     \b
     Example (replace a lost key, keep the other two, stay 2-of-3):
       sgxlaunch owner rotate root.json --keep 1f2e… --keep 9a0b… \\
-          --keys 1 --key-dir keys/ --out root-v2.json
+          --keys 1 --key-dir keys/ -o root-v2.json
       sgxlaunch owner sign root-v2.json --key keys/owner-1f2e….key.pem
       sgxlaunch owner sign root-v2.json --key keys/owner-9a0b….key.pem
       sgxlaunch owner install root-v2.json
@@ -245,10 +244,10 @@ def owner_rotate(
 @owner_group.command("sign")
 @click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
 @signing_keys_option()
-@click.option("--out", type=click.Path(dir_okay=False), help="Write here, not in place.")
+@output_option("Write here, not in place.", required=False, dest="out")
 @handle_errors
 def owner_sign(envelope: str, keys: tuple[str, ...], out: str | None) -> None:
-    """Add signatures to a root, policy or platform-mode ENVELOPE, in place unless --out.
+    """Add signatures to a root, policy or platform-mode ENVELOPE, in place unless -o.
 
     \b
     Example:
@@ -278,17 +277,27 @@ def owner_show(root: str | None, home: str | None, as_json: bool) -> None:
     with open_store(resolve_home(home), create=False) as store:
         state = load_state(store)
     if as_json:
-        echo_json(state.describe())
+        echo_json(state.describe(utc_now()))
         return
+    info = state.describe(utc_now())["policy"]
+    if info is not None and info["expired"]:
+        click.echo(
+            f"EXPIRED: the launch policy (version {info['version']}) expired at "
+            f"{info['expires']}; every launch is denied until a newer one is installed"
+        )
     _print_root(state.root, False)
-    info = state.describe()["policy"]
     if info is None:
         click.echo("no launch policy installed")
     else:
+        when = "EXPIRED at" if info["expired"] else "expires"
         click.echo(
-            f"launch policy version {info['version']}, expires {info['expires']}, "
+            f"launch policy version {info['version']}, {when} {info['expires']}, "
             f"{info['allow_rules']} allow / {info['deny_rules']} deny rules"
-            + ("" if info["in_force"] else " (NOT in force: signed under an earlier root)")
+            + (
+                " (NOT in force: signed under an earlier root)"
+                if not info["in_force"] and not info["expired"]
+                else ""
+            )
         )
     if state.mode is None:
         click.echo("no platform-mode document installed")
@@ -319,7 +328,10 @@ def owner_install(root: str, home: str | None, as_json: bool) -> None:
     with open_store(resolve_home(home)) as store, about(root, verification=True):
         state, update = install_root(store, data, utc_now())
     if as_json:
-        echo_json({"installed": bool(update.changes), "summary": update.summary} | state.describe())
+        echo_json(
+            {"installed": bool(update.changes), "summary": update.summary}
+            | state.describe(utc_now())
+        )
     else:
         click.echo(update.summary)
 

@@ -40,6 +40,12 @@ from sgxlaunch.store import FileMachine, open_store, resolve_home, resolve_machi
 
 
 def _print_status(status: dict[str, Any]) -> None:
+    policy = status.get("policy")
+    if policy and policy.get("expired"):
+        click.echo(
+            f"EXPIRED: the launch policy (version {policy['version']}) expired at "
+            f"{policy['expires']}; every launch is denied until the owner installs a newer one"
+        )
     click.echo(f"platform     {status['platform_id']}")
     click.echo(f"mode         {status['mode']}")
     doc = status.get("mode_document")
@@ -60,15 +66,17 @@ def _print_status(status: dict[str, Any]) -> None:
         )
     else:
         click.echo("owner root   none")
-    policy = status.get("policy")
     if policy:
         click.echo(
             f"policy       version {policy['version']}, {policy['allow_rules']} allow / "
-            f"{policy['deny_rules']} deny rules, digest {policy['digest'][:16]}…"
+            f"{policy['deny_rules']} deny rules, "
+            f"{'EXPIRED at' if policy.get('expired') else 'expires'} {policy['expires']}, "
+            f"digest {policy['digest'][:16]}…"
         )
     else:
         click.echo("policy       none")
-    click.echo(f"log          {status['log_records']} records")
+    count = status["log_records"]
+    click.echo(f"log          {count} {'record' if count == 1 else 'records'}")
 
 
 @click.group("platform")
@@ -77,8 +85,8 @@ def platform_group() -> None:
 
     \b
     A typical owner setup:
-      sgxlaunch owner init --keys 3 --threshold 2 --key-dir keys --out root.json
-      sgxlaunch key generate le.pem                        # the launch enclave's key
+      sgxlaunch owner init --keys 3 --threshold 2 --key-dir keys -o root.json
+      sgxlaunch key generate -o le.pem                        # the launch enclave's key
       sgxlaunch platform init --root root.json --le-key le.pem
       sgxlaunch platform install-policy policy.signed.json  # see `sgxlaunch policy`
       sgxlaunch platform mode owner-mode.json               # see `sgxlaunch owner mode`

@@ -22,6 +22,7 @@ from sgxlaunch.cli._common import (
     handle_errors,
     home_option,
     json_option,
+    output_option,
     read_input,
     read_sigstruct,
     signing_keys_option,
@@ -37,10 +38,11 @@ from sgxlaunch.cli._documents import (
     read_root,
     sign_envelope,
 )
-from sgxlaunch.errors import UsageError
+from sgxlaunch.cli._output import set_failure_result
+from sgxlaunch.errors import PolicyDenied, UsageError
 from sgxlaunch.policy import _json
 from sgxlaunch.policy.envelope import MAX_ENVELOPE_SIZE, sign_payload
-from sgxlaunch.policy.evaluate import EnclaveIdentity, PolicyIndex
+from sgxlaunch.policy.evaluate import Decision, EnclaveIdentity, PolicyIndex, Reason
 from sgxlaunch.policy.model import POLICY_PAYLOAD_TYPE, LaunchPolicy
 from sgxlaunch.policy.state import (
     TrustedState,
@@ -138,17 +140,51 @@ def _add_rule(path: str, doc: dict[str, Any], effect: str) -> None:
     click.echo(f"{path}: {effect} rule {doc['id']} added", err=True)
 
 
-def _print_decision(decision: Any, identity: EnclaveIdentity, as_json: bool) -> None:
-    if as_json:
-        echo_json(decision.describe() | {"enclave": identity.describe()})
-        return
+def _identity_json(identity: EnclaveIdentity) -> dict[str, Any]:
+    """The enclave's identity in the JSON contract's types (integers, attributes object)."""
+    out = identity.describe()
+    out.pop("flags", None)
+    out.pop("xfrm", None)
+    out["attributes"] = {"flags": identity.flags, "xfrm": identity.xfrm}
+    out["miscselect"] = identity.miscselect
+    return out
+
+
+def _expired_reason(decision: Decision) -> Reason | None:
+    """The reason saying the policy itself has expired, if that is why it denies."""
+    return next((r for r in decision.reasons if r.rule is None and r.field == "expires"), None)
+
+
+def _report_decision(decision: Decision, identity: EnclaveIdentity, as_json: bool) -> None:
+    """Print the verdict (expiry first); a denial exits 1 (with --json: the one JSON object)."""
+    expired = _expired_reason(decision)
     if decision.allowed:
-        click.echo(f"ALLOWED by rule {decision.rule} (policy version {decision.policy_version})")
-        return
-    head = f"DENIED by rule {decision.rule}" if decision.rule else "DENIED: no rule allows it"
-    click.echo(f"{head} (policy version {decision.policy_version})")
+        head = f"ALLOWED by rule {decision.rule}"
+    elif expired is not None:
+        head = f"DENIED: the launch policy EXPIRED ({expired.found})"
+    elif decision.rule:
+        head = f"DENIED by rule {decision.rule}"
+    else:
+        head = "DENIED: no rule allows it"
+    head += f" (policy version {decision.policy_version})"
+    result = decision.describe() | {"enclave": _identity_json(identity)}
+    result["policy_expired"] = expired is not None
+    if as_json:
+        if decision.allowed:
+            echo_json(result)
+            return
+        set_failure_result(result)
+        raise PolicyDenied(
+            "launch denied" + head.removeprefix("DENIED"),
+            rule=decision.rule,
+            detail=[str(r) for r in decision.reasons],
+            reasons=[r.describe() for r in decision.reasons],
+        )
+    click.echo(head)
     for reason in decision.reasons:
         click.echo(f"  {reason}")
+    if not decision.allowed:
+        sys.exit(1)
 
 
 def _rule_field_text(name: str, value: Any) -> str:
@@ -169,18 +205,18 @@ def policy_group() -> None:
 
     \b
     Typical flow:
-      sgxlaunch policy new policy.json --valid-days 90
+      sgxlaunch policy new -o policy.json --valid-days 90
       sgxlaunch policy allow policy.json --id acme --sigstruct acme.sig --isvsvn 3..
       sgxlaunch policy deny policy.json --id acme-cve --sigstruct acme.sig --isvsvn 0..2
       sgxlaunch policy sign policy.json --key keys/a.key.pem --key keys/b.key.pem \\
-          --out policy.dsse.json
-      sgxlaunch policy install policy.dsse.json
+          -o policy.signed.json
+      sgxlaunch policy install policy.signed.json
       sgxlaunch policy explain other.sig
     """
 
 
 @policy_group.command("new")
-@click.argument("out", type=click.Path(dir_okay=False))
+@output_option("The policy document to write.", dest="out")
 @click.option(
     "--version",
     "version",
@@ -194,7 +230,7 @@ def policy_group() -> None:
     help="Start from the rules of this policy (document or envelope).",
 )
 @expiry_options(DEFAULT_POLICY_DAYS)
-@click.option("--force", is_flag=True, help="Overwrite OUT.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @handle_errors
 def policy_new(
     out: str,
@@ -204,15 +240,15 @@ def policy_new(
     valid_days: int | None,
     force: bool,
 ) -> None:
-    """Write a new (unsigned) policy document OUT with no rules, or FROM's rules.
+    """Write a new (unsigned) policy document OUTPUT with no rules, or FROM's rules.
 
     An empty allow list denies every launch. Versions only go up: each policy you
     install must carry a higher version than the installed one.
 
     \b
     Examples:
-      sgxlaunch policy new policy.json --valid-days 90
-      sgxlaunch policy new policy-v8.json --from policy.dsse.json --valid-days 90
+      sgxlaunch policy new -o policy.json --valid-days 90
+      sgxlaunch policy new -o policy-v8.json --from policy.signed.json --valid-days 90
     """
     allow: tuple[Any, ...] = ()
     deny: tuple[Any, ...] = ()
@@ -302,7 +338,7 @@ def policy_show(policy: str, as_json: bool) -> None:
 
     \b
     Example:
-      sgxlaunch policy show policy.dsse.json --json
+      sgxlaunch policy show policy.signed.json --json
     """
     parsed, envelope = read_policy_file(policy)
     info = parsed.describe()
@@ -326,12 +362,10 @@ def policy_show(policy: str, as_json: bool) -> None:
 @policy_group.command("sign")
 @click.argument("policy", type=click.Path(exists=True, dir_okay=False))
 @signing_keys_option()
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    help="Envelope to write (required when POLICY is a document).",
+@output_option(
+    "Envelope to write (required when POLICY is a document).", required=False, dest="out"
 )
-@click.option("--force", is_flag=True, help="Overwrite OUT.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @handle_errors
 def policy_sign(policy: str, keys: tuple[str, ...], out: str | None, force: bool) -> None:
     """Sign a POLICY document into an envelope, or add signatures to an envelope.
@@ -341,8 +375,8 @@ def policy_sign(policy: str, keys: tuple[str, ...], out: str | None, force: bool
 
     \b
     Examples:
-      sgxlaunch policy sign policy.json --key keys/a.key.pem --out policy.dsse.json
-      sgxlaunch policy sign policy.dsse.json --key keys/b.key.pem
+      sgxlaunch policy sign policy.json --key keys/a.key.pem -o policy.signed.json
+      sgxlaunch policy sign policy.signed.json --key keys/b.key.pem
     """
     data = read_input(policy, limit=MAX_ENVELOPE_SIZE)
     if b'"payloadType"' in data:
@@ -350,7 +384,9 @@ def policy_sign(policy: str, keys: tuple[str, ...], out: str | None, force: bool
         sign_envelope(policy, keys, out)
         return
     if out is None:
-        raise UsageError(f"{policy} is a policy document: say where the envelope goes (--out)")
+        raise UsageError(
+            f"{policy} is a policy document: say where the envelope goes (-o/--output)"
+        )
     with about(policy):
         LaunchPolicy.from_payload(data)
     signers = [load_signer(k) for k in keys]
@@ -379,8 +415,8 @@ def policy_verify(envelope: str, root: str | None, home: str | None, as_json: bo
 
     \b
     Examples:
-      sgxlaunch policy verify policy.dsse.json
-      sgxlaunch policy verify policy.dsse.json --root root.json --json
+      sgxlaunch policy verify policy.signed.json
+      sgxlaunch policy verify policy.signed.json --root root.json --json
     """
     data = read_input(envelope, limit=MAX_ENVELOPE_SIZE)
     now = utc_now()
@@ -420,13 +456,16 @@ def policy_install(envelope: str, home: str | None, as_json: bool) -> None:
 
     \b
     Example:
-      sgxlaunch policy install policy.dsse.json --home /var/lib/sgxlaunch
+      sgxlaunch policy install policy.signed.json --home /var/lib/sgxlaunch
     """
     data = read_input(envelope, limit=MAX_ENVELOPE_SIZE)
     with open_store(resolve_home(home), create=False) as store, about(envelope, verification=True):
         state, update = install_policy(store, data, utc_now())
     if as_json:
-        echo_json({"installed": bool(update.changes), "summary": update.summary} | state.describe())
+        echo_json(
+            {"installed": bool(update.changes), "summary": update.summary}
+            | state.describe(utc_now())
+        )
     else:
         click.echo(update.summary)
 
@@ -459,7 +498,7 @@ def policy_explain(
     Examples:
       sgxlaunch policy explain enclave.sig
       sgxlaunch policy explain enclave.sig --policy policy.json --json
-      sgxlaunch policy explain enclave.sig --policy policy.dsse.json --root root.json
+      sgxlaunch policy explain enclave.sig --policy policy.signed.json --root root.json
     """
     identity = EnclaveIdentity.from_sigstruct(read_sigstruct(sig))
     now = utc_now()
@@ -478,9 +517,7 @@ def policy_explain(
         with open_store(resolve_home(home), create=False) as store:
             state: TrustedState = load_state(store)
         decision = state.evaluate(identity, now)
-    _print_decision(decision, identity, as_json)
-    if not decision.allowed:
-        sys.exit(1)
+    _report_decision(decision, identity, as_json)
 
 
 def register(main: click.Group) -> None:

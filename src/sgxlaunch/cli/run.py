@@ -19,6 +19,7 @@ from sgxlaunch.cli._common import (
     utc_now,
 )
 from sgxlaunch.cli._home import open_platform, read_platform_input
+from sgxlaunch.cli._output import set_failure_result
 from sgxlaunch.driver import LoadFailed
 from sgxlaunch.errors import PolicyDenied
 from sgxlaunch.formats import sgxs
@@ -92,34 +93,32 @@ def _run_and_report(
     try:
         result = _run(platform, image, sig, token)
     except PolicyDenied as exc:
-        if as_json:
-            echo_json(
-                {
-                    "initialized": False,
-                    "mode": platform.mode,
-                    "decision": "denied",
-                    "rule": exc.rule,
-                    "reasons": list(exc.detail),
-                    "mrenclave": sig.enclavehash.hex(),
-                    "mrsigner": sig.mrsigner.hex(),
-                }
-            )
+        set_failure_result(
+            {
+                "initialized": False,
+                "mode": platform.mode,
+                "decision": "denied",
+                "rule": exc.rule,
+                "reasons": [dict(r) for r in exc.reasons],
+                "mrenclave": sig.enclavehash.hex(),
+                "mrsigner": sig.mrsigner.hex(),
+            }
+        )
         raise
     except LoadFailed as exc:
-        if as_json:
-            echo_json(
-                {
-                    "initialized": False,
-                    "mode": platform.mode,
-                    "decision": "refused",
-                    "step": exc.step,
-                    "errno": exc.errno_name,
-                    "sgx_status": None if exc.status is None else exc.status.name,
-                    "why": list(exc.detail),
-                    "mrenclave": sig.enclavehash.hex(),
-                    "mrsigner": sig.mrsigner.hex(),
-                }
-            )
+        set_failure_result(
+            {
+                "initialized": False,
+                "mode": platform.mode,
+                "decision": "refused",
+                "step": exc.step,
+                "errno": exc.errno_name,
+                "sgx_status": None if exc.status is None else exc.status.name,
+                "why": list(exc.detail),
+                "mrenclave": sig.enclavehash.hex(),
+                "mrsigner": sig.mrsigner.hex(),
+            }
+        )
         raise
     if as_json:
         echo_json(result.describe())

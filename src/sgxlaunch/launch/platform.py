@@ -770,6 +770,7 @@ class Platform:
                         + (f" [rule {r['rule']}]" if r.get("rule") else "")
                         for r in reasons
                     ],
+                    reasons=[_reason(r) for r in reasons],
                 )
             enclave = load(self.new_process(), image, sig, token=token)
         finally:
@@ -896,7 +897,7 @@ class Platform:
                 "running": self.le is not None,
             },
             "owner_root": None if state is None else state.root.describe(),
-            "policy": None if state is None else state.describe().get("policy"),
+            "policy": None if state is None else state.describe(self.clock()).get("policy"),
             "log_records": len(self.log_blobs()),
             "log_errors": self.log_errors,
             "epc_size": self.config.epc_size,
@@ -985,6 +986,11 @@ def _single(key: str, value: bytes) -> Store:
     from sgxlaunch.policy import MemoryStore
 
     return MemoryStore({key: value})
+
+
+def _reason(r: dict[str, Any]) -> dict[str, Any]:
+    """One denial reason in the project's one shape: ``{rule, field, expected, found}``."""
+    return {name: r.get(name) for name in ("rule", "field", "expected", "found")}
 
 
 def _b64(data: bytes) -> str:

@@ -155,6 +155,7 @@ class Decision:
             f"{head} (policy version {self.policy_version})",
             rule=self.rule,
             detail=[str(r) for r in self.reasons],
+            reasons=[r.describe() for r in self.reasons],
         )
 
     def describe(self) -> dict[str, Any]:

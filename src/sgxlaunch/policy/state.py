@@ -430,8 +430,14 @@ class TrustedState:
             )
         return self._index.evaluate(enclave, now)
 
-    def describe(self) -> dict[str, Any]:
-        """A JSON-ready summary."""
+    def describe(self, now: datetime | None = None) -> dict[str, Any]:
+        """A JSON-ready summary.
+
+        With ``now``, the policy's ``expired`` is stated and ``in_force`` is false for an
+        expired policy (every launch is denied then); without it, ``in_force`` speaks of the
+        signatures only and ``expired`` is ``None``.
+        """
+        expired = None if now is None or self.policy is None else self.policy.is_expired(now)
         return {
             "root": self.root.describe(),
             "policy": None
@@ -439,9 +445,10 @@ class TrustedState:
             else {
                 "version": self.policy.version,
                 "expires": _json.format_time(self.policy.expires),
+                "expired": expired,
                 "allow_rules": len(self.policy.allow),
                 "deny_rules": len(self.policy.deny),
-                "in_force": self.policy_in_force,
+                "in_force": self.policy_in_force and not expired,
                 "digest": None if self.policy_digest is None else self.policy_digest.hex(),
             },
             "mode": None
