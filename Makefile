@@ -20,8 +20,8 @@ demo: .venv
 	$(BIN)/python demo/demo.py
 
 lint: .venv
-	$(BIN)/ruff check src tests bench demo setup.py
-	$(BIN)/ruff format --check src tests bench demo setup.py
+	$(BIN)/ruff check src tests bench demo scripts setup.py
+	$(BIN)/ruff format --check src tests bench demo scripts setup.py
 
 # src/ and tests/ (the files of pyproject.toml's [tool.mypy]).
 types: .venv

@@ -15,6 +15,11 @@ from sgxlaunch.launch.platform import Platform
 from sgxlaunch.store import STATE_FILE, FileMachine, open_store, resolve_home, resolve_machine
 
 
+def platform_exists(home: str | None, machine: str | None) -> bool:
+    """Whether ``platform init`` has made a platform of ``machine`` over ``home`` (read-only)."""
+    return (resolve_home(home) / STATE_FILE).exists() and resolve_machine(machine).exists()
+
+
 @contextmanager
 def open_platform(
     home: str | None, machine: str | None, *, maintenance: bool = False

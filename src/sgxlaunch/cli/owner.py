@@ -51,25 +51,48 @@ from sgxlaunch.store import (
 def _keys_for(
     count: int | None, key_dir: str | None, scheme: str, public_keys: Sequence[str]
 ) -> tuple[list[PublicKey], list[PrivateKeySigner]]:
-    """Public keys from files, plus ``count`` freshly generated keys written to ``key_dir``."""
+    """Public keys from files, plus ``count`` freshly generated keys (in memory: nothing is
+    written until the new root is known to be valid; see :func:`_write_root_and_keys`)."""
     keys = [load_public_key(p) for p in public_keys]
     signers: list[PrivateKeySigner] = []
     if count:
         if key_dir is None:
             raise UsageError("--keys needs --key-dir, where the new private keys are written")
-        directory = Path(key_dir)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if Path(key_dir).exists() and not Path(key_dir).is_dir():
+            raise UsageError(f"{key_dir}: --key-dir exists and is not a directory")
         for _ in range(count):
             signer = PrivateKeySigner(generate_private_key(scheme))
-            stem = f"owner-{signer.public_key.keyid[:16]}"
-            write_private_key(directory / f"{stem}.key.pem", signer.private_key)
-            write_public_key(directory / f"{stem}.pub.pem", signer.public_key)
-            click.echo(f"wrote {directory / stem}.key.pem (0600) and .pub.pem", err=True)
             signers.append(signer)
             keys.append(signer.public_key)
     if not keys:
         raise UsageError("no keys: give --keys N with --key-dir, or --public-key FILE")
     return keys, signers
+
+
+def _write_root_and_keys(
+    out: str, envelope: bytes, force: bool, key_dir: str | None, signers: Sequence[PrivateKeySigner]
+) -> None:
+    """Write the generated private keys, then the root envelope, once both can be written.
+
+    Every argument check (threshold, expiry, existing files) has run before this point, so a
+    refused command leaves no orphan private key behind.
+    """
+    if Path(out).exists() and not force:
+        raise UsageError(f"{out}: exists; use --force to overwrite it")
+    if signers:
+        assert key_dir is not None
+        directory = Path(key_dir)
+        stems = [f"owner-{signer.public_key.keyid[:16]}" for signer in signers]
+        for stem in stems:
+            for suffix in (".key.pem", ".pub.pem"):
+                if (directory / f"{stem}{suffix}").exists():
+                    raise UsageError(f"{directory / stem}{suffix}: exists; not overwritten")
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for stem, signer in zip(stems, signers, strict=True):
+            write_private_key(directory / f"{stem}.key.pem", signer.private_key)
+            write_public_key(directory / f"{stem}.pub.pem", signer.public_key)
+            click.echo(f"wrote {directory / stem}.key.pem (0600) and .pub.pem", err=True)
+    write_output(out, envelope, force=force)
 
 
 def _print_root(root: OwnerRoot, as_json: bool, extra: dict[str, Any] | None = None) -> None:
@@ -156,7 +179,7 @@ def owner_init(
         keys=keys,
     )
     envelope = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), signers)
-    write_output(out, envelope.to_bytes(), force=force)
+    _write_root_and_keys(out, envelope.to_bytes(), force, key_dir, signers)
     _print_root(root, as_json, {"signatures": len(envelope.signatures)})
 
 
@@ -232,7 +255,7 @@ def owner_rotate(
         keys=all_keys,
     )
     envelope = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), signers)
-    write_output(out, envelope.to_bytes(), force=force)
+    _write_root_and_keys(out, envelope.to_bytes(), force, key_dir, signers)
     _print_root(root, as_json, {"signatures": len(envelope.signatures)})
     click.echo(
         f"needs {old.threshold} signatures by keys of version {old.version} and "

@@ -21,6 +21,7 @@ from sgxlaunch.cli._common import (
 )
 from sgxlaunch.cli._home import open_platform, read_platform_input
 from sgxlaunch.cli._keyfiles import load_private_key
+from sgxlaunch.cli.policy import install_policy_file
 from sgxlaunch.cpu.machine import MemoryMachine
 from sgxlaunch.errors import UsageError
 from sgxlaunch.launch.enclave import (
@@ -251,7 +252,7 @@ def platform_le_install(home: str | None, machine: str | None, sig: str) -> None
     """Install a launch-enclave SIGSTRUCT made elsewhere (checked against the root)."""
     with about(sig):
         parsed = Sigstruct.from_bytes(read_platform_input(sig))
-    with open_platform(home, machine, maintenance=True) as platform:
+    with open_platform(home, machine, maintenance=True) as platform, about(sig, verification=True):
         platform.set_launch_enclave(parsed)
     click.echo(parsed.mrsigner.hex())
 
@@ -265,14 +266,12 @@ def platform_le_install(home: str | None, machine: str | None, sig: str) -> None
 def platform_install_policy(
     home: str | None, machine: str | None, file: str, as_json: bool
 ) -> None:
-    """Install an owner-signed launch policy: verified inside the launch enclave, which
-    raises its sealed high-water mark (an older policy is refused from then on)."""
-    with open_platform(home, machine) as platform:
-        result = platform.install_policy(read_platform_input(file))
-    if as_json:
-        echo_json(result)
-    else:
-        click.echo(f"launch policy version {result['version']} installed ({result['digest']})")
+    """Install an owner-signed launch policy FILE: the same command as `policy install`.
+
+    Verified inside the launch enclave, which raises its sealed high-water mark (an older
+    policy is refused from then on).
+    """
+    install_policy_file(file, home, machine, as_json)
 
 
 @platform_group.command("mode")
@@ -287,7 +286,7 @@ def platform_mode(home: str | None, machine: str | None, file: str, as_json: boo
     The document must carry a threshold of the owner root's keys; no unsigned command can
     switch modes. Make one with `sgxlaunch owner mode new` and `owner mode sign`.
     """
-    with open_platform(home, machine, maintenance=True) as platform:
+    with open_platform(home, machine, maintenance=True) as platform, about(file, verification=True):
         result = platform.set_mode(read_platform_input(file))
     if as_json:
         echo_json(result)

@@ -22,6 +22,7 @@ from sgxlaunch.cli._common import (
     handle_errors,
     home_option,
     json_option,
+    machine_option,
     output_option,
     read_input,
     read_sigstruct,
@@ -449,25 +450,53 @@ def policy_verify(envelope: str, root: str | None, home: str | None, as_json: bo
 @policy_group.command("install")
 @click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
 @home_option
+@machine_option
 @json_option
 @handle_errors
-def policy_install(envelope: str, home: str | None, as_json: bool) -> None:
+def policy_install(envelope: str, home: str | None, machine: str | None, as_json: bool) -> None:
     """Install a signed policy ENVELOPE as the one in force (after every check passes).
+
+    On a platform (`platform init`), the owner's launch enclave verifies the policy and raises
+    its sealed high-water mark, so an older policy is refused from then on; without one, the
+    owner state under --home takes it. `platform install-policy` is the same command.
 
     \b
     Example:
       sgxlaunch policy install policy.signed.json --home /var/lib/sgxlaunch
     """
+    install_policy_file(envelope, home, machine, as_json)
+
+
+def install_policy_file(
+    envelope: str, home: str | None, machine: str | None, as_json: bool
+) -> None:
+    """The one policy installation, for `policy install` and `platform install-policy`."""
+    from sgxlaunch.cli._home import open_platform, platform_exists
+
     data = read_input(envelope, limit=MAX_ENVELOPE_SIZE)
-    with open_store(resolve_home(home), create=False) as store, about(envelope, verification=True):
-        state, update = install_policy(store, data, utc_now())
-    if as_json:
-        echo_json(
-            {"installed": bool(update.changes), "summary": update.summary}
-            | state.describe(utc_now())
-        )
+    if platform_exists(home, machine):
+        with open_platform(home, machine) as platform, about(envelope, verification=True):
+            result = platform.install_policy(data)
+        summary = f"launch policy version {result['version']} installed ({result['digest']})"
+        out = {"installed": True, "summary": summary, "launch_enclave": True} | result
     else:
-        click.echo(update.summary)
+        with (
+            open_store(resolve_home(home), create=False) as store,
+            about(envelope, verification=True),
+        ):
+            state, update = install_policy(store, data, utc_now())
+        policy = state.describe(utc_now())["policy"]
+        out = {
+            "installed": bool(update.changes),
+            "summary": update.summary,
+            "launch_enclave": False,
+            "version": policy["version"],
+            "digest": policy["digest"],
+        }
+    if as_json:
+        echo_json(out)
+    else:
+        click.echo(out["summary"])
 
 
 @policy_group.command("explain")

@@ -1,0 +1,212 @@
+"""Every ``--json`` command of the CLI, run once to succeed and once to fail, in one scenario.
+
+Used by ``tests/cli/test_json_contract.py`` (validates every output against the shipped
+schema) and by ``scripts/gen_json_docs.py`` (the examples of ``docs/json.md``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from click.testing import CliRunner
+
+from sgxlaunch.cli import main
+from tests.conftest import shared_vectors
+
+
+@dataclass(frozen=True)
+class Case:
+    """One run: the command (as in the JSON ``command``), its argv, the outcome expected."""
+
+    command: str
+    argv: tuple[str, ...]
+    ok: bool
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def document(self) -> dict[str, Any]:
+        value = json.loads(self.stdout)
+        assert isinstance(value, dict)
+        return value
+
+
+def json_commands(group: click.Group = main, prefix: str = "") -> set[str]:
+    """Every command in the click tree that has a ``--json`` option."""
+    found: set[str] = set()
+    for name, command in group.commands.items():
+        path = f"{prefix}{name}"
+        if isinstance(command, click.Group):
+            found |= json_commands(command, path + " ")
+        elif any("--json" in p.opts for p in command.params if isinstance(p, click.Option)):
+            found.add(path)
+    return found
+
+
+def run_cases(tmp: Path) -> Iterator[Case]:
+    """Build a whole owner setup in ``tmp`` and run each --json command to succeed and fail."""
+    gen = shared_vectors() / "generated"
+    home = tmp / "home"
+    garbage = tmp / "garbage.bin"
+    garbage.write_bytes(b"not an sgx structure\n" * 3)
+    bad_sig = tmp / "bad.sig"
+    data = bytearray((gen / "case1_defaults.sig").read_bytes())
+    data[200] ^= 1  # inside MODULUS: the signature no longer verifies
+    bad_sig.write_bytes(bytes(data))
+    keys_dir = tmp / "keys"
+    root = tmp / "root.json"
+    le_key = tmp / "le.pem"
+
+    def go(command: str, ok: bool, *args: str | Path) -> Case:
+        argv = (*command.split(), *map(str, args), "--json")
+        result = CliRunner().invoke(main, list(argv), catch_exceptions=False)
+        return Case(command, argv, ok, result.exit_code, result.stdout, result.stderr)
+
+    def keys() -> list[str]:
+        return sorted(str(p) for p in keys_dir.glob("*.key.pem"))
+
+    yield go("measure", True, gen / "case1_defaults.sgxs")
+    yield go("measure", False, garbage)
+    yield go("verify", True, gen / "case1_defaults.sig")
+    yield go("verify", False, bad_sig)
+    yield go("inspect", True, gen / "case1_defaults.sig")
+    yield go("inspect", False, garbage)
+    yield go("key mrsigner", True, gen / "case1_defaults.key.pem")
+    yield go("key mrsigner", False, garbage)
+
+    yield go("owner init", False, "--keys", 2, "--threshold", 3, "--key-dir", keys_dir, "-o", root)
+    yield go("owner init", True, "--keys", 3, "--threshold", 2, "--key-dir", keys_dir, "-o", root)
+    yield go("owner show", True, root)
+    yield go("owner show", False, garbage)
+    yield go(
+        "owner rotate",
+        True,
+        root,
+        "--keep-all",
+        "--keys",
+        1,
+        "--key-dir",
+        tmp / "keys2",
+        "-o",
+        tmp / "root-v2.json",
+    )
+    yield go("owner rotate", False, root, "--keep", "ffff", "-o", tmp / "root-v3.json")
+
+    CliRunner().invoke(main, ["key", "generate", "-o", str(le_key)], catch_exceptions=False)
+    yield go("platform status", False, "--home", home)
+    yield go("platform init", True, "--home", home, "--root", root, "--le-key", le_key)
+    yield go("platform init", False, "--home", home)
+    yield go("owner install", True, root, "--home", home)
+    yield go("owner install", False, garbage, "--home", home)
+
+    policy = tmp / "policy.json"
+    signed = tmp / "policy.signed.json"
+    weak = tmp / "policy-one-key.signed.json"
+    invoke = CliRunner().invoke
+    invoke(main, ["policy", "new", "-o", str(policy)], catch_exceptions=False)
+    invoke(
+        main,
+        [
+            "policy",
+            "allow",
+            str(policy),
+            "--id",
+            "case1",
+            "--sigstruct",
+            str(gen / "case1_defaults.sig"),
+        ],
+        catch_exceptions=False,
+    )
+    k = keys()
+    invoke(main, ["policy", "sign", str(policy), "--key", k[0], "--key", k[1], "-o", str(signed)])
+    invoke(main, ["policy", "sign", str(policy), "--key", k[0], "-o", str(weak)])
+    yield go("policy show", True, signed)
+    yield go("policy show", False, garbage)
+    yield go("policy verify", True, signed, "--home", home)
+    yield go("policy verify", False, weak, "--home", home)
+    yield go("policy explain", True, gen / "case1_defaults.sig", "--policy", policy)
+    yield go("policy explain", False, gen / "case2_prodid_svn_debug.sig", "--policy", policy)
+    yield go("platform install-policy", False, weak, "--home", home)
+    yield go("platform install-policy", True, signed, "--home", home)
+    yield go("policy install", False, weak, "--home", home)
+    yield go("policy install", True, signed, "--home", home)
+
+    le_signer = json.loads(go("key mrsigner", True, le_key).stdout)["result"]["mrsigner"]
+    mode = tmp / "mode.json"
+    yield go(
+        "owner mode new",
+        True,
+        "--mode",
+        "owner",
+        "--le-mrsigner",
+        le_signer,
+        "--version",
+        1,
+        "-o",
+        mode,
+    )
+    yield go(
+        "owner mode new",
+        False,
+        "--mode",
+        "owner",
+        "--le-mrsigner",
+        le_signer,
+        "--le-sigstruct",
+        gen / "case1_defaults.sig",
+        "--version",
+        1,
+        "-o",
+        tmp / "x.json",
+    )
+    yield go("owner mode show", True, mode)
+    yield go("owner mode show", False, garbage)
+    yield go("owner mode verify", False, mode, "--home", home)
+    invoke(main, ["owner", "mode", "sign", str(mode), "--key", k[1], "--key", k[2]])
+    yield go("owner mode verify", True, mode, "--home", home)
+    yield go("platform mode", False, garbage, "--home", home)
+    yield go("platform mode", True, mode, "--home", home)
+    yield go("platform status", True, "--home", home)
+
+    yield go(
+        "run",
+        True,
+        gen / "case1_defaults.sgxs",
+        "--sig",
+        gen / "case1_defaults.sig",
+        "--home",
+        home,
+    )
+    yield go(
+        "run",
+        False,
+        gen / "case2_prodid_svn_debug.sgxs",
+        "--sig",
+        gen / "case2_prodid_svn_debug.sig",
+        "--home",
+        home,
+    )
+    yield go("log show", True, "--home", home)
+    yield go("log show", False, "--home", tmp / "nowhere")
+    yield go("log verify", True, "--home", home)
+    _tamper_second_record(home)
+    yield go("log verify", False, "--home", home)
+
+
+def _tamper_second_record(home: Path) -> None:
+    """Change one byte of the second launch-log record, as an attacker with the home can."""
+    import sqlite3
+
+    with sqlite3.connect(home / "state.sqlite3") as db:
+        key, value = db.execute(
+            "SELECT key, value FROM kv WHERE key LIKE 'log/%' ORDER BY key LIMIT 1 OFFSET 1"
+        ).fetchone()
+        db.execute(
+            "UPDATE kv SET value = ? WHERE key = ?",
+            (bytes(value).replace(b'"decision":"denied"', b'"decision":"allowed"'), key),
+        )
