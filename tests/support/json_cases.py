@@ -62,7 +62,7 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     root = tmp / "root.json"
     le_key = tmp / "le.pem"
 
-    def go(command: str, ok: bool, *args: str | Path) -> Case:
+    def go(command: str, ok: bool, *args: str | Path | int) -> Case:
         argv = (*command.split(), *map(str, args), "--json")
         result = CliRunner().invoke(main, list(argv), catch_exceptions=False)
         return Case(command, argv, ok, result.exit_code, result.stdout, result.stderr)
