@@ -70,8 +70,8 @@ def build() -> tuple[dict[str, bytes], dict[str, Any]]:
     files: dict[str, bytes] = {}
     manifest: dict[str, Any] = {
         "now": NOW,
-        "root": "root.signed.json",
-        "floor": "policy-v2.signed.json",
+        "root": "root.dsse.json",
+        "floor": "policy-v2.dsse.json",
     }
     cases: dict[str, dict[str, Any]] = {}
 
@@ -82,43 +82,43 @@ def build() -> tuple[dict[str, bytes], dict[str, Any]]:
         files[name] = data
         cases[name] = {"case": number, "error": error, "after_floor": floor}
 
-    files["root.signed.json"] = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), two).to_bytes()
+    files["root.dsse.json"] = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), two).to_bytes()
     floor_payload = dumps_canonical(_policy(2))
-    files["policy-v2.signed.json"] = signed(floor_payload)
+    files["policy-v2.dsse.json"] = signed(floor_payload)
 
     case(
-        "adv18-rollback-lower-version.signed.json",
+        "adv18-rollback-lower-version.dsse.json",
         signed(dumps_canonical(_policy(1))),
         18,
         "Rollback",
     )
     case(
-        "adv18-equal-version-different-bytes.signed.json",
+        "adv18-equal-version-different-bytes.dsse.json",
         signed(dumps_canonical(_policy(2, allow=[]))),
         18,
         "Rollback",
     )
     case(
-        "adv19-expired.signed.json",
+        "adv19-expired.dsse.json",
         signed(dumps_canonical(_policy(3, expires="2026-11-01T00:00:00Z"))),
         19,
         "Expired",
     )
     case(
-        "adv19-expires-exactly-now.signed.json",
+        "adv19-expires-exactly-now.dsse.json",
         signed(dumps_canonical(_policy(3, expires=NOW))),
         19,
         "Expired",
     )
     case(
-        "adv19-offset-timestamp.signed.json",
+        "adv19-offset-timestamp.dsse.json",
         signed(dumps_canonical(_policy(3, expires="2036-01-01T00:00:00+00:00"))),
         19,
         "MalformedInput",
     )
     one = sign_payload(POLICY_PAYLOAD_TYPE, dumps_canonical(_policy(3)), k[:1])
     case(
-        "adv21-one-key-signing-twice.signed.json",
+        "adv21-one-key-signing-twice.dsse.json",
         Envelope(one.payload_type, one.payload, one.signatures * 2).to_bytes(),
         21,
         "ThresholdNotMet",
@@ -126,62 +126,62 @@ def build() -> tuple[dict[str, bytes], dict[str, Any]]:
     good = sign_payload(POLICY_PAYLOAD_TYPE, dumps_canonical(_policy(3)), two)
     reformatted = json.dumps(json.loads(good.payload), separators=(",", ":")).encode()
     case(
-        "adv23-reserialized-payload.signed.json",
+        "adv23-reserialized-payload.dsse.json",
         Envelope(good.payload_type, reformatted, good.signatures).to_bytes(),
         23,
         "ThresholdNotMet",
     )
     case(
-        "adv23-unknown-field.signed.json",
+        "adv23-unknown-field.dsse.json",
         signed(dumps_canonical(_policy(3, comment="ignored?"))),
         23,
         "MalformedInput",
     )
     text = dumps_canonical(_policy(3)).decode()
     case(
-        "adv24-duplicate-key.signed.json",
+        "adv24-duplicate-key.dsse.json",
         signed(text.replace('"version": 3', '"version": 3, "version": 4').encode()),
         24,
         "MalformedInput",
     )
     case(
-        "adv24-nan.signed.json",
+        "adv24-nan.dsse.json",
         signed(text.replace('"version": 3', '"version": NaN').encode()),
         24,
         "MalformedInput",
     )
     case(
-        "adv24-infinity.signed.json",
+        "adv24-infinity.dsse.json",
         signed(text.replace('"version": 3', '"version": Infinity').encode()),
         24,
         "MalformedInput",
     )
     case(
-        "adv24-true-as-version.signed.json",
+        "adv24-true-as-version.dsse.json",
         signed(text.replace('"version": 3', '"version": true').encode()),
         24,
         "MalformedInput",
     )
     case(
-        "adv24-100000-digit-integer.signed.json",
+        "adv24-100000-digit-integer.dsse.json",
         signed(text.replace('"version": 3', '"version": ' + "7" * 100_000).encode()),
         24,
         "MalformedInput",
     )
     case(
-        "adv24-10000-deep-nesting.signed.json",
+        "adv24-10000-deep-nesting.dsse.json",
         signed(text.replace('"deny": []', '"deny": ' + "[" * 10_000 + "]" * 10_000).encode()),
         24,
         "MalformedInput",
     )
     case(
-        "adv26-all-zero-mrsigner.signed.json",
+        "adv26-all-zero-mrsigner.dsse.json",
         signed(dumps_canonical(_policy(3, allow=[{"id": "z", "mrsigner": "00" * 32}]))),
         26,
         "MalformedInput",
     )
     case(
-        "adv22-rotation-signed-only-by-new-keys.signed.json",
+        "adv22-rotation-signed-only-by-new-keys.dsse.json",
         _rotation_new_only(),
         22,
         "ThresholdNotMet",

@@ -50,8 +50,8 @@ def build() -> tuple[dict[str, bytes], dict[str, Any]]:
     manifest: dict[str, Any] = {
         "now": NOW,
         "platform_id": PLATFORM,
-        "root": "../root.signed.json",
-        "floor": "mode-v2.signed.json",
+        "root": "../root.dsse.json",
+        "floor": "mode-v2.dsse.json",
     }
     cases: dict[str, dict[str, Any]] = {}
 
@@ -62,41 +62,41 @@ def build() -> tuple[dict[str, bytes], dict[str, Any]]:
         files[name] = data
         cases[name] = {"case": number, "error": error}
 
-    assert "root.signed.json" in root_files
-    files["mode-v2.signed.json"] = signed(dumps_canonical(_mode(2)))
+    assert "root.dsse.json" in root_files
+    files["mode-v2.dsse.json"] = signed(dumps_canonical(_mode(2)))
     case(
-        "adv18-mode-back-to-permissive-lower-version.signed.json",
+        "adv18-mode-back-to-permissive-lower-version.dsse.json",
         signed(dumps_canonical(_mode(1, "permissive"))),
         "Rollback",
         18,
     )
     case(
-        "adv18-mode-equal-version-different-bytes.signed.json",
+        "adv18-mode-equal-version-different-bytes.dsse.json",
         signed(dumps_canonical(_mode(2, "permissive"))),
         "Rollback",
         18,
     )
     case(
-        "adv19-mode-expired.signed.json",
+        "adv19-mode-expired.dsse.json",
         signed(dumps_canonical(_mode(3, "permissive", expires="2026-11-01T00:00:00Z"))),
         "Expired",
         19,
     )
     case(
-        "adv19-mode-expires-exactly-now.signed.json",
+        "adv19-mode-expires-exactly-now.dsse.json",
         signed(dumps_canonical(_mode(3, "permissive", expires=NOW))),
         "Expired",
         19,
     )
     case(
-        "adv21-mode-signed-by-one-key.signed.json",
+        "adv21-mode-signed-by-one-key.dsse.json",
         signed(dumps_canonical(_mode(3, "permissive")), k[:1]),
         "ThresholdNotMet",
         21,
     )
     one = sign_payload(MODE_PAYLOAD_TYPE, dumps_canonical(_mode(3, "permissive")), k[:1])
     case(
-        "adv21-mode-one-key-signing-twice.signed.json",
+        "adv21-mode-one-key-signing-twice.dsse.json",
         Envelope(one.payload_type, one.payload, one.signatures * 2).to_bytes(),
         "ThresholdNotMet",
         21,
@@ -104,32 +104,32 @@ def build() -> tuple[dict[str, bytes], dict[str, Any]]:
     good = sign_payload(MODE_PAYLOAD_TYPE, dumps_canonical(_mode(3, "permissive")), two)
     compact = json.dumps(json.loads(good.payload), separators=(",", ":")).encode()
     case(
-        "adv23-mode-reserialized-payload.signed.json",
+        "adv23-mode-reserialized-payload.dsse.json",
         Envelope(good.payload_type, compact, good.signatures).to_bytes(),
         "ThresholdNotMet",
         23,
     )
     case(
-        "adv23-mode-unknown-field.signed.json",
+        "adv23-mode-unknown-field.dsse.json",
         signed(dumps_canonical(_mode(3, "permissive", reason="maintenance"))),
         "MalformedInput",
         23,
     )
     text = dumps_canonical(_mode(3)).decode()
     case(
-        "adv24-mode-true-as-version.signed.json",
+        "adv24-mode-true-as-version.dsse.json",
         signed(text.replace('"version": 3', '"version": true').encode()),
         "MalformedInput",
         24,
     )
     case(
-        "adv24-mode-duplicate-key.signed.json",
+        "adv24-mode-duplicate-key.dsse.json",
         signed(text.replace('"mode": "owner"', '"mode": "owner", "mode": "permissive"').encode()),
         "MalformedInput",
         24,
     )
     case(
-        "adv26-mode-all-zero-le-mrsigner.signed.json",
+        "adv26-mode-all-zero-le-mrsigner.dsse.json",
         signed(dumps_canonical(_mode(3, le_mrsigner="00" * 32))),
         "MalformedInput",
         26,
@@ -137,17 +137,15 @@ def build() -> tuple[dict[str, bytes], dict[str, Any]]:
     no_le = _mode(3)
     del no_le["le_mrsigner"]
     case(
-        "mode-owner-without-le-mrsigner.signed.json",
-        signed(dumps_canonical(no_le)),
-        "MalformedInput",
+        "mode-owner-without-le-mrsigner.dsse.json", signed(dumps_canonical(no_le)), "MalformedInput"
     )
     case(
-        "mode-permissive-with-le-mrsigner.signed.json",
+        "mode-permissive-with-le-mrsigner.dsse.json",
         signed(dumps_canonical(_mode(3, "permissive", le_mrsigner=LE_SIGNER))),
         "MalformedInput",
     )
     case(
-        "mode-bound-to-another-platform.signed.json",
+        "mode-bound-to-another-platform.dsse.json",
         signed(dumps_canonical(_mode(3, "permissive", platform_id=OTHER_PLATFORM))),
         "PlatformMismatch",
     )
