@@ -62,9 +62,12 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     root = tmp / "root.json"
     le_key = tmp / "le.pem"
 
+    # The machine (the emulated silicon) lives outside the home, in this scenario's directory.
+    runner = CliRunner(env={"SGXLAUNCH_MACHINE": str(tmp / "machine" / "machine.json")})
+
     def go(command: str, ok: bool, *args: str | Path | int) -> Case:
         argv = (*command.split(), *map(str, args), "--json")
-        result = CliRunner().invoke(main, list(argv), catch_exceptions=False)
+        result = runner.invoke(main, list(argv), catch_exceptions=False)
         return Case(command, argv, ok, result.exit_code, result.stdout, result.stderr)
 
     def keys() -> list[str]:
@@ -97,7 +100,7 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     )
     yield go("owner rotate", False, root, "--keep", "ffff", "-o", tmp / "root-v3.json")
 
-    CliRunner().invoke(main, ["key", "generate", "-o", str(le_key)], catch_exceptions=False)
+    runner.invoke(main, ["key", "generate", "-o", str(le_key)], catch_exceptions=False)
     yield go("platform status", False, "--home", home)
     yield go("platform init", True, "--home", home, "--root", root, "--le-key", le_key)
     yield go("platform init", False, "--home", home)
@@ -107,7 +110,7 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     policy = tmp / "policy.json"
     signed = tmp / "policy.signed.json"
     weak = tmp / "policy-one-key.signed.json"
-    invoke = CliRunner().invoke
+    invoke = runner.invoke
     invoke(main, ["policy", "new", "-o", str(policy)], catch_exceptions=False)
     invoke(
         main,
@@ -173,6 +176,32 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("platform mode", True, mode, "--home", home)
     yield go("platform status", True, "--home", home)
 
+    _lose_sealed_state(home, le_signer)  # a damaged home: the platform refuses to start
+    shown = go("machine show", True)
+    yield shown
+    yield go("machine show", False, "--machine", tmp / "no-machine" / "machine.json")
+    facts = shown.document()["result"]
+    recovery = tmp / "recovery.json"
+    invoke(
+        main,
+        [
+            "recovery",
+            "sign",
+            "--platform-id",
+            facts["platform_id"],
+            "--counter",
+            str(facts["counter"]["value"]),
+            "--key",
+            k[0],
+            "--key",
+            k[1],
+            "-o",
+            str(recovery),
+        ],
+    )
+    yield go("recovery apply", True, recovery, "--home", home)
+    yield go("recovery apply", False, garbage, "--home", home)
+
     yield go(
         "run",
         True,
@@ -198,6 +227,16 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("log verify", False, "--home", home)
 
 
+def _lose_sealed_state(home: Path, le_signer: str) -> None:
+    """Delete the launch enclave's sealed state from the home (what owner recovery repairs)."""
+    import sqlite3
+
+    from sgxlaunch.launch.platform import le_sealed_key
+
+    with sqlite3.connect(home / "state.sqlite3") as db:
+        db.execute("DELETE FROM kv WHERE key = ?", (le_sealed_key(bytes.fromhex(le_signer)),))
+
+
 def _tamper_second_record(home: Path) -> None:
     """Change one byte of the second launch-log record, as an attacker with the home can."""
     import sqlite3
@@ -206,7 +245,6 @@ def _tamper_second_record(home: Path) -> None:
         key, value = db.execute(
             "SELECT key, value FROM kv WHERE key LIKE 'log/%' ORDER BY key LIMIT 1 OFFSET 1"
         ).fetchone()
-        db.execute(
-            "UPDATE kv SET value = ? WHERE key = ?",
-            (bytes(value).replace(b'"decision":"denied"', b'"decision":"allowed"'), key),
-        )
+        edited = bytearray(value)
+        edited[-2] ^= 0x01  # one bit of the record's JSON, as an edit would change it
+        db.execute("UPDATE kv SET value = ? WHERE key = ?", (bytes(edited), key))

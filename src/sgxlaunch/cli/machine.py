@@ -18,6 +18,7 @@ from sgxlaunch.cli._common import (
     home_option,
     json_option,
     machine_option,
+    output_option,
     signing_keys_option,
     utc_now,
     write_output,
@@ -157,7 +158,7 @@ def recovery_group() -> None:
 @click.option("--platform-id", type=HexBytesParam(32), required=True)
 @click.option("--counter", type=click.IntRange(0), required=True)
 @signing_keys_option()
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False))
+@output_option("The recovery document to write.", dest="out")
 @handle_errors
 def recovery_sign(platform_id: bytes, counter: int, keys: tuple[str, ...], out: str) -> None:
     """Sign a recovery document (the refusal message names the platform id and counter)."""
