@@ -118,6 +118,15 @@ def test_eextend_page_equals_sixteen_eextends() -> None:
         _secs(configid=b"\x01" * 64),
         _secs(reserved4=b"\x01" + bytes(3833)),
         _secs(cet_attributes=1),
+        # SDM ECREATE: BASEADDR not canonical (64-bit) → #GP.
+        _secs(baseaddr=1 << 47),
+        # SDM ECREATE: SIZE beyond CPUID.(12H,0):EDX[15:8] (2^47) → #GP.
+        _secs(size=1 << 48, baseaddr=0),
+        # SDM ECREATE: a 32-bit enclave's SIZE beyond CPUID.(12H,0):EDX[7:0] (2^31) → #GP.
+        _secs(size=1 << 32, baseaddr=0, attributes=Attributes(flags=0, xfrm=3)),
+        # SDM ECREATE: XFRM not a legal XCR0 (BNDREGS without BNDCSR) → #GP.
+        _secs(attributes=Attributes(flags=PROD, xfrm=0x3 | 1 << 3)),
+        _secs(attributes=Attributes(flags=PROD, xfrm=0x3 | 1 << 4)),
     ],
     ids=[
         "size-small",
@@ -134,6 +143,11 @@ def test_eextend_page_equals_sixteen_eextends() -> None:
         "configid-without-kss",
         "reserved",
         "cet",
+        "base-not-canonical",
+        "size-beyond-64bit-max",
+        "size-beyond-32bit-max",
+        "xfrm-bndregs-alone",
+        "xfrm-bndcsr-alone",
     ],
 )
 def test_ecreate_rejects_bad_secs(secs: Secs) -> None:
@@ -145,6 +159,37 @@ def test_ecreate_rejects_bad_secs(secs: Secs) -> None:
     with pytest.raises(GeneralProtection):
         proc.ecreate(b.pageinfo, proc.epc_address(0))
     assert not proc.epcm(proc.epc_address(0)).valid
+
+
+def test_ecreate_accepts_canonical_high_bases_and_paired_mpx() -> None:
+    """The other side of the canonical and legal-XFRM checks (SDM ECREATE)."""
+    proc = cpu()
+    b = Builder(proc)
+    b.ecreate(_secs(baseaddr=(2**64 - (1 << 47)) & ~(SIZE - 1)))  # sign-extended bit 47
+    b.ecreate(_secs(attributes=Attributes(flags=PROD, xfrm=0x3 | 1 << 3 | 1 << 4)))
+    assert proc.cpuid(0x12, 0)[3] == 47 << 8 | 31  # the maxima the checks use
+
+
+def test_ecreate_ssaframesize_must_hold_the_xsave_area_for_xfrm() -> None:
+    """SDM ECREATE: SSAFRAMESIZE smaller than XSAVE(XFRM) + MISC + GPRSGX → #GP. With AMX
+    (XTILEDATA, 8 KiB at offset 2816) the frame needs 3 pages; x87|SSE fit in one."""
+    from sgxlaunch.cpu.build import ssa_frame_pages, xsave_size
+
+    amx = 0x3 | 1 << 17 | 1 << 18
+    assert xsave_size(0x3) == 576 and xsave_size(amx) == 2816 + 8192
+    assert ssa_frame_pages(0x3, 0) == 1 and ssa_frame_pages(amx, 1) == 3
+    proc = cpu(xfrm_allowed=amx)
+    b = Builder(proc)
+    for frames in (1, 2):
+        proc.write(
+            b.ctl,
+            _secs(ssaframesize=frames, attributes=Attributes(flags=PROD, xfrm=amx)).to_bytes(),
+        )
+        proc.write(b.secinfo, bytes(64))
+        proc.write(b.pageinfo, struct.pack("<QQQQ", 0, b.ctl, b.secinfo, 0))
+        with pytest.raises(GeneralProtection, match="SSAFRAMESIZE"):
+            proc.ecreate(b.pageinfo, proc.epc_address(0))
+    b.ecreate(_secs(ssaframesize=3, attributes=Attributes(flags=PROD, xfrm=amx)))
 
 
 def test_ecreate_accepts_kss_on_a_kss_part() -> None:
@@ -228,9 +273,7 @@ def test_eadd_tcs_checks_and_clears_fields() -> None:
     secs = b.ecreate(_secs())
     free = proc.free_epc_pages(3)
     tcs_flags = secinfo_flags(PageType.TCS)
-    with pytest.raises(GeneralProtection):
-        _eadd_raw(b, secs, BASE, tcs_flags, free[0], Tcs(ossa=0x123).to_bytes())
-    with pytest.raises(GeneralProtection):
+    with pytest.raises(GeneralProtection):  # SDM EADD: TCS.FLAGS reserved bits → #GP
         _eadd_raw(b, secs, BASE, tcs_flags, free[0], Tcs(flags=4).to_bytes())
     dirty = Tcs(state=5, flags=1, ossa=0x2000, cssa=3, nssa=1, aep=0x77).to_bytes()
     _eadd_raw(b, secs, BASE, tcs_flags | 0x7, free[0], dirty)
@@ -240,6 +283,100 @@ def test_eadd_tcs_checks_and_clears_fields() -> None:
     stored = Tcs.from_bytes_raw(bytes(proc.state.epc[base : base + PAGE]))
     assert (stored.state, stored.flags, stored.cssa, stored.aep) == (0, 0, 0, 0)
     assert (stored.ossa, stored.nssa) == (0x2000, 1)
+
+
+def test_eadd_leaves_tcs_offset_alignment_to_eenter() -> None:
+    """SDM EADD checks no OSSA/OFSBASE/OGSBASE alignment (EENTER checks the SSA): a TCS with
+    unaligned offsets is added, and measured."""
+    proc = cpu()
+    b = Builder(proc)
+    secs = b.ecreate(_secs())
+    page = proc.free_epc_pages(1)[0]
+    _eadd_raw(
+        b,
+        secs,
+        BASE,
+        secinfo_flags(PageType.TCS),
+        page,
+        Tcs(ossa=0x123, ofsbase=0x10, ogsbase=0x20, nssa=1).to_bytes(),
+    )
+    assert proc.epcm(page).page_type == PageType.TCS
+
+
+def test_eenter_refuses_an_unaligned_ssa() -> None:
+    """SDM EENTER: the SSA frame (BASEADDR + OSSA + 4096·SSAFRAMESIZE·CSSA) not page-aligned
+    → #GP — the check EADD does not make."""
+    from sgxlaunch.cpu import build_enclave, einit, program_image
+    from sgxlaunch.cpu.image import EnclaveImage, ImagePage
+    from tests.support.cpu import MemoryProgram, sign_image
+    from tests.support.keys import mrsigner
+
+    good = program_image(MemoryProgram)
+    tcs = Tcs(ossa=0x2010, nssa=1, oentry=0x1000).to_bytes()
+    image = EnclaveImage(
+        size=good.size,
+        ssaframesize=good.ssaframesize,
+        pages=(ImagePage(0, good.pages[0].secinfo_flags, tcs), *good.pages[1:]),
+        tcs_offsets=good.tcs_offsets,
+    )
+    proc = cpu()
+    sig = sign_image(image, "app")
+    proc.register_program(image.mrenclave(), MemoryProgram)
+    proc.set_lepubkeyhash(mrsigner("app"))
+    from sgxlaunch.cpu import secs_for
+
+    loaded = build_enclave(proc, image, secs_for(sig, size=image.size, ssaframesize=1))
+    assert einit(proc, loaded.secs, sig, None) == SgxStatus.SUCCESS
+    with pytest.raises(GeneralProtection, match="SSA"):
+        proc.eenter(loaded.pages[loaded.baseaddr])
+
+
+def test_eadd_32bit_tcs_needs_fslimit_and_gslimit_ending_in_fff() -> None:
+    """SDM EADD: for a 32-bit enclave, TCS.FSLIMIT and GSLIMIT must have bits 11:0 set → #GP
+    otherwise; a 64-bit enclave ignores them."""
+    proc = cpu()
+    b = Builder(proc)
+    secs32 = b.ecreate(_secs(attributes=Attributes(flags=0, xfrm=0x3)))
+    free = proc.free_epc_pages(1)
+    tcs = secinfo_flags(PageType.TCS)
+    for fs, gs in ((0, 0xFFF), (0xFFF, 0x7FE)):
+        with pytest.raises(GeneralProtection, match="FSLIMIT"):
+            _eadd_raw(b, secs32, BASE, tcs, free[0], Tcs(fslimit=fs, gslimit=gs).to_bytes())
+    _eadd_raw(b, secs32, BASE, tcs, free[0], Tcs(fslimit=0x1FFF, gslimit=0xFFF).to_bytes())
+    secs64 = b.ecreate(_secs(baseaddr=2 * SIZE + BASE))
+    page64 = proc.free_epc_pages(1)[0]
+    _eadd_raw(b, secs64, 2 * SIZE + BASE, tcs, page64, Tcs(fslimit=0, gslimit=0).to_bytes())
+
+
+def test_eadd_measures_a_tcs_secinfo_with_rwx_cleared() -> None:
+    """SDM EADD clears SECINFO.FLAGS.R/W/X of a TCS before the SHA256UPDATE (the kernel's
+    comment on TCS SECINFO says the same): RWX in the SECINFO leaves MRENCLAVE unchanged."""
+    digests = []
+    for extra in (0, 0x7):
+        proc = cpu()
+        b = Builder(proc)
+        secs = b.ecreate(_secs())
+        page = proc.free_epc_pages(1)[0]
+        _eadd_raw(b, secs, BASE, secinfo_flags(PageType.TCS) | extra, page, Tcs().to_bytes())
+        enclave = proc.state.secs_state[(secs - proc.epc_base) >> 12]
+        enclave.flush()
+        digests.append(enclave.measurement.digest())
+    ref = Measurement()
+    ref.ecreate(1, SIZE)
+    ref.eadd(0, secinfo_flags(PageType.TCS))
+    assert digests == [ref.mrenclave(), ref.mrenclave()]
+
+
+def test_eadd_refuses_w_without_r() -> None:
+    """SDM EADD: SECINFO.FLAGS.W = 1 with R = 0 → #GP (a PT_REG page)."""
+    proc = cpu()
+    b = Builder(proc)
+    secs = b.ecreate(_secs())
+    page = proc.free_epc_pages(1)[0]
+    with pytest.raises(GeneralProtection, match="W without R"):
+        _eadd_raw(b, secs, BASE, secinfo_flags(PageType.REG, SecinfoFlag.W), page)
+    assert not proc.epcm(page).valid
+    _eadd_raw(b, secs, BASE, secinfo_flags(PageType.REG, SecinfoFlag.R | SecinfoFlag.W), page)
 
 
 def test_eextend_checks() -> None:

@@ -445,3 +445,104 @@ def test_einit_step21_commit() -> None:
     assert (info["isvprodid"], info["isvsvn"]) == (0x1234, 7)
     enclave = proc.state.secs_state[(app.enclave.secs - proc.epc_base) >> 12]
     assert enclave.padding == HARDCODED_PKCS1_5_PADDING
+
+
+# -- which one wins: the adjacent pairs of the step list -------------------------------------
+
+
+def test_einit_step04_wins_over_step05() -> None:
+    """SDM EINIT: the event window and the signature (step 4) come before the SECS page check
+    (step 5): with RCX on a TCS page, a pending interrupt answers SGX_UNMASKED_EVENT and a bad
+    signature SGX_INVALID_SIGNATURE, not #PF; alone, the TCS operand faults."""
+    proc = _with_msr_signer()
+    app = pending(proc)
+    tcs_page = app.enclave.tcs[0]
+    region = proc.allocate(2 * 4096)
+    proc.write(region, app.sigstruct.to_bytes())
+    proc.pend_interrupt()
+    assert proc.einit(region, tcs_page, region + 4096) == SgxStatus.UNMASKED_EVENT
+    proc.write(region, app.sigstruct.replace(isvsvn=9).to_bytes())
+    assert proc.einit(region, tcs_page, region + 4096) == SgxStatus.INVALID_SIGNATURE
+    proc.write(region, app.sigstruct.to_bytes())
+    with pytest.raises(PageFault):
+        proc.einit(region, tcs_page, region + 4096)
+
+
+def test_einit_step08_wins_over_step10() -> None:
+    """SDM EINIT: the measurement (step 8) before EINITTOKEN_KEY's signer check (step 10)."""
+    proc = cpu()  # MSRs hold Intel's hash: step 10 would fire
+    wrong = hashlib.sha256(b"another image").digest()
+    app = pending(proc, flags=PROD | int(AttributeFlag.EINITTOKEN_KEY), enclavehash=wrong)
+    assert app.einit() == SgxStatus.INVALID_MEASUREMENT
+    right = pending(proc, flags=PROD | int(AttributeFlag.EINITTOKEN_KEY))
+    assert right.einit() == SgxStatus.INVALID_ATTRIBUTE  # step 10 alone
+
+
+def test_einit_step08_wins_over_step11() -> None:
+    """SDM EINIT: the measurement (step 8) before the attributes under ATTRIBUTEMASK (11)."""
+    proc = _with_msr_signer()
+    wrong = hashlib.sha256(b"another image").digest()
+    both = pending(proc, secs_flags=DEBUG, flagsmask=ALL64, enclavehash=wrong)
+    assert both.einit() == SgxStatus.INVALID_MEASUREMENT
+    attributes_only = pending(proc, secs_flags=DEBUG, flagsmask=ALL64)
+    assert attributes_only.einit() == SgxStatus.INVALID_ATTRIBUTE  # step 11 alone
+
+
+def test_einit_step15_and_step16_both_answer_invalid_einittoken() -> None:
+    """SDM EINIT steps 15 (a debug LE's token for a production enclave) and 16 (token reserved
+    bits) share SGX_INVALID_EINITTOKEN, so their order cannot show; together they answer that
+    status and nothing from a later step (the CPUSVN beyond the platform of step 17)."""
+    proc, le, app = _token_setup()
+    beyond = bytes([proc.cpusvn[0] + 1]) + proc.cpusvn[1:]
+    debug_le = Attributes(flags=DEBUG, xfrm=0)
+    for changes in (
+        {"maskedattributesle": debug_le},
+        {"valid": 3},
+        {"maskedattributesle": debug_le, "valid": 3},
+    ):
+        token = _mint_for(le, app, cpusvnle=beyond, **changes)
+        assert app.einit(token=token) == SgxStatus.INVALID_EINITTOKEN, changes
+
+
+def test_einit_step16_wins_over_step17() -> None:
+    """SDM EINIT: token reserved bytes (step 16, SGX_INVALID_EINITTOKEN) before its CPUSVN
+    (step 17, SGX_INVALID_CPUSVN)."""
+    proc, le, app = _token_setup()
+    beyond = bytes([proc.cpusvn[0] + 1]) + proc.cpusvn[1:]
+    token = _mint_for(le, app, cpusvnle=beyond, reserved2=bytes(31) + b"\x01")
+    assert app.einit(token=token) == SgxStatus.INVALID_EINITTOKEN
+    assert app.einit(token=_mint_for(le, app, cpusvnle=beyond)) == SgxStatus.INVALID_CPUSVN
+
+
+def test_einit_step16_cet_masked_attributes_are_reserved_without_cet() -> None:
+    """EINITTOKEN byte 212 (MASKEDATTRIBUTESLE's CET byte) is reserved on a part without CET
+    (CPUID.(12H,1):EAX[6] = 0): step 16 answers SGX_INVALID_EINITTOKEN, before step 17's
+    CPUSVN check would answer SGX_INVALID_CPUSVN."""
+    proc, le, app = _token_setup()
+    token = _mint_for(le, app, cet_masked_attributes_le=1)
+    assert token.to_bytes()[212] == 1
+    assert app.einit(token=token) == SgxStatus.INVALID_EINITTOKEN
+    beyond = bytes([proc.cpusvn[0] + 1]) + proc.cpusvn[1:]
+    both = _mint_for(le, app, cet_masked_attributes_le=1, cpusvnle=beyond)
+    assert app.einit(token=both) == SgxStatus.INVALID_EINITTOKEN
+    assert app.einit(token=_mint_for(le, app)) == SgxStatus.SUCCESS
+
+
+def test_einit_step18_wins_over_step19() -> None:
+    """SDM EINIT: the token MAC (step 18, SGX_INVALID_EINITTOKEN) before the token's
+    MRENCLAVE (step 19, SGX_INVALID_MEASUREMENT)."""
+    _proc, le, app = _token_setup()
+    other = mint(le, hashlib.sha256(b"x").digest(), app.sigstruct.mrsigner, app.attributes)
+    forged = other.replace(mac=bytes([other.mac[0] ^ 1]) + other.mac[1:])
+    assert app.einit(token=forged) == SgxStatus.INVALID_EINITTOKEN
+    assert app.einit(token=other) == SgxStatus.INVALID_MEASUREMENT
+
+
+def test_einit_step19_wins_over_step20() -> None:
+    """SDM EINIT: the token's MRENCLAVE/MRSIGNER (step 19) before its ATTRIBUTES (step 20)."""
+    _proc, le, app = _token_setup()
+    other_xfrm = Attributes(flags=app.attributes.flags, xfrm=0x7)
+    both = mint(le, hashlib.sha256(b"x").digest(), app.sigstruct.mrsigner, other_xfrm)
+    assert app.einit(token=both) == SgxStatus.INVALID_MEASUREMENT
+    attributes_only = mint(le, app.image.mrenclave(), app.sigstruct.mrsigner, other_xfrm)
+    assert app.einit(token=attributes_only) == SgxStatus.INVALID_ATTRIBUTE

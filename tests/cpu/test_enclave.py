@@ -278,8 +278,46 @@ def test_egetkey_refuses_isvsvn_above_the_enclave(probe: Launched) -> None:
     assert _getkey(probe, keyname=KeyName.SEAL, isvsvn=3)[0] == SgxStatus.SUCCESS
 
 
-def test_egetkey_refuses_configsvn_above_the_enclave(probe: Launched) -> None:
-    assert _getkey(probe, keyname=KeyName.SEAL, configsvn=1)[0] == SgxStatus.INVALID_ISVSVN
+def test_egetkey_configsvn_without_kss_is_gp(probe: Launched) -> None:
+    """SDM EGETKEY: KEYREQUEST.CONFIGSVN > 0 on an enclave without ATTRIBUTES.KSS → #GP
+    (before any per-KEYNAME status), whatever the key name."""
+    for name in (KeyName.SEAL, KeyName.REPORT):
+        with pytest.raises(GeneralProtection, match="CONFIGSVN"):
+            _getkey(probe, keyname=name, configsvn=1)
+    assert _getkey(probe, keyname=KeyName.SEAL, configsvn=0)[0] == SgxStatus.SUCCESS
+
+
+def test_egetkey_refuses_configsvn_above_the_enclave_with_kss() -> None:
+    """SDM EGETKEY, SEAL_KEY: KEYREQUEST.CONFIGSVN > SECS.CONFIGSVN → SGX_INVALID_ISVSVN."""
+    enc = _kss_enclave(configsvn=2)
+    assert _getkey(enc, keyname=KeyName.SEAL, configsvn=3)[0] == SgxStatus.INVALID_ISVSVN
+    assert _getkey(enc, keyname=KeyName.SEAL, configsvn=2)[0] == SgxStatus.SUCCESS
+
+
+def _kss_enclave(
+    *, configsvn: int = 0, isvfamilyid: bytes = bytes(16), isvextprodid: bytes = bytes(16)
+) -> Launched:
+    """A KSS enclave (PROVISIONKEY too) on a KSS part; CONFIGSVN set in its SECS."""
+    from sgxlaunch.cpu import load_enclave
+    from tests.support.cpu import sign_image
+
+    proc = cpu(kss=True)
+    flags = PROD | int(AttributeFlag.KSS | AttributeFlag.PROVISIONKEY)
+    image = program_image(KeyProbe)
+    sig = sign_image(
+        image,
+        "app",
+        flags=flags,
+        isvprodid=7,
+        isvsvn=1,
+        isvfamilyid=isvfamilyid,
+        isvextprodid=isvextprodid,
+    )
+    proc.register_program(image.mrenclave(), KeyProbe)
+    proc.set_lepubkeyhash(mrsigner("app"))
+    loaded = load_enclave(proc, image, sig, configsvn=configsvn)
+    assert loaded.status == SgxStatus.SUCCESS
+    return Launched(loaded, image, sig)
 
 
 def test_egetkey_refuses_reserved_fields(probe: Launched) -> None:
@@ -295,8 +333,14 @@ def test_egetkey_refuses_reserved_keypolicy_bits(probe: Launched) -> None:
 
 
 def test_egetkey_refuses_kss_policies_without_kss(probe: Launched) -> None:
-    for bit in (KeyPolicy.NOISVPRODID, KeyPolicy.CONFIGID, KeyPolicy.ISVFAMILYID):
-        with pytest.raises(GeneralProtection):
+    """SDM EGETKEY: a KSS KEYPOLICY bit (0x04, 0x08, 0x10, 0x20) without ATTRIBUTES.KSS → #GP."""
+    for bit in (
+        KeyPolicy.NOISVPRODID,
+        KeyPolicy.CONFIGID,
+        KeyPolicy.ISVFAMILYID,
+        KeyPolicy.ISVEXTPRODID,
+    ):
+        with pytest.raises(GeneralProtection, match="KSS"):
             _getkey(probe, keyname=KeyName.SEAL, keypolicy=int(bit))
 
 
@@ -354,6 +398,100 @@ def test_owner_epoch_changes_seal_keys_but_not_the_provision_key() -> None:
     seal_b, prov_b = keys(b"\x01" * 16)
     assert seal_a != seal_b
     assert prov_a == prov_b
+
+
+def _provision_seal_reference(enc: Launched, policy: int, **changes: object) -> bytes:
+    """PROVISION_SEAL_KEY as the SDM's key-derivation table builds it (no OWNEREPOCH, the seal
+    fuses, KEYPOLICY applied and itself a dependency), derived with the CPU's root key."""
+    from sgxlaunch.cpu.keys import KeyDependencies
+
+    proc = enc.enclave.processor
+    info = proc.secs_info(enc.enclave.secs)
+    secs = proc.state.secs_state[(enc.enclave.secs - proc.epc_base) >> 12]
+    deps = KeyDependencies(
+        keyname=KeyName.PROVISION_SEAL,
+        isvfamilyid=info["isvfamilyid"] if policy & KeyPolicy.ISVFAMILYID else bytes(16),
+        isvextprodid=info["isvextprodid"] if policy & KeyPolicy.ISVEXTPRODID else bytes(16),
+        isvprodid=0 if policy & KeyPolicy.NOISVPRODID else info["isvprodid"],
+        isvsvn=0,
+        sgxownerepoch=bytes(16),
+        attributes_flags=info["attributes_flags"] & 0x3,
+        attributes_xfrm=0,
+        mrsigner=info["mrsigner"],
+        seal_key_fuses=proc._fuses.seal_fuses,
+        cpusvn=bytes(16),
+        miscselect=0,
+        miscmask=0xFFFFFFFF,
+        padding=secs.padding,
+        keypolicy=policy,
+        configid=info["configid"] if policy & KeyPolicy.CONFIGID else bytes(64),
+        configsvn=0,
+        **changes,  # type: ignore[arg-type]
+    )
+    return proc._fuses.derive(deps)
+
+
+def test_provision_seal_key_has_no_owner_epoch_but_the_seal_fuses() -> None:
+    """SDM EGETKEY, PROVISION_SEAL_KEY: OWNEREPOCH is not a dependency (the key survives an
+    owner change), CR_SEAL_FUSES is (another CPU gets another key)."""
+
+    def key(epoch: bytes, seed: bytes = b"cpu-A-seed-0123456789") -> bytes:
+        proc = cpu(seed, owner_epoch=epoch)
+        enc = launch(proc, KeyProbe, "app", flags=PROD | int(AttributeFlag.PROVISIONKEY))
+        status, value = _getkey(enc, keyname=KeyName.PROVISION_SEAL)
+        assert status == SgxStatus.SUCCESS
+        assert value == _provision_seal_reference(enc, 0)
+        return value
+
+    assert key(bytes(16)) == key(b"\x01" * 16)
+    assert key(bytes(16)) != key(bytes(16), seed=b"cpu-B-seed-0123456789")
+
+
+def test_provision_seal_key_applies_keypolicy_and_depends_on_it() -> None:
+    """SDM EGETKEY, PROVISION_SEAL_KEY: ISVFAMILYID, ISVEXTPRODID, NOISVPRODID and CONFIGID in
+    KEYPOLICY select those fields, and KEYPOLICY itself is in the dependencies (so MRSIGNER
+    and MRENCLAVE policies, which select nothing here, still give different keys)."""
+    enc = _kss_enclave(isvfamilyid=b"\xfa" * 16, isvextprodid=b"\xe1" * 16)
+    keys = {}
+    for policy in (
+        0,
+        int(KeyPolicy.MRSIGNER),
+        int(KeyPolicy.MRENCLAVE),
+        int(KeyPolicy.NOISVPRODID),
+        int(KeyPolicy.ISVFAMILYID),
+        int(KeyPolicy.ISVEXTPRODID),
+        int(KeyPolicy.CONFIGID),
+    ):
+        status, value = _getkey(enc, keyname=KeyName.PROVISION_SEAL, keypolicy=policy)
+        assert status == SgxStatus.SUCCESS
+        assert value == _provision_seal_reference(enc, policy), policy
+        keys[policy] = value
+    assert len(set(keys.values())) == len(keys)
+
+
+def test_einit_commits_isvfamilyid_and_isvextprodid_to_the_secs() -> None:
+    """SDM EINIT step 21: SECS.ISVFAMILYID := SIGSTRUCT.ISVFAMILYID, SECS.ISVEXTPRODID :=
+    SIGSTRUCT.ISVEXTPRODID; the REPORT carries them."""
+    enc = _kss_enclave(isvfamilyid=b"\xfa" * 16, isvextprodid=b"\xe1" * 16, configsvn=4)
+    info = enc.enclave.processor.secs_info(enc.enclave.secs)
+    assert (info["isvfamilyid"], info["isvextprodid"]) == (b"\xfa" * 16, b"\xe1" * 16)
+    assert info["configsvn"] == 4
+    report = Report.from_bytes(enc.call(1, bytes(512) + bytes(64)))
+    assert (report.isvfamilyid, report.isvextprodid) == (b"\xfa" * 16, b"\xe1" * 16)
+
+
+def test_ereport_refuses_targetinfo_reserved_bytes() -> None:
+    """SDM EREPORT: TARGETINFO reserved fields not zero → #GP; all zero is accepted."""
+    proc = cpu()
+    a = launch(proc, KeyProbe, "app")
+    b = launch(proc, KeyProbeTwin, "app")
+    target = _target_of(b).to_bytes()
+    for offset in (49, 56, 128, 511):  # RESERVED1, RESERVED2, RESERVED3 (first and last)
+        bad = bytearray(target)
+        bad[offset] = 1
+        with pytest.raises(GeneralProtection, match="TARGETINFO"):
+            a.call(1, bytes(bad) + bytes(64))
+    assert Report.from_bytes(a.call(1, target + bytes(64))).mrenclave == a.image.mrenclave()
 
 
 def test_report_key_matches_ereport_mac() -> None:

@@ -7,8 +7,8 @@ import struct
 import pytest
 
 from sgxlaunch.arch import PageType, SgxStatus
-from sgxlaunch.cpu import EnclaveContext, EnclaveProgram, GeneralProtection, PageFault
-from tests.support.cpu import MemoryProgram, Pager, cpu, launch
+from sgxlaunch.cpu import EnclaveContext, EnclaveProgram, GeneralProtection, PageFault, Processor
+from tests.support.cpu import Launched, MemoryProgram, Pager, cpu, launch
 
 PAGE = 4096
 DATA = 0x3000  # first data page of a program image
@@ -52,11 +52,54 @@ def test_ewb_needs_eblock_then_etrack() -> None:
     assert proc.etrack(enc.enclave.secs) == SgxStatus.SUCCESS
     assert proc.ewb(pager.pageinfo, page, slot) == SgxStatus.SUCCESS
     assert not proc.epcm(page).valid
-    # The slot now holds a version: it cannot take another page.
-    other = pager.resident[_key(enc, DATA + PAGE)]
-    proc.eblock(other)
-    proc.etrack(enc.enclave.secs)
-    assert proc.ewb(pager.pageinfo, other, slot) == SgxStatus.VA_SLOT_OCCUPIED
+
+
+def _evict_by_hand(proc, enc, pager, offset: int, slot: int):  # type: ignore[no-untyped-def]
+    """EBLOCK, ETRACK and EWB of the page at ``offset`` into ``slot``: (status, contents, pcmd)."""
+    page = pager.resident[_key(enc, offset)]
+    contents, pcmd = proc.allocate(PAGE), proc.allocate(128, align=128)
+    assert proc.eblock(page) == SgxStatus.SUCCESS
+    assert proc.etrack(enc.enclave.secs) == SgxStatus.SUCCESS
+    proc.write(pager.pageinfo, struct.pack("<QQQQ", 0, contents, pcmd, 0))
+    return proc.ewb(pager.pageinfo, page, slot), contents, pcmd, page
+
+
+def _eldu_by_hand(
+    proc: Processor, enc: Launched, pager: Pager, offset: int, contents: int, pcmd: int, slot: int
+) -> SgxStatus:
+    linaddr = enc.enclave.baseaddr + offset
+    proc.write(pager.pageinfo, struct.pack("<QQQQ", linaddr, contents, pcmd, enc.enclave.secs))
+    return proc.eldu(pager.pageinfo, proc.free_epc_pages(1)[0], slot)
+
+
+def test_ewb_into_an_occupied_va_slot_evicts_and_warns() -> None:
+    """SDM EWB: a VA slot that is not zero does not stop the eviction: the page is written back,
+    the slot overwritten with the new version, and RAX = SGX_VA_SLOT_OCCUPIED with CF = 1 (a
+    warning). The effects: the page leaves the EPC, its backing loads with that slot, and the
+    page whose version was overwritten can no longer be loaded (MAC_COMPARE_FAIL)."""
+    proc, enc, pager = _setup()
+    pager.add_va_page()
+    slot = pager.slots[0]
+    first = _evict_by_hand(proc, enc, pager, DATA, slot)
+    assert first[0] == SgxStatus.SUCCESS
+    status, contents, pcmd, page = _evict_by_hand(proc, enc, pager, DATA + PAGE, slot)
+    assert status == SgxStatus.VA_SLOT_OCCUPIED
+    assert not proc.epcm(page).valid  # evicted all the same
+    assert _eldu_by_hand(proc, enc, pager, DATA, first[1], first[2], slot) == (
+        SgxStatus.MAC_COMPARE_FAIL
+    )
+    assert _eldu_by_hand(proc, enc, pager, DATA + PAGE, contents, pcmd, slot) == SgxStatus.SUCCESS
+
+
+def test_ewb_writes_back_pageinfo_linaddr() -> None:
+    """SDM EWB: PAGEINFO.LINADDR := EPCM(page).ENCLAVEADDRESS on the way out (the PAGEINFO went
+    in with LINADDR = 0, as EWB requires)."""
+    proc, enc, pager = _setup()
+    pager.add_va_page()
+    status, *_ = _evict_by_hand(proc, enc, pager, DATA + PAGE, pager.slots[0])
+    assert status == SgxStatus.SUCCESS
+    (linaddr,) = struct.unpack("<Q", proc.read(pager.pageinfo, 8))
+    assert linaddr == enc.enclave.baseaddr + DATA + PAGE
 
 
 def test_ewb_operand_checks() -> None:

@@ -257,6 +257,8 @@ static PyObject *ewb_fast(Accel *a, PyObject *const *args) {
     memset(pc + 72, 0, 40);
     memcpy(pc + 112, sealed + PAGE, 16);
     store_le64(epc + va_off, version);
+    /* PAGEINFO.LINADDR := EPCM.ENCLAVEADDRESS (SDM EWB), after the PCMD as the Python leaf. */
+    store_le64((unsigned char *)pi, linaddr);
     /* The page leaves the EPC: owner.children -= 1; drop pages[linaddr] if it names this page. */
     PyObject *one = PyLong_FromLong(1);
     PyObject *fewer = one == NULL ? NULL : PyNumber_Subtract(slot(owner, a->e_children), one);

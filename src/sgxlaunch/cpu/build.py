@@ -15,6 +15,7 @@ from sgxlaunch.arch.constants import (
 )
 from sgxlaunch.cpu.config import CpuConfig
 from sgxlaunch.cpu.faults import GeneralProtection, PageFault
+from sgxlaunch.cpu.msr import MAX_ENCLAVE_SIZE_LOG2_32, MAX_ENCLAVE_SIZE_LOG2_64
 from sgxlaunch.cpu.state import STAGE_SIZE as _STAGE_SIZE
 from sgxlaunch.cpu.state import EpcState, SecsState, StateView
 from sgxlaunch.measure import TAG_EADD, TAG_ECREATE, TAG_EEXTEND
@@ -35,6 +36,60 @@ _PT_TCS = int(PageType.TCS)
 _PT_REG = int(PageType.REG)
 _PERM_RWX = 0x7
 _SECINFO_RESERVED = _U64 & ~(0x3F | (0xFF << 8))
+
+
+# XSAVE state components: bit → (offset, size) of the standard (non-compacted) format, as
+# CPUID.(0DH, bit) reports them on current parts (x87 and SSE live in the 512-byte legacy area,
+# followed by the 64-byte header). SDM Vol. 1 §13.4-13.5.
+_XSAVE_COMPONENTS = {
+    2: (576, 256),  # AVX (YMM_Hi128)
+    3: (960, 64),  # MPX BNDREGS
+    4: (1024, 64),  # MPX BNDCSR
+    5: (1088, 64),  # AVX-512 opmask
+    6: (1152, 512),  # AVX-512 ZMM_Hi256
+    7: (1664, 1024),  # AVX-512 Hi16_ZMM
+    9: (2688, 8),  # PKRU
+    17: (2752, 64),  # AMX XTILECFG
+    18: (2816, 8192),  # AMX XTILEDATA
+}
+_GPRSGX_SIZE = 184  # SDM Table 38-12: the GPR area at the top of an SSA frame
+_MISC_EXINFO_SIZE = 16  # MISCSELECT.EXINFO adds the 16-byte EXINFO below GPRSGX
+
+
+def _canonical(address: int) -> bool:
+    """A 48-bit linear address sign-extended to 64 bits (bits 63:47 all equal)."""
+    top = address >> 47
+    return top in (0, (1 << 17) - 1)
+
+
+def xfrm_is_legal(xfrm: int) -> bool:
+    """The XCR0 rules an XFRM must keep (SDM ECREATE "legal XFRM", XSETBV's #GP rules): x87
+    and SSE set; BNDREGS and BNDCSR together; the three AVX-512 components together and only
+    with AVX; the two AMX components together."""
+    if xfrm & 0x3 != 0x3:
+        return False
+    if bool(xfrm & 1 << 3) != bool(xfrm & 1 << 4):
+        return False
+    avx512 = (xfrm >> 5) & 0x7
+    if avx512 not in (0, 0x7) or (avx512 and not xfrm & 1 << 2):
+        return False
+    return bool(xfrm & 1 << 17) == bool(xfrm & 1 << 18)
+
+
+def xsave_size(xfrm: int) -> int:
+    """Bytes of the XSAVE area for the components in ``xfrm`` (standard format)."""
+    end = 576
+    for bit, (offset, size) in _XSAVE_COMPONENTS.items():
+        if xfrm >> bit & 1:
+            end = max(end, offset + size)
+    return end
+
+
+def ssa_frame_pages(xfrm: int, miscselect: int) -> int:
+    """The smallest SSAFRAMESIZE (pages) holding the XSAVE area, MISC and GPRSGX (SDM ECREATE:
+    SSAFRAMESIZE too small for XSAVE(XFRM) + MISC + GPRSGX → #GP)."""
+    misc = _MISC_EXINFO_SIZE if miscselect & 1 else 0
+    return -(-(xsave_size(xfrm) + misc + _GPRSGX_SIZE) // PAGE)
 
 
 class BuildLeaves(StateView):
@@ -66,8 +121,11 @@ class BuildLeaves(StateView):
         the EPC page free (#PF); SECS
         reserved fields zero (#GP); SIZE ≥ 8192 and a power of two, BASEADDR aligned to SIZE
         (#GP); ATTRIBUTES: INIT clear, no reserved or unsupported FLAGS, XFRM ⊇ 0x3 and within
-        the CPUID-allowed set (#GP); MISCSELECT within the allowed set (#GP); SSAFRAMESIZE ≥ 1
-        (our model of "SSA frame too small", #GP); CONFIGID/CONFIGSVN zero unless KSS (#GP);
+        the CPUID-allowed set and legal (:func:`xfrm_is_legal`) (#GP); MISCSELECT within the
+        allowed set (#GP); SSAFRAMESIZE large enough for XSAVE(XFRM) + MISC + GPRSGX
+        (:func:`ssa_frame_pages`, #GP); CONFIGID/CONFIGSVN zero unless KSS (#GP); BASEADDR
+        canonical (64-bit, #GP); SIZE at most the CPUID.(12H,0):EDX maximum for the mode
+        (2^47 for 64-bit, 2^31 for 32-bit enclaves, #GP); a 32-bit enclave below 4 GiB (#GP);
         CET fields zero (CET not modelled, #GP).
 
         Returns:
@@ -116,16 +174,26 @@ class BuildLeaves(StateView):
             raise GeneralProtection("SECS.ATTRIBUTES.INIT must be 0 at ECREATE")
         if flags & ATTRIBUTE_FLAGS_RESERVED_MASK or flags & ~cfg.allowed_flags:
             raise GeneralProtection(f"SECS.ATTRIBUTES.FLAGS 0x{flags:x} not allowed by CPUID")
-        if xfrm & 0x3 != 0x3 or xfrm & ~cfg.xfrm_allowed:
+        if not xfrm_is_legal(xfrm) or xfrm & ~cfg.xfrm_allowed:
             raise GeneralProtection(f"SECS.ATTRIBUTES.XFRM 0x{xfrm:x} not allowed")
         if miscselect & ~cfg.miscselect_allowed:
             raise GeneralProtection(f"SECS.MISCSELECT 0x{miscselect:x} not allowed")
-        if ssaframesize < 1:
-            raise GeneralProtection("SECS.SSAFRAMESIZE is too small")
+        if ssaframesize < ssa_frame_pages(xfrm, miscselect):
+            raise GeneralProtection(
+                f"SECS.SSAFRAMESIZE {ssaframesize} is too small for XFRM 0x{xfrm:x}"
+            )
         if not flags & AttributeFlag.KSS and (any(configid) or configsvn):
             raise GeneralProtection("CONFIGID/CONFIGSVN need ATTRIBUTES.KSS")
-        if not flags & AttributeFlag.MODE64BIT and (baseaddr + size) > (1 << 32):
-            raise GeneralProtection("a 32-bit enclave must lie below 4 GiB")
+        if flags & AttributeFlag.MODE64BIT:
+            if not _canonical(baseaddr):
+                raise GeneralProtection(f"SECS.BASEADDR 0x{baseaddr:x} is not canonical")
+            if size > 1 << MAX_ENCLAVE_SIZE_LOG2_64:
+                raise GeneralProtection(f"SECS.SIZE 0x{size:x} exceeds the 64-bit maximum")
+        else:
+            if size > 1 << MAX_ENCLAVE_SIZE_LOG2_32:
+                raise GeneralProtection(f"SECS.SIZE 0x{size:x} exceeds the 32-bit maximum")
+            if (baseaddr + size) > (1 << 32):
+                raise GeneralProtection("a 32-bit enclave must lie below 4 GiB")
 
         enclave = SecsState()
         enclave.eid = self._next_eid
@@ -168,9 +236,12 @@ class BuildLeaves(StateView):
         Checks (SDM EADD): alignment (#GP); SECS a valid PT_SECS page (#PF); EPC page free
         (#PF); SECINFO reserved bits and page type REG or TCS (#GP); enclave not initialized
         (#GP); LINADDR inside [BASEADDR, BASEADDR + SIZE) (#GP); for TCS: reserved fields, FLAGS
-        reserved bits, OSSA/OFSBASE/OGSBASE page-aligned (#GP); then STATE, CSSA, AEP cleared
-        and DBGOPTIN cleared, R/W/X forced to 0. The EADD block (with the SECINFO as supplied)
-        is added to MRENCLAVE.
+        reserved bits, and for a 32-bit enclave FSLIMIT and GSLIMIT ending in 0xFFF (#GP) —
+        OSSA/OFSBASE/OGSBASE alignment is EENTER's check, not EADD's; then STATE, CSSA, AEP and
+        DBGOPTIN cleared, R/W/X forced to 0. SECINFO with W set and R clear → #GP. The EADD
+        block is added to MRENCLAVE with SECINFO.FLAGS as supplied, except that for a TCS the
+        R/W/X bits are cleared first (SDM EADD: TMP_SECINFO.FLAGS.R/W/X := 0 before the
+        SHA256UPDATE; the kernel's TCS SECINFO comment says the same).
         """
         if pageinfo & 31:
             raise GeneralProtection(f"PAGEINFO 0x{pageinfo:x} is not 32-byte aligned")
@@ -204,6 +275,8 @@ class BuildLeaves(StateView):
         ptype = (flags >> 8) & 0xFF
         if ptype != _PT_REG and ptype != _PT_TCS:
             raise GeneralProtection(f"EADD page type {ptype} is not REG or TCS")
+        if flags & 0x2 and not flags & 0x1:
+            raise GeneralProtection("SECINFO.FLAGS has W without R")
         if enclave.initialized:
             raise GeneralProtection("EADD to an initialized enclave")
         offset = linaddr - enclave.baseaddr
@@ -217,8 +290,10 @@ class BuildLeaves(StateView):
             src = sregion.view[start : start + PAGE]
         base = i * PAGE
         if ptype == _PT_TCS:
-            self._epc[base : base + PAGE] = self._checked_tcs(src)
+            tcs = self._checked_tcs(src, mode64=bool(enclave.attributes & AttributeFlag.MODE64BIT))
+            self._epc[base : base + PAGE] = tcs
             self._perm[i] = 0
+            flags &= ~_PERM_RWX
         else:
             self._epc_view[base : base + PAGE] = src
             self._perm[i] = flags & _PERM_RWX
@@ -239,15 +314,15 @@ class BuildLeaves(StateView):
         return SgxStatus.SUCCESS
 
     @staticmethod
-    def _checked_tcs(src: memoryview | bytes) -> bytearray:
+    def _checked_tcs(src: memoryview | bytes, *, mode64: bool) -> bytearray:
         """EADD's TCS checks (#GP) and the fields it clears."""
         tcs = bytearray(src)
-        tcs_flags, ossa = struct.unpack_from("<QQ", tcs, 8)
-        ofsbase, ogsbase = struct.unpack_from("<QQ", tcs, 48)
+        (tcs_flags,) = struct.unpack_from("<Q", tcs, 8)
+        fslimit, gslimit = struct.unpack_from("<II", tcs, 64)
         if tcs_flags & TCS_FLAGS_RESERVED_MASK or any(tcs[72:]):
             raise GeneralProtection("TCS reserved fields are set")
-        if (ossa | ofsbase | ogsbase) & _PAGE_MASK:
-            raise GeneralProtection("TCS OSSA/OFSBASE/OGSBASE are not page-aligned")
+        if not mode64 and (fslimit & 0xFFF != 0xFFF or gslimit & 0xFFF != 0xFFF):
+            raise GeneralProtection("a 32-bit enclave's TCS FSLIMIT/GSLIMIT must end in 0xFFF")
         struct.pack_into("<QQ", tcs, 0, 0, tcs_flags & ~1)  # STATE := 0, DBGOPTIN := 0
         struct.pack_into("<I", tcs, 24, 0)  # CSSA := 0
         struct.pack_into("<Q", tcs, 40, 0)  # AEP := 0

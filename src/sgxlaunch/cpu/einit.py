@@ -126,8 +126,8 @@ class EinitLeaf(StateView):
             SGX_INVALID_EINITTOKEN, else go to commit. (step 14)
         15. Token MASKEDATTRIBUTESLE.DEBUG set and SECS.ATTRIBUTES.DEBUG clear →
             SGX_INVALID_EINITTOKEN. (step 15)
-        16. Token reserved ranges or VALID bits 31:1 not zero → SGX_INVALID_EINITTOKEN.
-            (step 16)
+        16. Token reserved ranges, VALID bits 31:1 or — on this part without CET — the CET
+            masked attributes (byte 212) not zero → SGX_INVALID_EINITTOKEN. (step 16)
         17. Token CPUSVNLE beyond CR_CPUSVN → SGX_INVALID_CPUSVN. (step 17)
         18. Launch key derived under the current IA32_SGXLEPUBKEYHASH; token MAC ≠
             CMAC(key, token[0:192]) → SGX_INVALID_EINITTOKEN. (step 18)
@@ -210,7 +210,12 @@ class EinitLeaf(StateView):
             ):
                 return SgxStatus.INVALID_EINITTOKEN
             # Step 16.
-            if token.valid != 1 or token.nonzero_reserved() is not None:
+            # Byte 212 (CET masked attributes) is reserved on a part without CET.
+            if (
+                token.valid != 1
+                or token.nonzero_reserved() is not None
+                or token.cet_masked_attributes_le
+            ):
                 return SgxStatus.INVALID_EINITTOKEN
             # Step 17.
             if cpusvn_beyond(token.cpusvnle, self.config.cpusvn):

@@ -200,7 +200,8 @@ class EnclaveContext:
         KEYID = CR_REPORT_KEYID (per boot) and the hard-coded padding (SDM EREPORT).
 
         Raises:
-            GeneralProtection: ``reportdata`` is not 64 bytes.
+            GeneralProtection: ``reportdata`` is not 64 bytes, or TARGETINFO's reserved bytes
+                are not zero (SDM EREPORT: reserved TARGETINFO fields → #GP).
         """
         return self._enclu.ereport(self._check(), targetinfo, reportdata)
 
@@ -215,9 +216,9 @@ class EnclaveContext:
 
         Checks, in the SDM's order:
 
-        1. KEYREQUEST reserved fields non-zero, KEYPOLICY reserved bits, or KSS policy bits
-           (NOISVPRODID, CONFIGID, ISVFAMILYID, ISVEXTPRODID) without SECS.ATTRIBUTES.KSS →
-           ``#GP``.
+        1. KEYREQUEST reserved fields non-zero, KEYPOLICY reserved bits, or — without
+           SECS.ATTRIBUTES.KSS — a KSS policy bit (NOISVPRODID, CONFIGID, ISVFAMILYID,
+           ISVEXTPRODID) or KEYREQUEST.CONFIGSVN > 0 → ``#GP``.
         2. Per KEYNAME:
 
            * EINITTOKEN_KEY: SECS.ATTRIBUTES.EINITTOKEN_KEY clear → SGX_INVALID_ATTRIBUTE;
@@ -232,7 +233,10 @@ class EnclaveContext:
         3. The key dependencies per KEYNAME as in the SDM (see :mod:`sgxlaunch.cpu.keys`):
            attributes are ``(ATTRIBUTEMASK | INIT | DEBUG) & SECS.ATTRIBUTES``; MISCSELECT is
            ``MISCMASK & SECS.MISCSELECT``; PROVISION_KEY uses neither the owner epoch nor the
-           seal fuses (it is owner-independent).
+           seal fuses (it is owner-independent); PROVISION_SEAL_KEY uses the seal fuses but not
+           the owner epoch, applies KEYPOLICY's ISVFAMILYID / ISVEXTPRODID / NOISVPRODID /
+           CONFIGID (CONFIGID and CONFIGSVN) bits as SEAL_KEY does and puts KEYPOLICY in the
+           dependencies (SDM EGETKEY key-derivation table).
 
         Returns:
             The 16-byte key.
@@ -391,6 +395,8 @@ class Enclu(StateView):
         )
         if len(reportdata) != 64:
             raise GeneralProtection("REPORTDATA is 64 bytes")
+        if target.nonzero_reserved() is not None:
+            raise GeneralProtection("TARGETINFO reserved bytes are not zero")
         body = Report(
             cpusvn=self.config.cpusvn,
             miscselect=enclave.miscselect,
@@ -455,8 +461,10 @@ class Enclu(StateView):
             raise GeneralProtection("KEYREQUEST reserved fields are set")
         if req.keypolicy & KEYPOLICY_RESERVED_MASK:
             raise GeneralProtection("KEYREQUEST.KEYPOLICY reserved bits are set")
-        if req.keypolicy & KEYPOLICY_KSS_MASK and not enclave.attributes & AttributeFlag.KSS:
-            raise GeneralProtection("KSS key policies need SECS.ATTRIBUTES.KSS")
+        if not enclave.attributes & AttributeFlag.KSS and (
+            req.keypolicy & KEYPOLICY_KSS_MASK or req.configsvn
+        ):
+            raise GeneralProtection("KSS key policies and CONFIGSVN need SECS.ATTRIBUTES.KSS")
         return self._derive(enclave, req)
 
     def _derive(self, enclave: SecsState, req: KeyRequest) -> bytes:
@@ -537,19 +545,45 @@ class Enclu(StateView):
                 configid=enclave.configid if use_config else bytes(64),
                 configsvn=req.configsvn if use_config else 0,
             )
-        else:
-            provision = name == KeyName.PROVISION
+        elif name == KeyName.PROVISION_SEAL:
+            # SDM EGETKEY, PROVISION_SEAL_KEY: owner-independent (no OWNEREPOCH) but bound to
+            # this CPU's seal fuses; KEYPOLICY's KSS bits apply as for SEAL_KEY, and KEYPOLICY
+            # itself is a dependency. MRENCLAVE and KEYID are not.
+            policy = req.keypolicy
+            use_config = bool(policy & KeyPolicy.CONFIGID)
             deps = KeyDependencies(
-                keyname=name,
-                isvprodid=enclave.isvprodid,
+                keyname=KeyName.PROVISION_SEAL,
+                isvfamilyid=enclave.isvfamilyid if policy & KeyPolicy.ISVFAMILYID else bytes(16),
+                isvextprodid=enclave.isvextprodid if policy & KeyPolicy.ISVEXTPRODID else bytes(16),
+                isvprodid=0 if policy & KeyPolicy.NOISVPRODID else enclave.isvprodid,
                 isvsvn=req.isvsvn,
-                sgxownerepoch=bytes(16) if provision else cfg.owner_epoch,
+                sgxownerepoch=bytes(16),
                 attributes_flags=attr_flags,
                 attributes_xfrm=attr_xfrm,
                 attributesmask_flags=mask.flags,
                 attributesmask_xfrm=mask.xfrm,
                 mrsigner=enclave.mrsigner,
-                seal_key_fuses=bytes(16) if provision else self._fuses.seal_fuses,
+                seal_key_fuses=self._fuses.seal_fuses,
+                cpusvn=req.cpusvn,
+                miscselect=miscselect,
+                miscmask=~req.miscmask & 0xFFFFFFFF,
+                padding=enclave.padding,
+                keypolicy=policy,
+                configid=enclave.configid if use_config else bytes(64),
+                configsvn=req.configsvn if use_config else 0,
+            )
+        else:
+            deps = KeyDependencies(  # PROVISION_KEY: neither the owner epoch nor the fuses
+                keyname=KeyName.PROVISION,
+                isvprodid=enclave.isvprodid,
+                isvsvn=req.isvsvn,
+                sgxownerepoch=bytes(16),
+                attributes_flags=attr_flags,
+                attributes_xfrm=attr_xfrm,
+                attributesmask_flags=mask.flags,
+                attributesmask_xfrm=mask.xfrm,
+                mrsigner=enclave.mrsigner,
+                seal_key_fuses=bytes(16),
                 cpusvn=req.cpusvn,
                 miscselect=miscselect,
                 miscmask=~req.miscmask & 0xFFFFFFFF,
@@ -564,7 +598,9 @@ class Enclu(StateView):
 
         Checks (SDM EENTER): ``tcs`` 4 KiB aligned (#GP); in the EPC, a valid, unblocked PT_TCS page
         (#PF — an evicted TCS faults so the OS can reload it); the enclave initialized (#GP); the
-        TCS not busy (#GP); CSSA < NSSA (#GP). Then TCS.STATE := busy, the program for the
+        TCS not busy (#GP); CSSA < NSSA (#GP); the current SSA frame (BASEADDR + TCS.OSSA +
+        4096·SSAFRAMESIZE·CSSA) page-aligned (#GP — EENTER's check, not EADD's). Then
+        TCS.STATE := busy, the program for the
         enclave's MRENCLAVE runs ``ecall(ctx, function, data)``, and EEXIT (return or
         :meth:`EnclaveContext.eexit`) hands its bytes back and frees the TCS.
 
@@ -590,6 +626,9 @@ class Enclu(StateView):
             raise GeneralProtection("EENTER on a busy TCS")
         if cssa >= nssa:
             raise GeneralProtection("EENTER with CSSA ≥ NSSA")
+        (ossa,) = _STATE.unpack_from(epc, base + 16)
+        if (ossa + enclave.baseaddr + PAGE * enclave.ssaframesize * cssa) & (PAGE - 1):
+            raise GeneralProtection("EENTER: the SSA (TCS.OSSA) is not page-aligned")
         if enclave.program is None:
             factory = self._programs.get(enclave.mrenclave)
             if factory is None:

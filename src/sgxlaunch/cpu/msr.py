@@ -16,6 +16,10 @@ from sgxlaunch.cpu.faults import GeneralProtection
 from sgxlaunch.errors import UsageError
 
 _U64 = (1 << 64) - 1
+MAX_ENCLAVE_SIZE_LOG2_64 = 47
+"""CPUID.(12H,0):EDX[15:8]: log2 of the largest 64-bit enclave."""
+MAX_ENCLAVE_SIZE_LOG2_32 = 31
+"""CPUID.(12H,0):EDX[7:0]: log2 of the largest 32-bit enclave."""
 
 
 def cpusvn_beyond(candidate: bytes, platform: bytes) -> bool:
@@ -114,7 +118,7 @@ class Msrs:
 
         * (7, 0): EBX[2] = SGX, ECX[30] = SGX_LC (FLC).
         * (12H, 0): EAX[0] = SGX1 (SGX2 not modelled), EBX = MISCSELECT bits allowed,
-          EDX[15:8] = log2 of the largest 64-bit enclave (2^47 here).
+          EDX[7:0] / EDX[15:8] = log2 of the largest 32-bit / 64-bit enclave (2^31 / 2^47).
         * (12H, 1): EAX:EBX = ATTRIBUTES.FLAGS bits allowed (INIT excluded: only EINIT sets it),
           ECX:EDX = XFRM bits allowed.
         * (12H, 2): the EPC section: EAX = base[31:12] | 1, EBX = base[51:32],
@@ -124,7 +128,8 @@ class Msrs:
         if leaf == 7 and subleaf == 0:
             return 0, 1 << 2, (1 << 30) if cfg.flc else 0, 0
         if leaf == 0x12 and subleaf == 0:
-            return 1, cfg.miscselect_allowed, 0, 47 << 8
+            edx = MAX_ENCLAVE_SIZE_LOG2_64 << 8 | MAX_ENCLAVE_SIZE_LOG2_32
+            return 1, cfg.miscselect_allowed, 0, edx
         if leaf == 0x12 and subleaf == 1:
             flags, xfrm = cfg.allowed_flags, cfg.xfrm_allowed
             return flags & 0xFFFFFFFF, flags >> 32, xfrm & 0xFFFFFFFF, xfrm >> 32

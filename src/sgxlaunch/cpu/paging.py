@@ -189,8 +189,10 @@ class PagingLeaves(StateView):
         Checks (SDM EWB): alignment (#GP), EPC membership and a valid EPC page / VA page (#PF),
         PAGEINFO.LINADDR/SECS zero (#GP); a SECS with children → SGX_CHILD_PRESENT; a REG/TCS
         page not blocked → SGX_PAGE_NOT_BLOCKED; not tracked since it was blocked (an ETRACK
-        after the EBLOCK, and every thread of the previous epoch gone) → SGX_NOT_TRACKED; VA
-        slot non-zero → SGX_VA_SLOT_OCCUPIED.
+        after the EBLOCK, and every thread of the previous epoch gone) → SGX_NOT_TRACKED. A
+        non-zero VA slot does not stop the eviction: the page is written back, the slot
+        overwritten with the new version, and the leaf answers SGX_VA_SLOT_OCCUPIED (CF = 1, a
+        warning). On the way out PAGEINFO.LINADDR := EPCM.ENCLAVEADDRESS.
 
         Crypto (our documented construction; the SDM's is not public): a fresh 64-bit version
         from a per-boot counter goes into the VA slot; the page is sealed with AES-128-GCM under
@@ -245,8 +247,9 @@ class PagingLeaves(StateView):
         else:
             eid = 0
         epc = self._epc
-        if _unpack_u64(epc, va_off)[0]:
-            return _VA_SLOT_OCCUPIED
+        # An occupied slot is a warning, not a refusal: the page is evicted and the slot
+        # overwritten all the same, then RAX = SGX_VA_SLOT_OCCUPIED with CF = 1 (SDM EWB).
+        occupied = _unpack_u64(epc, va_off)[0] != 0
         dest_region = page_region.get(dest >> 12)
         if dest_region is None or dest + PAGE > dest_region.end:
             dest_region = self._find(dest, PAGE)  # raises the #PF
@@ -270,6 +273,11 @@ class PagingLeaves(StateView):
         _pack_pcmd_header_into(pcmd_region.buf, p, flags, eid)
         pcmd_region.view[p + 112 : p + 128] = self._sealed_tag
         _pack_u64_into(epc, va_off, version)
+        # PAGEINFO.LINADDR := EPCM.ENCLAVEADDRESS (SDM EWB; 0 for SECS and VA pages).
+        if region is not None and pageinfo + 32 <= region.end:
+            _pack_u64_into(region.buf, pageinfo - region.base, linaddr)
+        else:
+            self.state.write(pageinfo, _U64S.pack(linaddr))
         # The page leaves the EPC.
         if owner is not None:
             owner.children -= 1
@@ -286,7 +294,7 @@ class PagingLeaves(StateView):
         self._blocked[i] = 0
         self._linaddr[i] = 0
         self._owner[i] = None
-        return _SUCCESS
+        return _VA_SLOT_OCCUPIED if occupied else _SUCCESS
 
     def _eldu(self, pageinfo: int, epc_page: int, va_slot: int) -> SgxStatus:
         """ENCLS[ELDU] (``proc.eldu``): reload an evicted page, unblocked. See :meth:`_eld`."""

@@ -390,6 +390,10 @@ class EpcState:
             "mrsigner": enclave.mrsigner,
             "isvprodid": enclave.isvprodid,
             "isvsvn": enclave.isvsvn,
+            "isvfamilyid": enclave.isvfamilyid,
+            "isvextprodid": enclave.isvextprodid,
+            "configid": enclave.configid,
+            "configsvn": enclave.configsvn,
             "children": enclave.children,
         }
 
