@@ -86,256 +86,265 @@ def build_enclave(path: Path, message: bytes) -> None:
 def main() -> int:
     global WORK
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="sgxlaunch-demo-") as tmp:
-        WORK = Path(tmp)
-        home = "--home=home"
-        machine = "--machine=machine/machine.json"  # the emulated silicon, outside the home
+    # A directory of its own, kept afterwards: the keys, images, SIGSTRUCTs, documents, the
+    # home and the machine the demo made stay there to look at (or to continue from).
+    WORK = Path(tempfile.mkdtemp(prefix="sgxlaunch-demo-"))
+    print(f"The demo works in {WORK} and leaves everything it makes there.")
+    home = "--home=home"
+    machine = "--machine=machine/machine.json"  # the emulated silicon, outside the home
 
-        say("The enclave author makes a signing key and signs two enclaves")
-        author = sgxlaunch("key", "generate", "-o", "author.pem", expect=0).strip()
-        build_enclave(WORK / "payments.sgxs", b"payments service")
-        build_enclave(WORK / "miner.sgxs", b"something the owner never approved")
+    say("The enclave author makes a signing key and signs two enclaves")
+    author = sgxlaunch("key", "generate", "-o", "author.pem", expect=0).strip()
+    build_enclave(WORK / "payments.sgxs", b"payments service")
+    build_enclave(WORK / "miner.sgxs", b"something the owner never approved")
+    sgxlaunch(
+        "sign",
+        "--key",
+        "author.pem",
+        "payments.sgxs",
+        "--isvprodid",
+        "1",
+        "--isvsvn",
+        "3",
+        "-o",
+        "payments.sig",
+        expect=0,
+    )
+    sgxlaunch(
+        "sign",
+        "--key",
+        "author.pem",
+        "miner.sgxs",
+        "--isvprodid",
+        "2",
+        "-o",
+        "miner.sig",
+        expect=0,
+    )
+    sgxlaunch(
+        "sign",
+        "--key",
+        "author.pem",
+        "payments.sgxs",
+        "--isvprodid",
+        "1",
+        "--isvsvn",
+        "3",
+        "--debug",
+        "-o",
+        "payments-debug.sig",
+        expect=0,
+    )
+    shown = sgxlaunch(
+        "verify", "payments.sig", "--image", "payments.sgxs", "--mrsigner", author, expect=0
+    )
+    check("mrenclave" in shown, "the first factor holds: the author's signature verifies")
+
+    say("The example enclave shipped with sgxlaunch: write it, sign it, run it, call it")
+    sgxlaunch("example", "-o", "hello.sgxs", expect=0)
+    sgxlaunch("sign", "--key", "author.pem", "hello.sgxs", "-o", "hello.sig", expect=0)
+    shown = sgxlaunch(
+        "run", "hello.sgxs", "--sig", "hello.sig", "--ephemeral", "--input", "demo", expect=0
+    )
+    check("ecall 0: hello, demo, from inside enclave" in shown, "the enclave answers its ECALL")
+
+    say("The platform owner: three policy keys, any two must agree (2 of 3)")
+    sgxlaunch(
+        "owner",
+        "init",
+        "--keys",
+        "3",
+        "--threshold",
+        "2",
+        "--key-dir",
+        "keys",
+        "-o",
+        "root.json",
+        expect=0,
+    )
+    keys = sorted(str(p.relative_to(WORK)) for p in (WORK / "keys").glob("*.key.pem"))
+    check(len(keys) == 3, "three owner keys were generated")
+    le_signer = sgxlaunch("key", "generate", "-o", "owner-le.pem", expect=0).strip()
+
+    say("The owner sets up the platform (permissive, like mainline) and its launch enclave")
+    sgxlaunch(
+        "platform",
+        "init",
+        home,
+        machine,
+        "--root",
+        "root.json",
+        "--le-key",
+        "owner-le.pem",
+        expect=0,
+    )
+
+    say("Permissive mode: any correctly signed enclave launches")
+    out = sgxlaunch("run", "payments.sgxs", "--sig", "payments.sig", home, machine, expect=0)
+    check("decision permissive" in out, "payments launches")
+    out = sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, machine, expect=0)
+    check("decision permissive" in out, "so does the miner: nothing stops it")
+
+    say("The owner writes a policy allowing only the payments service, signed by 2 of 3")
+    sgxlaunch("policy", "new", "-o", "policy-v1.json", "--version", "1", expect=0)
+    sgxlaunch(
+        "policy",
+        "allow",
+        "policy-v1.json",
+        "--id",
+        "payments",
+        "--mrsigner",
+        author,
+        "--isvprodid",
+        "1",
+        "--isvsvn",
+        "3..",
+        expect=0,
+    )
+    sgxlaunch(
+        "policy",
+        "sign",
+        "policy-v1.json",
+        "--key",
+        keys[0],
+        "--key",
+        keys[1],
+        "-o",
+        "policy-v1.signed.json",
+        expect=0,
+    )
+    sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, machine, expect=0)
+
+    say("The owner switches the platform to owner launch control (2 of 3 signatures)")
+    sgxlaunch(
+        "owner",
+        "mode",
+        "new",
+        "--mode",
+        "owner",
+        "--le-mrsigner",
+        le_signer,
+        "--version",
+        "1",
+        "--key",
+        keys[0],
+        "--key",
+        keys[2],
+        "-o",
+        "owner-mode.json",
+        expect=0,
+    )
+    sgxlaunch("platform", "mode", "owner-mode.json", home, machine, expect=0)
+    status = json_result(
+        sgxlaunch("platform", "status", home, machine, "--json", expect=0, show=False)
+    )
+    check(status["mode"] == "owner", "launch control is owner mode")
+    check(
+        status["launch_key_msrs"] == le_signer,
+        "the launch-key MSRs hold the owner's launch-enclave signer",
+    )
+
+    say("Owner mode: the allowed enclave launches with a token from the launch enclave")
+    out = json_result(
         sgxlaunch(
-            "sign",
-            "--key",
-            "author.pem",
+            "run",
             "payments.sgxs",
-            "--isvprodid",
-            "1",
-            "--isvsvn",
-            "3",
-            "-o",
+            "--sig",
             "payments.sig",
-            expect=0,
-        )
-        sgxlaunch(
-            "sign",
-            "--key",
-            "author.pem",
-            "miner.sgxs",
-            "--isvprodid",
-            "2",
-            "-o",
-            "miner.sig",
-            expect=0,
-        )
-        sgxlaunch(
-            "sign",
-            "--key",
-            "author.pem",
-            "payments.sgxs",
-            "--isvprodid",
-            "1",
-            "--isvsvn",
-            "3",
-            "--debug",
-            "-o",
-            "payments-debug.sig",
-            expect=0,
-        )
-        shown = sgxlaunch(
-            "verify", "payments.sig", "--image", "payments.sgxs", "--mrsigner", author, expect=0
-        )
-        check("mrenclave" in shown, "the first factor holds: the author's signature verifies")
-
-        say("The platform owner: three policy keys, any two must agree (2 of 3)")
-        sgxlaunch(
-            "owner",
-            "init",
-            "--keys",
-            "3",
-            "--threshold",
-            "2",
-            "--key-dir",
-            "keys",
-            "-o",
-            "root.json",
-            expect=0,
-        )
-        keys = sorted(str(p.relative_to(WORK)) for p in (WORK / "keys").glob("*.key.pem"))
-        check(len(keys) == 3, "three owner keys were generated")
-        le_signer = sgxlaunch("key", "generate", "-o", "owner-le.pem", expect=0).strip()
-
-        say("The owner sets up the platform (permissive, like mainline) and its launch enclave")
-        sgxlaunch(
-            "platform",
-            "init",
             home,
             machine,
-            "--root",
-            "root.json",
-            "--le-key",
-            "owner-le.pem",
+            "--json",
             expect=0,
+            show=False,
         )
+    )
+    check(out["initialized"] and out["decision"] == "allowed", "payments launches")
+    check(
+        out["rule"] == "payments" and bool(out["token_keyid"]),
+        "allowed by rule 'payments', with a freshly minted token",
+    )
 
-        say("Permissive mode: any correctly signed enclave launches")
-        out = sgxlaunch("run", "payments.sgxs", "--sig", "payments.sig", home, machine, expect=0)
-        check("decision permissive" in out, "payments launches")
-        out = sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, machine, expect=0)
-        check("decision permissive" in out, "so does the miner: nothing stops it")
+    say("The miner is refused, with the reason")
+    sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, machine, expect=1)
 
-        say("The owner writes a policy allowing only the payments service, signed by 2 of 3")
-        sgxlaunch("policy", "new", "-o", "policy-v1.json", "--version", "1", expect=0)
-        sgxlaunch(
-            "policy",
-            "allow",
-            "policy-v1.json",
-            "--id",
-            "payments",
-            "--mrsigner",
-            author,
-            "--isvprodid",
-            "1",
-            "--isvsvn",
-            "3..",
-            expect=0,
-        )
-        sgxlaunch(
-            "policy",
-            "sign",
-            "policy-v1.json",
-            "--key",
-            keys[0],
-            "--key",
-            keys[1],
-            "-o",
-            "policy-v1.signed.json",
-            expect=0,
-        )
-        sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, machine, expect=0)
+    say("A debug build of the allowed enclave is refused (the rule does not permit DEBUG)")
+    sgxlaunch("run", "payments.sgxs", "--sig", "payments-debug.sig", home, machine, expect=1)
 
-        say("The owner switches the platform to owner launch control (2 of 3 signatures)")
-        sgxlaunch(
-            "owner",
-            "mode",
-            "new",
-            "--mode",
-            "owner",
-            "--le-mrsigner",
-            le_signer,
-            "--version",
-            "1",
-            "--key",
-            keys[0],
-            "--key",
-            keys[2],
-            "-o",
-            "owner-mode.json",
-            expect=0,
-        )
-        sgxlaunch("platform", "mode", "owner-mode.json", home, machine, expect=0)
-        status = json_result(
-            sgxlaunch("platform", "status", home, machine, "--json", expect=0, show=False)
-        )
-        check(status["mode"] == "owner", "launch control is owner mode")
-        check(
-            status["launch_key_msrs"] == le_signer,
-            "the launch-key MSRs hold the owner's launch-enclave signer",
-        )
+    say("The owner publishes policy v2; the older v1 can no longer be installed")
+    sgxlaunch("policy", "new", "-o", "policy-v2.json", "--from", "policy-v1.signed.json", expect=0)
+    sgxlaunch(
+        "policy",
+        "sign",
+        "policy-v2.json",
+        "--key",
+        keys[1],
+        "--key",
+        keys[2],
+        "-o",
+        "policy-v2.signed.json",
+        expect=0,
+    )
+    sgxlaunch("platform", "install-policy", "policy-v2.signed.json", home, machine, expect=0)
+    sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, machine, expect=1)
 
-        say("Owner mode: the allowed enclave launches with a token from the launch enclave")
-        out = json_result(
-            sgxlaunch(
-                "run",
-                "payments.sgxs",
-                "--sig",
-                "payments.sig",
-                home,
-                machine,
-                "--json",
-                expect=0,
-                show=False,
-            )
-        )
-        check(out["initialized"] and out["decision"] == "allowed", "payments launches")
-        check(
-            out["rule"] == "payments" and bool(out["token_keyid"]),
-            "allowed by rule 'payments', with a freshly minted token",
-        )
+    say("Going back to permissive with a single signature is refused")
+    sgxlaunch(
+        "owner",
+        "mode",
+        "new",
+        "--mode",
+        "permissive",
+        "--version",
+        "2",
+        "--key",
+        keys[0],
+        "-o",
+        "back.json",
+        expect=0,
+    )
+    sgxlaunch("platform", "mode", "back.json", home, machine, expect=1)
+    status = json_result(
+        sgxlaunch("platform", "status", home, machine, "--json", expect=0, show=False)
+    )
+    check(status["mode"] == "owner", "the platform is still in owner mode")
 
-        say("The miner is refused, with the reason")
-        sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, machine, expect=1)
+    say("The launch log shows every attempt, and verifies")
+    records = json_result(sgxlaunch("log", "show", home, machine, "--json", expect=0, show=False))[
+        "records"
+    ]
+    sgxlaunch("log", "show", home, machine, expect=0)
+    decisions = [r["decision"] for r in records]
+    check(
+        decisions == ["permissive", "permissive", "allowed", "denied", "denied"],
+        "five INIT attempts: 2 permissive, 1 allowed, 2 denied",
+    )
+    sgxlaunch("log", "verify", home, machine, expect=0)
 
-        say("A debug build of the allowed enclave is refused (the rule does not permit DEBUG)")
-        sgxlaunch("run", "payments.sgxs", "--sig", "payments-debug.sig", home, machine, expect=1)
+    say("Someone with write access to the state edits a record: verification names it")
+    database = WORK / "home" / "state.sqlite3"
+    with sqlite3.connect(database) as db:
+        key, value = db.execute(
+            "SELECT key, value FROM kv WHERE key LIKE 'log/%' ORDER BY key LIMIT 1 OFFSET 3"
+        ).fetchone()
+        db.execute(
+            "UPDATE kv SET value = ? WHERE key = ?",
+            (bytes(value).replace(b'"decision":"denied"', b'"decision":"allowed"'), key),
+        )
+    out = sgxlaunch("log", "verify", home, machine, "--json", expect=1)
+    check(json_result(out)["first_bad_record"] == 3, "record 3 is named as the first bad one")
 
-        say("The owner publishes policy v2; the older v1 can no longer be installed")
-        sgxlaunch(
-            "policy", "new", "-o", "policy-v2.json", "--from", "policy-v1.signed.json", expect=0
-        )
-        sgxlaunch(
-            "policy",
-            "sign",
-            "policy-v2.json",
-            "--key",
-            keys[1],
-            "--key",
-            keys[2],
-            "-o",
-            "policy-v2.signed.json",
-            expect=0,
-        )
-        sgxlaunch("platform", "install-policy", "policy-v2.signed.json", home, machine, expect=0)
-        sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, machine, expect=1)
-
-        say("Going back to permissive with a single signature is refused")
-        sgxlaunch(
-            "owner",
-            "mode",
-            "new",
-            "--mode",
-            "permissive",
-            "--version",
-            "2",
-            "--key",
-            keys[0],
-            "-o",
-            "back.json",
-            expect=0,
-        )
-        sgxlaunch("platform", "mode", "back.json", home, machine, expect=1)
-        status = json_result(
-            sgxlaunch("platform", "status", home, machine, "--json", expect=0, show=False)
-        )
-        check(status["mode"] == "owner", "the platform is still in owner mode")
-
-        say("The launch log shows every attempt, and verifies")
-        records = json_result(
-            sgxlaunch("log", "show", home, machine, "--json", expect=0, show=False)
-        )["records"]
-        sgxlaunch("log", "show", home, machine, expect=0)
-        decisions = [r["decision"] for r in records]
-        check(
-            decisions == ["permissive", "permissive", "allowed", "denied", "denied"],
-            "five INIT attempts: 2 permissive, 1 allowed, 2 denied",
-        )
-        sgxlaunch("log", "verify", home, machine, expect=0)
-
-        say("Someone with write access to the state edits a record: verification names it")
-        database = WORK / "home" / "state.sqlite3"
-        with sqlite3.connect(database) as db:
-            key, value = db.execute(
-                "SELECT key, value FROM kv WHERE key LIKE 'log/%' ORDER BY key LIMIT 1 OFFSET 3"
-            ).fetchone()
-            db.execute(
-                "UPDATE kv SET value = ? WHERE key = ?",
-                (bytes(value).replace(b'"decision":"denied"', b'"decision":"allowed"'), key),
-            )
-        out = sgxlaunch("log", "verify", home, machine, "--json", expect=1)
-        check(json_result(out)["first_bad_record"] == 3, "record 3 is named as the first bad one")
-
-        say(
-            "Someone with write access to the home deletes the mode document and the active "
-            "launch enclave, hoping for a fresh permissive start: the platform refuses to start"
-        )
-        with sqlite3.connect(database) as db:
-            db.execute("DELETE FROM kv WHERE key IN ('owner/mode', 'platform/le-active')")
-        sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, machine, expect=1)
-        check(True, "no fresh start: the machine's counter owner refused the home (class B)")
+    say(
+        "Someone with write access to the home deletes the mode document and the active "
+        "launch enclave, hoping for a fresh permissive start: the platform refuses to start"
+    )
+    with sqlite3.connect(database) as db:
+        db.execute("DELETE FROM kv WHERE key IN ('owner/mode', 'platform/le-active')")
+    sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, machine, expect=1)
+    check(True, "no fresh start: the machine's counter owner refused the home (class B)")
 
     print(
         f"\nDemo complete in {time.perf_counter() - started:.1f} s: every outcome was as expected."
+        f"\nIts artifacts are in {WORK}"
     )
     return 0
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sgxlaunch._api import measure_image
 from sgxlaunch.arch.constants import PAGE_SIZE, PageType, secinfo_flags
 from sgxlaunch.errors import MalformedInput, UsageError
 from sgxlaunch.formats import sgxs
@@ -53,7 +54,7 @@ def make_image(n_pages: int, *, seed: int = 1, full: bool = True) -> sgxs.SgxsIm
 @pytest.mark.parametrize(("path", "sha256"), sgxs_vectors())
 def test_vector_measures_to_recorded_mrenclave(path: str, sha256: str) -> None:
     file = shared_vectors() / path
-    assert sgxs.measure_file(file).hex() == sha256
+    assert measure_image(file).hex() == sha256
     data = file.read_bytes()
     image = sgxs.parse_sgxs(data)
     assert reference_mrenclave(image).hex() == sha256
@@ -120,12 +121,12 @@ def test_size_option_contradicting_a_sized_stream_is_refused() -> None:
         sgxs.measure_bytes(data, size=1 << 30)
 
 
-def test_measure_file_names_the_file(tmp_path: os.PathLike[str]) -> None:
+def test_measure_image_names_the_file(tmp_path: os.PathLike[str]) -> None:
     path = os.path.join(tmp_path, "bad.sgxs")
     with open(path, "wb") as fh:
         fh.write(b"EADD\x00\x00\x00\x00" + bytes(56))
     with pytest.raises(MalformedInput) as err:
-        sgxs.measure_file(path)
+        measure_image(path)
     assert "bad.sgxs" in str(err.value)
     assert err.value.offset == 0
 

@@ -20,6 +20,7 @@ from sgxlaunch.cli._output import echo_json_error
 _COMMAND_MODULES = (
     "sgxlaunch.cli.author",
     "sgxlaunch.cli.inspect",
+    "sgxlaunch.cli.example",
     "sgxlaunch.cli.owner",
     "sgxlaunch.cli.policy",
     "sgxlaunch.cli.platform",

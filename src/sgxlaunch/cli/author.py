@@ -27,14 +27,12 @@ from sgxlaunch.cli._common import (
     warn_sdk_header,
     write_output,
 )
-from sgxlaunch.cli._keyfiles import (
-    load_private_key,
-    load_public_key,
-    write_private_key,
-)
 from sgxlaunch.errors import UsageError
-from sgxlaunch.formats import sgxs
 from sgxlaunch.sigstruct import (
+    DEFAULT_ATTRIBUTEMASK,
+    DEFAULT_ATTRIBUTES,
+    DEFAULT_MISCMASK,
+    DEFAULT_MISCSELECT,
     RsaKeySigner,
     assemble,
     check_mrenclave,
@@ -45,12 +43,12 @@ from sgxlaunch.sigstruct import (
     signing_data,
     verify,
 )
-
-# Fortanix sgxs-sign's defaults (oracle: ../shared/vectors/generated/case1_defaults.sig).
-DEFAULT_ATTRIBUTES = Attributes(flags=0x4, xfrm=0x3)
-DEFAULT_ATTRIBUTEMASK = Attributes(flags=0xFFFFFFFFFFFFFFFD, xfrm=0xFFFFFFFFFFFFFFFC)
-DEFAULT_MISCSELECT = 0
-DEFAULT_MISCMASK = 0xFFFFFFFF
+from sgxlaunch.store.keyfiles import (
+    load_enclave_key,
+    load_enclave_public_key,
+    write_enclave_key,
+    write_enclave_public_key,
+)
 
 PROGRESS_THRESHOLD = 64 << 20
 
@@ -201,9 +199,11 @@ def _body_from_options(image: str | None, opts: dict[str, Any]) -> Sigstruct:
 
 def _measure_with_progress(path: Path, size: int | None) -> bytes:
     """Measure an SGXS file, with a progress bar on stderr for large files on a terminal."""
+    from sgxlaunch._api import measure_image  # the API module pulls in the platform: lazily
+
     total = path.stat().st_size
     if total < PROGRESS_THRESHOLD or not sys.stderr.isatty():
-        return sgxs.measure_file(path, size=size)
+        return measure_image(path, size=size)
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
@@ -216,7 +216,7 @@ def _measure_with_progress(path: Path, size: int | None) -> bytes:
         transient=True,
     ) as progress:
         task = progress.add_task(f"measuring {path.name}", total=total)
-        return sgxs.measure_file(path, size=size, progress=lambda n: progress.advance(task, n))
+        return measure_image(path, size=size, progress=lambda n: progress.advance(task, n))
 
 
 @click.group("key")
@@ -236,9 +236,29 @@ def key_generate(out: str, force: bool) -> None:
       sgxlaunch key generate -o author.pem
     """
     key = generate_key()
-    write_private_key(out, key, force=force)
+    write_enclave_key(out, key, force=force)
     click.echo(f"wrote {out}", err=True)
     click.echo(mrsigner_of(key.public_key()).hex())
+
+
+@key_group.command("public")
+@click.argument("key", type=click.Path(exists=True, dir_okay=False))
+@output_option("Where to write the public key (PEM).", dest="out")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@handle_errors
+def key_public(key: str, out: str, force: bool) -> None:
+    """Write the public half of KEY to OUTPUT (PEM) and print its MRSIGNER.
+
+    The public key is what `catsig --key` needs when the private key stays elsewhere.
+
+    \b
+    Example:
+      sgxlaunch key public author.pem -o author.pub.pem
+    """
+    public_key = load_enclave_public_key(key)
+    write_enclave_public_key(out, public_key, force=force)
+    click.echo(f"wrote {out}", err=True)
+    click.echo(mrsigner_of(public_key).hex())
 
 
 @key_group.command("mrsigner")
@@ -247,7 +267,7 @@ def key_generate(out: str, force: bool) -> None:
 @handle_errors
 def key_mrsigner(key: str, as_json: bool) -> None:
     """Print MRSIGNER (SHA-256 of the little-endian modulus) of a public or private KEY."""
-    mrsigner = mrsigner_of(load_public_key(key)).hex()
+    mrsigner = mrsigner_of(load_enclave_public_key(key)).hex()
     if as_json:
         echo_json({"key": key, "mrsigner": mrsigner})
     else:
@@ -307,7 +327,7 @@ def sign_cmd(image: str | None, key_path: str, output: str, force: bool, **opts:
       sgxlaunch sign --key author.pem enclave.sgxs -o enclave.sig
       sgxlaunch sign --key author.pem --mrenclave 043e…0956 --isvprodid 7 -o e.sig
     """
-    key = load_private_key(key_path)
+    key = load_enclave_key(key_path)
     body = _body_from_options(image, opts)
     signed = sign(body, RsaKeySigner(key))
     write_output(output, signed.to_bytes(), force=force)
@@ -377,7 +397,7 @@ def catsig(data: str, key_path: str, signature_path: str, output: str, force: bo
 
     DATA is used as it is (never rebuilt); nothing is written unless the result verifies.
     """
-    public_key = load_public_key(key_path)
+    public_key = load_enclave_public_key(key_path)
     with about(data):
         signed = assemble(read_input(data), public_key, read_input(signature_path))
     write_output(output, signed.to_bytes(), force=force)

@@ -8,7 +8,6 @@ import click
 
 from sgxlaunch.arch import EinitToken, KeyRequest, Report, Secs, Sigstruct, TargetInfo
 from sgxlaunch.arch._layout import Structure
-from sgxlaunch.arch.constants import PageType
 from sgxlaunch.cli._common import (
     about,
     echo_json,
@@ -90,34 +89,6 @@ def _detect_type(data: bytes, given: str | None, path: str) -> str:
     )
 
 
-def _sgxs_summary(data: bytes, path: str) -> dict[str, Any]:
-    with about(path):
-        image = sgxs.parse_sgxs(data)
-        mrenclave = sgxs.measure_bytes(data)
-    pages = []
-    for page in image.pages:
-        perms = "".join(
-            c if page.secinfo_flags & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4))
-        )
-        kind = {int(PageType.TCS): "tcs", int(PageType.REG): "reg"}.get(page.page_type, "?")
-        pages.append(
-            {
-                "offset": page.offset,
-                "type": kind,
-                "permissions": perms,
-                "measured": f"{page.measured:04x}",
-                "unmeasured": f"{page.unmeasured:04x}",
-            }
-        )
-    return {
-        "type": "sgxs",
-        "mrenclave": mrenclave.hex(),
-        "size": image.size,
-        "ssaframesize": image.ssaframesize,
-        "pages": pages,
-    }
-
-
 def _print_text(value: dict[str, Any], indent: str = "") -> None:
     for key, item in value.items():
         if isinstance(item, dict):
@@ -164,23 +135,29 @@ def inspect(file: str, type_: str | None, as_json: bool) -> None:
       sgxlaunch inspect enclave.sig
       sgxlaunch inspect enclave.sgxs --json
     """
-    data = read_input(file)
-    kind = _detect_type(data, type_, file)
-    if kind == "sgxs":
-        value = _sgxs_summary(data, file)
-    elif kind == "sigstruct":
-        sig = read_sigstruct(file)
-        warn_sdk_header(sig, file)
-        try:
-            verify(sig)
-            value = sigstruct_json(sig, True)
-        except VerificationFailed as exc:
-            value = sigstruct_json(sig, False, exc.message)
+    with open(file, "rb") as fh:
+        head = fh.read(64)
+    if type_ is None and sgxs.looks_like_elf(head):
+        raise MalformedInput(sgxs.ELF_REFUSAL, source=file)
+    if type_ is None and sgxs.looks_like_sgxs(head):
+        from sgxlaunch._api import inspect_image  # one streamed pass: pages and MRENCLAVE
+
+        value = inspect_image(file)
     else:
-        cls = _TYPES[kind]
-        with about(file):
-            parsed = cls.from_bytes(data)
-        value = {"type": kind, **parsed.to_dict()}
+        data = read_input(file)
+        kind = _detect_type(data, type_, file)
+        if kind == "sigstruct":
+            sig = read_sigstruct(file)
+            warn_sdk_header(sig, file)
+            try:
+                verify(sig)
+                value = sigstruct_json(sig, True)
+            except VerificationFailed as exc:
+                value = sigstruct_json(sig, False, exc.message)
+        else:
+            with about(file):
+                parsed = _TYPES[kind].from_bytes(data)
+            value = {"type": kind, **parsed.to_dict()}
     if as_json:
         echo_json(value)
     else:

@@ -20,7 +20,6 @@ from sgxlaunch.cli._common import (
     write_output,
 )
 from sgxlaunch.cli._home import open_platform, read_platform_input
-from sgxlaunch.cli._keyfiles import load_private_key
 from sgxlaunch.cli.policy import install_policy_file
 from sgxlaunch.cpu.machine import MemoryMachine
 from sgxlaunch.errors import UsageError
@@ -38,6 +37,7 @@ from sgxlaunch.launch.platform import Platform, PlatformConfig, take_ownership
 from sgxlaunch.policy import MemoryStore, Store
 from sgxlaunch.sigstruct import RsaKeySigner
 from sgxlaunch.store import FileMachine, open_store, resolve_home, resolve_machine
+from sgxlaunch.store.keyfiles import load_enclave_key
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -209,7 +209,7 @@ def platform_le_sign(
     Its MRSIGNER is what a mode document naming it (le_mrsigner) puts into the
     launch-key MSRs. Prints the MRSIGNER.
     """
-    key = load_private_key(key_path)
+    key = load_enclave_key(key_path)
     with open_platform(home, machine, maintenance=True) as platform:
         if platform.state is None:
             raise UsageError("install an owner root first (`sgxlaunch owner install`)")
@@ -332,7 +332,7 @@ def _init_into(
         if platform.state is None:
             raise UsageError("--le-key needs an owner root (--root)")
         sig = sign_launch_enclave(
-            platform.state.root_envelope, RsaKeySigner(load_private_key(le_key))
+            platform.state.root_envelope, RsaKeySigner(load_enclave_key(le_key))
         )
         platform.set_launch_enclave(sig)
         platform = Platform.open(store, machine, clock=utc_now)

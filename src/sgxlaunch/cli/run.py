@@ -48,6 +48,13 @@ from sgxlaunch.policy import MemoryStore, Store
     is_flag=True,
     help="Run on a throwaway permissive platform instead of the one in --home.",
 )
+@click.option(
+    "--input",
+    "ecall_input",
+    default="",
+    help="What to pass to ECALL 0 of an enclave whose program ships with sgxlaunch "
+    "(the example enclave).",
+)
 @home_option
 @machine_option
 @json_option
@@ -58,6 +65,7 @@ def run(
     token_path: str | None,
     size: int | None,
     ephemeral: bool,
+    ecall_input: str,
     home: str | None,
     machine: str | None,
     as_json: bool,
@@ -66,32 +74,40 @@ def run(
 
     In owner mode the owner's launch enclave evaluates the policy and mints the token;
     the attempt is recorded in the launch log either way. On failure: the check in words
-    (expected vs found), the errno and the SGX status; exit 1.
+    (expected vs found), the errno and the SGX status; exit 1. An enclave whose program ships
+    with sgxlaunch (`sgxlaunch example`) is then entered: ECALL 0 with --input, and its
+    answer is printed.
 
     \b
     Examples:
       sgxlaunch run enclave.sgxs --sig enclave.sig
       sgxlaunch run enclave.sgxs --sig enclave.sig --json
     """
-    with about(image):
-        parsed_image = sgxs.parse_sgxs(read_platform_input(image), size=size)
+    from sgxlaunch._api import read_image  # streams the image in fixed-size reads
+
+    parsed_image = read_image(image, size=size)
     with about(sig_path):
         sig = Sigstruct.from_bytes(read_platform_input(sig_path))
     token = read_platform_input(token_path) if token_path else None
     if ephemeral:
         store: Store = MemoryStore()
         platform = Platform.create(store, seed=os.urandom(32), clock=utc_now)
-        _run_and_report(platform, parsed_image, sig, token, as_json)
+        _run_and_report(platform, parsed_image, sig, token, ecall_input, as_json)
         return
     with open_platform(home, machine) as platform:
-        _run_and_report(platform, parsed_image, sig, token, as_json)
+        _run_and_report(platform, parsed_image, sig, token, ecall_input, as_json)
 
 
 def _run_and_report(
-    platform: Platform, image: sgxs.SgxsImage, sig: Sigstruct, token: bytes | None, as_json: bool
+    platform: Platform,
+    image: sgxs.SgxsImage,
+    sig: Sigstruct,
+    token: bytes | None,
+    ecall_input: str,
+    as_json: bool,
 ) -> None:
     try:
-        result = _run(platform, image, sig, token)
+        launch = _run(platform, image, sig, token, ecall_input.encode())
     except PolicyDenied as exc:
         set_failure_result(
             {
@@ -120,8 +136,9 @@ def _run_and_report(
             }
         )
         raise
+    result = launch.result
     if as_json:
-        echo_json(result.describe())
+        echo_json(launch.describe())
         return
     click.echo(f"initialized: mrenclave {sig.enclavehash.hex()}")
     click.echo(f"             mrsigner  {sig.mrsigner.hex()}")
@@ -130,11 +147,21 @@ def _run_and_report(
         + (f" (rule {result.rule})" if result.rule else "")
         + (f"; token keyid {result.keyid[:16]}…" if result.keyid else "")
     )
+    if launch.ecall_output is not None:
+        click.echo(f"ecall 0: {launch.ecall_output.decode('utf-8', errors='replace')}")
 
 
-def _run(platform: Platform, image: sgxs.SgxsImage, sig: Sigstruct, token: bytes | None) -> Any:
+def _run(
+    platform: Platform,
+    image: sgxs.SgxsImage,
+    sig: Sigstruct,
+    token: bytes | None,
+    ecall_input: bytes,
+) -> Any:
+    from sgxlaunch._api import run
+
     try:
-        return platform.run(image, sig, token=token)
+        return run(platform, image, sig, token=token, ecall_input=ecall_input)
     finally:
         for problem in platform.log_errors:
             click.echo(f"sgxlaunch: warning: the attempt was not logged: {problem}", err=True)

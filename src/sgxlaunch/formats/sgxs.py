@@ -28,7 +28,6 @@ import io
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -344,7 +343,7 @@ class _Scanner:
         pos = 0
         end = len(buf)
         if self.file_offset == 0 and looks_like_elf(bytes(buf[:4])):
-            raise MalformedInput(ELF_REFUSAL, field="format", offset=0)
+            raise MalformedInput(ELF_REFUSAL)
         while pos < end:
             if self.created and bytes(buf[pos : pos + 8]) == TAG_EADD:
                 used = self._bulk(buf, pos)
@@ -537,27 +536,6 @@ def measure_stream(
 def measure_bytes(data: bytes | bytearray | memoryview, *, size: int | None = None) -> bytes:
     """MRENCLAVE of an in-memory SGXS stream."""
     return measure_stream(io.BytesIO(data), size=size)
-
-
-def measure_file(
-    path: str | Path,
-    *,
-    size: int | None = None,
-    read_size: int = DEFAULT_READ_SIZE,
-    progress: ProgressFn | None = None,
-) -> bytes:
-    """MRENCLAVE of the SGXS file at ``path`` (see :func:`measure_stream`).
-
-    Raises:
-        MalformedInput: naming the file, the record index and the file offset.
-        UsageError: as :func:`measure_stream`.
-        OSError: the file cannot be read.
-    """
-    with open(path, "rb", buffering=0) as fh:
-        try:
-            return measure_stream(fh, size=size, read_size=read_size, progress=progress)
-        except MalformedInput as exc:
-            raise exc.with_source(str(path)) from None
 
 
 def parse_stream(

@@ -51,7 +51,7 @@ def generate_private_key(scheme: str = ED25519) -> PrivateKeyObject:
     raise UsageError(f"unknown key scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
 
 
-def _write_new(path: Path, data: bytes, mode: int, *, force: bool = False) -> None:
+def _write_new(path: Path, data: bytes, mode: int, *, force: bool = False, hint: str = "") -> None:
     """Write ``data`` to a temporary file beside ``path`` (mode set first), then move it in:
     ``os.replace`` with ``force``, otherwise ``os.link``, which refuses an existing file
     atomically.
@@ -60,7 +60,7 @@ def _write_new(path: Path, data: bytes, mode: int, *, force: bool = False) -> No
         UsageError: ``path`` exists and ``force`` is false.
     """
     if not force and path.exists():
-        raise UsageError(f"{path}: exists; refusing to overwrite a key file")
+        raise UsageError(f"{path}: exists; refusing to overwrite a key file{hint}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         os.fchmod(fd, mode)
@@ -74,7 +74,9 @@ def _write_new(path: Path, data: bytes, mode: int, *, force: bool = False) -> No
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise UsageError(f"{path}: exists; refusing to overwrite a key file") from None
+                raise UsageError(
+                    f"{path}: exists; refusing to overwrite a key file{hint}"
+                ) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -154,6 +156,9 @@ def load_public_key(path: str | Path) -> PublicKey:
 # -- SGX enclave-signing keys (RSA-3072, e = 3) -------------------------------------------------
 
 
+_FORCE_HINT = " (--force replaces it)"
+
+
 def write_enclave_key(path: str | Path, key: rsa.RSAPrivateKey, *, force: bool = False) -> None:
     """Write an enclave-signing key as unencrypted PKCS#8 PEM, mode 0600.
 
@@ -165,7 +170,7 @@ def write_enclave_key(path: str | Path, key: rsa.RSAPrivateKey, *, force: bool =
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_new(Path(path), pem, 0o600, force=force)
+    _write_new(Path(path), pem, 0o600, force=force, hint=_FORCE_HINT)
 
 
 def write_enclave_public_key(
@@ -179,7 +184,7 @@ def write_enclave_public_key(
     pem = key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_new(Path(path), pem, 0o644, force=force)
+    _write_new(Path(path), pem, 0o644, force=force, hint=_FORCE_HINT)
 
 
 def load_enclave_key(path: str | Path) -> rsa.RSAPrivateKey:
