@@ -46,6 +46,7 @@ from sgxlaunch.driver.uapi import (
     PROT_READ,
     PROT_WRITE,
     PROVISION_ARG,
+    SGX2_IOCTLS,
     SGX_IOC_ENCLAVE_ADD_PAGES,
     SGX_IOC_ENCLAVE_CREATE,
     SGX_IOC_ENCLAVE_EXTEND,
@@ -63,6 +64,7 @@ Mode = Literal["permissive", "owner"]
 SGX_EINIT_SPIN_COUNT = 20
 SGX_EINIT_SLEEP_COUNT = 50
 _U64 = 0xFFFFFFFFFFFFFFFF
+SGX_MISC_RESERVED_MASK = 0xFFFFFFFE  # arch/x86/include/asm/sgx.h: only EXINFO is defined
 
 
 class Task(Protocol):
@@ -100,6 +102,12 @@ class Ioctls:
         self.vm = vm
         self.lc = lc
         self.k = pool.scratch
+        # sgx_drv_init: the reserved masks come from CPUID.(12H,1) (ATTRIBUTES.FLAGS in EBX:EAX,
+        # XFRM in EDX:ECX) and CPUID.(12H,0).EBX (MISCSELECT), or'd with the architectural ones.
+        eax, ebx, ecx, edx = cpu.cpuid(0x12, 1)
+        self.attributes_reserved_mask = (~(ebx << 32 | eax) | ATTRIBUTE_FLAGS_RESERVED_MASK) & _U64
+        self.xfrm_reserved_mask = ~(edx << 32 | ecx) & _U64
+        self.misc_reserved_mask = (~cpu.cpuid(0x12, 0)[1] | SGX_MISC_RESERVED_MASK) & 0xFFFFFFFF
 
     def __call__(self, process: Task, enclave: Enclave, cmd: int, arg: int) -> int:
         """sgx_ioctl: one ioctl at a time per enclave (EBUSY), then the command."""
@@ -111,16 +119,25 @@ class Ioctls:
             SGX_IOC_ENCLAVE_INIT_TOKEN: self._ioc_init_token,
             SGX_IOC_ENCLAVE_EXTEND: self._ioc_extend,
         }
+        handlers.update(dict.fromkeys(SGX2_IOCTLS, self._ioc_sgx2))
+        # sgx_ioctl: the SGX_ENCL_IOCTL exclusion first, then the command (unknown: ENOIOCTLCMD).
+        if enclave.busy:
+            raise DriverError(errno.EBUSY, "another ioctl is in progress on this enclave")
         handler = handlers.get(cmd)
         if handler is None:
             raise DriverError(ENOIOCTLCMD, f"unknown ioctl 0x{cmd:08x}")
-        if enclave.busy:
-            raise DriverError(errno.EBUSY, "another ioctl is in progress on this enclave")
         enclave.busy = True
         try:
             return handler(process, enclave, arg)
         finally:
             enclave.busy = False
+
+    def _ioc_sgx2(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """RESTRICT_PERMISSIONS / MODIFY_TYPES / REMOVE_PAGES: sgx_ioc_sgx2_ready answers
+        -ENODEV on a part without SGX2 (CPUID.(12H,0):EAX[1]), which this model always is."""
+        if not self.cpu.cpuid(0x12, 0)[0] & 0x2:
+            raise DriverError(errno.ENODEV, "SGX2 ioctls need a part with SGX2")
+        raise DriverError(ENOIOCTLCMD, "the SGX2 ioctls are not modelled")  # pragma: no cover
 
     def _ioc_create(self, process: Task, enclave: Enclave, arg: int) -> int:
         """SGX_IOC_ENCLAVE_CREATE (sgx_ioc_enclave_create / sgx_encl_create)."""
@@ -206,9 +223,15 @@ class Ioctls:
         error: DriverError | None = None
         try:
             while done < length:
-                if not source_ok:
-                    process.check_source_page(src + done)
-                self._add_page(enclave, src + done, offset + done, prot, page_type, flags)
+                self._add_page(
+                    enclave,
+                    src + done,
+                    offset + done,
+                    prot,
+                    page_type,
+                    flags,
+                    None if source_ok else process,
+                )
                 done += PAGE_SIZE
         except DriverError as exc:
             error = exc
@@ -227,11 +250,20 @@ class Ioctls:
         prot: int,
         page_type: int,
         flags: int,
+        source_task: Task | None,
     ) -> None:
-        """sgx_encl_add_page for one page (the SECINFO is already in kernel memory)."""
+        """sgx_encl_add_page for one page (the SECINFO is already in kernel memory).
+
+        Order as mainline: the page-array insert (a page already at ``offset`` → EBUSY) comes
+        before __sgx_encl_add_page's source checks (``source_task`` given: an unmapped source
+        → EFAULT, a noexec one → EACCES). (Mainline allocates the EPC page before the insert;
+        here the allocation follows the checks, so nothing is allocated for a refused page.)
+        """
         pages = enclave.pages
         if offset in pages:
             raise DriverError(errno.EBUSY, f"a page is already present at offset 0x{offset:x}")
+        if source_task is not None:
+            source_task.check_source_page(src)
         if len(pages) % SGX_VA_SLOT_COUNT == 0:
             self.pool.grow_for(enclave, len(pages) + 1)
         free = self.pool.free_list
@@ -278,13 +310,23 @@ class Ioctls:
         enclave.attributes_mask |= int(AttributeFlag.PROVISIONKEY)
         return 0
 
+    def _init_allowed(self, process: Task, enclave: Enclave, name: str) -> None:
+        """sgx_ioc_enclave_init's first check, before it copies its argument: a created,
+        uninitialized enclave, else EINVAL (so EINVAL wins over an EFAULT argument)."""
+        if not enclave.created or enclave.initialized:
+            exc = DriverError(errno.EINVAL, "INIT needs a created, uninitialized enclave")
+            self._notify(process, enclave, name, None, None, exc.errno, None, exc.message)
+            raise exc
+
     def _ioc_init(self, process: Task, enclave: Enclave, arg: int) -> int:
         """SGX_IOC_ENCLAVE_INIT (mainline): EINIT with a zero token."""
+        self._init_allowed(process, enclave, "ENCLAVE_INIT")
         (sig_addr,) = INIT_ARG.unpack(process.copy_from_user(arg, INIT_ARG.size))
         return self._init(process, enclave, sig_addr, None, "ENCLAVE_INIT")
 
     def _ioc_init_token(self, process: Task, enclave: Enclave, arg: int) -> int:
         """SGX_IOC_ENCLAVE_INIT_TOKEN: EINIT with the caller's token; SGX status → result."""
+        self._init_allowed(process, enclave, "ENCLAVE_INIT_TOKEN")
         sig_addr, token_addr, _result = INIT_TOKEN_ARG.unpack(
             process.copy_from_user(arg, INIT_TOKEN_ARG.size)
         )
@@ -312,8 +354,6 @@ class Ioctls:
         token_bytes: bytes | None = None
         status: SgxStatus | None = None
         try:
-            if not enclave.created or enclave.initialized:
-                raise DriverError(errno.EINVAL, "INIT needs a created, uninitialized enclave")
             if token_addr is not None and self.lc.mode != "owner":
                 raise DriverError(errno.EINVAL, "ENCLAVE_INIT_TOKEN needs owner launch control")
             sig_bytes = process.copy_from_user(sig_addr, Sigstruct.SIZE)
@@ -368,13 +408,11 @@ class Ioctls:
                 errno.EACCES,
                 f"attribute {', '.join(str(n) for n in names)} is not permitted for this enclave",
             )
-        cfg = self.cpu.config
-        flags_reserved = ATTRIBUTE_FLAGS_RESERVED_MASK | (0 if cfg.kss else int(AttributeFlag.KSS))
-        if sig.attributes.flags & sig.attributemask.flags & flags_reserved:
+        if sig.attributes.flags & sig.attributemask.flags & self.attributes_reserved_mask:
             raise DriverError(errno.EINVAL, "SIGSTRUCT.ATTRIBUTES has reserved bits set")
-        if sig.miscselect & sig.miscmask & ~cfg.miscselect_allowed & 0xFFFFFFFF:
+        if sig.miscselect & sig.miscmask & self.misc_reserved_mask:
             raise DriverError(errno.EINVAL, "SIGSTRUCT.MISCSELECT has reserved bits set")
-        if sig.attributes.xfrm & sig.attributemask.xfrm & ~cfg.xfrm_allowed & _U64:
+        if sig.attributes.xfrm & sig.attributemask.xfrm & self.xfrm_reserved_mask:
             raise DriverError(errno.EINVAL, "SIGSTRUCT.ATTRIBUTES.XFRM has reserved bits set")
 
     def _einit(

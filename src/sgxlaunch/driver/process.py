@@ -278,17 +278,16 @@ class Process:
     def debug_read(self, address: int, length: int) -> bytes:
         """Read a debug enclave's memory through EDBGRD (the ptrace path, sgx_vma_access).
 
-        Evicted pages are reloaded first. EIO if the enclave is not a debug enclave.
+        Any alignment and length; evicted pages are reloaded first. EFAULT for a non-debug
+        enclave (before any EDBGRD) or an address outside an enclave mapping.
         """
         return self._debug_access(address, length, None)
 
     def debug_write(self, address: int, data: bytes) -> None:
-        """Write a debug enclave's memory through EDBGWR (8-byte units)."""
+        """Write a debug enclave's memory: EDBGRD, merge, EDBGWR per 8-byte word."""
         self._debug_access(address, len(data), bytes(data))
 
     def _debug_access(self, address: int, length: int, data: bytes | None) -> bytes:
-        if address % 8 or length % 8:
-            raise UsageError("debug access works in aligned 8-byte units")
         vma = next((v for v in self.vmas if v.start <= address < v.end), None)
         if vma is None or address + length > vma.end:
             raise DriverError(errno.EFAULT, f"0x{address:x} is not in an enclave mapping")

@@ -59,22 +59,35 @@ class EnclaveVm:
             pool.unpin(enclave, page)
 
     def access(self, enclave: Enclave, address: int, length: int, data: bytes | None) -> bytes:
-        """sgx_vma_access: read (``data`` None) or write ``length`` bytes at ``address``."""
+        """sgx_vma_access: read (``data`` None) or write ``length`` bytes at ``address``.
+
+        As mainline: a non-debug enclave → EFAULT before any EDBGRD; then per 8-byte word
+        (any alignment and length): EDBGRD, and for a write the new bytes merged in and EDBGWR
+        (read-modify-write); a non-zero EDBGRD/EDBGWR status → EIO.
+
+        Raises:
+            DriverError: EFAULT (not a debug enclave, or no enclave page there), EIO.
+        """
+        if not enclave.debug:
+            raise DriverError(errno.EFAULT, "ptrace access to a non-debug enclave")
         out = bytearray()
         pos = 0
         while pos < length:
             linaddr = address + pos
-            offset = linaddr - enclave.base
-            page = enclave.pages.get(offset & ~(PAGE_SIZE - 1))
+            word = linaddr & ~7
+            offset = linaddr & 7
+            count = min(8 - offset, length - pos)
+            page = enclave.pages.get((word - enclave.base) & ~(PAGE_SIZE - 1))
             if page is None:
                 raise DriverError(errno.EFAULT, f"no enclave page at 0x{linaddr:x}")
-            epc = self.pool.resident(enclave, page) + (offset & (PAGE_SIZE - 1))
-            if data is None:
-                status, word = self.cpu.edbgrd(epc)
-                out += word
-            else:
-                status = self.cpu.edbgwr(epc, data[pos : pos + 8])
+            epc = self.pool.resident(enclave, page) + ((word - enclave.base) & (PAGE_SIZE - 1))
+            status, current = self.cpu.edbgrd(epc)
+            if status == SgxStatus.SUCCESS and data is not None:
+                merged = current[:offset] + data[pos : pos + count] + current[offset + count :]
+                status = self.cpu.edbgwr(epc, merged)
             if status != SgxStatus.SUCCESS:
                 raise DriverError(errno.EIO, f"EDBGRD/EDBGWR returned {status.name}", status=status)
-            pos += 8
+            if data is None:
+                out += current[offset : offset + count]
+            pos += count
         return bytes(out)
