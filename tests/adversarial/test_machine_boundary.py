@@ -118,17 +118,40 @@ def test_seed_read_from_the_home_cannot_mint_tokens_offline() -> None:
     assert accepted == []
 
 
-def test_log_rewritten_with_keys_from_the_home_does_not_verify() -> None:
-    """A. With the seed out of the home the log key cannot be derived; a rewritten record (the
-    attacker's best: the body changed, the MAC kept) fails verification."""
+def test_log_rewritten_offline_with_a_seed_from_the_home_refused() -> None:
+    """A. The attacker tries every value in the home as the platform seed: rebuilds the CPU
+    offline over a copy of the home without the log and sealed state, replays a harmless
+    history (one permissive-looking launch), and writes the records and the sealed head back."""
     owner, platform = owner_platform()
-    image, sig = author_enclave(MemoryProgram)
-    platform.run(image, sig)
-    keys = owner.store.keys(log_prefix(platform.le_signer or b""))
-    blob = owner.store.get(keys[-1]) or b""
-    owner.store.commit({keys[-1]: blob.replace(b'"allowed"', b'"denied!"')})
-    with pytest.raises(VerificationFailed):
-        owner.platform().verify_log()
+    image, sig = author_enclave(KeyProbe, isvprodid=7)
+    with pytest.raises(PolicyDenied):
+        platform.run(image, sig)  # the denial the attacker wants to erase
+    signer_hex = platform.le_signer or b""
+    erased = [le_sealed_key(signer_hex), *owner.store.keys(log_prefix(signer_hex))]
+    values = [owner.store.get(k) or b"" for k in owner.store.keys("")]
+    rewritten = []
+    for candidate in (v for v in values if 16 <= len(v) <= 64):
+        copy = MemoryStore({k: v for k, v in owner.store.snapshot().items() if k not in erased})
+        offline = Platform.open(
+            copy,
+            MemoryMachine(PlatformConfig(epc_size=4 << 20).machine_state(candidate)),
+            clock=owner.clock,
+            maintenance=True,
+        )
+        if offline.le is None:
+            continue
+        allowed_image, allowed_sig = author_enclave(MemoryProgram)
+        offline.run(allowed_image, allowed_sig)
+        forged = {k: copy.get(k) for k in copy.keys("") if k in erased or k.startswith("log/")}
+        home = MemoryStore(owner.store.snapshot())
+        home.commit({k: None for k in erased} | forged)
+        try:
+            ok = Platform.open(home, owner.machine, clock=owner.clock).verify_log() == 1
+        except VerificationFailed:
+            ok = False
+        if ok:
+            rewritten.append(candidate)
+    assert rewritten == []
 
 
 # -- B: deleting state is not a fresh start ---------------------------------------------------
