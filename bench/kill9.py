@@ -2,14 +2,16 @@
 old or the new state, never in an older one.
 
 A platform (SQLite home + machine file, as the CLI keeps them) runs one operation at a time in
-a forked child: install-policy, mode (same signer), owner-root rotation, launch-enclave signer
-change (a mode document naming the other key: a counter handover), or a launch (a log append).
+a forked child: install-policy, mode (same signer), owner-root rotation (same keys, version + 1,
+the launch enclaves re-signed in the same home commit), launch-enclave signer change (a mode
+document naming the other key: a counter handover), or a launch (a log append).
 The parent SIGKILLs the child at a random moment of the operation; one run in four the child
-kills itself exactly between storing the sealed state and advancing the counter. After each
+kills itself exactly between storing the sealed state and advancing the counter (for a
+rotation: between the home commit and the machine's binding). After each
 kill the parent opens the platform and checks: it starts; the policy version, mode-document
 version, root version and launch-enclave signer each equal the value before the operation or
-the one it was installing; the counter never went down; a launch still gets the expected
-decision. Then it goes on from whatever state it found.
+the one it was installing; the counter never went down; the allowed enclave still launches.
+Then it goes on from whatever state it found.
 
     python bench/kill9.py [--kills 200] [--seed 1]
 """
@@ -31,7 +33,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from sgxlaunch.launch.enclave import Call, sign_launch_enclave
+from sgxlaunch.arch import Attributes, Sigstruct
+from sgxlaunch.arch.constants import AttributeFlag
+from sgxlaunch.cpu import EnclaveContext, EnclaveProgram, program_image
+from sgxlaunch.cpu.machine import Machine, MachineState
+from sgxlaunch.driver import as_sgxs_image
+from sgxlaunch.launch.enclave import sign_launch_enclave
 from sgxlaunch.launch.platform import Platform, PlatformConfig, take_ownership
 from sgxlaunch.policy import (
     POLICY_PAYLOAD_TYPE,
@@ -42,7 +49,7 @@ from sgxlaunch.policy import (
 )
 from sgxlaunch.policy._json import dumps_canonical
 from sgxlaunch.policy.control import MODE_PAYLOAD_TYPE, ModeDocument
-from sgxlaunch.sigstruct import RsaKeySigner, mrsigner_of
+from sgxlaunch.sigstruct import RsaKeySigner, mrsigner_of, sign
 from sgxlaunch.store import FileMachine, open_store
 
 VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors"
@@ -68,40 +75,39 @@ class World:
             rsa_signer("kselftest/sign_key.pem"),
             rsa_signer("generated/case4_kss_like_attrs.key.pem"),
         ]
-        self.roots: list[list[PrivateKeySigner]] = [
-            [PrivateKeySigner(ed25519.Ed25519PrivateKey.generate()) for _ in range(3)]
-        ]
+        self.owner = [PrivateKeySigner(ed25519.Ed25519PrivateKey.generate()) for _ in range(3)]
+        self.app = _app(rsa_signer("generated/case2_prodid_svn_debug.key.pem"))
         FileMachine.create(
             self.machine_path, PlatformConfig(epc_size=4 << 20).machine_state(os.urandom(32))
         )
         with open_store(self.home) as store:
-            take_ownership(store, self.machine(), self.root_doc(0), NOW)
+            take_ownership(store, self.machine(), self.root_doc(1), NOW)
             p = Platform.open(store, self.machine(), clock=clock)
             for k in self.le_keys:
-                p.set_launch_enclave(sign_launch_enclave(self.root_doc(0), k))
+                p.set_launch_enclave(sign_launch_enclave(self.root_doc(1), k))
         self.expect = {"policy": 0, "mode": 0, "root": 1, "signer": None, "counter": 0}
         self.versions = {"policy": 0, "mode": 0, "root": 1}
 
     def machine(self) -> FileMachine:
         return FileMachine(self.machine_path)
 
-    def root_doc(self, index: int) -> bytes:
-        keys = self.roots[index]
+    def root_doc(self, version: int) -> bytes:
+        """Version ``version`` of the owner root: the same 2-of-3 keys (a rotation that extends
+        the root; a threshold of the old and of the new keys sign it)."""
         root = OwnerRoot.create(
-            version=index + 1, expires=LATER, threshold=2, keys=[k.public_key for k in keys]
+            version=version, expires=LATER, threshold=2, keys=[k.public_key for k in self.owner]
         )
-        signers = keys[:2] if index == 0 else [*self.roots[index - 1][:2], *keys[:2]]
-        return sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), signers).to_bytes()
+        return sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), self.owner[:2]).to_bytes()
 
     def keys(self) -> list[PrivateKeySigner]:
-        return self.roots[-1][:2]
+        return self.owner[:2]
 
     def policy(self, version: int) -> bytes:
         doc = {
             "spec_version": "1",
             "version": version,
             "expires": "2027-06-01T00:00:00Z",
-            "allow": [],
+            "allow": [{"id": "app", "mrsigner": self.app[1].mrsigner.hex(), "isvprodid": 1}],
             "deny": [],
         }
         return sign_payload(POLICY_PAYLOAD_TYPE, dumps_canonical(doc), self.keys()).to_bytes()
@@ -132,11 +138,37 @@ class World:
             }
 
 
+class App(EnclaveProgram):
+    """The enclave the owner's policy allows (its launches append to the launch log)."""
+
+    def ecall(self, ctx: EnclaveContext, function: int, data: bytes) -> bytes:
+        return data
+
+
+def _app(key: RsaKeySigner) -> tuple[Any, Sigstruct]:
+    image = program_image(App)
+    body = Sigstruct(
+        attributes=Attributes(flags=int(AttributeFlag.MODE64BIT), xfrm=0x3),
+        attributemask=Attributes(flags=2**64 - 1, xfrm=2**64 - 1),
+        miscmask=2**32 - 1,
+        isvprodid=1,
+        isvsvn=1,
+        enclavehash=image.mrenclave(),
+    )
+    return as_sgxs_image(image), sign(body, key)
+
+
+def launches(world: World) -> bool:
+    with open_store(world.home, create=False) as store:
+        p = Platform.open(store, world.machine(), clock=clock)
+        return p.mode != "owner" or p.run(*world.app).decision == "allowed"
+
+
 def operation(
     world: World, state: dict[str, Any], rng: random.Random
 ) -> tuple[str, dict[str, Any], Any]:
     """Pick an operation; return its name, the fields it may change and a child function."""
-    kinds = ["install-policy", "mode", "signer-change"]
+    kinds = ["install-policy", "mode", "rotate-root", "signer-change", "launch"]
     if state["mode"] == 0:
         kinds = ["install-policy", "mode"]
     kind = rng.choice(kinds)
@@ -155,44 +187,34 @@ def operation(
             lambda p: p.set_mode(data),
         )
     if kind == "rotate-root":
-        world.roots.append(
-            [PrivateKeySigner(ed25519.Ed25519PrivateKey.generate()) for _ in range(3)]
-        )
-        index = len(world.roots) - 1
-        data = world.root_doc(index)
-        new_sigs = [sign_launch_enclave(data, k) for k in world.le_keys]
-        mode = world.mode(state["mode"] + 1, sidx)
-        policy = world.policy(state["policy"] + 1)
-
-        def rotate(p: Platform) -> None:
-            p.rotate_root(data)
-            for sig in new_sigs:
-                p.set_launch_enclave(sig)
-            q = Platform.open(p.store, p.machine, clock=clock, maintenance=True)
-            q.set_mode(mode)
-            Platform.open(p.store, p.machine, clock=clock).install_policy(policy)
-
-        return (
-            kind,
-            {"root": index + 1, "mode": state["mode"] + 1, "policy": state["policy"] + 1},
-            rotate,
-        )
-    return kind, {}, lambda p: p.run_log_probe()
+        version = state["root"] + 1
+        data = world.root_doc(version)
+        sigs = [sign_launch_enclave(data, k) for k in world.le_keys]
+        return kind, {"root": version}, lambda p: p.rotate_root(data, sigs)
+    image, sig = world.app
+    return kind, {}, lambda p: p.run(image, sig)
 
 
-def child(world: World, fn: Any, crash_between: bool) -> None:
+class KilledAtWrite:
+    """The machine as the child sees it when it is to die after its home commit and before
+    the machine write (the counter advance, or the owner binding of a rotation)."""
+
+    def __init__(self, inner: FileMachine) -> None:
+        self.inner = inner
+
+    def load(self) -> MachineState:
+        return self.inner.load()
+
+    def swap(self, expected: MachineState, new: MachineState) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def child(world: World, fn: Any, crash_between: bool, ready: int) -> None:
     with open_store(world.home, create=False) as store:
-        p = Platform.open(store, world.machine(), clock=clock, maintenance=True)
-        if crash_between:
-            original = p._le_call
-
-            def call(c: Call, request: Any) -> Any:
-                if c == Call.ADVANCE:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return original(c, request)
-
-            p._le_call = call  # type: ignore[method-assign, assignment]
-        fn(p)
+        machine: Machine = KilledAtWrite(world.machine()) if crash_between else world.machine()
+        platform = Platform.open(store, machine, clock=clock)
+        os.write(ready, b"!")
+        fn(platform)
     os._exit(0)
 
 
@@ -207,22 +229,33 @@ def main() -> int:
         state = world.observe()
         kills = completed = between = 0
         outcomes: dict[str, list[int]] = {}
+        durations: dict[str, float] = {}
         started = time.perf_counter()
         while kills < args.kills:
             kind, changes, fn = operation(world, state, rng)
-            crash_between = rng.random() < 0.25 and kind != "rotate-root"
+            crash_between = rng.random() < 0.25
+            ready_r, ready_w = os.pipe()
             pid = os.fork()
             if pid == 0:
+                os.close(ready_r)
                 try:
-                    child(world, fn, crash_between)
+                    child(world, fn, crash_between, ready_w)
                 except BaseException as exc:
                     print(f"child error in {kind}: {exc}", file=sys.stderr)
                     os._exit(3)
+            os.close(ready_w)
+            os.read(ready_r, 1)  # the child opened the platform; the operation starts now
+            os.close(ready_r)
+            begun = time.perf_counter()
             if not crash_between:
-                time.sleep(rng.uniform(0.0, 0.08))
+                # A random point of the operation: up to 1.2 x its mean uninterrupted length.
+                time.sleep(rng.uniform(0.0, 1.2 * durations.get(kind, 0.05)))
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                took = time.perf_counter() - begun
+                durations[kind] = 0.8 * durations.get(kind, took) + 0.2 * took
             killed = os.WIFSIGNALED(status)
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
                 print(f"FAIL: the {kind} operation itself failed", file=sys.stderr)
@@ -246,21 +279,25 @@ def main() -> int:
                         file=sys.stderr,
                     )
                     return 1
+            if after["mode"] and after["policy"] and not launches(world):
+                print(f"FAIL: after {kind} the allowed enclave no longer launches", file=sys.stderr)
+                return 1
             if after["counter"] < state["counter"]:
                 print("FAIL: the counter went down", file=sys.stderr)
                 return 1
-            new_state = all(after[f] == changes[f] for f in changes) if changes else True
-            outcomes.setdefault(kind, [0, 0])[0 if new_state and changes else 1] += 1
-            if kind == "rotate-root" and after["root"] != state["root"]:
-                pass
-            else:
-                world.roots = world.roots[: after["root"]]
+            if changes:
+                new_state = all(after[f] == changes[f] for f in changes)
+            else:  # a launch: its record (and counter advance) was committed or not
+                new_state = after["counter"] > state["counter"]
+            if killed:
+                outcomes.setdefault(kind, [0, 0])[0 if new_state else 1] += 1
             state = after
         elapsed = time.perf_counter() - started
-    print(f"kills: {kills} (between sealing and the counter advance: {between})")
-    print(f"operations that completed before their kill: {completed}")
+    print(f"kills: {kills} (between the home commit and the machine write: {between})")
+    print(f"operations that completed before their kill (not counted as kills): {completed}")
+    print("after a kill, the platform restarted:")
     for kind, (new, old) in sorted(outcomes.items()):
-        print(f"  {kind:<15} restarted in the new state {new:>4}, in the old state {old:>4}")
+        print(f"  {kind:<15} in the new state {new:>4}, in the old state {old:>4}, older: 0")
     print(f"never older; the platform started after every kill ({elapsed:.0f} s)")
     return 0
 

@@ -15,6 +15,7 @@ from sgxlaunch.cpu import Processor
 from sgxlaunch.cpu.keys import cmac128
 from sgxlaunch.cpu.machine import (
     CounterAccessDenied,
+    MachineState,
     MemoryMachine,
     counter_compare_and_set,
     counter_read,
@@ -349,3 +350,37 @@ def test_clearing_ownership_bumps_owner_epoch_and_kills_sealed_state() -> None:
     fresh = owner.platform()  # the old sealed state no longer unseals: a fresh start
     assert fresh.status()["counter"] == 0
     assert owner.store.get(sealed_key) is not None
+
+
+def test_root_rotation_interrupted_before_the_binding_moved_is_finished_at_open() -> None:
+    """A rotation is committed to the home (with the launch enclave re-signed for the new root)
+    but the process dies before the machine's binding moves: the next open checks the rotation
+    against the bound root's keys and finishes it (a root that is not such a rotation is a
+    graft, refused above)."""
+    owner, platform = owner_platform()
+    root = OwnerRoot.create(
+        version=2, expires=LATER, threshold=2, keys=[k.public_key for k in owner.keys]
+    )
+    rotated = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), owner.keys[:2]).to_bytes()
+    resigned = sign_launch_enclave(rotated, signer("owner-le"))
+    bound = owner.machine.load().owner_binding
+    platform.machine = _DiesBeforeWriting(owner.machine)  # the crash
+    platform.rotate_root(rotated, [resigned])
+    assert owner.machine.load().owner_binding == bound
+    reopened = owner.platform()
+    assert owner.machine.load().owner_binding == root_digest_of(rotated)
+    image, sig = author_enclave(MemoryProgram)
+    assert reopened.run(image, sig).decision == "allowed"
+
+
+class _DiesBeforeWriting:
+    """A machine whose writes are lost (the process died before them)."""
+
+    def __init__(self, inner: MemoryMachine) -> None:
+        self.inner = inner
+
+    def load(self) -> MachineState:
+        return self.inner.load()
+
+    def swap(self, expected: MachineState, new: MachineState) -> None:
+        del expected, new

@@ -484,6 +484,11 @@ def install_policy_file(
             open_store(resolve_home(home), create=False) as store,
             about(envelope, verification=True),
         ):
+            if store.keys("platform/le-sigstruct/"):
+                raise UsageError(
+                    "this home has a launch enclave, which commits the policy itself, but its "
+                    "machine was not found: give --machine (or $SGXLAUNCH_MACHINE)"
+                )
             state, update = install_policy(store, data, utc_now())
         policy = state.describe(utc_now())["policy"]
         out = {

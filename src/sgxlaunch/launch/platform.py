@@ -30,7 +30,7 @@ import contextlib
 import errno as _errno
 import hmac
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -365,20 +365,30 @@ class Platform:
             found=f"owner root digest {digest.hex()}",
         )
 
-    def rotate_root(self, data: bytes) -> dict[str, Any]:
+    def rotate_root(self, data: bytes, launch_enclaves: Sequence[Sigstruct] = ()) -> dict[str, Any]:
         """Rotate the owner root: a threshold of the current and of the new keys signed it.
-        The home gets the new root (and keeps the old as ``owner/root-previous``), then the
-        machine's binding moves (a crash between the two is finished at the next open).
+
+        The home gets the new root (the old one kept as ``owner/root-previous``) and the
+        launch-enclave SIGSTRUCTs re-signed for the new root's image (``launch_enclaves``) in
+        one commit; then the machine's binding moves. A crash between the two is finished at
+        the next open, so the platform restarts with the old root or the new one. Without
+        re-signed launch enclaves the platform stays in maintenance until they are installed
+        (:meth:`set_launch_enclave`).
 
         Raises:
-            UsageError: no owner. MalformedInput, VerificationFailed: refused; nothing changes.
+            UsageError: no owner. MalformedInput, VerificationFailed: the root or a SIGSTRUCT
+                is refused; nothing changes.
         """
         if self.state is None:
             raise UsageError("no owner root here: take ownership first")
         new_state, update = self.state.rotate_root(data, self.clock())
         if update.changes:
+            changes: dict[str, bytes | None] = dict(update.changes)
+            for sig in launch_enclaves:
+                self._check_launch_enclave(sig, data)
+                changes[le_sigstruct_key(sig.mrsigner)] = sig.to_bytes()
             old = root_digest_of(self.state.root_envelope)
-            self.store.commit(dict(update.changes))
+            self.store.commit(changes)
             bind_owner(self.machine, old, root_digest_of(data))
             self.state = new_state
         return {"summary": update.summary, "root_digest": root_digest_of(data).hex()}
@@ -592,11 +602,25 @@ class Platform:
         """Install the owner's SIGSTRUCT for its launch enclave (for the installed root).
 
         Raises:
-            UsageError: no owner root installed; or the mode document names another signer.
+            UsageError: no owner root installed.
             VerificationFailed: the SIGSTRUCT does not verify or is for another image.
         """
         if self.state is None:
             raise UsageError("install an owner root first (`sgxlaunch owner install`)")
+        self._check_launch_enclave(sig, self.state.root_envelope)
+        changes = {le_sigstruct_key(sig.mrsigner): sig.to_bytes()}
+        if self.mode == "permissive" and not self.machine.load().counter.owned:
+            changes[LE_ACTIVE_KEY] = sig.mrsigner.hex().encode()
+        self.store.commit(changes)
+
+    @staticmethod
+    def _check_launch_enclave(sig: Sigstruct, root_envelope: bytes) -> None:
+        """The SIGSTRUCT verifies, leaves EINITTOKEN_KEY out of ATTRIBUTEMASK and is for the
+        launch enclave built for ``root_envelope``.
+
+        Raises:
+            VerificationFailed: bad signature or another image. UsageError: the mask.
+        """
         verify(sig)
         if sig.attributemask.flags & int(AttributeFlag.EINITTOKEN_KEY):
             raise UsageError(
@@ -604,17 +628,13 @@ class Platform:
                 "ATTRIBUTEMASK, so it can run with it (owner mode) and without it (permissive)",
                 detail=[f"ATTRIBUTEMASK is {sig.attributemask}"],
             )
-        image = launch_enclave_image(root_digest_of(self.state.root_envelope))
+        image = launch_enclave_image(root_digest_of(root_envelope))
         if sig.enclavehash != image.mrenclave():
             raise VerificationFailed(
                 "the SIGSTRUCT is not for this owner root's launch enclave",
                 expected=image.mrenclave().hex(),
                 found=sig.enclavehash.hex(),
             )
-        changes = {le_sigstruct_key(sig.mrsigner): sig.to_bytes()}
-        if self.mode == "permissive" and not self.machine.load().counter.owned:
-            changes[LE_ACTIVE_KEY] = sig.mrsigner.hex().encode()
-        self.store.commit(changes)
 
     def _commit_prepared(
         self,
