@@ -452,10 +452,9 @@ def open_platform(
                 f"{what}: no platform here; create one with `sgxlaunch platform init` "
                 "(or sgxlaunch.create_platform)"
             )
-    with open_store(home_path, create=False) as store:
-        yield Platform.open(
-            store, FileMachine(machine_path), clock=_utc_now, maintenance=maintenance
-        )
+    file_machine = FileMachine(machine_path)
+    with file_machine.session(), open_store(home_path, create=False) as store:
+        yield Platform.open(store, file_machine, clock=_utc_now, maintenance=maintenance)
 
 
 def ephemeral_platform(*, seed: bytes | None = None) -> Platform:

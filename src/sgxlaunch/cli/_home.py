@@ -34,10 +34,9 @@ def open_platform(
             f"{missing}: no platform here; create one with `sgxlaunch platform init --home HOME "
             "--machine MACHINE` (or use `run --ephemeral` for a throwaway permissive platform)"
         )
-    with open_store(path, create=False) as store:
-        yield Platform.open(
-            store, FileMachine(machine_path), clock=utc_now, maintenance=maintenance
-        )
+    file_machine = FileMachine(machine_path)
+    with file_machine.session(), open_store(path, create=False) as store:
+        yield Platform.open(store, file_machine, clock=utc_now, maintenance=maintenance)
 
 
 def read_platform_input(path: str) -> bytes:

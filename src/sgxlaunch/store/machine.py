@@ -6,7 +6,8 @@ The file is JSON (:meth:`~sgxlaunch.cpu.machine.MachineState.to_json`), mode 060
 by :meth:`FileMachine.swap`: under an exclusive ``flock`` on ``<file>.lock`` it re-reads the
 file, compares it with what the caller read (compare-and-set), writes a temporary file, fsyncs
 it, renames it over the old one and fsyncs the directory, so after a crash the file holds either
-the old or the new state. In the attacker model the file belongs to another user (the
+the old or the new state. :meth:`FileMachine.session` serialises platform sessions on one
+machine. In the attacker model the file belongs to another user (the
 attacker cannot open it) and the ``machine`` commands stand for physical presence.
 """
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from sgxlaunch.cpu.machine import MachineConflict, MachineState
@@ -94,6 +96,26 @@ class FileMachine:
             raise
         _fsync_dir(path.parent)
         return cls(path)
+
+    @contextmanager
+    def session(self, *, wait: bool = True) -> Iterator[None]:
+        """Hold the machine for one platform session (an exclusive ``flock`` on
+        ``<file>.session.lock``): one launch enclave serves a machine at a time, as on a real
+        platform, so two processes never prepare competing states from the same counter value.
+
+        Raises:
+            UsageError: ``wait`` is false and another process holds the machine.
+        """
+        lock = self.path.with_name(self.path.name + ".session.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise UsageError(f"{self.path}: the machine is in use by another process") from None
+            yield
+        finally:
+            os.close(fd)
 
     def load(self) -> MachineState:
         try:
