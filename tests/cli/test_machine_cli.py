@@ -31,9 +31,9 @@ def world(tmp_path: Path) -> World:
     keys_dir = tmp_path / "keys"
     root = tmp_path / "root.json"
     assert run("owner", "init", "--keys", "3", "--threshold", "2", "--key-dir", keys_dir,
-               "--out", root).exit_code == 0  # fmt: skip
+               "-o", root).exit_code == 0  # fmt: skip
     le_key = tmp_path / "le.pem"
-    assert run("key", "generate", le_key).exit_code == 0
+    assert run("key", "generate", "-o", le_key).exit_code == 0
     home, machine = tmp_path / "home", tmp_path / "machine" / "machine.json"
     result = run("platform", "init", "--home", home, "--machine", machine, "--root", root,
                  "--le-key", le_key, "--epc-mib", "4")  # fmt: skip
@@ -63,7 +63,7 @@ def test_the_machine_file_is_0600_outside_the_home_and_the_home_holds_no_seed(
     shown = run("machine", "show", "--machine", machine, "--json")
     assert shown.exit_code == 0
     assert seed not in shown.stdout
-    assert json.loads(shown.stdout)["owner_root_digest"] is not None
+    assert json.loads(shown.stdout)["result"]["owner_root_digest"] is not None
     again = run("platform", "init", *at(world))
     assert again.exit_code == 2 and "never overwritten" in again.stderr
     inside = run("platform", "init", "--home", tmp_path / "h2", "--machine",
@@ -90,7 +90,9 @@ def test_refused_start_then_owner_recovery_through_the_cli(world: World, tmp_pat
     refused = run("platform", "status", *at(world))
     assert refused.exit_code == 1
     assert "monotonic counter is at 1" in refused.stderr and "recovery" in refused.stderr
-    facts = json.loads(run("machine", "show", "--machine", world.machine, "--json").stdout)
+    facts = json.loads(run("machine", "show", "--machine", world.machine, "--json").stdout)[
+        "result"
+    ]
     keys = world.keys
     doc = tmp_path / "recovery.json"
     signed = run("recovery", "sign", "--platform-id", facts["platform_id"], "--counter", "1",
@@ -106,9 +108,9 @@ def test_clear_ownership_then_take_ownership_again(
     world: World,
 ) -> None:
     machine = world.machine
-    before = json.loads(run("machine", "show", "--machine", machine, "--json").stdout)
+    before = json.loads(run("machine", "show", "--machine", machine, "--json").stdout)["result"]
     assert run("machine", "clear-ownership", "--machine", machine, "--yes").exit_code == 0
-    after = json.loads(run("machine", "show", "--machine", machine, "--json").stdout)
+    after = json.loads(run("machine", "show", "--machine", machine, "--json").stdout)["result"]
     assert after["owner_epoch"] == before["owner_epoch"] + 1
     assert after["owner_root_digest"] is None and after["counter"]["value"] == 0
     refused = run("platform", "status", *at(world))
@@ -129,4 +131,4 @@ def test_a_home_with_the_seed_inside_is_refused_and_migrated(world: World, tmp_p
     assert "platform le-sign" in migrated.stdout and str(new_machine) in migrated.stdout
     status = run("platform", "status", "--home", home, "--machine", new_machine, "--json")
     assert status.exit_code == 0, status.output
-    assert json.loads(status.stdout)["launch_enclave"] is None
+    assert json.loads(status.stdout)["result"]["launch_enclave"] is None

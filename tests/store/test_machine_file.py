@@ -75,8 +75,8 @@ def test_concurrent_sessions_are_serialised_and_the_platform_keeps_starting(
     starts afterwards."""
     keys, root, le = tmp_path / "keys", tmp_path / "root.json", tmp_path / "le.pem"
     assert run("owner", "init", "--keys", "1", "--threshold", "1", "--key-dir", keys,
-               "--out", root).exit_code == 0  # fmt: skip
-    assert run("key", "generate", le).exit_code == 0
+               "-o", root).exit_code == 0  # fmt: skip
+    assert run("key", "generate", "-o", le).exit_code == 0
     home, machine = tmp_path / "home", tmp_path / "machine" / "machine.json"
     assert run("platform", "init", "--home", home, "--machine", machine, "--root", root,
                "--le-key", le, "--epc-mib", "4").exit_code == 0  # fmt: skip
