@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -93,6 +94,11 @@ class TrustAnchor:
         return hashlib.sha256(self.spki).hexdigest()
 
     @property
+    def pem_bodies(self) -> tuple[bytes, ...]:
+        """The anchor's certificates as PEM bodies (base64 in 64-character lines, RFC 7468)."""
+        return tuple(_pem_body(der) for der in self.certificates)
+
+    @property
     def der(self) -> bytes:
         """The certificate handed to the verification library as its trust anchor."""
         return self.certificates[0]
@@ -130,6 +136,12 @@ class TrustAnchor:
                 f"root certificate is not self-issued (subject {subject}, issuer {issuer})"
             )
         return cls(subject, spki, (der,))
+
+
+@functools.cache
+def _pem_body(der: bytes) -> bytes:
+    text = base64.b64encode(der)
+    return b"\n".join(text[i : i + 64] for i in range(0, len(text), 64)) + b"\n"
 
 
 def _b64(text: bytes, what: str) -> bytes:
@@ -171,6 +183,8 @@ def check_chain_root(chain: bytes, anchor: TrustAnchor, what: str) -> None:
         MalformedInput: the chain holds no certificate, or one does not parse.
         UntrustedRoot: no self-issued certificate, or the root's key is not the anchor's.
     """
+    if any(body in chain for body in anchor.pem_bodies):
+        return  # one of the anchor's own certificates, as PCS writes PEM: nothing to parse
     ders = pem_certificates(chain, what)
     if not ders:
         raise MalformedInput(f"{what} holds no PEM certificate", field=what)

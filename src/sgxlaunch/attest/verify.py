@@ -72,7 +72,6 @@ _REQUIRED = (
     "qe_identity_signature",
 )
 _OPTIONAL = ("pck_certificate_chain",)
-_HEX = frozenset("0123456789abcdefABCDEF")
 _TIME_WORDS = ("expired", "in the future", "notvalidyet", "not valid yet", "crlexpired")
 
 
@@ -97,7 +96,7 @@ class Collateral:
         …); an object with exactly the nine fields of ``QuoteCollateralV3`` plus, optionally,
         ``pck_certificate_chain``; every value a string; the CRLs and signatures non-empty
         hex; the chains hold PEM certificates; ``tcb_info`` and ``qe_identity`` are JSON
-        objects; then the library reads it too.
+        objects; then the library's ``QuoteCollateralV3`` is built from the checked values.
 
         Raises:
             MalformedInput: naming the field at fault.
@@ -110,9 +109,14 @@ class Collateral:
         doc = _json.expect_object(_json.loads_strict(data, what="collateral"), "collateral")
         _json.check_keys(doc, required=_REQUIRED, optional=_OPTIONAL, field="collateral")
         fields = {key: _json.get_str(doc, key, "collateral") for key in doc}
+        binary: dict[str, bytes] = {}
         for key in _HEX_FIELDS:
             text = fields[key]
-            if not text or len(text) % 2 or not set(text) <= _HEX:
+            try:  # fromhex skips whitespace: the length check refuses it
+                binary[key] = bytes.fromhex(text)
+            except ValueError:
+                binary[key] = b""
+            if not text or 2 * len(binary[key]) != len(text):
                 raise MalformedInput(
                     f"collateral.{key} must be non-empty hex", field=f"collateral.{key}"
                 )
@@ -127,8 +131,11 @@ class Collateral:
                     f"collateral.{key} must be the signed JSON object", field=f"collateral.{key}"
                 )
         try:
-            handle = dcap_qvl.QuoteCollateralV3.from_json(data.decode("utf-8"))
-        except ValueError as exc:
+            if "pck_certificate_chain" in fields:  # the constructor has no place for it
+                handle = dcap_qvl.QuoteCollateralV3.from_json(data.decode("utf-8"))
+            else:  # the same object without the library parsing the JSON a second time
+                handle = dcap_qvl.QuoteCollateralV3(**(fields | binary))
+        except (ValueError, TypeError) as exc:
             raise MalformedInput(
                 "collateral is not readable by dcap-qvl",
                 field="collateral",
