@@ -70,7 +70,7 @@ def verified(
 
 
 def finding(verdict: Any, rule: str) -> Any:
-    return next(f for f in verdict.findings if f.rule == rule)
+    return next(f for f in verdict.findings if f.field == rule)
 
 
 # --- one test per rule kind ----------------------------------------------------------------------
@@ -106,7 +106,11 @@ def test_rule_minimum_isvsvn() -> None:
     svn = finding(verdict, "min_isvsvn")
     assert not verdict.acceptable and not svn.ok
     assert (svn.expected, svn.found) == ("isvsvn >= 1 (svn)", "isvsvn 0")
-    assert [f.rule for f in verdict.failures()] == ["min_isvsvn"]
+    assert [f.field for f in verdict.failures()] == ["min_isvsvn"]
+    assert svn.rule == "svn"
+    assert verdict.describe()["reasons"] == [
+        {"rule": "svn", "field": "min_isvsvn", "expected": "isvsvn >= 1 (svn)", "found": "isvsvn 0"}
+    ]
     entry["min_isvsvn"] = 0
     assert appraise(appraisal(identities=[entry]), verified()).acceptable
 
@@ -143,7 +147,7 @@ def test_every_failed_rule_is_reported_not_only_the_first() -> None:
         ),
         verified(advisories=("INTEL-SA-00289",)),
     )
-    assert [f.rule for f in verdict.failures()] == ["min_isvsvn", "tcb_status", "advisories"]
+    assert [f.field for f in verdict.failures()] == ["min_isvsvn", "tcb_status", "advisories"]
     with pytest.raises(PolicyDenied) as info:
         verdict.check()
     assert len(info.value.detail) == 3
@@ -154,7 +158,7 @@ def test_appraisal_of_a_really_verified_quote() -> None:
     result = verify_quote(quote_bytes(SGX.quote), collateral, SGX.inside)
     assert appraise(appraisal(), result).acceptable
     denied = appraise(appraisal(denied_advisories=["INTEL-SA-00289"]), result)
-    assert denied.failures()[0].rule == "advisories"
+    assert denied.failures()[0].field == "advisories"
 
 
 # --- the document --------------------------------------------------------------------------------

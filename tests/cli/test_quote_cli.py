@@ -3,7 +3,6 @@ one JSON object with ``schema`` and ``ok`` on success and on failure."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 from sgxlaunch.policy._json import dumps_canonical
 from tests.support.cli import run
+from tests.support.cli_json import document_of
 from tests.support.dcap import (
     SGX,
     TDX,
@@ -61,10 +61,10 @@ def test_inspect_prints_spec_names_and_json_schema() -> None:
     assert "header.pce_svn: 3" in text.stdout
     assert "signature_data.certification_data.cert_type: 1" in text.stdout
     as_json = run("quote", "inspect", shared(TDX_OUTDATED.quote), "--json")
-    doc = json.loads(as_json.stdout)
-    assert (doc["schema"], doc["ok"]) == ("sgxlaunch/quote-inspect/v1", True)
-    assert doc["quote"]["header"]["version"] == 5
-    assert doc["quote"]["td_report"]["mrservicetd"] == "00" * 48
+    doc = document_of(as_json)
+    assert (doc["command"], doc["ok"]) == ("quote inspect", True)
+    assert doc["result"]["header"]["version"] == 5
+    assert doc["result"]["td_report"]["mrservicetd"] == "00" * 48
 
 
 def test_inspect_malformed_exit_2_names_file_field_and_offset(tmp_path: Path) -> None:
@@ -72,8 +72,8 @@ def test_inspect_malformed_exit_2_names_file_field_and_offset(tmp_path: Path) ->
     bad.write_bytes(shared(SGX.quote).read_bytes()[:1000])
     result = run("quote", "inspect", bad, "--json")
     assert result.exit_code == 2
-    error = json.loads(result.stdout)["error"]
-    assert error["class"] == "MalformedInput"
+    error = document_of(result)["error"]
+    assert error["kind"] == "malformed_input"
     assert error["source"] == str(bad)
     assert (error["field"], error["offset"]) == ("signature_data_len", 432)
     assert result.stderr.startswith(f"sgxlaunch: error: {bad}: quote: signature_data_len 4164")
@@ -82,10 +82,10 @@ def test_inspect_malformed_exit_2_names_file_field_and_offset(tmp_path: Path) ->
 def test_verify_real_sgx_quote_inside_window_exit_0() -> None:
     result = verify("--json")
     assert result.exit_code == 0, result.stderr
-    doc = json.loads(result.stdout)
-    assert (doc["schema"], doc["ok"], doc["appraisal"]) == ("sgxlaunch/quote-verify/v1", True, None)
-    assert doc["verification"]["tcb_status"] == SGX.status
-    assert doc["verification"]["advisory_ids"] == list(SGX.advisories)
+    doc = document_of(result)
+    assert (doc["command"], doc["ok"], doc["result"]["appraisal"]) == ("quote verify", True, None)
+    assert doc["result"]["verification"]["tcb_status"] == SGX.status
+    assert doc["result"]["verification"]["advisory_ids"] == list(SGX.advisories)
     text = run(
         "quote",
         "verify",
@@ -110,8 +110,8 @@ def test_verify_outside_window_exit_1_collateral_expired() -> None:
         "--json",
     )
     assert result.exit_code == 1
-    error = json.loads(result.stdout)["error"]
-    assert error["class"] == "CollateralExpired"
+    error = document_of(result)["error"]
+    assert (error["kind"], error["check"]) == ("verification_failed", "collateral-time")
     assert error["message"].startswith("collateral expired at 2025-08-01T00:00:00Z")
     assert "verification failed: collateral expired" in result.stderr
 
@@ -153,7 +153,7 @@ def test_verify_malformed_collateral_or_root_exit_2(tmp_path: Path) -> None:
     broken.write_text('{"pck_crl": "00"}')
     result = run("quote", "verify", shared(SGX.quote), "--collateral", broken, "--json")
     assert result.exit_code == 2
-    assert json.loads(result.stdout)["error"]["source"] == str(broken)
+    assert document_of(result)["error"]["source"] == str(broken)
     root = tmp_path / "root.der"
     root.write_bytes(b"not a certificate")
     assert verify("--root", root).exit_code == 2
@@ -162,22 +162,23 @@ def test_verify_malformed_collateral_or_root_exit_2(tmp_path: Path) -> None:
 def test_verify_with_local_appraisal_acceptable_and_refused(tmp_path: Path) -> None:
     ok = verify("--appraisal", appraisal_file(tmp_path), "--json")
     assert ok.exit_code == 0, ok.stderr
-    doc = json.loads(ok.stdout)
+    doc = document_of(ok)["result"]
     assert doc["appraisal"]["acceptable"] is True and doc["appraisal"]["signed"] is False
     denied = appraisal_file(tmp_path, "deny.json", denied_advisories=["INTEL-SA-00615"])
     refused = verify("--appraisal", denied, "--json")
     assert refused.exit_code == 1
-    doc = json.loads(refused.stdout)
-    assert doc["ok"] is False and doc["error"]["rule"] == "advisories"
-    failed = [f for f in doc["appraisal"]["findings"] if not f["ok"]]
-    assert failed == [
+    doc = document_of(refused)
+    assert doc["ok"] is False
+    assert (doc["error"]["kind"], doc["error"]["rule"]) == ("denied", "advisories")
+    assert doc["result"]["appraisal"]["reasons"] == [
         {
-            "rule": "advisories",
-            "ok": False,
+            "rule": None,
+            "field": "advisories",
             "expected": "none of INTEL-SA-00615",
             "found": "INTEL-SA-00615",
         }
     ]
+    assert [f["ok"] for f in doc["result"]["appraisal"]["findings"]] == [True, True, True, False]
     assert "sgxlaunch: denied: quote not acceptable: advisories" in refused.stderr
     text = verify("--appraisal", denied)
     assert "FAIL advisories: expected none of INTEL-SA-00615; found INTEL-SA-00615" in text.stdout
@@ -186,7 +187,7 @@ def test_verify_with_local_appraisal_acceptable_and_refused(tmp_path: Path) -> N
 @pytest.fixture
 def owned(tmp_path: Path) -> dict[str, Path]:
     keys, root, home = tmp_path / "keys", tmp_path / "root.json", tmp_path / "home"
-    result = run("owner", "init", "--keys", 3, "--threshold", 2, "--key-dir", keys, "--out", root)
+    result = run("owner", "init", "--keys", 3, "--threshold", 2, "--key-dir", keys, "-o", root)
     assert result.exit_code == 0, result.output
     assert run("owner", "install", root, "--home", home).exit_code == 0
     return {"keys": keys, "home": home}
@@ -198,20 +199,20 @@ def test_signed_appraisal_sign_install_verify_and_rollback(
     keys = sorted(owned["keys"].glob("*.key.pem"))
     home = owned["home"]
     v2, signed = appraisal_file(tmp_path, "v2.json", version=2), tmp_path / "v2.dsse.json"
-    one = run("quote", "appraisal", "sign", v2, "--key", keys[0], "--out", signed)
+    one = run("quote", "appraisal", "sign", v2, "--key", keys[0], "-o", signed)
     assert one.exit_code == 0, one.stderr
     below = verify("--appraisal", signed, "--home", home)
     assert below.exit_code == 1 and "1 of the required 2" in below.stderr
     assert run("quote", "appraisal", "sign", signed, "--key", keys[1]).exit_code == 0
     installed = run("quote", "appraisal", "install", signed, "--home", home, "--json")
-    assert json.loads(installed.stdout)["summary"] == "quote appraisal version 2 installed"
+    assert document_of(installed)["result"]["summary"] == "quote appraisal version 2 installed"
     ok = verify("--appraisal", signed, "--home", home, "--json")
     assert ok.exit_code == 0, ok.stderr
-    assert json.loads(ok.stdout)["appraisal"]["signed"] is True
+    assert document_of(ok)["result"]["appraisal"]["signed"] is True
     v1, old = appraisal_file(tmp_path, "v1.json", version=1), tmp_path / "v1.dsse.json"
     assert (
         run(
-            "quote", "appraisal", "sign", v1, "--key", keys[0], "--key", keys[2], "--out", old
+            "quote", "appraisal", "sign", v1, "--key", keys[0], "--key", keys[2], "-o", old
         ).exit_code
         == 0
     )
@@ -230,7 +231,7 @@ def test_signed_appraisal_expiry_is_judged_at_the_real_time_not_at(
     signed = tmp_path / "stale.dsse.json"
     assert (
         run(
-            "quote", "appraisal", "sign", stale, "--key", keys[0], "--key", keys[1], "--out", signed
+            "quote", "appraisal", "sign", stale, "--key", keys[0], "--key", keys[1], "-o", signed
         ).exit_code
         == 0
     )

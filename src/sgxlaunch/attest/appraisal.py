@@ -294,15 +294,34 @@ def _string_list(doc: dict[str, Any], key: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One rule's outcome: what it expected and what the quote had."""
+    """One rule's outcome: what it expected and what the quote had.
 
-    rule: str
+    Attributes:
+        field: the rule kind: ``identity``, ``min_isvsvn``, ``tcb_status`` or ``advisories``.
+        ok: the rule passed.
+        expected: what the appraisal asks for, as text.
+        found: what the quote has, as text.
+        rule: the id of the identity entry the finding is about (``None`` for the TCB status
+            and advisory rules, and for an identity that matched no entry).
+    """
+
+    field: str
     ok: bool
     expected: str
     found: str
+    rule: str | None = None
+
+    def reason(self) -> dict[str, Any]:
+        """The project's one denial-reason shape: ``{rule, field, expected, found}``."""
+        return {
+            "rule": self.rule,
+            "field": self.field,
+            "expected": self.expected,
+            "found": self.found,
+        }
 
     def describe(self) -> dict[str, Any]:
-        return {"rule": self.rule, "ok": self.ok, "expected": self.expected, "found": self.found}
+        return self.reason() | {"ok": self.ok}
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,19 +355,21 @@ class Verdict:
         if not failed:
             return
         raise PolicyDenied(
-            f"quote not acceptable: {failed[0].rule}: expected {failed[0].expected}, "
+            f"quote not acceptable: {failed[0].field}: expected {failed[0].expected}, "
             f"found {failed[0].found}",
-            rule=failed[0].rule,
-            detail=[f"{f.rule}: expected {f.expected}; found {f.found}" for f in failed],
+            rule=failed[0].field,
+            detail=[f"{f.field}: expected {f.expected}; found {f.found}" for f in failed],
         )
 
     def describe(self) -> dict[str, Any]:
+        """JSON-ready: the verdict, every finding, and the failed ones as denial reasons."""
         return {
             "acceptable": self.acceptable,
             "identity": self.identity,
             "signed": self.signed,
             "version": self.version,
             "findings": [f.describe() for f in self.findings],
+            "reasons": [f.reason() for f in self.failures()],
         }
 
 
@@ -403,9 +424,11 @@ def appraise(
         )
         findings.append(Finding("min_isvsvn", False, "an identity to match first", "none"))
     else:
-        findings.append(Finding("identity", True, _rule_text(match), found_identity))
+        findings.append(Finding("identity", True, _rule_text(match), found_identity, match.id))
         if match.min_isvsvn is None or not isinstance(body, ReportBody):
-            findings.append(Finding("min_isvsvn", True, "not constrained", _svn_text(body)))
+            findings.append(
+                Finding("min_isvsvn", True, "not constrained", _svn_text(body), match.id)
+            )
         else:
             findings.append(
                 Finding(
@@ -413,6 +436,7 @@ def appraise(
                     body.isvsvn >= match.min_isvsvn,
                     f"isvsvn >= {match.min_isvsvn} ({match.id})",
                     f"isvsvn {body.isvsvn}",
+                    match.id,
                 )
             )
     findings.append(

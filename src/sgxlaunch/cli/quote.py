@@ -2,17 +2,13 @@
 
 Thin: read files, call :mod:`sgxlaunch.formats.quote` and :mod:`sgxlaunch.attest`, print. Exit
 codes: 0 acceptable, 1 not (verification failed or the appraisal refuses), 2 malformed input
-or usage. With ``--json`` stdout carries exactly one object, on success and on failure, with
-``schema`` (``sgxlaunch/quote-inspect/v1``, ``sgxlaunch/quote-verify/v1``, …), ``ok`` and, on
-failure, ``error`` (``class``, ``message``, ``detail``, ``exit_code``); the message also goes
-to stderr as for every command. See ``docs/attest.md``.
+or usage. ``--json`` output follows the one contract of ``docs/json.md``; a refused appraisal
+still reports its ``result`` (the verification and every finding) beside the error. See
+``docs/attest.md``.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -37,72 +33,23 @@ from sgxlaunch.attest.verify import MAX_COLLATERAL_SIZE
 from sgxlaunch.cli._common import (
     about,
     echo_json,
-    fail,
+    handle_errors,
     home_option,
     json_option,
+    output_option,
     read_input,
     signing_keys_option,
     utc_now,
     write_output,
 )
 from sgxlaunch.cli._documents import TimeParam
-from sgxlaunch.errors import (
-    MalformedInput,
-    PolicyDenied,
-    SgxlaunchError,
-    UsageError,
-    VerificationFailed,
-)
+from sgxlaunch.cli._output import set_failure_result
+from sgxlaunch.errors import UsageError
 from sgxlaunch.formats.quote import MAX_QUOTE_SIZE, Quote, ReportBody, parse_quote
 from sgxlaunch.policy import _json
 from sgxlaunch.policy.envelope import Envelope, sign_payload
 from sgxlaunch.policy.state import load_state
 from sgxlaunch.store import load_signer, open_store, resolve_home
-
-SCHEMA_INSPECT = "sgxlaunch/quote-inspect/v1"
-SCHEMA_VERIFY = "sgxlaunch/quote-verify/v1"
-SCHEMA_APPRAISAL_INSTALL = "sgxlaunch/quote-appraisal-install/v1"
-
-
-def error_object(error: SgxlaunchError) -> dict[str, Any]:
-    """The ``error`` member of a failed command's JSON object."""
-    doc: dict[str, Any] = {
-        "class": type(error).__name__,
-        "message": error.message,
-        "detail": list(error.detail),
-        "exit_code": error.exit_code,
-    }
-    if isinstance(error, MalformedInput):
-        doc |= {"source": error.source, "field": error.field, "offset": error.offset}
-    if isinstance(error, VerificationFailed):
-        doc |= {"check": error.check, "expected": error.expected, "found": error.found}
-    if isinstance(error, PolicyDenied):
-        doc["rule"] = error.rule
-    return doc
-
-
-def json_errors(schema: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Map errors to exit codes; with ``as_json`` also print ``{schema, ok: false, error}``."""
-
-    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> None:
-            try:
-                fn(*args, **kwargs)
-            except SgxlaunchError as exc:
-                if kwargs.get("as_json"):
-                    echo_json({"schema": schema, "ok": False, "error": error_object(exc)})
-                fail(exc)
-            except OSError as exc:
-                name = exc.filename if exc.filename is not None else "?"
-                error = UsageError(f"{name}: {exc.strerror or exc}")
-                if kwargs.get("as_json"):
-                    echo_json({"schema": schema, "ok": False, "error": error_object(error)})
-                fail(error)
-
-        return wrapper
-
-    return decorate
 
 
 def _read_quote(path: str) -> tuple[bytes, Quote]:
@@ -139,7 +86,7 @@ def quote_group() -> None:
 @quote_group.command("inspect")
 @click.argument("quote", type=click.Path(exists=True, dir_okay=False))
 @json_option
-@json_errors(SCHEMA_INSPECT)
+@handle_errors
 def quote_inspect(quote: str, as_json: bool) -> None:
     """Parse QUOTE strictly and print every field (names as in Intel's headers).
 
@@ -153,7 +100,7 @@ def quote_inspect(quote: str, as_json: bool) -> None:
     _, parsed = _read_quote(quote)
     fields = parsed.to_dict()
     if as_json:
-        echo_json({"schema": SCHEMA_INSPECT, "ok": True, "quote": fields})
+        echo_json(fields)
         return
     _print_fields("", fields)
 
@@ -196,8 +143,8 @@ def _print_verdict(verified: VerifiedQuote, verdict: Verdict | None) -> None:
     result = "acceptable" if verdict.acceptable else "NOT acceptable"
     click.echo(f"appraisal ({kind}, version {verdict.version}): {result}")
     for item in verdict.findings:
-        mark = "ok " if item.ok else "FAIL"
-        click.echo(f"  {mark} {item.rule}: expected {item.expected}; found {item.found}")
+        mark = "ok  " if item.ok else "FAIL"
+        click.echo(f"  {mark} {item.field}: expected {item.expected}; found {item.found}")
 
 
 @quote_group.command("verify")
@@ -223,7 +170,7 @@ def _print_verdict(verified: VerifiedQuote, verdict: Verdict | None) -> None:
 )
 @home_option
 @json_option
-@json_errors(SCHEMA_VERIFY)
+@handle_errors
 def quote_verify(
     quote: str,
     collateral: str,
@@ -260,25 +207,16 @@ def quote_verify(
     verified = verify_quote(data, parsed_collateral, now, anchor=anchor)
     verdict = None if document is None else appraise(document[0], verified, signed=document[1])
     result: dict[str, Any] = {
-        "schema": SCHEMA_VERIFY,
-        "ok": verdict is None or verdict.acceptable,
         "verification": verified.describe(),
         "appraisal": None if verdict is None else verdict.describe(),
     }
-    refusal: PolicyDenied | None = None
+    if not as_json:
+        _print_verdict(verified, verdict)
     if verdict is not None and not verdict.acceptable:
-        try:
-            verdict.check()
-        except PolicyDenied as exc:
-            refusal = exc
-            result["error"] = error_object(exc)
+        set_failure_result(result)
+        verdict.check()  # raises PolicyDenied naming the first failed rule (exit 1)
     if as_json:
         echo_json(result)
-    else:
-        _print_verdict(verified, verdict)
-    if refusal is not None:
-        click.echo(f"sgxlaunch: denied: {refusal}", err=True)
-        sys.exit(refusal.exit_code)
 
 
 @quote_group.group("appraisal")
@@ -289,15 +227,15 @@ def appraisal_group() -> None:
 @appraisal_group.command("sign")
 @click.argument("document", type=click.Path(exists=True, dir_okay=False))
 @signing_keys_option()
-@click.option("--out", type=click.Path(dir_okay=False), help="Envelope to write.")
-@click.option("--force", is_flag=True, help="Overwrite OUT.")
-@json_errors("sgxlaunch/quote-appraisal-sign/v1")
-def appraisal_sign(document: str, keys: tuple[str, ...], out: str | None, force: bool) -> None:
+@output_option("Envelope to write (required when DOCUMENT is a bare document).", required=False)
+@click.option("--force", is_flag=True, help="Overwrite the output file.")
+@handle_errors
+def appraisal_sign(document: str, keys: tuple[str, ...], output: str | None, force: bool) -> None:
     """Sign an appraisal DOCUMENT into an envelope, or add signatures to an envelope.
 
     \b
     Examples:
-      sgxlaunch quote appraisal sign appraisal.json --key keys/a.key.pem --out appraisal.dsse.json
+      sgxlaunch quote appraisal sign appraisal.json --key keys/a.key.pem -o appraisal.dsse.json
       sgxlaunch quote appraisal sign appraisal.dsse.json --key keys/b.key.pem
     """
     data = read_input(document, limit=MAX_APPRAISAL_ENVELOPE_SIZE)
@@ -312,10 +250,10 @@ def appraisal_sign(document: str, keys: tuple[str, ...], out: str | None, force:
                 envelope = envelope.signed_by(signer)
         else:
             QuoteAppraisal.from_payload(data)
-            if out is None:
-                raise UsageError(f"{document} is a document: say where the envelope goes (--out)")
+            if output is None:
+                raise UsageError(f"{document} is a document: say where the envelope goes (-o)")
             envelope = sign_payload(APPRAISAL_PAYLOAD_TYPE, data, signers)
-    write_output(out or document, envelope.to_bytes(), force=force or out is None)
+    write_output(output or document, envelope.to_bytes(), force=force or output is None)
     for signer in signers:
         click.echo(f"signed with {signer.public_key.keyid}", err=True)
 
@@ -324,7 +262,7 @@ def appraisal_sign(document: str, keys: tuple[str, ...], out: str | None, force:
 @click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
 @home_option
 @json_option
-@json_errors(SCHEMA_APPRAISAL_INSTALL)
+@handle_errors
 def appraisal_install(envelope: str, home: str | None, as_json: bool) -> None:
     """Install a signed appraisal ENVELOPE as the rollback floor (after every check passes).
 
@@ -340,6 +278,6 @@ def appraisal_install(envelope: str, home: str | None, as_json: bool) -> None:
         state = load_state(store)
         summary = install_appraisal(store, state.root, data, utc_now())
     if as_json:
-        echo_json({"schema": SCHEMA_APPRAISAL_INSTALL, "ok": True, "summary": summary})
+        echo_json({"installed": True, "summary": summary})
     else:
         click.echo(summary)
