@@ -166,6 +166,46 @@ class PlatformMismatch(VerificationFailed):
     check = "platform_id"
 
 
+class UntrustedRoot(VerificationFailed):
+    """A certificate chain ends in a root other than the pinned one (DCAP collateral, quotes)."""
+
+    check = "root"
+
+
+class CollateralExpired(Expired):
+    """DCAP collateral (TCB info, QE identity, CRLs, certificates) is not valid at that time."""
+
+    check = "collateral-time"
+
+
+class UnsupportedCollateral(VerificationFailed):
+    """Well-formed collateral or quote that the verifier cannot use (e.g. TCB info v2)."""
+
+    check = "collateral-format"
+
+
+class QuoteRefused(VerificationFailed):
+    """The DCAP verification library refused a quote; ``library_message`` keeps its words.
+
+    Attributes:
+        library_message: the library's own message, unchanged.
+    """
+
+    check = "dcap-qvl"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        library_message: str,
+        expected: str | None = None,
+        found: str | None = None,
+        detail: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        super().__init__(message, expected=expected, found=found, detail=detail)
+        self.library_message = library_message
+
+
 class PolicyDenied(SgxlaunchError):
     """A valid request that the owner's launch policy does not allow.
 
@@ -190,18 +230,22 @@ class PolicyDenied(SgxlaunchError):
 
 
 __all__ = [
+    "CollateralExpired",
     "Expired",
     "MacInvalid",
     "MalformedInput",
     "MeasurementMismatch",
     "PlatformMismatch",
     "PolicyDenied",
+    "QuoteRefused",
     "QuotientInvalid",
     "Rollback",
     "SgxlaunchError",
     "SignatureInvalid",
     "SignerMismatch",
     "ThresholdNotMet",
+    "UnsupportedCollateral",
+    "UntrustedRoot",
     "UsageError",
     "VerificationFailed",
 ]

@@ -139,6 +139,54 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("policy install", False, weak, "--home", home)
     yield go("policy install", True, signed, "--home", home)
 
+    # DCAP quotes (docs/attest.md): a real quote inside its collateral window.
+    phala = shared_vectors() / "dcap" / "phala"
+    quote, collateral = phala / "sgx_quote", phala / "sgx_quote_collateral.json"
+    at = ("--collateral", collateral, "--at", "2025-07-01T00:00:00Z")
+    appraisal = tmp / "appraisal.json"
+    appraisal.write_text(
+        json.dumps(
+            {
+                "spec_version": "1",
+                "type": "quote-appraisal",
+                "version": 1,
+                "expires": "2099-01-01T00:00:00Z",
+                "identities": [
+                    {
+                        "id": "sample",
+                        "mrsigner": "815f42f11cf64430c30bab7816ba596a"
+                        "1da0130c3b028b673133a66cf9a3e0e6",
+                    }
+                ],
+                "tcb_statuses": ["ConfigurationAndSWHardeningNeeded"],
+                "denied_advisories": ["INTEL-SA-00615"],
+            }
+        )
+    )
+    signed_appraisal = tmp / "appraisal.signed.json"
+    invoke(
+        main,
+        [
+            "quote",
+            "appraisal",
+            "sign",
+            str(appraisal),
+            "--key",
+            k[0],
+            "--key",
+            k[1],
+            "-o",
+            str(signed_appraisal),
+        ],
+        catch_exceptions=False,
+    )
+    yield go("quote inspect", True, quote)
+    yield go("quote inspect", False, garbage)
+    yield go("quote verify", True, quote, *at)
+    yield go("quote verify", False, quote, *at, "--appraisal", signed_appraisal, "--home", home)
+    yield go("quote appraisal install", True, signed_appraisal, "--home", home)
+    yield go("quote appraisal install", False, garbage, "--home", home)
+
     le_signer = json.loads(go("key mrsigner", True, le_key).stdout)["result"]["mrsigner"]
     mode = tmp / "mode.json"
     yield go(

@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "sgxlaunch.cli.run",
     "sgxlaunch.cli.log",
     "sgxlaunch.cli.machine",
+    "sgxlaunch.cli.quote",
 )
 
 
