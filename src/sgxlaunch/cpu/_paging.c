@@ -12,19 +12,19 @@
  * (python_ewb/python_eldu/python_eldb) themselves. tests/cpu/test_paging_native.py runs both
  * paths side by side.
  *
- * State it reads and writes (owned by Processor, handed over once at construction):
+ * State it reads and writes (sgxlaunch.cpu.state.EpcState's, handed over once by PagingLeaves):
  *   epc             bytearray, the EPC contents
  *   valid, ptype, perm, blocked        bytearrays, one byte per EPC page (the EPCM)
  *   blocked_epoch, linaddr, owner      lists, one item per EPC page
  *   page_views      list of memoryviews, one 4 KiB view of the EPC per page
- *   page_region     dict page number -> _Region (ordinary memory: base, end, buf)
- *   secs_state      dict EPC index -> _Enclave for every valid PT_SECS page
+ *   page_region     dict page number -> Region (ordinary memory: base, end, buf)
+ *   secs_state      dict EPC index -> SecsState for every valid PT_SECS page
  *   shared          bytearray(16): [0:8] the per-boot EWB version counter, [8:16] the memory-map
- *                   generation (Processor.allocate/release bump it), both u64 little-endian
+ *                   generation (EpcState.allocate/release bump it), both u64 little-endian
  *   sealed          bytearray(4096 + 16): ciphertext || tag scratch
  *   encrypt_into / decrypt_into        the AESGCM object's bound methods
  *
- * _Enclave and _Region use __slots__; their slots are read at the offsets their member
+ * SecsState and Region use __slots__; their slots are read at the offsets their member
  * descriptors publish, after an exact type check.
  */
 #define PY_SSIZE_T_CLEAN
