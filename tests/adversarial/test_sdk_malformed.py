@@ -203,6 +203,7 @@ def test_malformed_entry_is_refused_naming_the_field(small: Built, name: str) ->
         _measure(data)
     assert words in str(info.value)
     assert info.value.field is not None and info.value.field.startswith(field), info.value.field
+    assert info.value.offset is not None  # every refusal names where in the file
 
 
 def test_group_repeating_more_records_than_precede_it(two_threads: Built) -> None:

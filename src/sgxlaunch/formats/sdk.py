@@ -184,6 +184,8 @@ class Segment:
     filesz: int
     memsz: int
     align: int
+    header_offset: int = 0
+    """File offset of its program header (named in errors)."""
 
     @property
     def secinfo_flags(self) -> int:
@@ -905,7 +907,13 @@ def parse_sdk(data: Any) -> SdkEnclave:
         _bad(f"e_ehsize {e_ehsize} is not 64", field="e_ehsize", offset=52)
     if e_phentsize != _PHDR.size:
         _bad(f"e_phentsize {e_phentsize} is not 56", field="e_phentsize", offset=54)
-    if e_phnum == 0 or e_phoff + e_phnum * _PHDR.size > size:
+    if e_phnum == 0:
+        _bad(
+            "the ELF has no program headers (an enclave has PT_LOAD segments)",
+            field="e_phnum",
+            offset=56,
+        )
+    if e_phoff + e_phnum * _PHDR.size > size:
         _bad(
             f"the {e_phnum} program headers at 0x{e_phoff:x} are not inside the file "
             f"({size} bytes)",
@@ -920,7 +928,7 @@ def parse_sdk(data: Any) -> SdkEnclave:
         p_type, p_flags, p_offset, p_vaddr, _paddr, p_filesz, p_memsz, p_align = _PHDR.unpack_from(
             view, at
         )
-        seg = Segment(i, p_type, p_flags, p_offset, p_vaddr, p_filesz, p_memsz, p_align)
+        seg = Segment(i, p_type, p_flags, p_offset, p_vaddr, p_filesz, p_memsz, p_align, at)
         if p_type == PT_LOAD:
             _check_segment(seg, size, at)
             segments.append(seg)
@@ -1301,6 +1309,7 @@ def plan(enclave: SdkEnclave, metadata: Metadata) -> LoadPlan:
             end = _round(last.vaddr + last.memsz)
             if end < _round(_round(last.memsz) + last.vaddr) and end < _trim(seg.vaddr):
                 builder.page(end, last.secinfo_flags, bytes(PAGE_SIZE), True, "1.3 extra page")
+        builder.at = seg.header_offset
         builder.segment(seg)
         if seg.vaddr > highest:
             highest, last = seg.vaddr, seg
@@ -1308,7 +1317,9 @@ def plan(enclave: SdkEnclave, metadata: Metadata) -> LoadPlan:
         end = _round(last.vaddr + last.memsz)
         if end < _round(_round(last.memsz) + last.vaddr):
             builder.page(end, last.secinfo_flags, bytes(PAGE_SIZE), True, "1.3 extra page")
+    table = where + meta.dirs[DIR_LAYOUT][0]
     for entry, step in meta.expanded():
+        builder.at = table + ENTRY_SIZE * entry.index
         builder.layout(meta, entry, step)
     return LoadPlan(enclave, meta, meta.ssa_frame_size, meta.secs_size, tuple(builder.runs))
 
@@ -1329,6 +1340,7 @@ class _PlanBuilder:
         self.version = version
         self.runs: list[PageRun] = []
         self.end = 0  # enclave offset after the last page added
+        self.at = 0  # file offset of the record (program header, layout entry) being loaded
 
     def read(self, start: int, end: int) -> bytes:
         """File bytes [start, end) of the loader's copy (patches applied)."""
@@ -1348,14 +1360,14 @@ class _PlanBuilder:
                 f"overlaps or precedes the pages of {prev.origin} (up to 0x{self.end:x}); the "
                 "loader's pages must not overlap and, for SGXS, must increase",
                 field=run.origin,
-                offset=None,
+                offset=self.at,
             )
         if run.end > self.size:
             _bad(
                 f"metadata {self.version}: {run.origin} adds pages up to 0x{run.end:x}, beyond "
                 f"SECS.SIZE 0x{self.size:x}",
                 field=run.origin,
-                offset=None,
+                offset=self.at,
             )
         self.runs.append(run)
         self.end = run.end
