@@ -12,8 +12,9 @@ import pytest
 
 import sgxlaunch
 from sgxlaunch import _api
-from sgxlaunch.formats import sgxs
+from sgxlaunch.formats import sdk, sgxs
 from tests.conftest import REPO
+from tests.support.sdk import Spec, build
 
 
 def test_every_public_name_resolves() -> None:
@@ -88,14 +89,35 @@ def elf_header() -> bytes:
 
 
 @pytest.mark.parametrize("reader", [_api.measure_image, _api.read_image, _api.inspect_image])
-def test_an_sdk_elf_enclave_is_refused_as_such(tmp_path: Path, reader: object) -> None:
+def test_an_elf_that_is_no_sdk_enclave_is_refused_naming_the_file(
+    tmp_path: Path, reader: object
+) -> None:
     path = tmp_path / "enclave.signed.so"
     path.write_bytes(elf_header() + bytes(151344 - 64))
     assert callable(reader)
     with pytest.raises(sgxlaunch.MalformedInput) as err:
         reader(path)
-    assert str(err.value).startswith(f"{path}: an Intel SDK enclave (ELF); supported formats: SGXS")
+    assert str(err.value).startswith(f"{path}: the ELF has no program headers")
     assert err.value.exit_code == 2
+
+
+def test_an_sdk_enclave_is_measured_read_and_inspected(tmp_path: Path) -> None:
+    path = tmp_path / "enclave.so"
+    data = build(Spec(version=(1, 5))).data
+    path.write_bytes(data)
+    mrenclave = sdk.measure_sdk(data)
+    assert _api.measure_image(path) == mrenclave == _api.measure_image(io.BytesIO(data))
+    image = _api.read_image(path)
+    assert sgxs.measure_bytes(sgxs.write_sgxs(image)) == mrenclave
+    summary = _api.inspect_image(io.BytesIO(data))
+    assert summary["type"] == "sdk" and summary["mrenclave"] == mrenclave.hex()
+    with pytest.raises(sgxlaunch.UsageError, match="UNSIZED"):
+        _api.measure_image(path, size=1 << 20)
+
+
+def test_the_sgxs_reader_points_an_sdk_enclave_to_its_reader() -> None:
+    with pytest.raises(sgxlaunch.MalformedInput, match="sgxlaunch convert"):
+        sgxs.measure_bytes(elf_header())
 
 
 def test_a_foreign_signature_is_refused_naming_expected_and_found() -> None:

@@ -20,11 +20,12 @@ from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from sgxlaunch._images import summary_of
 from sgxlaunch.arch import AttributeFlag, Attributes, Sigstruct
 from sgxlaunch.arch.constants import VENDOR_NONE
 from sgxlaunch.cpu.machine import MemoryMachine
 from sgxlaunch.errors import MalformedInput, UsageError
-from sgxlaunch.formats import sgxs
+from sgxlaunch.formats import sdk, sgxs
 from sgxlaunch.launch.enclave import sign_launch_enclave as _sign_launch_enclave
 from sgxlaunch.launch.platform import Platform, PlatformConfig, RunResult, take_ownership
 from sgxlaunch.policy import (
@@ -83,6 +84,36 @@ def _today() -> int:
 # -- images ----------------------------------------------------------------------------------
 
 
+def _sdk_bytes(image: ImageSource) -> bytes | None:
+    """The whole file if ``image`` is an Intel SDK enclave (ELF magic), else ``None``.
+
+    A file object is peeked at and rewound; one that cannot seek is left to the SGXS reader.
+    """
+    if isinstance(image, str | os.PathLike):
+        with open(image, "rb") as fh:
+            if not sdk.looks_like_elf(fh.read(4)):
+                return None
+            fh.seek(0)
+            return fh.read()
+    if not image.seekable():
+        return None
+    start = image.tell()
+    head = image.read(4)
+    image.seek(start)
+    return image.read() if sdk.looks_like_elf(head) else None
+
+
+def _sdk(image: ImageSource, data: bytes, size: int | None) -> sdk.SdkEnclave:
+    if size is not None:
+        raise UsageError("size applies to an UNSIZED SGXS stream, not to an SDK enclave")
+    try:
+        return sdk.parse_sdk(data)
+    except MalformedInput as exc:
+        if isinstance(image, str | os.PathLike):
+            raise exc.with_source(os.fspath(image)) from None
+        raise
+
+
 def _with_image(image: ImageSource, reader: Any, **kwargs: Any) -> Any:
     if isinstance(image, str | os.PathLike):
         with open(image, "rb", buffering=0) as fh:
@@ -96,7 +127,8 @@ def _with_image(image: ImageSource, reader: Any, **kwargs: Any) -> Any:
 def measure_image(
     image: ImageSource, *, size: int | None = None, progress: sgxs.ProgressFn | None = None
 ) -> bytes:
-    """MRENCLAVE of an SGXS image, streamed in constant memory with every canonical check.
+    """MRENCLAVE of an SGXS image, streamed in constant memory with every canonical check, or
+    of an Intel SDK enclave (``enclave.signed.so``), re-measured from its pages.
 
     Args:
         image: a path or a binary file object.
@@ -104,11 +136,14 @@ def measure_image(
         progress: called with the number of bytes read after each read.
 
     Raises:
-        MalformedInput: not canonical SGXS, naming the file, record index and offset (an Intel
-            SDK ELF enclave is refused as such).
+        MalformedInput: not canonical SGXS, naming the file, record index and offset; or a
+            malformed SDK enclave, naming the structure or entry and offset.
         UsageError: an UNSIZED stream without ``size`` (or a ``size`` a sized one contradicts).
         OSError: the file cannot be read.
     """
+    data = _sdk_bytes(image)
+    if data is not None:
+        return _sdk(image, data, size).plan().mrenclave()
     result: bytes = _with_image(image, sgxs.measure_stream, size=size, progress=progress)
     return result
 
@@ -116,9 +151,15 @@ def measure_image(
 def read_image(image: ImageSource, *, size: int | None = None) -> sgxs.SgxsImage:
     """Parse an SGXS image into its pages (linear time; memory in proportion to the file).
 
+    An Intel SDK enclave gives the pages its loader adds on an SGX1 platform (urts 1.5).
+
     Raises:
         MalformedInput, UsageError, OSError: as :func:`measure_image`.
     """
+    data = _sdk_bytes(image)
+    if data is not None:
+        enclave = _sdk(image, data, size)
+        return enclave.plan(enclave.select(sdk.URTS_SGX1)).to_image()
     result: sgxs.SgxsImage = _with_image(image, sgxs.parse_stream, size=size)
     return result
 
@@ -275,8 +316,13 @@ def verify(
 def inspect_image(image: ImageSource, *, size: int | None = None) -> dict[str, Any]:
     """A JSON-ready summary of an SGXS image: MRENCLAVE, SIZE, SSAFRAMESIZE, every page.
 
-    One pass over the file (pages and MRENCLAVE together), linear in its length.
+    One pass over the file (pages and MRENCLAVE together), linear in its length. An Intel SDK
+    enclave gives its metadata records, layout and recomputed MRENCLAVE instead
+    (``type`` "sdk").
     """
+    data = _sdk_bytes(image)
+    if data is not None:
+        return summary_of(_sdk(image, data, size))
     parsed, mrenclave = _with_image(image, sgxs.load_stream, size=size)
     pages = []
     for page in parsed.pages:

@@ -22,7 +22,7 @@ from sgxlaunch.sigstruct import mrsigner_of
 from tests.support.cli import run
 from tests.support.keys import rsa_key
 
-ELF_REFUSAL = "an Intel SDK enclave (ELF); supported formats: SGXS"
+NOT_AN_SDK_ENCLAVE = "the ELF has no program headers"
 
 
 def write_author_key(path: Path) -> None:
@@ -113,7 +113,7 @@ def elf_file(path: Path) -> Path:
         ["run", "{so}", "--sig", "{sig}", "--ephemeral"],
     ],
 )
-def test_an_sdk_elf_enclave_is_refused_by_every_image_reader(
+def test_an_elf_that_is_no_sdk_enclave_is_refused_by_every_image_reader(
     tmp_path: Path, command: list[str]
 ) -> None:
     so = elf_file(tmp_path / "enclave.signed.so")
@@ -124,7 +124,9 @@ def test_an_sdk_elf_enclave_is_refused_by_every_image_reader(
     argv = [a.format(so=so, key=key, sig=sig, out=out) for a in command]
     result = run(*argv)
     assert result.exit_code == 2
-    assert result.stderr.splitlines()[0] == f"sgxlaunch: error: {so}: {ELF_REFUSAL}"
+    # Every image reader sends an ELF to the SDK reader (docs/sdk.md), which names the file
+    # and what is wrong with it.
+    assert result.stderr.splitlines()[0].startswith(f"sgxlaunch: error: {so}: {NOT_AN_SDK_ENCLAVE}")
     assert not out.exists()
 
 

@@ -9,5 +9,6 @@
 * :mod:`tests.support.cli` — running the command line in-process;
 * :mod:`tests.support.cli_json` — reading the one JSON object of a `--json` command;
 * :mod:`tests.support.json_cases` — every `--json` command run to succeed and to fail;
-* :mod:`tests.support.dcap` — the DCAP vector quotes, collateral and their expected results.
+* :mod:`tests.support.dcap` — the DCAP vector quotes, collateral and their expected results;
+* :mod:`tests.support.sdk` — a builder of small Intel SGX SDK enclaves (ELF + `.note.sgxmeta`).
 """

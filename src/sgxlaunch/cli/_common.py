@@ -19,6 +19,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
+from sgxlaunch._images import is_sdk_file, sdk_sigstruct
 from sgxlaunch.arch import Sigstruct
 from sgxlaunch.cli._output import echo_json as echo_json
 from sgxlaunch.cli._output import echo_json_error, error_kind
@@ -129,9 +130,14 @@ def about(path: str | Path, *, verification: bool = False) -> Iterator[None]:
 def read_sigstruct(path: str, *, strict: bool = True) -> Sigstruct:
     """Read a SIGSTRUCT file: strict (every constant and reserved byte checked) or raw (length).
 
+    An Intel SDK enclave (``enclave.signed.so``) is accepted too: its SIGSTRUCT is the one in
+    the metadata the loader selects.
+
     Raises:
         MalformedInput: naming the file and the field.
     """
+    if is_sdk_file(path):  # an Intel SDK enclave carries its SIGSTRUCT in .note.sgxmeta
+        return sdk_sigstruct(path, strict=strict)
     data = read_input(path)
     with about(path):
         return Sigstruct.from_bytes(data) if strict else Sigstruct.from_bytes_raw(data)

@@ -1,5 +1,9 @@
 """The enclave author's commands: ``key``, ``measure``, ``sign``, ``gendata``, ``catsig``,
-``verify``."""
+``verify``, ``convert``.
+
+Every command that takes an enclave image takes an SGXS file or an Intel SGX SDK enclave
+(``enclave.signed.so``, recognised by its ELF magic; ``docs/sdk.md``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 
 import click
 
+from sgxlaunch._images import is_sdk_file, measure_sdk_file, read_sdk, sdk_plan
 from sgxlaunch.arch import AttributeFlag, Attributes, Sigstruct
 from sgxlaunch.arch.constants import VENDOR_INTEL, VENDOR_NONE
 from sgxlaunch.cli._common import (
@@ -28,6 +33,7 @@ from sgxlaunch.cli._common import (
     write_output,
 )
 from sgxlaunch.errors import UsageError
+from sgxlaunch.formats import sdk
 from sgxlaunch.sigstruct import (
     DEFAULT_ATTRIBUTEMASK,
     DEFAULT_ATTRIBUTES,
@@ -163,7 +169,9 @@ def _body_from_options(image: str | None, opts: dict[str, Any]) -> Sigstruct:
     """Build the unsigned SIGSTRUCT body from an image (or --mrenclave) and the options."""
     mrenclave: bytes | None = opts["mrenclave"]
     if (image is None) == (mrenclave is None):
-        raise UsageError("give either an IMAGE.sgxs or --mrenclave HEX (exactly one)")
+        raise UsageError(
+            "give either an IMAGE (.sgxs or SDK enclave .so) or --mrenclave HEX (exactly one)"
+        )
     if image is not None:
         mrenclave = _measure_with_progress(Path(image), opts.get("size"))
     elif opts.get("size") is not None:
@@ -172,6 +180,10 @@ def _body_from_options(image: str | None, opts: dict[str, Any]) -> Sigstruct:
     attributes: Attributes | None = opts["attributes"]
     if attributes is None:
         attributes = DEFAULT_ATTRIBUTES
+        if image is not None and is_sdk_file(image):
+            # sgx_sign writes metadata.attributes.flags = SIGSTRUCT.ATTRIBUTES.flags
+            flags = read_sdk(image).select().attributes_flags & ~int(AttributeFlag.DEBUG)
+            attributes = Attributes(flags=flags, xfrm=DEFAULT_ATTRIBUTES.xfrm)
         if opts["debug"]:
             attributes = attributes | Attributes(flags=int(AttributeFlag.DEBUG), xfrm=0)
     elif opts["debug"] and not attributes.debug:
@@ -198,7 +210,8 @@ def _body_from_options(image: str | None, opts: dict[str, Any]) -> Sigstruct:
 
 
 def _measure_with_progress(path: Path, size: int | None) -> bytes:
-    """Measure an SGXS file, with a progress bar on stderr for large files on a terminal."""
+    """Measure an SGXS file (a progress bar on stderr for large files on a terminal) or an
+    Intel SDK enclave (re-measured from its pages)."""
     from sgxlaunch._api import measure_image  # the API module pulls in the platform: lazily
 
     total = path.stat().st_size
@@ -280,14 +293,16 @@ def key_mrsigner(key: str, as_json: bool) -> None:
 @json_option
 @handle_errors
 def measure(image: str, size: int | None, as_json: bool) -> None:
-    """Print the MRENCLAVE of an SGXS IMAGE (lower-case hex), checking canonical form.
+    """Print the MRENCLAVE of an SGXS IMAGE or SDK enclave (lower-case hex).
 
-    The file is streamed in constant memory; a non-canonical record is named with its
-    index and file offset (exit 2).
+    An SGXS file is streamed in constant memory; a non-canonical record is named with its
+    index and file offset (exit 2). An Intel SDK enclave (enclave.signed.so) is re-measured
+    from its pages as the SDK loader builds it, never read from its SIGSTRUCT.
 
     \b
-    Example:
+    Examples:
       sgxlaunch measure enclave.sgxs
+      sgxlaunch measure enclave.signed.so
     """
     mrenclave = _measure_with_progress(Path(image), size)
     if as_json:
@@ -310,7 +325,7 @@ def measure(image: str, size: int | None, as_json: bool) -> None:
     "--output",
     required=True,
     type=click.Path(dir_okay=False),
-    help="Where to write the 1808-byte SIGSTRUCT.",
+    help="Where to write the 1808-byte SIGSTRUCT (for an SDK enclave: the signed .so).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @_sign_options
@@ -322,15 +337,23 @@ def sign_cmd(image: str | None, key_path: str, output: str, force: bool, **opts:
     0xfffffffffffffffd/0xfffffffffffffffc, miscselect 0, misc mask 0xffffffff, vendor 0,
     swdefined 0, date today. Explicit values are written verbatim.
 
+    An Intel SDK enclave whose metadata is laid out (sgx_sign's "sign" after layout) gets the
+    SIGSTRUCT written into every metadata record of its .note.sgxmeta; OUTPUT is then the
+    signed .so, identical to IMAGE elsewhere. Its default ATTRIBUTES.FLAGS are the metadata's.
+
     \b
     Examples:
       sgxlaunch sign --key author.pem enclave.sgxs -o enclave.sig
+      sgxlaunch sign --key author.pem enclave.so -o enclave.signed.so
       sgxlaunch sign --key author.pem --mrenclave 043e…0956 --isvprodid 7 -o e.sig
     """
     key = load_enclave_key(key_path)
     body = _body_from_options(image, opts)
     signed = sign(body, RsaKeySigner(key))
-    write_output(output, signed.to_bytes(), force=force)
+    if image is not None and is_sdk_file(image):
+        write_output(output, sdk.with_sigstruct(read_sdk(image), signed), force=force)
+    else:
+        write_output(output, signed.to_bytes(), force=force)
     click.echo(f"wrote {output}", err=True)
     click.echo(f"mrenclave {signed.enclavehash.hex()}")
     click.echo(f"mrsigner  {signed.mrsigner.hex()}")
@@ -388,19 +411,46 @@ def gendata(image: str | None, output: str, force: bool, **opts: Any) -> None:
     "--output",
     required=True,
     type=click.Path(dir_okay=False),
-    help="Where to write the SIGSTRUCT.",
+    help="Where to write the SIGSTRUCT (with --enclave: the signed .so).",
+)
+@click.option(
+    "--enclave",
+    "enclave_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="An SDK enclave (.so) to write the SIGSTRUCT into; it must measure to ENCLAVEHASH.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @handle_errors
-def catsig(data: str, key_path: str, signature_path: str, output: str, force: bool) -> None:
+def catsig(
+    data: str,
+    key_path: str,
+    signature_path: str,
+    output: str,
+    enclave_path: str | None,
+    force: bool,
+) -> None:
     """Two-step signing, step 2: assemble and verify a SIGSTRUCT from gendata's DATA.
 
     DATA is used as it is (never rebuilt); nothing is written unless the result verifies.
+    With --enclave (an Intel SDK enclave), the SIGSTRUCT goes into its .note.sgxmeta and
+    OUTPUT is the signed .so, as sgx_sign catsig writes it.
+
+    \b
+    Example:
+      sgxlaunch gendata enclave.so -o enclave.data
+      sgxlaunch catsig enclave.data --key author.pub.pem --signature enclave.sig.raw \\
+          --enclave enclave.so -o enclave.signed.so
     """
     public_key = load_enclave_public_key(key_path)
     with about(data):
         signed = assemble(read_input(data), public_key, read_input(signature_path))
-    write_output(output, signed.to_bytes(), force=force)
+    if enclave_path is not None:
+        if not is_sdk_file(enclave_path):
+            raise UsageError(f"{enclave_path}: --enclave takes an Intel SDK enclave (.so)")
+        check_mrenclave(signed, measure_sdk_file(enclave_path))
+        write_output(output, sdk.with_sigstruct(read_sdk(enclave_path), signed), force=force)
+    else:
+        write_output(output, signed.to_bytes(), force=force)
     click.echo(f"wrote {output}", err=True)
     click.echo(f"mrenclave {signed.enclavehash.hex()}")
     click.echo(f"mrsigner  {signed.mrsigner.hex()}")
@@ -411,7 +461,7 @@ def catsig(data: str, key_path: str, signature_path: str, output: str, force: bo
 @click.option(
     "--image",
     type=click.Path(exists=True, dir_okay=False),
-    help="Also check that this SGXS image measures to ENCLAVEHASH.",
+    help="Also check that this image (SGXS or SDK .so) measures to ENCLAVEHASH.",
 )
 @click.option("--size", type=IntParam(64), help="Enclave size for an UNSIZED image.")
 @click.option(
@@ -429,10 +479,16 @@ def verify_cmd(
     Exit 0 only if every requested check holds; 1 naming the failed check (expected vs
     found); 2 if a file is malformed.
 
+    SIG may be an Intel SDK enclave (enclave.signed.so): its SIGSTRUCT is read from the
+    note and, unless --image says otherwise, the same file is re-measured against it.
+
     \b
-    Example:
+    Examples:
       sgxlaunch verify enclave.sig --image enclave.sgxs --mrsigner 8381…f3b2
+      sgxlaunch verify enclave.signed.so
     """
+    if image is None and is_sdk_file(sig):
+        image = sig
     parsed = read_sigstruct(sig)
     warn_sdk_header(parsed, sig)
     checks = ["signature", "q1q2"]
@@ -459,7 +515,37 @@ def verify_cmd(
         click.echo(f"mrsigner  {parsed.mrsigner.hex()}")
 
 
+@click.command("convert")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the SGXS stream.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@handle_errors
+def convert(image: str, output: str, force: bool) -> None:
+    """Write the SGXS stream equivalent to an Intel SDK enclave IMAGE; print its MRENCLAVE.
+
+    The stream holds exactly the operations the SDK loader performs (ECREATE, then every
+    EADD and EEXTEND), so SHA-256 of OUTPUT is the enclave's MRENCLAVE and every SGXS tool
+    accepts it (like Fortanix's ftxsgx-elf2sgxs for its own format).
+
+    \b
+    Example:
+      sgxlaunch convert enclave.signed.so -o enclave.sgxs
+    """
+    if not is_sdk_file(image):
+        raise UsageError(f"{image}: convert takes an Intel SDK enclave (an ELF .so)")
+    plan = sdk_plan(image)
+    write_output(output, plan.to_sgxs(), force=force)
+    click.echo(f"wrote {output}", err=True)
+    click.echo(plan.mrenclave().hex())
+
+
 def register(main: click.Group) -> None:
     """Add the author's commands to the ``sgxlaunch`` group."""
-    for command in (key_group, measure, sign_cmd, gendata, catsig, verify_cmd):
+    for command in (key_group, measure, sign_cmd, gendata, catsig, verify_cmd, convert):
         main.add_command(command)

@@ -1,4 +1,4 @@
-"""``sgxlaunch inspect``: any SGX structure or SGXS image, field by field."""
+"""``sgxlaunch inspect``: any SGX structure, SGXS image or SDK enclave, field by field."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from sgxlaunch._images import is_sdk_file, sdk_sigstruct, sdk_summary
 from sgxlaunch.arch import EinitToken, KeyRequest, Report, Secs, Sigstruct, TargetInfo
 from sgxlaunch.arch._layout import Structure
 from sgxlaunch.cli._common import (
@@ -89,6 +90,36 @@ def _detect_type(data: bytes, given: str | None, path: str) -> str:
     )
 
 
+def _sdk_value(path: str) -> dict[str, Any]:
+    """``sgx_sign dump`` and more: the SIGSTRUCT, every metadata record with its layout, and
+    the recomputed MRENCLAVE beside the stored ENCLAVEHASH."""
+    value = sdk_summary(path)
+    try:
+        sig = sdk_sigstruct(path)
+    except MalformedInput as exc:  # laid out but not signed yet: the metadata still shows
+        value["sigstruct"] = None
+        value["sigstruct_error"] = exc.message
+        return value
+    warn_sdk_header(sig, path)
+    try:
+        verify(sig)
+        value["sigstruct"] = sigstruct_json(sig, True)
+    except VerificationFailed as exc:
+        value["sigstruct"] = sigstruct_json(sig, False, exc.message)
+    return value
+
+
+def _print_sdk(value: dict[str, Any]) -> None:
+    head = {k: v for k, v in value.items() if k not in ("metadata", "sigstruct")}
+    _print_text(head)
+    if value.get("sigstruct") is not None:
+        click.echo("sigstruct:")
+        _print_text(value["sigstruct"], "  ")
+    for record in value["metadata"]:
+        click.echo(f"metadata {record['version']}:")
+        _print_text({k: v for k, v in record.items() if k != "version"}, "  ")
+
+
 def _print_text(value: dict[str, Any], indent: str = "") -> None:
     for key, item in value.items():
         if isinstance(item, dict):
@@ -130,15 +161,25 @@ def inspect(file: str, type_: str | None, as_json: bool) -> None:
     content; TARGETINFO, KEYREQUEST and SECS need --type. JSON keys are the SDM field
     names in lower case; byte strings are hex, integers are numbers.
 
+    An Intel SDK enclave (enclave.signed.so) shows what `sgx_sign dump` shows (the SIGSTRUCT,
+    every metadata record: version, TCS policy and count, stack and heap sizes, the layout
+    table) plus the MRENCLAVE recomputed from its pages and whether it matches ENCLAVEHASH.
+
     \b
     Examples:
       sgxlaunch inspect enclave.sig
       sgxlaunch inspect enclave.sgxs --json
+      sgxlaunch inspect enclave.signed.so
     """
+    if type_ is None and is_sdk_file(file):
+        value = _sdk_value(file)
+        if as_json:
+            echo_json(value)
+        else:
+            _print_sdk(value)
+        return
     with open(file, "rb") as fh:
         head = fh.read(64)
-    if type_ is None and sgxs.looks_like_elf(head):
-        raise MalformedInput(sgxs.ELF_REFUSAL, source=file)
     if type_ is None and sgxs.looks_like_sgxs(head):
         from sgxlaunch._api import inspect_image  # one streamed pass: pages and MRENCLAVE
 

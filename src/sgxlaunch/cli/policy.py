@@ -91,8 +91,11 @@ def _identity_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--isvextprodid", type=HexBytesParam(16), help="ISVEXTPRODID (32 hex)."),
         click.option(
             "--sigstruct",
+            "--enclave",
+            "sigstruct",
             type=click.Path(exists=True, dir_okay=False),
-            help="Take the --match fields from this SIGSTRUCT.",
+            help="Take the --match fields from this SIGSTRUCT, or from the SIGSTRUCT of this "
+            "Intel SDK enclave (.so).",
         ),
         click.option(
             "--match",

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from sgxlaunch._images import is_sdk_file, sdk_sigstruct
 from sgxlaunch.arch import Sigstruct
 from sgxlaunch.cli._common import (
     IntParam,
@@ -21,7 +22,7 @@ from sgxlaunch.cli._common import (
 from sgxlaunch.cli._home import open_platform, read_platform_input
 from sgxlaunch.cli._output import set_failure_result
 from sgxlaunch.driver import LoadFailed
-from sgxlaunch.errors import PolicyDenied
+from sgxlaunch.errors import PolicyDenied, UsageError
 from sgxlaunch.formats import sgxs
 from sgxlaunch.launch.platform import Platform
 from sgxlaunch.policy import MemoryStore, Store
@@ -32,9 +33,8 @@ from sgxlaunch.policy import MemoryStore, Store
 @click.option(
     "--sig",
     "sig_path",
-    required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="The enclave's SIGSTRUCT.",
+    help="The enclave's SIGSTRUCT (an SDK enclave's own is used when omitted).",
 )
 @click.option(
     "--token",
@@ -61,7 +61,7 @@ from sgxlaunch.policy import MemoryStore, Store
 @handle_errors
 def run(
     image: str,
-    sig_path: str,
+    sig_path: str | None,
     token_path: str | None,
     size: int | None,
     ephemeral: bool,
@@ -78,24 +78,42 @@ def run(
     with sgxlaunch (`sgxlaunch example`) is then entered: ECALL 0 with --input, and its
     answer is printed.
 
+    An Intel SDK enclave (enclave.signed.so) is loaded page by page as the SDK's loader
+    builds it, with the SIGSTRUCT of its note unless --sig is given. Its code is native x86,
+    which the emulated platform does not execute: it stops after EINIT and says so, having
+    proved the measurement and the launch decision.
+
     \b
     Examples:
       sgxlaunch run enclave.sgxs --sig enclave.sig
       sgxlaunch run enclave.sgxs --sig enclave.sig --json
+      sgxlaunch run enclave.signed.so
     """
-    from sgxlaunch._api import read_image  # streams the image in fixed-size reads
+    from sgxlaunch._api import read_image  # streams an SGXS image in fixed-size reads
 
-    parsed_image = read_image(image, size=size)
-    with about(sig_path):
-        sig = Sigstruct.from_bytes(read_platform_input(sig_path))
+    native = is_sdk_file(image)
+    parsed_image = read_image(image, size=size)  # an SDK enclave: the pages its loader adds
+    if sig_path is None:
+        if not native:
+            raise UsageError("--sig is required for an SGXS image")
+        sig = sdk_sigstruct(image)
+    else:
+        with about(sig_path):
+            sig = Sigstruct.from_bytes(read_platform_input(sig_path))
     token = read_platform_input(token_path) if token_path else None
     if ephemeral:
         store: Store = MemoryStore()
         platform = Platform.create(store, seed=os.urandom(32), clock=utc_now)
         _run_and_report(platform, parsed_image, sig, token, ecall_input, as_json)
-        return
-    with open_platform(home, machine) as platform:
-        _run_and_report(platform, parsed_image, sig, token, ecall_input, as_json)
+    else:
+        with open_platform(home, machine) as platform:
+            _run_and_report(platform, parsed_image, sig, token, ecall_input, as_json)
+    if native:
+        click.echo(
+            f"sgxlaunch: {image} is an Intel SDK enclave: its code is native x86, which the "
+            "emulated platform does not run; stopped after EINIT",
+            err=True,
+        )
 
 
 def _run_and_report(

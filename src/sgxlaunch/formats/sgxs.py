@@ -718,8 +718,11 @@ def write_sgxs(image: SgxsImage) -> bytes:
 
 
 ELF_MAGIC = b"\x7fELF"
-ELF_REFUSAL = "an Intel SDK enclave (ELF); supported formats: SGXS"
-"""The message every reader of an image gives for an ELF file (SDK enclaves: issue 15)."""
+ELF_REFUSAL = (
+    "an Intel SDK enclave (ELF), not an SGXS stream: read it with sgxlaunch.formats.sdk "
+    "(the API and the command line do so by themselves), or `sgxlaunch convert` it"
+)
+"""What the SGXS readers say when handed an ELF file (``docs/sdk.md``)."""
 
 
 def looks_like_elf(head: bytes) -> bool:
