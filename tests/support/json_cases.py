@@ -50,6 +50,7 @@ def json_commands(group: click.Group = main, prefix: str = "") -> set[str]:
 
 def run_cases(tmp: Path) -> Iterator[Case]:
     """Build a whole owner setup in ``tmp`` and run each --json command to succeed and fail."""
+    tmp.mkdir(parents=True, exist_ok=True)
     gen = shared_vectors() / "generated"
     home = tmp / "home"
     garbage = tmp / "garbage.bin"

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from sgxlaunch.cli._common import GLOBAL_OPTIONS, top_level_option
 from sgxlaunch.cli._output import echo_json_error
 
 _COMMAND_MODULES = (
@@ -72,6 +73,14 @@ class SgxlaunchGroup(click.Group):
             sys.exit(0)
         sys.exit(code if isinstance(code, int) else 0)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # Caught here, before click's own handler (which exits 1): `| head` is not an error.
+            _quiet_stdout()
+            sys.exit(0)
+
 
 @click.group(
     cls=SgxlaunchGroup,
@@ -82,13 +91,19 @@ def main() -> None:
     """sgxlaunch: owner-controlled launch of Intel SGX enclaves.
 
     An enclave launches only with its author's signature (SIGSTRUCT) and the platform owner's
-    authorization. These commands build, measure, sign, verify and inspect enclaves, and
-    (in later commands) manage the owner's policy and the emulated platform.
+    authorization. The author measures, signs, verifies and inspects enclaves (key, measure,
+    sign, gendata, catsig, verify, inspect); the owner keeps a k-of-n root and a signed launch
+    policy (owner, policy); the emulated platform runs enclaves under that policy and logs
+    every launch (platform, machine, recovery, run, log).
 
+    --home and --machine work before or after the command, or from $SGXLAUNCH_HOME and
+    $SGXLAUNCH_MACHINE. Every --json prints one JSON object, also on failure (docs/json.md).
     Exit codes: 0 success, 1 verification failed or launch denied, 2 usage error or malformed
     input. Results go to stdout; messages to stderr.
     """
 
+
+main.params.extend(top_level_option(name) for name in GLOBAL_OPTIONS)
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(main)

@@ -35,7 +35,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MAX_INPUT_BYTES = 64 << 20
-"""Largest file the small-structure commands read whole (images are streamed instead)."""
+"""Largest non-image file a command reads whole (SGXS images are streamed, with no limit);
+``$SGXLAUNCH_MAX_INPUT_BYTES`` overrides it. Signed documents and key files have their own,
+smaller caps, set by their formats."""
+
+MAX_INPUT_ENV = "SGXLAUNCH_MAX_INPUT_BYTES"
 
 
 def _error_fields(error: SgxlaunchError) -> dict[str, Any]:
@@ -94,18 +98,40 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def read_input(path: str | Path, *, limit: int = MAX_INPUT_BYTES) -> bytes:
-    """Read a whole (small) input file, refusing oversize ones before reading them.
+def max_input_bytes() -> int:
+    """The non-image input limit: ``$SGXLAUNCH_MAX_INPUT_BYTES`` or :data:`MAX_INPUT_BYTES`.
 
     Raises:
-        MalformedInput: the file is larger than ``limit``.
+        UsageError: the variable is set but not a positive decimal integer.
+    """
+    text = os.environ.get(MAX_INPUT_ENV)
+    if text is None or text == "":
+        return MAX_INPUT_BYTES
+    value = parse_int_text(text)
+    if value is None or value <= 0:
+        raise UsageError(f"${MAX_INPUT_ENV}={text}: expected a positive number of bytes")
+    return value
+
+
+def read_input(path: str | Path, *, limit: int | None = None) -> bytes:
+    """Read a whole (small) input file, refusing oversize ones before reading them.
+
+    ``limit`` defaults to :func:`max_input_bytes` (a format's own cap is passed explicitly).
+
+    Raises:
+        MalformedInput: the file is larger than the limit (naming the file, its size, the
+            limit and how to raise it).
         OSError: the file cannot be read (mapped by :func:`handle_errors`).
     """
     path = Path(path)
+    overridable = limit is None
+    cap = max_input_bytes() if limit is None else limit
     size = path.stat().st_size
-    if size > limit:
+    if size > cap:
+        how = f" (set ${MAX_INPUT_ENV} to raise it)" if overridable else ""
         raise MalformedInput(
-            f"file is {size} bytes, more than the {limit}-byte limit", source=str(path)
+            f"file is {size} bytes, more than the {cap}-byte limit for this input{how}",
+            source=str(path),
         )
     return path.read_bytes()
 
@@ -182,27 +208,75 @@ def write_output(path: str | Path, data: bytes, *, mode: int = 0o644, force: boo
         raise
 
 
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 record``, ``2 records`` (``plural_form`` when adding an ``s`` is wrong)."""
+    return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
+
+
 def utc_now() -> datetime:
     """The wall clock, UTC, to the second (the CLI's only clock)."""
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--home``: the state directory."""
-    return click.option(
-        "--home",
-        type=click.Path(file_okay=False),
-        help="State directory (default $SGXLAUNCH_HOME or ~/.local/share/sgxlaunch).",
-    )(fn)
+GLOBAL_OPTIONS: dict[str, tuple[click.Path, str]] = {
+    "home": (
+        click.Path(file_okay=False),
+        "State directory (default $SGXLAUNCH_HOME or ~/.local/share/sgxlaunch).",
+    ),
+    "machine": (
+        click.Path(dir_okay=False),
+        "Machine file (default $SGXLAUNCH_MACHINE or ~/.local/state/sgxlaunch/machine.json).",
+    ),
+}
+"""Options accepted before or after the subcommand (``sgxlaunch --home H log show`` or
+``sgxlaunch log show --home H``); the one after the subcommand wins, the environment variable
+(read where the path is resolved) comes after both. Adding one is one entry here plus
+``global_option(name)`` on the commands that use it."""
+
+_GLOBAL_META = "sgxlaunch.global."
 
 
-def machine_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--machine``: the machine file (the emulated silicon; kept outside the home)."""
-    return click.option(
-        "--machine",
-        type=click.Path(dir_okay=False),
-        help="Machine file (default $SGXLAUNCH_MACHINE or ~/.local/state/sgxlaunch/machine.json).",
-    )(fn)
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Callback of a top-level global option: keep its value for the subcommand."""
+    if value is not None and param.name is not None:
+        ctx.meta[_GLOBAL_META + param.name] = value
+    return value
+
+
+def _inherit(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Callback of a subcommand's global option: fall back to the top-level value."""
+    if value is None and param.name is not None:
+        return ctx.meta.get(_GLOBAL_META + param.name)
+    return value
+
+
+def _global_settings(name: str, top_level: bool) -> dict[str, Any]:
+    type_, help_text = GLOBAL_OPTIONS[name]
+    return {
+        "type": type_,
+        "help": help_text,
+        "callback": _remember if top_level else _inherit,
+        "expose_value": not top_level,
+        "is_eager": top_level,
+    }
+
+
+def global_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--NAME`` from :data:`GLOBAL_OPTIONS` on a subcommand (inheriting the top-level one)."""
+    return click.option(f"--{name}", name, **_global_settings(name, top_level=False))
+
+
+def top_level_option(name: str) -> click.Option:
+    """``--NAME`` from :data:`GLOBAL_OPTIONS` for the top-level group."""
+    return click.Option([f"--{name}", name], **_global_settings(name, top_level=True))
+
+
+home_option = global_option("home")
+"""``--home``: the state directory (also accepted before the subcommand)."""
+
+machine_option = global_option("machine")
+"""``--machine``: the machine file, the emulated silicon kept outside the home (also accepted
+before the subcommand)."""
 
 
 def signing_keys_option(

@@ -53,12 +53,49 @@ class TimeParam(click.ParamType):  # type: ignore[type-arg]  # generic only in n
             self.fail(f"{value!r}: expected an RFC 3339 UTC time like 2027-01-31T00:00:00Z")
 
 
-def expiry(expires: datetime | None, days: int | None, default_days: int) -> datetime:
+EXPIRY_WARNING = timedelta(days=1)
+"""Making or signing a document that expires sooner than this (or has expired) warns."""
+
+
+def warn_expiry(what: str, expires: datetime, now: datetime | None = None) -> None:
+    """Warn on stderr when ``what`` has already expired or expires within a day."""
+    now = now or utc_now()
+    when = _json.format_time(expires)
+    if expires <= now:
+        click.echo(
+            f"sgxlaunch: warning: {what} has already EXPIRED (at {when}); "
+            "no platform will accept it",
+            err=True,
+        )
+    elif expires - now < EXPIRY_WARNING:
+        click.echo(f"sgxlaunch: warning: {what} expires within a day (at {when})", err=True)
+
+
+def expiry(expires: datetime | None, days: int | None, default_days: int, *, what: str) -> datetime:
+    """The expiry of a new document ``what`` from --expires / --valid-days (warns when it is
+    already past or less than a day away)."""
     if expires is not None and days is not None:
         raise UsageError("give --expires or --valid-days, not both")
-    if expires is not None:
-        return expires
-    return utc_now() + timedelta(days=default_days if days is None else days)
+    now = utc_now()
+    value = (
+        expires
+        if expires is not None
+        else now + timedelta(days=default_days if days is None else days)
+    )
+    warn_expiry(what, value, now)
+    return value
+
+
+def warn_payload_expiry(payload_type: str, payload: bytes, path: str) -> None:
+    """Warn when the document about to be signed has expired or expires within a day."""
+    with about(path):
+        if payload_type == ROOT_PAYLOAD_TYPE:
+            warn_expiry(f"{path}: the owner root", OwnerRoot.from_payload(payload).expires)
+        elif payload_type == POLICY_PAYLOAD_TYPE:
+            warn_expiry(f"{path}: the launch policy", LaunchPolicy.from_payload(payload).expires)
+        elif payload_type == MODE_PAYLOAD_TYPE:
+            document = ModeDocument.from_payload(payload)
+            warn_expiry(f"{path}: the platform-mode document", document.expires)
 
 
 def expiry_options(default_days: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -141,6 +178,7 @@ def sign_envelope(path: str, keys: Sequence[str], out: str | None) -> Envelope:
         with about(path):
             document = ModeDocument.from_payload(envelope.payload)
         click.echo(f"signing {mode_line(document)}", err=True)
+    warn_payload_expiry(envelope.payload_type, envelope.payload, path)
     for key_path in keys:
         signer = load_signer(key_path)
         envelope = envelope.signed_by(signer)

@@ -42,4 +42,4 @@ def open_platform(
 def read_platform_input(path: str) -> bytes:
     """Read a file for the platform commands (images, SIGSTRUCTs, tokens, documents)."""
     with about(path):
-        return read_input(path, limit=80 << 20)
+        return read_input(path)

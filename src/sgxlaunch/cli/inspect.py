@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
 
-from sgxlaunch._images import is_sdk_file, sdk_sigstruct, sdk_summary
 from sgxlaunch.arch import EinitToken, KeyRequest, Report, Secs, Sigstruct, TargetInfo
 from sgxlaunch.arch._layout import Structure
 from sgxlaunch.cli._common import (
@@ -19,7 +19,7 @@ from sgxlaunch.cli._common import (
     warn_sdk_header,
 )
 from sgxlaunch.errors import MalformedInput, UsageError, VerificationFailed
-from sgxlaunch.formats import sgxs
+from sgxlaunch.formats import sniff
 from sgxlaunch.sigstruct import verify
 
 
@@ -72,19 +72,20 @@ _TYPES: dict[str, type[Structure]] = {
 _BY_SIZE = {Sigstruct.SIZE: "sigstruct", EinitToken.SIZE: "einittoken", Report.SIZE: "report"}
 
 
-def _detect_type(data: bytes, given: str | None, path: str) -> str:
+def _detect_type(head: bytes, size: int, given: str | None, path: str) -> str:
+    """The file's kind from its first bytes and its size (``--type`` wins)."""
     if given is not None:
         return given
-    if sgxs.looks_like_sgxs(data):
+    if sniff.looks_like_sgxs(head):
         return "sgxs"
-    if len(data) in _BY_SIZE:
-        return _BY_SIZE[len(data)]
-    if len(data) == 512:
+    if size in _BY_SIZE:
+        return _BY_SIZE[size]
+    if size == 512:
         raise UsageError(f"{path}: 512 bytes is a TARGETINFO or a KEYREQUEST; say --type")
-    if len(data) == 4096:
+    if size == 4096:
         raise UsageError(f"{path}: 4096 bytes could be a SECS; say --type secs")
     raise MalformedInput(
-        f"unrecognised file of {len(data)} bytes: not an SGXS stream, SIGSTRUCT (1808), "
+        f"unrecognised file of {size} bytes: not an SGXS stream, SIGSTRUCT (1808), "
         f"EINITTOKEN (304) or REPORT (432)",
         source=path,
     )
@@ -93,6 +94,8 @@ def _detect_type(data: bytes, given: str | None, path: str) -> str:
 def _sdk_value(path: str) -> dict[str, Any]:
     """``sgx_sign dump`` and more: the SIGSTRUCT, every metadata record with its layout, and
     the recomputed MRENCLAVE beside the stored ENCLAVEHASH."""
+    from sgxlaunch._images import sdk_sigstruct, sdk_summary  # the ELF reader, only for ELF
+
     value = sdk_summary(path)
     try:
         sig = sdk_sigstruct(path)
@@ -135,7 +138,11 @@ def _print_text(value: dict[str, Any], indent: str = "") -> None:
 
 def _text_value(item: Any) -> str:
     """Readable text form: long hex shortened (use --json for all bytes), large ints in hex."""
-    if isinstance(item, bool) or not isinstance(item, int | str):
+    if isinstance(item, bool):
+        return "yes" if item else "no"
+    if item is None:
+        return "none"
+    if not isinstance(item, int | str):
         return str(item)
     if isinstance(item, int):
         return str(item) if item < 256 else f"0x{item:x}"
@@ -171,34 +178,34 @@ def inspect(file: str, type_: str | None, as_json: bool) -> None:
       sgxlaunch inspect enclave.sgxs --json
       sgxlaunch inspect enclave.signed.so
     """
-    if type_ is None and is_sdk_file(file):
-        value = _sdk_value(file)
-        if as_json:
-            echo_json(value)
-        else:
-            _print_sdk(value)
-        return
     with open(file, "rb") as fh:
         head = fh.read(64)
-    if type_ is None and sgxs.looks_like_sgxs(head):
+        if type_ is None and sniff.looks_like_elf(head):  # an Intel SDK enclave
+            value = _sdk_value(file)
+            if as_json:
+                echo_json(value)
+            else:
+                _print_sdk(value)
+            return
+        size = os.fstat(fh.fileno()).st_size
+    kind = _detect_type(head, size, type_, file)
+    if kind == "sgxs":
         from sgxlaunch._api import inspect_image  # one streamed pass: pages and MRENCLAVE
 
         value = inspect_image(file)
+    elif kind == "sigstruct":
+        sig = read_sigstruct(file)
+        warn_sdk_header(sig, file)
+        try:
+            verify(sig)
+            value = sigstruct_json(sig, True)
+        except VerificationFailed as exc:
+            value = sigstruct_json(sig, False, exc.message)
     else:
         data = read_input(file)
-        kind = _detect_type(data, type_, file)
-        if kind == "sigstruct":
-            sig = read_sigstruct(file)
-            warn_sdk_header(sig, file)
-            try:
-                verify(sig)
-                value = sigstruct_json(sig, True)
-            except VerificationFailed as exc:
-                value = sigstruct_json(sig, False, exc.message)
-        else:
-            with about(file):
-                parsed = _TYPES[kind].from_bytes(data)
-            value = {"type": kind, **parsed.to_dict()}
+        with about(file):
+            parsed = _TYPES[kind].from_bytes(data)
+        value = {"type": kind, **parsed.to_dict()}
     if as_json:
         echo_json(value)
     else:

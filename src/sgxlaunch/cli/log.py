@@ -10,6 +10,7 @@ from sgxlaunch.cli._common import (
     home_option,
     json_option,
     machine_option,
+    plural,
 )
 from sgxlaunch.cli._home import open_platform
 from sgxlaunch.cli._output import set_failure_result
@@ -69,7 +70,7 @@ def log_verify(home: str | None, machine: str | None, as_json: bool) -> None:
     if as_json:
         echo_json({"valid": True, "records": count})
     else:
-        click.echo(f"OK: {count} {'record verifies' if count == 1 else 'records verify'}")
+        click.echo(f"OK: {plural(count, 'record verifies', 'records verify')}")
 
 
 def register(main: click.Group) -> None:

@@ -16,6 +16,7 @@ from sgxlaunch.cli._common import (
     home_option,
     json_option,
     output_option,
+    plural,
     read_input,
     read_sigstruct,
     signing_keys_option,
@@ -28,6 +29,7 @@ from sgxlaunch.cli._documents import (
     mode_expiry_options,
     mode_line,
     read_mode_file,
+    warn_expiry,
 )
 from sgxlaunch.errors import UsageError
 from sgxlaunch.policy.control import (
@@ -125,7 +127,7 @@ def mode_new(
         le_mrsigner = EnclaveIdentity.from_sigstruct(read_sigstruct(le_sigstruct)).mrsigner
     document = ModeDocument.create(
         version=version,
-        expires=expiry(expires, valid_days, DEFAULT_MODE_DAYS),
+        expires=expiry(expires, valid_days, DEFAULT_MODE_DAYS, what="the platform-mode document"),
         mode=mode,
         le_mrsigner=le_mrsigner,
         platform_id=platform_id,
@@ -169,6 +171,7 @@ def mode_sign(file: str, keys: tuple[str, ...], out: str | None, force: bool) ->
             )
         envelope = Envelope(MODE_PAYLOAD_TYPE, read_input(file, limit=MAX_MODE_ENVELOPE_SIZE))
     click.echo(f"signing {mode_line(document)}", err=True)
+    warn_expiry(f"{file}: the platform-mode document", document.expires)
     for key_path in keys:
         signer = load_signer(key_path)
         envelope = envelope.signed_by(signer)
@@ -197,7 +200,7 @@ def mode_show(file: str | None, home: str | None, as_json: bool) -> None:
             echo_json(document.describe() | {"signed_by": signed})
             return
         click.echo(mode_line(document))
-        click.echo(f"signed by {len(signed)} key(s):")
+        click.echo(f"signed by {plural(len(signed), 'key')}:")
         for keyid in signed:
             click.echo(f"  {keyid}")
         return

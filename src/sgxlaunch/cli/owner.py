@@ -16,6 +16,7 @@ from sgxlaunch.cli._common import (
     home_option,
     json_option,
     output_option,
+    plural,
     read_input,
     signing_keys_option,
     utc_now,
@@ -174,7 +175,7 @@ def owner_init(
     keys, signers = _keys_for(count, key_dir, scheme, public_keys)
     root = OwnerRoot.create(
         version=1,
-        expires=expiry(expires, valid_days, DEFAULT_ROOT_DAYS),
+        expires=expiry(expires, valid_days, DEFAULT_ROOT_DAYS, what="the owner root"),
         threshold=threshold,
         keys=keys,
     )
@@ -243,14 +244,14 @@ def owner_rotate(
     for prefix in keep:
         matches = [k for k in old.keys.values() if k.keyid.startswith(prefix.lower())]
         if len(matches) != 1:
-            raise UsageError(f"--keep {prefix}: matches {len(matches)} keys of {current}")
+            raise UsageError(f"--keep {prefix}: matches {plural(len(matches), 'key')} of {current}")
         if matches[0] not in kept:
             kept.append(matches[0])
     keys, signers = _keys_for(count, key_dir, scheme, public_keys)
     all_keys = kept + [k for k in keys if k.keyid not in {c.keyid for c in kept}]
     root = OwnerRoot.create(
         version=old.version + 1,
-        expires=expiry(expires, valid_days, DEFAULT_ROOT_DAYS),
+        expires=expiry(expires, valid_days, DEFAULT_ROOT_DAYS, what="the owner root"),
         threshold=old.threshold if threshold is None else threshold,
         keys=all_keys,
     )

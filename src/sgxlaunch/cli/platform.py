@@ -16,6 +16,7 @@ from sgxlaunch.cli._common import (
     home_option,
     json_option,
     machine_option,
+    plural,
     utc_now,
     write_output,
 )
@@ -63,7 +64,7 @@ def _print_status(status: dict[str, Any]) -> None:
     if root:
         click.echo(
             f"owner root   version {root.get('version')}, "
-            f"{root.get('threshold')} of {len(root.get('keys', []))} keys"
+            f"{root.get('threshold')} of {plural(len(root.get('keys', [])), 'key')}"
         )
     else:
         click.echo("owner root   none")
@@ -77,7 +78,7 @@ def _print_status(status: dict[str, Any]) -> None:
     else:
         click.echo("policy       none")
     count = status["log_records"]
-    click.echo(f"log          {count} {'record' if count == 1 else 'records'}")
+    click.echo(f"log          {plural(count, 'record')}")
 
 
 @click.group("platform")

@@ -24,6 +24,7 @@ from sgxlaunch.cli._common import (
     json_option,
     machine_option,
     output_option,
+    plural,
     read_input,
     read_sigstruct,
     signing_keys_option,
@@ -38,6 +39,7 @@ from sgxlaunch.cli._documents import (
     read_policy_file,
     read_root,
     sign_envelope,
+    warn_payload_expiry,
 )
 from sgxlaunch.cli._output import set_failure_result
 from sgxlaunch.errors import PolicyDenied, UsageError
@@ -262,7 +264,7 @@ def policy_new(
         allow, deny, next_version = old.allow, old.deny, old.version + 1
     policy = LaunchPolicy(
         next_version if version is None else version,
-        expiry(expires, valid_days, DEFAULT_POLICY_DAYS),
+        expiry(expires, valid_days, DEFAULT_POLICY_DAYS, what="the launch policy"),
         allow,
         deny,
     )
@@ -358,7 +360,7 @@ def policy_show(policy: str, as_json: bool) -> None:
             fields = " ".join(_rule_field_text(k, v) for k, v in rule.to_doc().items())
             click.echo(f"  {rule.id}: {fields}")
     if envelope is not None:
-        click.echo(f"signed by {len(envelope.signatures)} key(s):")
+        click.echo(f"signed by {plural(len(envelope.signatures), 'key')}:")
         for sig in envelope.signatures:
             click.echo(f"  {sig.keyid}")
 
@@ -393,6 +395,7 @@ def policy_sign(policy: str, keys: tuple[str, ...], out: str | None, force: bool
         )
     with about(policy):
         LaunchPolicy.from_payload(data)
+    warn_payload_expiry(POLICY_PAYLOAD_TYPE, data, policy)
     signers = [load_signer(k) for k in keys]
     envelope = sign_payload(POLICY_PAYLOAD_TYPE, data, signers)
     write_output(out, envelope.to_bytes(), force=force)

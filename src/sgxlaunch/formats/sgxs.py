@@ -123,6 +123,14 @@ class SgxsImage:
     unsized_offset: int | None = None
 
 
+def _tag_text(tag: bytes) -> str:
+    """A record tag for a message: its name when it is printable ASCII, else its hex bytes."""
+    name = bytes(tag).rstrip(b"\0")
+    if name and all(0x20 < c < 0x7F for c in name):
+        return f'"{name.decode("ascii")}"'
+    return f"0x{bytes(tag).hex()} (hex)"
+
+
 def _err(message: str, index: int, offset: int, **kw: object) -> MalformedInput:
     detail = kw.get("detail", ())
     assert isinstance(detail, list | tuple)
@@ -330,9 +338,9 @@ class _Scanner:
                     "not an SGXS stream: the first record must be ECREATE",
                     index,
                     at,
-                    detail=[f"found tag {tag!r}"],
+                    detail=[f"found tag {_tag_text(tag)}"],
                 )
-            raise _err(f"unknown record tag {tag!r}", index, at)
+            raise _err(f"unknown record tag {_tag_text(tag)}", index, at)
         if index == 0 and tag not in (TAG_ECREATE, TAG_UNSIZED):
             raise _err("the first record must be ECREATE", index, at)
         self.index += 1
