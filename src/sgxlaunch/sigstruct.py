@@ -14,10 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sgxlaunch.arch.constants import (
     HARDCODED_PKCS1_5_PADDING,
@@ -33,6 +30,9 @@ from sgxlaunch.errors import (
     SignerMismatch,
     UsageError,
 )
+
+if TYPE_CHECKING:  # cryptography is imported where a key is used (a faster CLI start)
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 SIGNING_DATA_SIZE = 256
 KEY_BITS = 3072
@@ -67,11 +67,16 @@ class RsaKeySigner:
         return self.key.public_key()
 
     def sign_pkcs1v15_sha256(self, message: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
         return self.key.sign(message, padding.PKCS1v15(), hashes.SHA256())
 
 
 def generate_key() -> rsa.RSAPrivateKey:
     """A fresh RSA-3072 key with public exponent 3, as SGX requires."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     return rsa.generate_private_key(public_exponent=SIGSTRUCT_EXPONENT, key_size=KEY_BITS)
 
 

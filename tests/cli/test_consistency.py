@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from sgxlaunch.cli import main
+from sgxlaunch.cli import _COMMANDS, load_all_commands, main
 from sgxlaunch.cli._common import MAX_INPUT_ENV
 from tests.conftest import shared_vectors
 from tests.support.cli import run
@@ -26,6 +26,7 @@ GEN = shared_vectors() / "generated"
 
 
 def _commands(group: click.Group = main, prefix: str = "") -> dict[str, click.Command]:
+    load_all_commands()
     out: dict[str, click.Command] = {}
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
@@ -234,6 +235,8 @@ def test_plurals(tmp_path: Path) -> None:
 def test_top_level_help_is_accurate() -> None:
     text = run("--help").stdout
     assert "later commands" not in text and "build" not in text
+    load_all_commands()
+    assert set(main.commands) == set(_COMMANDS)
     for name in main.commands:
         assert re.search(rf"^  {re.escape(name)}\b", text, re.M), name
 
@@ -335,3 +338,44 @@ def test_an_expired_installed_policy_is_said_first(tmp_path: Path) -> None:
     assert json.loads(as_json.stdout)["result"]["policy_expired"] is True
     shown = run("owner", "show", "--home", home)
     assert shown.stdout.startswith("EXPIRED: the launch policy")
+
+
+# -- start-up: the command modules and heavy libraries load only when needed ------------------
+
+_PROBE = """
+import sys
+from click.testing import CliRunner
+from sgxlaunch.cli import main
+result = CliRunner().invoke(main, sys.argv[1:])
+assert result.exit_code == 0, result.output
+heavy = ("numpy", "cryptography", "rich", "sgxlaunch.cpu", "sgxlaunch.launch", "sgxlaunch.policy")
+ours = "sgxlaunch.cli."
+print(" ".join(sorted(m for m in sys.modules if m.startswith(heavy) or m.startswith(ours))))
+"""
+
+
+def _loaded(*args: str) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return set(proc.stdout.split())
+
+
+def test_help_loads_no_command_module_and_no_heavy_library() -> None:
+    assert _loaded("--help") <= {"sgxlaunch.cli._common", "sgxlaunch.cli._output"}
+
+
+def test_inspect_of_a_sigstruct_loads_no_heavy_library() -> None:
+    loaded = _loaded("inspect", str(GEN / "case1_defaults.sig"))
+    assert "sgxlaunch.cli.inspect" in loaded
+    assert not {m for m in loaded if not m.startswith("sgxlaunch.cli.")}, loaded
+
+
+def test_top_level_help_lines_are_the_commands_own() -> None:
+    load_all_commands()
+    for name, (_modules, line) in _COMMANDS.items():
+        assert main.commands[name].get_short_help_str(limit=1000) == line, name

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from click.testing import CliRunner
 
-from sgxlaunch.cli import main
+from sgxlaunch.cli import load_all_commands, main
 from tests.conftest import shared_vectors
 
 
@@ -38,6 +38,7 @@ class Case:
 
 def json_commands(group: click.Group = main, prefix: str = "") -> set[str]:
     """Every command in the click tree that has a ``--json`` option."""
+    load_all_commands()
     found: set[str] = set()
     for name, command in group.commands.items():
         path = f"{prefix}{name}"

@@ -15,14 +15,15 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from sgxlaunch._images import is_sdk_file, sdk_sigstruct
-from sgxlaunch.arch import Sigstruct
 from sgxlaunch.cli._output import echo_json as echo_json
 from sgxlaunch.cli._output import echo_json_error, error_kind
+
+if TYPE_CHECKING:
+    from sgxlaunch.arch import Sigstruct
 from sgxlaunch.errors import (
     MalformedInput,
     PolicyDenied,
@@ -162,8 +163,8 @@ def read_sigstruct(path: str, *, strict: bool = True) -> Sigstruct:
     Raises:
         MalformedInput: naming the file and the field.
     """
-    if is_sdk_file(path):  # an Intel SDK enclave carries its SIGSTRUCT in .note.sgxmeta
-        return sdk_sigstruct(path, strict=strict)
+    from sgxlaunch.arch import Sigstruct
+
     data = read_input(path)
     with about(path):
         return Sigstruct.from_bytes(data) if strict else Sigstruct.from_bytes_raw(data)

@@ -42,6 +42,11 @@ from sgxlaunch.arch.constants import (
     PageType,
 )
 from sgxlaunch.errors import MalformedInput, UsageError
+from sgxlaunch.formats.sniff import ELF_MAGIC as ELF_MAGIC
+from sgxlaunch.formats.sniff import ELF_REFUSAL as ELF_REFUSAL
+from sgxlaunch.formats.sniff import TAG_UNSIZED as TAG_UNSIZED
+from sgxlaunch.formats.sniff import looks_like_elf as looks_like_elf
+from sgxlaunch.formats.sniff import looks_like_sgxs as looks_like_sgxs
 from sgxlaunch.measure import (
     TAG_EADD,
     TAG_ECREATE,
@@ -50,7 +55,6 @@ from sgxlaunch.measure import (
     eextend_header,
 )
 
-TAG_UNSIZED = b"UNSIZED\x00"
 TAG_UNMEASRD = b"UNMEASRD"
 
 HEADER_SIZE = 64
@@ -723,21 +727,3 @@ def write_sgxs(image: SgxsImage) -> bytes:
             out += _EEXTEND.pack(tag, chunk_offset, bytes(48))
             out += page.data[i * EEXTEND_CHUNK : (i + 1) * EEXTEND_CHUNK]
     return bytes(out)
-
-
-ELF_MAGIC = b"\x7fELF"
-ELF_REFUSAL = (
-    "an Intel SDK enclave (ELF), not an SGXS stream: read it with sgxlaunch.formats.sdk "
-    "(the API and the command line do so by themselves), or `sgxlaunch convert` it"
-)
-"""What the SGXS readers say when handed an ELF file (``docs/sdk.md``)."""
-
-
-def looks_like_elf(head: bytes) -> bool:
-    """True if ``head`` starts with the ELF magic (an Intel SDK ``enclave.signed.so``)."""
-    return head[:4] == ELF_MAGIC
-
-
-def looks_like_sgxs(head: bytes) -> bool:
-    """True if ``head`` starts with an ECREATE or UNSIZED record tag."""
-    return head[:8] in (TAG_ECREATE, TAG_UNSIZED)
