@@ -26,6 +26,10 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         (_AUTHOR,),
         "Two-step signing, step 2: assemble and verify a SIGSTRUCT from gendata's DATA.",
     ),
+    "convert": (
+        (_AUTHOR,),
+        "Write the SGXS stream equivalent to an Intel SDK enclave IMAGE; print its MRENCLAVE.",
+    ),
     "example": (
         ("sgxlaunch.cli.example",),
         "Write a small real enclave to try the tools on; print its MRENCLAVE.",
@@ -56,7 +60,7 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "measure": (
         (_AUTHOR,),
-        "Print the MRENCLAVE of an SGXS IMAGE (lower-case hex), checking canonical form.",
+        "Print the MRENCLAVE of an SGXS IMAGE or SDK enclave (lower-case hex).",
     ),
     "owner": (
         ("sgxlaunch.cli.owner",),
@@ -204,7 +208,7 @@ def main() -> None:
 
     An enclave launches only with its author's signature (SIGSTRUCT) and the platform owner's
     authorization. The author measures, signs, verifies and inspects enclaves (example, key,
-    measure, sign, gendata, catsig, verify, inspect); the owner keeps a k-of-n root and a
+    measure, sign, gendata, catsig, verify, inspect, convert); the owner keeps a k-of-n root and a
     signed launch policy (owner, policy); the emulated platform runs enclaves under that policy
     and logs every launch (platform, machine, recovery, run, log) and appraises quotes (quote).
 

@@ -164,7 +164,14 @@ def read_sigstruct(path: str, *, strict: bool = True) -> Sigstruct:
         MalformedInput: naming the file and the field.
     """
     from sgxlaunch.arch import Sigstruct
+    from sgxlaunch.formats.sniff import looks_like_elf
 
+    with open(path, "rb") as fh:
+        elf = looks_like_elf(fh.read(4))
+    if elf:  # an Intel SDK enclave carries its SIGSTRUCT in .note.sgxmeta
+        from sgxlaunch._images import sdk_sigstruct
+
+        return sdk_sigstruct(path, strict=strict)
     data = read_input(path)
     with about(path):
         return Sigstruct.from_bytes(data) if strict else Sigstruct.from_bytes_raw(data)
