@@ -216,6 +216,9 @@ def main() -> int:
     sgxlaunch("platform", "install-policy", "policy-v1.signed.json", home, machine, expect=0)
 
     say("The owner switches the platform to owner launch control (2 of 3 signatures)")
+    platform_id = json_result(
+        sgxlaunch("platform", "status", home, machine, "--json", expect=0, show=False)
+    )["platform_id"]
     sgxlaunch(
         "owner",
         "mode",
@@ -226,6 +229,8 @@ def main() -> int:
         le_signer,
         "--version",
         "1",
+        "--platform-id",
+        platform_id,
         "--key",
         keys[0],
         "--key",
@@ -296,6 +301,8 @@ def main() -> int:
         "permissive",
         "--version",
         "2",
+        "--platform-id",
+        platform_id,
         "--key",
         keys[0],
         "-o",

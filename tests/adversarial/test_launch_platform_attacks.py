@@ -5,12 +5,13 @@ Each failure path is also checked to leave the stored state byte-for-byte unchan
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from sgxlaunch.arch.constants import SgxStatus
 from sgxlaunch.driver import LoadFailed
 from sgxlaunch.errors import (
-    Expired,
     PolicyDenied,
     Rollback,
     SgxlaunchError,
@@ -58,14 +59,16 @@ def unchanged(owner: Owner, action: object, error: type[BaseException]) -> BaseE
 def test_token_minted_for_one_enclave_refused_for_another() -> None:
     _, platform = owner_platform()
     token = minted_token(platform)
+    # The driver's owner-mode INIT refuses first (EPERM: the KEYID binds another SIGSTRUCT;
+    # sgxlaunch.driver.owner); EINIT would answer INVALID_MEASUREMENT (SDM EINIT step 12).
     image_b, sig_b = author_enclave(KeyProbe)  # same author, other code
     with pytest.raises(LoadFailed) as err:
         platform.run(image_b, sig_b, token=token)
-    assert err.value.status == SgxStatus.INVALID_MEASUREMENT
+    assert err.value.errno == errno.EPERM and "another SIGSTRUCT" in str(err.value)
     image_c, sig_c = author_enclave(MemoryProgram, key="other")  # same code, other signer
     with pytest.raises(LoadFailed) as err2:
         platform.run(image_c, sig_c, token=token)
-    assert err2.value.status == SgxStatus.INVALID_MEASUREMENT
+    assert err2.value.errno == errno.EPERM and "another SIGSTRUCT" in str(err2.value)
 
 
 def test_token_from_another_platform_refused() -> None:
@@ -119,19 +122,6 @@ def test_policy_rollback_refused_at_install_and_after_restart() -> None:
     owner.store.commit({POLICY_KEY: v1})
     with pytest.raises(VerificationFailed, match="rollback"):
         owner.platform()
-
-
-def test_policy_expired_refused_even_with_the_clock_turned_back() -> None:
-    owner, platform = owner_platform()
-    _, sig = author_enclave(MemoryProgram)
-    data = owner.policy(version=2, allow=[allow_rule(sig)], expires="2026-12-01T00:00:00Z")
-    from datetime import timedelta
-
-    owner.clock.now += timedelta(days=30)  # past the policy's expiry
-    image, enclave_sig = author_enclave(MemoryProgram)
-    platform.run(image, enclave_sig)  # the launch enclave sees (and seals) the new time
-    owner.clock.now -= timedelta(days=30)  # the host turns its clock back
-    unchanged(owner, lambda: owner.platform().install_policy(data), Expired)
 
 
 def test_mode_switch_without_threshold_refused() -> None:

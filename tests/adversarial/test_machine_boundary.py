@@ -286,12 +286,12 @@ def test_handover_interrupted_after_the_home_commit_is_finished_at_open() -> Non
 
 
 def _skip_advance(call):  # type: ignore[no-untyped-def]
-    from sgxlaunch.launch.enclave import Call
+    from sgxlaunch.launch.ecalls import AdvanceReply, AdvanceRequest
 
-    def wrapped(c, request):  # type: ignore[no-untyped-def]
-        if c == Call.ADVANCE:
-            return {"ok": True}
-        return call(c, request)
+    def wrapped(request, reply_type):  # type: ignore[no-untyped-def]
+        if isinstance(request, AdvanceRequest):
+            return AdvanceReply(counter=0)
+        return call(request, reply_type)
 
     return wrapped
 

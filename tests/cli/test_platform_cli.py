@@ -101,6 +101,9 @@ def test_platform_story_through_the_cli(
     )
     assert run("platform", "install-policy", signed, "--home", home).exit_code == 0
     mode = tmp_path / "mode.json"
+    platform_id = json.loads(run("platform", "status", "--home", home, "--json").stdout)[
+        "platform_id"
+    ]
     assert (
         run(
             "owner",
@@ -112,6 +115,8 @@ def test_platform_story_through_the_cli(
             le_signer,
             "--version",
             "1",
+            "--platform-id",
+            platform_id,
             "--key",
             keys[1],
             "--key",
@@ -167,6 +172,7 @@ def test_mode_switch_with_one_signature_refused(
             le_signer,
             "--version",
             "1",
+            "--any-platform",
             "--key",
             keys[0],
             "-o",

@@ -41,7 +41,8 @@ def keys_of(owned: dict[str, Path]) -> list[Path]:
 
 def new_mode(owned: dict[str, Path], name: str, *args: str | int | Path) -> Path:
     out = owned["tmp"] / name
-    result = run("owner", "mode", "new", *args, "-o", out)
+    binding = () if "--platform-id" in args else ("--any-platform",)
+    result = run("owner", "mode", "new", *args, *binding, "-o", out)
     assert result.exit_code == 0, result.output
     return out
 
@@ -141,7 +142,7 @@ def test_le_mrsigner_from_the_launch_enclave_sigstruct(owned: dict[str, Path]) -
     assert shown["le_mrsigner"] == expected.hex() and shown["signed_by"] == []
     both = run(
         "owner", "mode", "new", "--mode", "owner", "--le-sigstruct", sig, "--le-mrsigner", LE,
-        "--version", 1, "-o", owned["tmp"] / "both.json",
+        "--version", 1, "--any-platform", "-o", owned["tmp"] / "both.json",
     )  # fmt: skip
     assert both.exit_code == 2 and "not both" in both.stderr
 
@@ -164,7 +165,7 @@ def test_new_refuses_bad_arguments_with_exit_2(
     owned: dict[str, Path], args: tuple[str | int, ...], message: str
 ) -> None:
     out = owned["tmp"] / "bad.json"
-    result = run("owner", "mode", "new", *args, "-o", out)
+    result = run("owner", "mode", "new", *args, "--any-platform", "-o", out)
     assert result.exit_code == 2
     assert message in result.stderr
     assert not out.exists()
@@ -176,11 +177,14 @@ def test_new_expiry_options_and_no_overwrite(owned: dict[str, Path]) -> None:
     )
     shown = result_of(run("owner", "mode", "show", mode, "--json"))
     assert shown["expires"] == "2027-03-04T05:06:07Z"
-    again = run("owner", "mode", "new", "--mode", "permissive", "--version", 1, "-o", mode)
+    again = run(
+        "owner", "mode", "new", "--mode", "permissive", "--version", 1, "--any-platform",
+        "-o", mode,
+    )  # fmt: skip
     assert again.exit_code == 2 and "exists" in again.stderr
     forced = run(
         "owner", "mode", "new", "--mode", "permissive", "--version", 2, "--expires-in", 1,
-        "-o", mode, "--force", "--json",
+        "--any-platform", "-o", mode, "--force", "--json",
     )  # fmt: skip
     assert forced.exit_code == 0, forced.output
     info = result_of(forced)

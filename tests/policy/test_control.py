@@ -54,11 +54,31 @@ def test_owner_mode_document_parses_with_every_field() -> None:
     assert doc.describe() == {
         "type": "platform-mode",
         "version": 7,
+        "issued": None,
         "expires": "2027-01-01T00:00:00Z",
         "mode": "owner",
         "le_mrsigner": LE_SIGNER.hex(),
         "platform_id": PLATFORM.hex(),
     }
+
+
+def test_signed_issued_time_needs_spec_version_2_and_precedes_expiry() -> None:
+    issued = datetime(2026, 11, 1, tzinfo=UTC)
+    doc = ModeDocument.create(
+        version=1, expires=EXPIRES, mode="permissive", platform_id=PLATFORM, issued=issued
+    )
+    assert doc.issued == issued
+    body = json.loads(doc.to_payload())
+    assert body["spec_version"] == "2" and body["issued"] == "2026-11-01T00:00:00Z"
+    assert ModeDocument.from_payload(doc.to_payload()) == doc
+    for bad in (
+        {k: v for k, v in body.items() if k != "issued"},
+        body | {"spec_version": "1"},
+        body | {"issued": "2027-02-01T00:00:00Z"},
+    ):
+        with pytest.raises(MalformedInput) as info:
+            ModeDocument.from_payload(dumps_canonical(bad))
+        assert info.value.field == "mode.issued"
 
 
 def test_permissive_document_parses_without_optional_fields() -> None:
@@ -147,7 +167,7 @@ def test_each_required_field_missing_refused(missing: str) -> None:
     ("field", "value"),
     [
         ("spec_version", 1),  # the string "1", as in the root and the policy
-        ("spec_version", "2"),
+        ("spec_version", "3"),
         ("type", "launch-policy"),
         ("type", None),
         ("version", True),

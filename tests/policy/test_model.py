@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -101,9 +101,24 @@ def test_policy_missing_top_level_field_refused(missing: str) -> None:
 
 
 def test_policy_spec_version_must_be_known() -> None:
-    doc = policy_doc() | {"spec_version": "2"}
+    doc = policy_doc() | {"spec_version": "3"}
     with pytest.raises(MalformedInput):
         LaunchPolicy.from_payload(dumps_canonical(doc))
+
+
+def test_policy_issued_needs_spec_version_2_and_precedes_expiry() -> None:
+    doc = policy_doc() | {"spec_version": "2", "issued": "2026-11-01T00:00:00Z"}
+    policy = LaunchPolicy.from_payload(dumps_canonical(doc))
+    assert policy.issued == datetime(2026, 11, 1, tzinfo=UTC)
+    assert LaunchPolicy.from_payload(policy.to_payload()) == policy
+    for bad, where in (
+        (policy_doc() | {"spec_version": "2"}, "policy.issued"),
+        (policy_doc() | {"issued": "2026-11-01T00:00:00Z"}, "policy.issued"),
+        (doc | {"issued": "2099-01-01T00:00:00Z"}, "policy.issued"),
+    ):
+        with pytest.raises(MalformedInput) as info:
+            LaunchPolicy.from_payload(dumps_canonical(bad))
+        assert info.value.field == where
 
 
 def test_with_rule_appends_and_checks() -> None:

@@ -22,7 +22,7 @@ from sgxlaunch.policy import (
     PrivateKeySigner,
     sign_payload,
 )
-from sgxlaunch.policy._json import dumps_canonical
+from sgxlaunch.policy._json import dumps_canonical, format_time
 from sgxlaunch.policy.control import MODE_PAYLOAD_TYPE, ModeDocument
 from sgxlaunch.sigstruct import sign
 from tests.support.clock import LATER, NOW, Clock
@@ -89,24 +89,41 @@ class Owner:
         deny: list[dict[str, Any]] | None = None,
         signers: int = 2,
         expires: str = "2027-06-01T00:00:00Z",
+        issued: bool = True,
     ) -> bytes:
-        doc = {
+        """A policy signed by ``signers`` keys, ``issued`` at the clock's time unless told."""
+        doc: dict[str, Any] = {
             "spec_version": "1",
             "version": version,
             "expires": expires,
             "allow": allow,
             "deny": deny or [],
         }
+        if issued:
+            doc["spec_version"] = "2"
+            doc["issued"] = min(format_time(self.clock.now), expires)  # same format: ordered
         return sign_payload(
             POLICY_PAYLOAD_TYPE, dumps_canonical(doc), self.keys[:signers]
         ).to_bytes()
 
-    def mode(self, mode: str, *, version: int, le: str = "owner-le", signers: int = 2) -> bytes:
+    def mode(
+        self,
+        mode: str,
+        *,
+        version: int,
+        le: str = "owner-le",
+        signers: int = 2,
+        platform_id: bytes | None = None,
+        issued: bool = True,
+    ) -> bytes:
+        """A mode document (unbound unless ``platform_id``), issued at the clock's time."""
         doc = ModeDocument.create(
             version=version,
             expires=LATER,
             mode=mode,
             le_mrsigner=mrsigner(le) if mode == "owner" else None,
+            platform_id=platform_id,
+            issued=self.clock.now if issued else None,
         )
         return sign_payload(MODE_PAYLOAD_TYPE, doc.to_payload(), self.keys[:signers]).to_bytes()
 

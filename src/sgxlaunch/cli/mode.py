@@ -90,7 +90,16 @@ def mode_group() -> None:
     help="Document version: above the installed mode document's.",
 )
 @mode_expiry_options
-@click.option("--platform-id", type=HexBytesParam(32), help="Bind the document to this platform.")
+@click.option(
+    "--platform-id",
+    type=HexBytesParam(32),
+    help="Bind the document to this platform (`sgxlaunch machine show` prints its id).",
+)
+@click.option(
+    "--any-platform",
+    is_flag=True,
+    help="Make the document valid on every platform of this owner (not bound to one).",
+)
 @output_option("Envelope to write.", dest="out")
 @signing_keys_option(required=False, help="Sign at once with this private key (PEM); repeatable.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
@@ -104,6 +113,7 @@ def mode_new(
     expires: datetime | None,
     valid_days: int | None,
     platform_id: bytes | None,
+    any_platform: bool,
     out: str,
     keys: tuple[str, ...],
     force: bool,
@@ -113,24 +123,37 @@ def mode_new(
 
     Each key holder then adds a signature with `sgxlaunch owner mode sign OUTPUT --key …`
     (or `sgxlaunch owner sign`). The document can be installed until it expires
-    (default: in 7 days); once installed, the mode stays in force.
+    (default: in 7 days); once installed, the mode stays in force. The document is bound to
+    one platform (--platform-id, the id the machine reports) unless --any-platform says it
+    may switch every platform of this owner. It carries the signed time it was made
+    (`issued`): the launch enclave's clock never runs earlier than that.
 
     \b
     Examples:
-      sgxlaunch owner mode new --mode owner --le-sigstruct le.sig --version 1 -o mode.json
+      sgxlaunch owner mode new --mode owner --le-sigstruct le.sig --version 1 \\
+          --platform-id 3c9a… -o mode.json
       sgxlaunch owner mode new --mode permissive --version 2 --expires-in 1 \\
           --platform-id 3c9a… -o back.json
     """
+    if platform_id is None and not any_platform:
+        raise UsageError(
+            "say which platform the document is for: --platform-id ID (the id `sgxlaunch "
+            "machine show` prints), or --any-platform to make it valid on every platform"
+        )
+    if platform_id is not None and any_platform:
+        raise UsageError("give --platform-id or --any-platform, not both")
     if le_sigstruct is not None:
         if le_mrsigner is not None:
             raise UsageError("give --le-mrsigner or --le-sigstruct, not both")
         le_mrsigner = EnclaveIdentity.from_sigstruct(read_sigstruct(le_sigstruct)).mrsigner
+    until = expiry(expires, valid_days, DEFAULT_MODE_DAYS, what="the platform-mode document")
     document = ModeDocument.create(
         version=version,
-        expires=expiry(expires, valid_days, DEFAULT_MODE_DAYS, what="the platform-mode document"),
+        expires=until,
         mode=mode,
         le_mrsigner=le_mrsigner,
         platform_id=platform_id,
+        issued=min(utc_now(), until),  # an already expired document: issued at its expiry
     )
     signers = [load_signer(k) for k in keys]
     envelope = sign_payload(MODE_PAYLOAD_TYPE, document.to_payload(), signers)

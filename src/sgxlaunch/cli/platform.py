@@ -293,6 +293,12 @@ def platform_mode(home: str | None, machine: str | None, file: str, as_json: boo
         echo_json(result)
     else:
         click.echo(f"launch control is now {result['mode']} (document version {result['version']})")
+    if result.get("platform_id") is None:
+        click.echo(
+            "note: this document is not bound to a platform (made with --any-platform): it is "
+            "valid on every platform of this owner",
+            err=True,
+        )
 
 
 @platform_group.command("status")

@@ -262,11 +262,13 @@ def policy_new(
     if source is not None:
         old, _ = read_policy_file(source)
         allow, deny, next_version = old.allow, old.deny, old.version + 1
+    until = expiry(expires, valid_days, DEFAULT_POLICY_DAYS, what="the launch policy")
     policy = LaunchPolicy(
         next_version if version is None else version,
-        expiry(expires, valid_days, DEFAULT_POLICY_DAYS, what="the launch policy"),
+        until,
         allow,
         deny,
+        issued=min(utc_now(), until),
     )
     write_output(out, policy.to_payload(), force=force)
     click.echo(

@@ -170,10 +170,12 @@ class EnclaveContext:
         new_digest: bytes,
         *,
         next_owner: tuple[bytes, int] | None = None,
+        policy_digest: bytes | None = None,
     ) -> CounterSlot:
         """Advance the counter from ``(value, digest)`` to ``(value + 1, new_digest)``
         (**emulator extension**); ``next_owner`` (MRSIGNER, ISVPRODID) hands the counter to
-        another enclave identity with the same step.
+        another enclave identity with the same step; ``policy_digest`` sets the slot's
+        launch-policy digest with the same step (``None``: keep it).
 
         Raises:
             GeneralProtection: no counter on this processor.
@@ -181,8 +183,22 @@ class EnclaveContext:
             MachineConflict: the counter does not hold ``(value, digest)``.
         """
         return self._enclu.counter_compare_and_set(
-            self._check(), value, digest, new_digest, next_owner=next_owner
+            self._check(),
+            value,
+            digest,
+            new_digest,
+            next_owner=next_owner,
+            policy_digest=policy_digest,
         )
+
+    def platform_id(self) -> bytes:
+        """The machine's platform id (**emulator extension**: what the machine's firmware
+        reports; an enclave needs no host input to learn which platform it runs on).
+
+        Raises:
+            GeneralProtection: the processor has no machine.
+        """
+        return self._enclu.platform_id(self._check())
 
     # -- ENCLU ------------------------------------------------------------------------------
 
@@ -369,6 +385,7 @@ class Enclu(StateView):
         new_digest: bytes,
         *,
         next_owner: tuple[bytes, int] | None = None,
+        policy_digest: bytes | None = None,
     ) -> CounterSlot:
         """Advance the counter for ``enclave`` (see
         :meth:`EnclaveContext.counter_compare_and_set`)."""
@@ -380,7 +397,13 @@ class Enclu(StateView):
             digest=digest,
             new_digest=new_digest,
             next_owner=next_owner,
+            policy_digest=policy_digest,
         )
+
+    def platform_id(self, enclave: SecsState) -> bytes:
+        """The machine's platform id (see :meth:`EnclaveContext.platform_id`)."""
+        del enclave  # any enclave may read it
+        return self._counter_machine().load().platform_id
 
     # -- EREPORT / EGETKEY ------------------------------------------------------------------
 

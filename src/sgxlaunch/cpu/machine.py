@@ -68,12 +68,16 @@ class CounterSlot:
             digest of the state it committed).
         owner_mrsigner: MRSIGNER of the owning enclave identity (zero: unowned).
         owner_isvprodid: its ISVPRODID.
+        policy_digest: the digest of the launch policy the owner's committed state holds
+            (zero: none), written by the same compare-and-set as ``value``; the driver's
+            owner-mode INIT binds tokens to it (:mod:`sgxlaunch.driver.owner`).
     """
 
     value: int = 0
     digest: bytes = ZERO32
     owner_mrsigner: bytes = ZERO32
     owner_isvprodid: int = 0
+    policy_digest: bytes = ZERO32
 
     @property
     def owned(self) -> bool:
@@ -164,6 +168,7 @@ class MachineState:
                         "digest": c.digest.hex(),
                         "owner_mrsigner": c.owner_mrsigner.hex(),
                         "owner_isvprodid": c.owner_isvprodid,
+                        "policy_digest": c.policy_digest.hex(),
                     },
                 },
                 indent=1,
@@ -225,13 +230,12 @@ class MachineState:
             return raw
 
         counter = value.get("counter")
-        if not isinstance(counter, dict) or set(counter) != {
-            "value",
-            "digest",
-            "owner_mrsigner",
-            "owner_isvprodid",
-        }:
-            raise bad("counter", "an object with value, digest, owner_mrsigner, owner_isvprodid")
+        slot_fields = {"value", "digest", "owner_mrsigner", "owner_isvprodid"}
+        if not isinstance(counter, dict) or set(counter) - {"policy_digest"} != slot_fields:
+            raise bad(
+                "counter",
+                "an object with value, digest, owner_mrsigner, owner_isvprodid (and policy_digest)",
+            )
         seed = hexfield(value, "seed", None, null=False)
         try:
             state = cls(
@@ -246,6 +250,9 @@ class MachineState:
                     digest=hexfield(counter, "digest", 32, null=False),
                     owner_mrsigner=hexfield(counter, "owner_mrsigner", 32, null=False),
                     owner_isvprodid=intfield(counter, "owner_isvprodid"),
+                    policy_digest=hexfield(counter, "policy_digest", 32, null=False)
+                    if "policy_digest" in counter
+                    else ZERO32,
                 ),
             )
         except UsageError as exc:
@@ -318,8 +325,10 @@ def counter_compare_and_set(
     digest: bytes,
     new_digest: bytes,
     next_owner: tuple[bytes, int] | None = None,
+    policy_digest: bytes | None = None,
 ) -> CounterSlot:
-    """Advance the counter from ``(value, digest)`` to ``(value + 1, new_digest)``.
+    """Advance the counter from ``(value, digest)`` to ``(value + 1, new_digest)``, and set the
+    slot's policy digest to ``policy_digest`` in the same step (``None``: keep it).
 
     Checks, in order: the caller owns the slot (or it is unowned at value 0); the slot holds
     exactly ``(value, digest)``. The new owner is ``next_owner`` when given (a handover by the
@@ -332,6 +341,8 @@ def counter_compare_and_set(
     """
     if len(digest) != 32 or len(new_digest) != 32:
         raise UsageError("counter digests are 32 bytes")
+    if policy_digest is not None and len(policy_digest) != 32:
+        raise UsageError("the policy digest is 32 bytes")
     state = machine.load()
     slot = counter_read(machine, mrsigner, isvprodid)
     if not slot.owned and slot.value != 0:  # pragma: no cover - cleared slots are at 0
@@ -345,7 +356,13 @@ def counter_compare_and_set(
     owner = next_owner if next_owner is not None else (mrsigner, isvprodid)
     if len(owner[0]) != 32 or owner[0] == ZERO32:
         raise UsageError("the counter's next owner is a non-zero 32-byte MRSIGNER")
-    new_slot = CounterSlot(value + 1, bytes(new_digest), bytes(owner[0]), int(owner[1]))
+    new_slot = CounterSlot(
+        value + 1,
+        bytes(new_digest),
+        bytes(owner[0]),
+        int(owner[1]),
+        slot.policy_digest if policy_digest is None else bytes(policy_digest),
+    )
     machine.swap(state, replace(state, counter=new_slot))
     return new_slot
 

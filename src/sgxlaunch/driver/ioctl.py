@@ -8,6 +8,7 @@ is seen only through :class:`Task` (``copy_from_user`` and friends).
 from __future__ import annotations
 
 import errno
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -35,6 +36,7 @@ from sgxlaunch.driver.encl import (
     EnclPage,
 )
 from sgxlaunch.driver.epc import PAGEINFO, EpcPool
+from sgxlaunch.driver.owner import check_token_binding
 from sgxlaunch.driver.uapi import (
     ADD_PAGES_ARG,
     CREATE_ARG,
@@ -58,6 +60,7 @@ from sgxlaunch.driver.uapi import (
     InitAttempt,
 )
 from sgxlaunch.driver.vma import EnclaveVm
+from sgxlaunch.errors import VerificationFailed
 
 Mode = Literal["permissive", "owner"]
 
@@ -65,6 +68,7 @@ SGX_EINIT_SPIN_COUNT = 20
 SGX_EINIT_SLEEP_COUNT = 50
 _U64 = 0xFFFFFFFFFFFFFFFF
 SGX_MISC_RESERVED_MASK = 0xFFFFFFFE  # arch/x86/include/asm/sgx.h: only EXINFO is defined
+_KEYID_OFFSET = 256  # EINITTOKEN.KEYID (SDM Table 38-21)
 
 
 class Task(Protocol):
@@ -90,6 +94,7 @@ class LaunchControl:
 
     mode: Mode = "permissive"
     le_signer: bytes | None = None
+    le_mrenclave: bytes | None = None
     observers: list[Callable[[InitAttempt], None]] = field(default_factory=list)
 
 
@@ -367,6 +372,8 @@ class Ioctls:
                 )
             sig = Sigstruct.from_bytes_raw(sig_bytes)
             self._check_sigstruct(enclave, sig)
+            if self.lc.mode == "owner" and self.lc.le_mrenclave is not None:
+                self._check_owner_launch(sig, sig_bytes, token_bytes)
             status = self._einit(enclave, sig, sig_bytes, token_bytes)
             if status_box is not None:
                 status_box.append(status)
@@ -414,6 +421,32 @@ class Ioctls:
             raise DriverError(errno.EINVAL, "SIGSTRUCT.MISCSELECT has reserved bits set")
         if sig.attributes.xfrm & sig.attributemask.xfrm & self.xfrm_reserved_mask:
             raise DriverError(errno.EINVAL, "SIGSTRUCT.ATTRIBUTES.XFRM has reserved bits set")
+
+    def _check_owner_launch(self, sig: Sigstruct, sig_bytes: bytes, token: bytes | None) -> None:
+        """The owner's launch control (sgxlaunch extension; :mod:`sgxlaunch.driver.owner`):
+        the launch-enclave signer launches only the launch enclave (hardware would let any
+        enclave of that signer run without a token), and a valid token's KEYID binds this
+        SIGSTRUCT and the policy digest of the machine's counter slot.
+
+        Raises:
+            DriverError: EPERM for either refusal.
+        """
+        if hmac.compare_digest(sig.mrsigner, self.lc.le_signer or b"") and not (
+            hmac.compare_digest(sig.enclavehash, self.lc.le_mrenclave or b"")
+        ):
+            raise DriverError(
+                errno.EPERM,
+                "owner launch control: the launch-enclave key launches only the launch enclave",
+            )
+        if token is None or not token[0] & 1:  # VALID = 0: EINIT decides (the launch enclave)
+            return
+        machine = self.cpu.machine
+        policy_digest = bytes(32) if machine is None else machine.load().counter.policy_digest
+        keyid = token[_KEYID_OFFSET : _KEYID_OFFSET + 32]
+        try:
+            check_token_binding(keyid, sig_bytes, policy_digest)
+        except VerificationFailed as exc:
+            raise DriverError(errno.EPERM, f"owner launch control: {exc.message}") from None
 
     def _einit(
         self, enclave: Enclave, sig: Sigstruct, sig_bytes: bytes, token: bytes | None

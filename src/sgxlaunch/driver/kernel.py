@@ -113,8 +113,17 @@ class SgxDriver:
             fc = value
         return bool(cpu.config.flc and fc & FEATURE_CONTROL_SGX_LC_ENABLED)
 
-    def configure_launch_control(self, mode: Mode, le_signer: bytes | None = None) -> None:
+    def configure_launch_control(
+        self, mode: Mode, le_signer: bytes | None = None, *, le_mrenclave: bytes | None = None
+    ) -> None:
         """Set the launch-control mode (privileged: the platform owner's configuration call).
+
+        Args:
+            le_mrenclave: in ``owner`` mode, the MRENCLAVE of the owner's launch enclave. With
+                it, owner-mode INIT also refuses (EPERM) any other enclave signed by
+                ``le_signer`` and any token whose KEYID does not bind the SIGSTRUCT and the
+                machine's policy digest (:mod:`sgxlaunch.driver.owner`). Without it (bare
+                owner mode, for tests of other launch enclaves) EINIT alone decides.
 
         Raises:
             UsageError: an unknown mode, ``owner`` without a 32-byte signer, or ``owner`` with a
@@ -124,7 +133,10 @@ class SgxDriver:
         if mode == "permissive":
             lc.mode = "permissive"
             lc.le_signer = None
+            lc.le_mrenclave = None
             return
+        if le_mrenclave is not None and len(le_mrenclave) != 32:
+            raise UsageError("the launch enclave's MRENCLAVE is 32 bytes")
         if mode != "owner":
             raise UsageError(f"unknown launch-control mode {mode!r}")
         if le_signer is None or len(le_signer) != 32:
@@ -141,6 +153,7 @@ class SgxDriver:
             )
         lc.mode = "owner"
         lc.le_signer = bytes(le_signer)
+        lc.le_mrenclave = None if le_mrenclave is None else bytes(le_mrenclave)
 
     @property
     def devices_present(self) -> bool:

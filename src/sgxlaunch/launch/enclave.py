@@ -24,27 +24,34 @@ the counter over with the same compare-and-set (its next owner is the named sign
 and gives the host the new state in plaintext; the new enclave adopts it because the counter
 holds its digest.
 
-ECALL protocol: the input is a JSON object, the output a JSON object (blobs in base64). The
-functions are listed in :class:`Call`. Time comes from the host (SGX has no trusted clock); the
-enclave keeps the latest time it has seen sealed as a floor, so a host cannot turn the clock
-back to revive an expired document.
+ECALL contract: :mod:`sgxlaunch.launch.ecalls` (one frozen request and reply type per call,
+a compact binary encoding parsed strictly and bounded inside the enclave, errors by code).
+
+Trust: the enclave evaluates the policy only on the fields of a SIGSTRUCT whose signature it
+verified (cached by SHA-256 of all 1 808 bytes); a token's KEYID binds the SIGSTRUCT and the
+digest of the policy in force, which the same compare-and-set that commits a policy writes into
+the machine's counter slot, where the driver's owner-mode INIT reads it
+(:mod:`sgxlaunch.driver.owner`). Every floor (policy version, mode version, time) rises only
+from documents the enclave verified. Time comes from the host (SGX has no trusted clock); the
+enclave never keeps the host's clock: its time floor is the latest signed ``issued`` time of the
+documents it verified, and it uses the later of that floor and the host's time. Until the owner
+has installed a document issued after some expiry, a host that sets its clock back can still use
+a document that has expired.
 """
 
 from __future__ import annotations
 
-import base64
-import enum
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sgxlaunch.arch import Attributes, EinitToken, KeyRequest, Sigstruct
+from sgxlaunch.arch import Attributes, EinitToken, KeyRequest, Report, Sigstruct
 from sgxlaunch.arch.constants import (
     PAGE_SIZE,
     AttributeFlag,
@@ -56,6 +63,7 @@ from sgxlaunch.arch.constants import (
 )
 from sgxlaunch.cpu import EnclaveContext, EnclaveImage, EnclaveProgram, ImagePage, program_image
 from sgxlaunch.cpu.keys import cmac128
+from sgxlaunch.driver.owner import token_keyid
 from sgxlaunch.errors import (
     MalformedInput,
     PlatformMismatch,
@@ -64,12 +72,35 @@ from sgxlaunch.errors import (
     UsageError,
     VerificationFailed,
 )
+from sgxlaunch.launch.ecalls import (
+    NO_INDEX,
+    REQUESTS,
+    AdvanceReply,
+    AdvanceRequest,
+    Call,
+    InstallPolicyReply,
+    InstallPolicyRequest,
+    LoadReply,
+    LoadRequest,
+    LogAppendReply,
+    LogAppendRequest,
+    LogVerifyReply,
+    LogVerifyRequest,
+    Message,
+    MintReply,
+    MintRequest,
+    NoteModeReply,
+    NoteModeRequest,
+    encode_error,
+    encode_ok,
+    from_seconds,
+)
 from sgxlaunch.launch.log import LogHead, LogTampered, make_record, verify_log
 from sgxlaunch.launch.log import LogRecord as _LogRecord
 from sgxlaunch.policy import POLICY_KEY, ROOT_KEY, EnclaveIdentity, MemoryStore, TrustedState
 from sgxlaunch.policy.envelope import Envelope
 from sgxlaunch.policy.state import MODE_KEY, check_envelope, check_signatures
-from sgxlaunch.sigstruct import EnclaveSigner, sign
+from sgxlaunch.sigstruct import EnclaveSigner, sign, verify
 
 ROOT_PAGE_MAGIC = b"sgxlaunch owner root digest v1\x00\x00"
 assert len(ROOT_PAGE_MAGIC) == 32
@@ -89,47 +120,8 @@ LE_ATTRIBUTEMASK = Attributes(flags=_ALL64 & ~_EINITTOKEN_KEY, xfrm=_ALL64)
 _STATE_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/sealed-state/v1").digest()
 _LOG_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/launch-log/v1").digest()
 _SEAL_AAD = b"sgxlaunch launch-enclave sealed state v1"
-
-
-class Call(enum.IntEnum):
-    """The launch enclave's ECALLs.
-
-    Calls that change the committed state (INSTALL_POLICY, LOG_APPEND, NOTE_MODE, and LOAD
-    with a recovery document) only *prepare* it: they return the next state sealed; the host
-    stores it with the documents in one commit and then calls ADVANCE, which moves the
-    monotonic counter. Until then the enclave keeps serving the committed state.
-    """
-
-    LOAD = 0
-    """{root, policy?, mode?, sealed?, handover?, recovery?, platform_id, now} → {counter,
-    handed_over?, sealed?}: trust the root it was built for; accept the committed state (or
-    finish an interrupted advance); check the stored documents are the committed ones."""
-    INSTALL_POLICY = 1
-    """{policy, now} → {sealed, version, digest}: verify a new policy, prepare its state."""
-    MINT = 2
-    """{sigstruct, flags, xfrm, now} → {allowed, rule, reasons, token?, keyid?}."""
-    LOG_APPEND = 3
-    """{facts, now} → {record, sealed}: MAC and chain a launch-log record, prepare the head."""
-    LOG_VERIFY = 4
-    """{records} → {ok, index?, message?}: verify the stored log against the committed head."""
-    NOTE_MODE = 5
-    """{mode, platform_id, now} → {sealed, handover?}: verify a platform-mode document and
-    prepare its state (a handover when it names another launch-enclave signer)."""
-    ADVANCE = 6
-    """{} → {counter}: compare-and-set the monotonic counter to the prepared state."""
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: Any, name: str) -> bytes:
-    if not isinstance(text, str):
-        raise MalformedInput(f"launch-enclave call: {name} must be base64 text")
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        raise MalformedInput(f"launch-enclave call: {name} is not base64") from None
+_LE_MASK = Attributes(flags=_ALL64 & ~_MODE64, xfrm=0)
+"""MASKEDATTRIBUTESLE mask and the EINITTOKEN key request's ATTRIBUTEMASK."""
 
 
 def _time(text: Any) -> datetime:
@@ -247,58 +239,63 @@ def _recovery_fields(payload: bytes) -> tuple[bytes, int]:
 class OwnerLaunchEnclave(EnclaveProgram):
     """The owner's launch enclave (see the module docstring for the protocol)."""
 
+    MAX_VERIFIED = 4096
+    """How many verified SIGSTRUCTs the cache keeps (then it starts again empty)."""
+
     def __init__(self) -> None:
         self.state: TrustedState | None = None
         self.committed = LeState()
         self.committed_digest = bytes(32)
         self.pending: tuple[LeState, TrustedState] | None = None
-        self.time_floor = ""
         self.loaded = False
+        self.verified: dict[bytes, EnclaveIdentity] = {}
+        """SHA-256 of all 1 808 SIGSTRUCT bytes → the identity its verified fields declare."""
+        self._identity: Report | None = None
 
     # -- entry ------------------------------------------------------------------------------
 
     def ecall(self, ctx: EnclaveContext, function: int, data: bytes) -> bytes:
         try:
-            request = json.loads(data)
-            if not isinstance(request, dict):
-                raise MalformedInput("launch-enclave call: the request is not a JSON object")
-            result = self._dispatch(ctx, Call(function), request)
-            result["ok"] = True
-        except (SgxlaunchError, ValueError) as exc:
-            result = {
-                "ok": False,
-                "error": type(exc).__name__,
-                "message": getattr(exc, "message", str(exc)),
-                "detail": list(getattr(exc, "detail", ())),
-            }
-            if isinstance(exc, LogTampered):
-                result["index"] = exc.index
-        return json.dumps(result).encode()
+            try:
+                call = Call(function)
+            except ValueError:
+                raise UsageError(f"unknown launch-enclave call {function}") from None
+            request = REQUESTS[call].decode(data)
+            if call != Call.LOAD and not self.loaded:
+                raise UsageError("the launch enclave has not been loaded with its state")
+            return encode_ok(self._dispatch(ctx, request))
+        except LogTampered as exc:
+            return encode_error(exc, index=exc.index if exc.index is not None else NO_INDEX)
+        except SgxlaunchError as exc:
+            return encode_error(exc)
 
-    def _dispatch(self, ctx: EnclaveContext, call: Call, req: dict[str, Any]) -> dict[str, Any]:
-        if call == Call.LOAD:
-            return self._load(ctx, req)
-        if not self.loaded:
-            raise UsageError("the launch enclave has not been loaded with its state")
-        if call == Call.INSTALL_POLICY:
-            return self._install_policy(ctx, req)
-        if call == Call.MINT:
+    def _dispatch(self, ctx: EnclaveContext, req: Message) -> Message:
+        if isinstance(req, MintRequest):
             return self._mint(ctx, req)
-        if call == Call.LOG_APPEND:
+        if isinstance(req, LogAppendRequest):
             return self._log_append(ctx, req)
-        if call == Call.LOG_VERIFY:
-            return self._log_verify(ctx, req)
-        if call == Call.NOTE_MODE:
-            return self._note_mode(ctx, req)
-        if call == Call.ADVANCE:
+        if isinstance(req, AdvanceRequest):
             return self._advance(ctx)
-        raise UsageError(f"unknown launch-enclave call {call}")  # pragma: no cover
+        if isinstance(req, LoadRequest):
+            return self._load(ctx, req)
+        if isinstance(req, InstallPolicyRequest):
+            return self._install_policy(ctx, req)
+        if isinstance(req, LogVerifyRequest):
+            return self._log_verify(ctx, req)
+        if isinstance(req, NoteModeRequest):
+            return self._note_mode(ctx, req)
+        raise UsageError(f"unknown launch-enclave request {type(req).__name__}")  # pragma: no cover
 
     # -- keys and sealing -------------------------------------------------------------------
 
-    @staticmethod
-    def _seal_key(ctx: EnclaveContext, keyid: bytes) -> bytes:
-        me = ctx.ereport(bytes(512))
+    def _me(self, ctx: EnclaveContext) -> Report:
+        """This enclave's own REPORT body (fixed for its life; taken once)."""
+        if self._identity is None:
+            self._identity = ctx.ereport(bytes(512))
+        return self._identity
+
+    def _seal_key(self, ctx: EnclaveContext, keyid: bytes) -> bytes:
+        me = self._me(ctx)
         return ctx.egetkey(
             KeyRequest(
                 keyname=KeyName.SEAL,
@@ -311,10 +308,10 @@ class OwnerLaunchEnclave(EnclaveProgram):
             )
         )
 
-    def _seal(self, ctx: EnclaveContext, state: LeState) -> str:
+    def _seal(self, ctx: EnclaveContext, state: LeState) -> bytes:
         key = self._seal_key(ctx, _STATE_KEYID)
         nonce = ctx.rdrand(12)
-        return _b64(nonce + AESGCM(key).encrypt(nonce, state.to_json(), _SEAL_AAD))
+        return nonce + AESGCM(key).encrypt(nonce, state.to_json(), _SEAL_AAD)
 
     def _unseal(self, ctx: EnclaveContext, blob: bytes) -> LeState:
         key = self._seal_key(ctx, _STATE_KEYID)
@@ -327,38 +324,38 @@ class OwnerLaunchEnclave(EnclaveProgram):
             ) from None
         return LeState.from_json(plain)
 
-    def _now(self, ctx: EnclaveContext, req: dict[str, Any]) -> datetime:
-        """Host time, never earlier than the latest time seen (committed as a floor)."""
-        now = _time(req.get("now"))
-        floor_text = self.time_floor or self.committed.time_floor
-        if floor_text:
-            floor = _time(floor_text)
-            if now < floor:
-                now = floor
-        self.time_floor = now.isoformat().replace("+00:00", "Z")
+    def _now(self, host_seconds: int) -> datetime:
+        """The host's time, never earlier than the time floor: the latest signed ``issued``
+        of the documents this enclave verified (the host clock itself is never kept)."""
+        now = from_seconds(host_seconds)
+        floor = self.committed.time_floor
+        if floor:
+            floor_time = _time(floor)
+            if now < floor_time:
+                return floor_time
         return now
 
-    @staticmethod
-    def _me(ctx: EnclaveContext) -> bytes:
-        return ctx.ereport(bytes(512)).mrsigner
+    def _mrsigner(self, ctx: EnclaveContext) -> bytes:
+        return self._me(ctx).mrsigner
 
     # -- freshness --------------------------------------------------------------------------
 
     def _prepare(
         self, ctx: EnclaveContext, state: TrustedState, **changes: Any
-    ) -> tuple[LeState, str]:
+    ) -> tuple[LeState, bytes]:
         """The next state (counter + 1, chained to the committed digest), sealed. It takes
-        effect only when the host has stored it and called ADVANCE."""
+        effect only when the host has stored it and called ADVANCE. Its time floor is the
+        latest signed ``issued`` of the committed floor and the documents of ``state``."""
         nxt = self.committed.copy(
             counter=self.committed.counter + 1,
             prev=self.committed_digest.hex(),
-            counter_owner=self.committed.counter_owner or self._me(ctx).hex(),
-            time_floor=self.time_floor or self.committed.time_floor,
+            counter_owner=self.committed.counter_owner or self._mrsigner(ctx).hex(),
+            time_floor=_issued_floor(state, self.committed.time_floor),
         ).copy(**changes)
         self.pending = (nxt, state)
         return nxt, self._seal(ctx, nxt)
 
-    def _advance(self, ctx: EnclaveContext) -> dict[str, Any]:
+    def _advance(self, ctx: EnclaveContext) -> AdvanceReply:
         """ADVANCE: compare-and-set the counter from (N, committed digest) to (N + 1, digest
         of the prepared state); only then does the prepared state take effect."""
         if self.pending is None:
@@ -367,29 +364,33 @@ class OwnerLaunchEnclave(EnclaveProgram):
         self._cas(ctx, nxt)
         self.pending = None
         self.committed, self.committed_digest, self.state = nxt, nxt.digest(), state
-        return {"counter": nxt.counter}
+        return AdvanceReply(counter=nxt.counter)
 
     def _cas(self, ctx: EnclaveContext, nxt: LeState) -> None:
+        """One compare-and-set moves the counter, its digest and the slot's policy digest
+        (what the driver binds tokens to)."""
         owner = bytes.fromhex(nxt.counter_owner)
         ctx.counter_compare_and_set(
             nxt.counter - 1,
             bytes.fromhex(nxt.prev),
             nxt.digest(),
-            next_owner=None if owner == self._me(ctx) else (owner, LE_ISVPRODID),
+            next_owner=None if owner == self._mrsigner(ctx) else (owner, LE_ISVPRODID),
+            policy_digest=bytes.fromhex(nxt.policy_digest) if nxt.policy_digest else bytes(32),
         )
 
     # -- calls ------------------------------------------------------------------------------
 
-    def _load(self, ctx: EnclaveContext, req: dict[str, Any]) -> dict[str, Any]:
+    def _load(self, ctx: EnclaveContext, req: LoadRequest) -> LoadReply:
         """LOAD: trust the root this enclave was built for, read the counter, accept the
         committed state (or an N + 1 state chaining to it, finishing its advance), and check
-        the stored documents are exactly the ones that state committed.
+        the stored documents are exactly the ones that state committed. A fresh start and a
+        recovery commit only the stored documents that verify under the root.
 
         Raises:
             VerificationFailed: another root; the state is missing, older, or does not chain
                 (the message names the recovery path); the stored documents differ.
         """
-        root = _unb64(req.get("root"), "root")
+        root = req.root
         built_for = ctx.read(ctx.base_address + ROOT_PAGE_OFFSET + 32, 32)
         payload = Envelope.from_bytes(root).payload
         if hashlib.sha256(payload).digest() != built_for:
@@ -399,9 +400,9 @@ class OwnerLaunchEnclave(EnclaveProgram):
                 found=hashlib.sha256(payload).hexdigest(),
             )
         store = MemoryStore({ROOT_KEY: root})
-        for key, name in ((POLICY_KEY, "policy"), (MODE_KEY, "mode")):
-            if req.get(name) is not None:
-                store.commit({key: _unb64(req[name], name)})
+        for key, blob in ((POLICY_KEY, req.policy), (MODE_KEY, req.mode)):
+            if blob is not None:
+                store.commit({key: blob})
         state = TrustedState.load(store)
         assert state is not None
         slot = ctx.counter_read()
@@ -413,27 +414,29 @@ class OwnerLaunchEnclave(EnclaveProgram):
         )
         candidate: LeState | None = None
         sealed_error: SgxlaunchError | None = None
-        if req.get("sealed") is not None:
+        if req.sealed is not None:
             try:
-                candidate = self._unseal(ctx, _unb64(req["sealed"], "sealed"))
+                candidate = self._unseal(ctx, req.sealed)
             except SgxlaunchError as exc:
                 sealed_error = exc
-        handover = req.get("handover")
-        if handover is not None and (candidate is None or candidate.counter < slot.value):
-            plain = LeState.from_json(_unb64(handover, "handover"))
+        if req.handover is not None and (candidate is None or candidate.counter < slot.value):
+            plain = LeState.from_json(req.handover)
             if plain.counter == slot.value and hmac.compare_digest(plain.digest(), slot.digest):
                 candidate = plain  # authentic: the counter holds its digest
         fresh = candidate is None and slot.value == 0
         if fresh:
+            state = _verified_only(state)
             committed, digest = _state_of(state, LeState()), bytes(32)
-        elif req.get("recovery") is not None:
+            committed = committed.copy(time_floor=_issued_floor(state, ""))
+        elif req.recovery is not None:
+            state = _verified_only(state)
             committed, digest = self._recover(ctx, state, slot, req)
         elif candidate is None:
             why = (
                 "does not unseal"
                 if sealed_error is not None
                 else "is missing"
-                if req.get("sealed") is None
+                if req.sealed is None
                 else "is not usable"
             )
             raise VerificationFailed(
@@ -469,35 +472,37 @@ class OwnerLaunchEnclave(EnclaveProgram):
         self.state = state
         self.committed, self.committed_digest = committed, digest
         self.loaded = True
+        self.verified.clear()
         sealed = None
         handed_over = None
         if self.pending is not None:  # recovery: the host stores this, then ADVANCE
             sealed = self._seal(ctx, self.pending[0])
-        elif committed.counter_owner and committed.counter_owner != self._me(ctx).hex():
+        elif committed.counter_owner and committed.counter_owner != self._mrsigner(ctx).hex():
             # A handover this enclave prepared is now complete: it serves nothing more.
             self.loaded = False
-            handed_over = committed.counter_owner
-        return {
-            "handed_over": handed_over,
-            "sealed": sealed,
-            "counter": committed.counter,
-            "policy_version": committed.policy_version,
-            "log_count": committed.log_count,
-            "log_head": committed.log_head,
-            "mode_version": committed.mode_version,
-        }
+            handed_over = bytes.fromhex(committed.counter_owner)
+        return LoadReply(
+            counter=committed.counter,
+            policy_version=committed.policy_version,
+            mode_version=committed.mode_version,
+            log_count=committed.log_count,
+            log_head=bytes.fromhex(committed.log_head),
+            handed_over=handed_over,
+            sealed=sealed,
+        )
 
     def _recover(
-        self, ctx: EnclaveContext, state: TrustedState, slot: Any, req: dict[str, Any]
+        self, ctx: EnclaveContext, state: TrustedState, slot: Any, req: LoadRequest
     ) -> tuple[LeState, bytes]:
         """Owner recovery: a threshold of the root's keys signed a recovery document for this
-        platform at the counter's current value; the documents now in the home become the
-        committed state at counter + 1 (prepared here, advanced by ADVANCE)."""
-        data = _unb64(req.get("recovery"), "recovery")
-        envelope = check_envelope(data, RECOVERY_PAYLOAD_TYPE, max_size=64 << 10)
+        platform at the counter's current value; the documents now in the home that verify
+        under the root become the committed state at counter + 1 (prepared here, advanced by
+        ADVANCE)."""
+        assert req.recovery is not None
+        envelope = check_envelope(req.recovery, RECOVERY_PAYLOAD_TYPE, max_size=64 << 10)
         check_signatures(envelope, state.root, "recovery document")
         platform_id, counter = _recovery_fields(envelope.payload)
-        want = _unb64(req.get("platform_id"), "platform_id")
+        want = ctx.platform_id()
         if not hmac.compare_digest(platform_id, want):
             raise PlatformMismatch(
                 "the recovery document is for another platform",
@@ -510,17 +515,19 @@ class OwnerLaunchEnclave(EnclaveProgram):
                 expected=f"counter {slot.value}",
                 found=f"counter {counter}",
             )
-        base = LeState(counter=slot.value, counter_owner=self._me(ctx).hex())
+        base = LeState(counter=slot.value, counter_owner=self._mrsigner(ctx).hex())
         fresh = _state_of(state, base)
         self.committed, self.committed_digest = base, slot.digest
-        nxt = fresh.copy(counter=slot.value + 1, prev=slot.digest.hex())
+        nxt = fresh.copy(
+            counter=slot.value + 1, prev=slot.digest.hex(), time_floor=_issued_floor(state, "")
+        )
         self.pending = (nxt, state)
         return base, slot.digest
 
-    def _install_policy(self, ctx: EnclaveContext, req: dict[str, Any]) -> dict[str, Any]:
+    def _install_policy(self, ctx: EnclaveContext, req: InstallPolicyRequest) -> InstallPolicyReply:
         assert self.state is not None
-        now = self._now(ctx, req)
-        new_state, _update = self.state.install_policy(_unb64(req.get("policy"), "policy"), now)
+        now = self._now(req.now)
+        new_state, _update = self.state.install_policy(req.policy, now)
         assert new_state.policy is not None and new_state.policy_digest is not None
         _nxt, sealed = self._prepare(
             ctx,
@@ -528,66 +535,94 @@ class OwnerLaunchEnclave(EnclaveProgram):
             policy_version=new_state.policy.version,
             policy_digest=new_state.policy_digest.hex(),
         )
-        return {
-            "sealed": sealed,
-            "version": new_state.policy.version,
-            "digest": new_state.policy_digest.hex(),
-        }
-
-    def _mint(self, ctx: EnclaveContext, req: dict[str, Any]) -> dict[str, Any]:
-        assert self.state is not None
-        now = self._now(ctx, req)
-        sig = Sigstruct.from_bytes(_unb64(req.get("sigstruct"), "sigstruct"))
-        flags, xfrm = req.get("flags"), req.get("xfrm")
-        if not isinstance(flags, int) or not isinstance(xfrm, int):
-            raise MalformedInput("launch-enclave call: flags and xfrm must be integers")
-        identity = EnclaveIdentity.from_sigstruct(sig)
-        identity = EnclaveIdentity(
-            mrenclave=identity.mrenclave,
-            mrsigner=identity.mrsigner,
-            isvprodid=identity.isvprodid,
-            isvsvn=identity.isvsvn,
-            isvfamilyid=identity.isvfamilyid,
-            isvextprodid=identity.isvextprodid,
-            flags=flags,
-            xfrm=xfrm,
-            miscselect=sig.miscselect,
+        return InstallPolicyReply(
+            sealed=sealed, version=new_state.policy.version, digest=new_state.policy_digest
         )
-        if self.state.policy is None:
-            return {
-                "allowed": False,
-                "rule": None,
-                "policy_version": 0,
-                "reasons": [
-                    {
-                        "rule": None,
-                        "field": "policy",
-                        "expected": "an installed owner launch policy",
-                        "found": "none",
-                    }
-                ],
-            }
-        decision = self.state.evaluate(identity, now)
-        out: dict[str, Any] = decision.describe()
-        out["policy_digest"] = self.state.policy_digest.hex() if self.state.policy_digest else None
-        if not decision.allowed:
-            return out
-        token = self._token(ctx, sig, Attributes(flags=flags, xfrm=xfrm))
-        out["token"] = _b64(token.to_bytes())
-        out["keyid"] = token.keyid.hex()
-        return out
 
-    @staticmethod
-    def _token(ctx: EnclaveContext, sig: Sigstruct, attributes: Attributes) -> EinitToken:
-        """Mint an EINITTOKEN (SDM EINIT's token checks; Intel's LE flow, spec §4.7)."""
-        me = ctx.ereport(bytes(512))
-        keyid = ctx.rdrand(32)
-        mask = Attributes(flags=_ALL64 & ~_MODE64, xfrm=0)
+    def _verified_identity(self, data: bytes) -> EnclaveIdentity:
+        """The identity of a SIGSTRUCT whose signature verified (strict parse, EXPONENT,
+        MODULUS, S < M, Q1/Q2, PKCS#1 v1.5 over the signed bytes: :func:`verify`), from a
+        cache keyed on SHA-256 of all 1 808 bytes.
+
+        Raises:
+            MalformedInput, VerificationFailed: the SIGSTRUCT does not verify.
+        """
+        key = hashlib.sha256(data).digest()
+        identity = self.verified.get(key)
+        if identity is not None:
+            return identity
+        sig = Sigstruct.from_bytes(data)
+        verify(sig)
+        identity = EnclaveIdentity.from_sigstruct(sig)
+        if len(self.verified) >= self.MAX_VERIFIED:
+            self.verified.clear()
+        self.verified[key] = identity
+        return identity
+
+    def _mint(self, ctx: EnclaveContext, req: MintRequest) -> MintReply:
+        """MINT: verify the SIGSTRUCT, evaluate the policy on its verified fields and the SECS
+        attributes, and mint a token bound to the SIGSTRUCT and the policy."""
+        assert self.state is not None
+        now = self._now(req.now)
+        signed = self._verified_identity(req.sigstruct)
+        identity = replace(signed, flags=req.flags, xfrm=req.xfrm)
+        state = self.state
+        if state.policy is None or state.policy_digest is None:
+            return MintReply(
+                allowed=0,
+                rule=None,
+                policy_version=0,
+                policy_digest=None,
+                reasons=("", "policy", "an installed owner launch policy", "none"),
+                token=None,
+            )
+        decision = state.evaluate(identity, now)
+        if not decision.allowed:
+            reasons: list[str] = []
+            for r in decision.reasons:
+                reasons += [r.rule or "", r.field, r.expected, r.found]
+            return MintReply(
+                allowed=0,
+                rule=decision.rule,
+                policy_version=decision.policy_version,
+                policy_digest=state.policy_digest,
+                reasons=tuple(reasons),
+                token=None,
+            )
+        token = self._token(
+            ctx,
+            identity,
+            req.sigstruct,
+            state.policy_digest,
+            Attributes(flags=req.flags, xfrm=req.xfrm),
+        )
+        return MintReply(
+            allowed=1,
+            rule=decision.rule,
+            policy_version=decision.policy_version,
+            policy_digest=state.policy_digest,
+            reasons=(),
+            token=token,
+        )
+
+    def _token(
+        self,
+        ctx: EnclaveContext,
+        identity: EnclaveIdentity,
+        sigstruct: bytes,
+        policy_digest: bytes,
+        attributes: Attributes,
+    ) -> bytes:
+        """Mint an EINITTOKEN (SDM EINIT's token checks; Intel's LE flow, spec §4.7) whose
+        KEYID binds the SIGSTRUCT and the policy (:func:`~sgxlaunch.driver.owner.token_keyid`)."""
+        me = self._me(ctx)
+        keyid = token_keyid(ctx.rdrand(16), sigstruct, policy_digest)
+        mask = _LE_MASK
         token = EinitToken(
             valid=1,
             attributes=attributes,
-            mrenclave=sig.enclavehash,
-            mrsigner=sig.mrsigner,
+            mrenclave=identity.mrenclave,
+            mrsigner=identity.mrsigner,
             cpusvnle=me.cpusvn,
             isvprodidle=me.isvprodid,
             isvsvnle=me.isvsvn,
@@ -605,60 +640,57 @@ class OwnerLaunchEnclave(EnclaveProgram):
                 miscmask=_ALL32,
             )
         )
-        return token.replace(mac=cmac128(key, token.maced_bytes()))
+        return token.replace(mac=cmac128(key, token.maced_bytes())).to_bytes()
 
     def _log_key(self, ctx: EnclaveContext) -> bytes:
         return self._seal_key(ctx, _LOG_KEYID)
 
-    def _log_append(self, ctx: EnclaveContext, req: dict[str, Any]) -> dict[str, Any]:
+    def _log_append(self, ctx: EnclaveContext, req: LogAppendRequest) -> LogAppendReply:
         assert self.state is not None
-        facts = req.get("facts")
+        try:
+            facts = json.loads(req.facts)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedInput("launch-enclave LogAppendRequest: facts are not JSON") from None
         if not isinstance(facts, dict):
-            raise MalformedInput("launch-enclave call: facts must be an object")
-        self._now(ctx, req)
+            raise MalformedInput("launch-enclave LogAppendRequest: facts must be an object")
         head = LogHead(self.committed.log_count, bytes.fromhex(self.committed.log_head))
         record, head = make_record(self._log_key(ctx), head, facts)
         _nxt, sealed = self._prepare(
             ctx, self.state, log_count=head.count, log_head=head.hash.hex()
         )
-        return {"record": _b64(record.to_bytes()), "sealed": sealed}
+        return LogAppendReply(record=record.to_bytes(), sealed=sealed)
 
-    def _log_verify(self, ctx: EnclaveContext, req: dict[str, Any]) -> dict[str, Any]:
-        blobs = req.get("records")
-        if not isinstance(blobs, list):
-            raise MalformedInput("launch-enclave call: records must be a list")
+    def _log_verify(self, ctx: EnclaveContext, req: LogVerifyRequest) -> LogVerifyReply:
         records = []
-        for index, blob in enumerate(blobs):
+        for index, blob in enumerate(req.records):
             try:
-                records.append(_LogRecord.from_bytes(_unb64(blob, f"records[{index}]")))
+                records.append(_LogRecord.from_bytes(blob))
             except MalformedInput as exc:
                 raise LogTampered(
                     f"launch-log record {index}: {exc.message}", index=index
                 ) from None
         head = LogHead(self.committed.log_count, bytes.fromhex(self.committed.log_head))
         verify_log(self._log_key(ctx), records, head)
-        return {"count": len(records)}
+        return LogVerifyReply(count=len(records))
 
-    def _note_mode(self, ctx: EnclaveContext, req: dict[str, Any]) -> dict[str, Any]:
+    def _note_mode(self, ctx: EnclaveContext, req: NoteModeRequest) -> NoteModeReply:
         """NOTE_MODE: verify an owner-signed platform-mode document (threshold of the root's
-        keys, version above the committed one) and prepare the state that commits it. A
-        document naming another launch-enclave signer prepares the **handover**: the next
-        state names that signer as the counter's owner and starts its log segment empty; the
-        plaintext state goes back too, for the new enclave to adopt (the counter slot holds
-        its digest, so the plaintext is authentic once advanced)."""
+        keys, bound to this machine's platform id unless the owner signed it unbound, version
+        above the committed one) and prepare the state that commits it. A document naming
+        another launch-enclave signer prepares the **handover**: the next state names that
+        signer as the counter's owner and starts its log segment empty; the plaintext state
+        goes back too, for the new enclave to adopt (the counter slot holds its digest, so the
+        plaintext is authentic once advanced)."""
         assert self.state is not None
-        now = self._now(ctx, req)
-        platform_id = _unb64(req.get("platform_id"), "platform_id")
-        new_state, _update = self.state.install_mode(
-            _unb64(req.get("mode"), "mode"), now, platform_id=platform_id
-        )
+        now = self._now(req.now)
+        new_state, _update = self.state.install_mode(req.mode, now, platform_id=ctx.platform_id())
         doc = new_state.mode
         assert doc is not None and new_state.mode_digest is not None
         changes: dict[str, Any] = {
             "mode_version": doc.version,
             "mode_digest": new_state.mode_digest.hex(),
         }
-        me = self._me(ctx).hex()
+        me = self._mrsigner(ctx).hex()
         handover = None
         owner = self.committed.counter_owner or me
         if doc.mode == "owner" and doc.le_mrsigner is not None and doc.le_mrsigner.hex() != owner:
@@ -669,8 +701,32 @@ class OwnerLaunchEnclave(EnclaveProgram):
             }
         nxt, sealed = self._prepare(ctx, new_state, **changes)
         if nxt.counter_owner != me:
-            handover = _b64(nxt.to_json())
-        return {"sealed": sealed, "handover": handover, "counter": nxt.counter}
+            handover = nxt.to_json()
+        return NoteModeReply(sealed=sealed, handover=handover, counter=nxt.counter)
+
+
+def _issued_floor(state: TrustedState, floor: str) -> str:
+    """The latest of ``floor`` and the signed ``issued`` times of ``state``'s policy and mode
+    document (documents without ``issued`` do not move it)."""
+    best = _time(floor) if floor else None
+    for doc in (state.policy, state.mode):
+        issued = getattr(doc, "issued", None)
+        if issued is not None and (best is None or issued > best):
+            best = issued
+    return "" if best is None else best.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _verified_only(state: TrustedState) -> TrustedState:
+    """``state`` with only the policy and mode document that verify under its root (what a
+    fresh start or a recovery may commit: a floor rises only from verified documents)."""
+    store = MemoryStore({ROOT_KEY: state.root_envelope})
+    if state.policy_envelope is not None and state.policy_in_force:
+        store.commit({POLICY_KEY: state.policy_envelope})
+    if state.mode_envelope is not None and state.mode_in_force:
+        store.commit({MODE_KEY: state.mode_envelope})
+    verified = TrustedState.load(store)
+    assert verified is not None
+    return verified
 
 
 def _state_of(state: TrustedState, base: LeState) -> LeState:

@@ -25,7 +25,6 @@ migration steps (:func:`migrate_legacy_home`).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno as _errno
 import hmac
@@ -33,9 +32,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sgxlaunch import errors as _errors
 from sgxlaunch.arch import Attributes, EinitToken, Sigstruct
 from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.cpu import CpuConfig, Processor, secs_for
@@ -57,8 +55,29 @@ from sgxlaunch.errors import (
     VerificationFailed,
 )
 from sgxlaunch.formats.sgxs import SgxsImage
+from sgxlaunch.launch.ecalls import (
+    AdvanceReply,
+    AdvanceRequest,
+    CallError,
+    ErrorCode,
+    InstallPolicyReply,
+    InstallPolicyRequest,
+    LoadReply,
+    LoadRequest,
+    LogAppendReply,
+    LogAppendRequest,
+    LogVerifyReply,
+    LogVerifyRequest,
+    Message,
+    MintReply,
+    MintRequest,
+    NoteModeReply,
+    NoteModeRequest,
+    decode_reply,
+    error_class,
+    to_seconds,
+)
 from sgxlaunch.launch.enclave import (
-    Call,
     OwnerLaunchEnclave,
     launch_enclave_image,
     root_digest_of,
@@ -97,6 +116,7 @@ def log_prefix(mrsigner: bytes) -> str:
 
 
 Clock = Callable[[], datetime]
+_R = TypeVar("_R", bound=Message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +274,7 @@ class Platform:
         self.le: LoadedEnclave | None = None
         self.le_sigstruct: Sigstruct | None = None
         self._context: dict[str, Any] | None = None
+        self._le_mrenclave_cache: bytes | None = None
         self._log_errors: list[str] = []
         self.state: TrustedState | None = None
         try:
@@ -449,15 +470,19 @@ class Platform:
                 )
         if sig is None or state is None:
             if mode_signer is not None:  # pragma: no cover - handled above
-                self.driver.configure_launch_control("owner", mode_signer)
+                self.driver.configure_launch_control(
+                    "owner", mode_signer, le_mrenclave=self._le_mrenclave()
+                )
             return
         try:
             if mode_signer is not None and active is not None and mode_signer != active:
                 # A handover committed to the home but not yet to the counter: the counter's
                 # owner finishes it, then the named signer takes over.
-                self.driver.configure_launch_control("owner", active)
+                self.driver.configure_launch_control(
+                    "owner", active, le_mrenclave=self._le_mrenclave()
+                )
                 reply = self._start_launch_enclave(sig)
-                if reply.get("handed_over") != mode_signer.hex():
+                if reply.handed_over != mode_signer:
                     raise VerificationFailed(
                         "the mode document names a launch-enclave signer the monotonic "
                         "counter was not handed to",
@@ -468,7 +493,9 @@ class Platform:
                 sig = self._stored_le(mode_signer)
                 assert sig is not None
             if mode_signer is not None:
-                self.driver.configure_launch_control("owner", mode_signer)
+                self.driver.configure_launch_control(
+                    "owner", mode_signer, le_mrenclave=self._le_mrenclave()
+                )
             self._start_launch_enclave(sig)
         except SgxlaunchError as exc:
             if not self.maintenance:
@@ -493,9 +520,24 @@ class Platform:
     def le_signer(self) -> bytes | None:
         return None if self.le_sigstruct is None else self.le_sigstruct.mrsigner
 
-    def _start_launch_enclave(
-        self, sig: Sigstruct, *, recovery: bytes | None = None
-    ) -> dict[str, Any]:
+    def _is_launch_enclave(self, sig: Sigstruct) -> bool:
+        signer = self.driver.le_signer
+        return (
+            self.state is not None
+            and signer is not None
+            and hmac.compare_digest(sig.mrsigner, signer)
+            and hmac.compare_digest(sig.enclavehash, self._le_mrenclave())
+        )
+
+    def _le_mrenclave(self) -> bytes:
+        """MRENCLAVE of the owner's launch enclave (the same for every signer of this root)."""
+        assert self.state is not None
+        if self._le_mrenclave_cache is None:
+            root = root_digest_of(self.state.root_envelope)
+            self._le_mrenclave_cache = launch_enclave_image(root).mrenclave()
+        return self._le_mrenclave_cache
+
+    def _start_launch_enclave(self, sig: Sigstruct, *, recovery: bytes | None = None) -> LoadReply:
         assert self.state is not None
         self.le_sigstruct = sig
         image = launch_enclave_image(root_digest_of(self.state.root_envelope))
@@ -516,35 +558,26 @@ class Platform:
             token = None
         attributes = Attributes(flags=flags, xfrm=sig.attributes.xfrm)
         self.le = load(self.driver.new_process(), image, sig, token=token, attributes=attributes)
-        request: dict[str, Any] = {
-            "root": _b64(self.state.root_envelope),
-            "policy": None
-            if self.state.policy_envelope is None
-            else _b64(self.state.policy_envelope),
-            "mode": None if self.state.mode_envelope is None else _b64(self.state.mode_envelope),
-            "sealed": None,
-            "handover": None,
-            "recovery": None if recovery is None else _b64(recovery),
-            "platform_id": _b64(self.platform_id),
-            "now": self._now(),
-        }
-        sealed = self.store.get(le_sealed_key(sig.mrsigner))
-        if sealed is not None:
-            request["sealed"] = _b64(sealed)
-        handover = self.store.get(LE_HANDOVER_KEY)
-        if handover is not None:
-            request["handover"] = _b64(handover)
-        reply = self._le_call(Call.LOAD, request)
-        if reply.get("sealed") is not None:  # recovery: store the new state, then advance
-            changes: dict[str, bytes | None] = {
-                le_sealed_key(sig.mrsigner): base64.b64decode(reply["sealed"])
-            }
+        reply = self._le_call(
+            LoadRequest(
+                root=self.state.root_envelope,
+                policy=self.state.policy_envelope,
+                mode=self.state.mode_envelope,
+                sealed=self.store.get(le_sealed_key(sig.mrsigner)),
+                handover=self.store.get(LE_HANDOVER_KEY),
+                recovery=None if recovery is None else bytes(recovery),
+                now=to_seconds(self.clock()),
+            ),
+            LoadReply,
+        )
+        if reply.sealed is not None:  # recovery: store the new state, then advance
+            changes: dict[str, bytes | None] = {le_sealed_key(sig.mrsigner): reply.sealed}
             for key in self.store.keys(log_prefix(sig.mrsigner)):
                 blob = self.store.get(key)
-                changes[f"{ARCHIVE_PREFIX}counter-{reply['counter']}/{key}"] = blob
+                changes[f"{ARCHIVE_PREFIX}counter-{reply.counter}/{key}"] = blob
                 changes[key] = None
             self.store.commit(changes)
-            self._le_call(Call.ADVANCE, {})
+            self._le_call(AdvanceRequest(), AdvanceReply)
         return reply
 
     def recover(self, data: bytes) -> dict[str, Any]:
@@ -570,28 +603,53 @@ class Platform:
             )
         doc = self.mode_document
         if doc is not None and doc.mode == "owner":
-            self.driver.configure_launch_control("owner", sig.mrsigner)
+            self.driver.configure_launch_control(
+                "owner", sig.mrsigner, le_mrenclave=self._le_mrenclave()
+            )
         reply = self._start_launch_enclave(sig, recovery=bytes(data))
         self.blocked = None
-        return {"counter": self.machine.load().counter.value, "mode_version": reply["mode_version"]}
+        return {"counter": self.machine.load().counter.value, "mode_version": reply.mode_version}
 
-    def _le_call(self, call: Call, request: Mapping[str, Any]) -> dict[str, Any]:
+    def _le_call(self, request: Message, reply_type: type[_R]) -> _R:
+        """One ECALL of the launch enclave: the typed request out, the typed reply back; an
+        error reply raises the class its code names (``launch enclave: …``)."""
         if self.le is None:
             raise UsageError(
                 "the owner's launch enclave is not set up here (`sgxlaunch platform le-sign`)"
             )
-        reply = json.loads(self.le.ecall(int(call), json.dumps(request).encode()))
-        if not reply.get("ok"):
-            message = f"launch enclave: {reply.get('message')}"
-            detail = [str(d) for d in reply.get("detail", [])]
-            error = reply.get("error", "")
-            if error == "LogTampered":
-                raise LogTampered(message, index=reply.get("index"), detail=detail)
-            cls = getattr(_errors, error, None) if error in _errors.__all__ else None
-            if not (isinstance(cls, type) and issubclass(cls, SgxlaunchError)):
-                cls = VerificationFailed
-            raise cls(message, detail=detail)
-        return dict(reply)
+        call = request.CALL
+        reply = decode_reply(call, self.le.ecall(int(call), request.encode()))
+        if isinstance(reply, CallError):
+            message = f"launch enclave: {reply.message}"
+            if reply.code == ErrorCode.LOG_TAMPERED:
+                raise LogTampered(message, index=reply.index, detail=list(reply.detail))
+            raise error_class(reply.code)(message, detail=list(reply.detail))
+        assert isinstance(reply, reply_type)
+        return reply
+
+    def mint(self, sigstruct: bytes, attributes: Attributes | None = None) -> MintReply:
+        """Ask the launch enclave for a token for ``sigstruct`` (all 1 808 bytes), to run with
+        ``attributes`` (default: the SIGSTRUCT's own ATTRIBUTES). The reply carries the
+        decision and, when allowed, the token. This is the host's ECALL interface: nothing
+        here is trusted by the enclave.
+
+        Raises:
+            MalformedInput, VerificationFailed: the SIGSTRUCT does not verify (no token).
+            UsageError: no launch enclave running.
+        """
+        if attributes is None:
+            if len(sigstruct) != Sigstruct.SIZE:
+                raise MalformedInput(f"a SIGSTRUCT is {Sigstruct.SIZE} bytes")
+            attributes = Sigstruct.from_bytes_raw(sigstruct).attributes
+        return self._le_call(
+            MintRequest(
+                sigstruct=bytes(sigstruct),
+                flags=attributes.flags,
+                xfrm=attributes.xfrm,
+                now=to_seconds(self.clock()),
+            ),
+            MintReply,
+        )
 
     def _now(self) -> str:
         return _iso(self.clock())
@@ -639,16 +697,17 @@ class Platform:
     def _commit_prepared(
         self,
         changes: dict[str, bytes | None],
-        reply: Mapping[str, Any],
+        reply: InstallPolicyReply | NoteModeReply | LogAppendReply,
     ) -> None:
         """Store the launch enclave's prepared state with ``changes`` in one commit, then let
         it advance the monotonic counter (crash-safe: see the module docstring)."""
         assert self.le_sigstruct is not None
-        changes[le_sealed_key(self.le_sigstruct.mrsigner)] = base64.b64decode(reply["sealed"])
-        if reply.get("handover"):
-            changes[LE_HANDOVER_KEY] = base64.b64decode(reply["handover"])
+        changes[le_sealed_key(self.le_sigstruct.mrsigner)] = reply.sealed
+        handover = getattr(reply, "handover", None)
+        if handover:
+            changes[LE_HANDOVER_KEY] = handover
         self.store.commit(changes)
-        self._le_call(Call.ADVANCE, {})
+        self._le_call(AdvanceRequest(), AdvanceReply)
 
     def install_policy(self, data: bytes) -> dict[str, Any]:
         """Verify a signed launch policy in the launch enclave, store it with the enclave's new
@@ -664,12 +723,15 @@ class Platform:
             raise UsageError(f"the platform is blocked: {self.blocked}")
         # The host-side state check is the same verification; it also yields the new state.
         new_state, update = self.state.install_policy(data, self.clock())
-        reply = self._le_call(Call.INSTALL_POLICY, {"policy": _b64(data), "now": self._now()})
+        reply = self._le_call(
+            InstallPolicyRequest(policy=bytes(data), now=to_seconds(self.clock())),
+            InstallPolicyReply,
+        )
         changes: dict[str, bytes | None] = dict(update.changes)
         changes[POLICY_KEY] = bytes(data)
         self._commit_prepared(changes, reply)
         self.state = new_state
-        return {"version": reply["version"], "digest": reply["digest"]}
+        return {"version": reply.version, "digest": reply.digest.hex()}
 
     def set_mode(self, data: bytes) -> dict[str, Any]:
         """Switch the launch-control mode with an owner-signed platform-mode document.
@@ -703,7 +765,7 @@ class Platform:
         elif self.le_signer is not None and not self.machine.load().counter.owned:
             changes[LE_ACTIVE_KEY] = self.le_signer.hex().encode()
         if not update.changes:
-            return {"mode": doc.mode, "version": doc.version}
+            return _mode_result(doc)
         if self.le is None:
             if self.machine.load().counter.value > 0 or self.le_sigstruct is not None:
                 raise UsageError(
@@ -713,12 +775,11 @@ class Platform:
             self.store.commit(changes)
         else:
             reply = self._le_call(
-                Call.NOTE_MODE,
-                {"mode": _b64(data), "platform_id": _b64(self.platform_id), "now": self._now()},
+                NoteModeRequest(mode=bytes(data), now=to_seconds(self.clock())), NoteModeReply
             )
             self._commit_prepared(changes, reply)
         self.state = new_state
-        return {"mode": doc.mode, "version": doc.version}
+        return _mode_result(doc)
 
     # -- launching ---------------------------------------------------------------------------
 
@@ -753,33 +814,48 @@ class Platform:
             xfrm_allowed=self.cpu.config.xfrm_allowed,
         )
         decision: dict[str, Any]
+        refused: SgxlaunchError | None = None
+        if token is None and self._is_launch_enclave(sig):
+            # The launch enclave itself needs no token (its MRSIGNER is the launch-key hash).
+            self._context = {"decision": "launch enclave (no token)"}
+            try:
+                enclave = load(self.new_process(), image, sig, token=bytes(EinitToken.SIZE))
+            finally:
+                self._context = None
+            return RunResult(enclave, mode, "launch enclave (no token)")
         if token is not None:
             decision = {"decision": "token supplied", "token_keyid": _keyid(token)}
         else:
-            reply = self._le_call(
-                Call.MINT,
-                {
-                    "sigstruct": _b64(sig.to_bytes()),
-                    "flags": secs.attributes.flags,
-                    "xfrm": secs.attributes.xfrm,
-                    "now": self._now(),
-                },
-            )
+            try:
+                reply = self.mint(sig.to_bytes(), secs.attributes)
+            except (MalformedInput, VerificationFailed) as exc:
+                refused = exc
+                reply = MintReply(
+                    allowed=0,
+                    rule=None,
+                    policy_version=0,
+                    policy_digest=None,
+                    reasons=("", "sigstruct", "a SIGSTRUCT whose signature verifies", exc.message),
+                    token=None,
+                )
+            token = reply.token
             decision = {
-                "decision": "allowed" if reply["allowed"] else "denied",
-                "rule": reply.get("rule"),
-                "reasons": reply.get("reasons", []),
-                "policy_version": reply.get("policy_version"),
-                "policy_digest": reply.get("policy_digest"),
-                "token_keyid": reply.get("keyid"),
+                "decision": "allowed" if reply.allowed else "denied",
+                "rule": reply.rule,
+                "reasons": reply.reason_dicts(),
+                "policy_version": reply.policy_version or None,
+                "policy_digest": None if reply.policy_digest is None else reply.policy_digest.hex(),
+                "token_keyid": None if token is None else _keyid(token),
             }
-            token = base64.b64decode(reply["token"]) if reply.get("token") else None
         self._context = decision
         try:
             if token is None:
                 # Denied: the attempt still reaches the driver (and the log) without a token.
+                # The driver refuses every enclave but the launch enclave without one.
                 with contextlib.suppress(LoadFailed):
                     load(self.new_process(), image, sig, token=bytes(EinitToken.SIZE))
+                if refused is not None:
+                    raise refused
                 reasons = decision.get("reasons") or []
                 raise PolicyDenied(
                     "launch denied by the owner's policy"
@@ -813,11 +889,14 @@ class Platform:
             return
         facts = self._facts(attempt)
         try:
-            reply = self._le_call(Call.LOG_APPEND, {"facts": facts, "now": self._now()})
+            reply = self._le_call(
+                LogAppendRequest(facts=_canonical(facts), now=to_seconds(self.clock())),
+                LogAppendReply,
+            )
         except SgxlaunchError as exc:  # the INIT's own outcome must not be masked
             self._log_errors.append(exc.message)
             return
-        record = base64.b64decode(reply["record"])
+        record = reply.record
         seq = int(json.loads(record[32:])["seq"])
         signer = self.le_signer
         assert signer is not None
@@ -890,8 +969,8 @@ class Platform:
             LogTampered: naming the first bad record.
             UsageError: no launch enclave here.
         """
-        reply = self._le_call(Call.LOG_VERIFY, {"records": [_b64(b) for b in self.log_blobs()]})
-        return int(reply["count"])
+        reply = self._le_call(LogVerifyRequest(records=tuple(self.log_blobs())), LogVerifyReply)
+        return reply.count
 
     @property
     def log_errors(self) -> list[str]:
@@ -1013,8 +1092,8 @@ def _reason(r: dict[str, Any]) -> dict[str, Any]:
     return {name: r.get(name) for name in ("rule", "field", "expected", "found")}
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+def _canonical(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _keyid(token: bytes) -> str | None:
@@ -1022,6 +1101,15 @@ def _keyid(token: bytes) -> str | None:
         return None
     parsed = EinitToken.from_bytes_raw(token)
     return parsed.keyid.hex() if parsed.valid & 1 else None
+
+
+def _mode_result(doc: Any) -> dict[str, Any]:
+    bound = doc.platform_id
+    return {
+        "mode": doc.mode,
+        "version": doc.version,
+        "platform_id": None if bound is None else bound.hex(),
+    }
 
 
 def _named_signer(doc: Any) -> bytes:

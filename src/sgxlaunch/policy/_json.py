@@ -226,6 +226,29 @@ def get_time(obj: dict[str, Any], key: str, field: str) -> datetime:
     return parse_time(get_str(obj, key, field), f"{field}.{key}")
 
 
+def check_spec(obj: dict[str, Any], field: str, plain: str, with_issued: str) -> None:
+    """``spec_version`` is ``plain`` (no ``issued``) or ``with_issued`` (``issued`` required).
+
+    Raises:
+        MalformedInput: another version; ``issued`` missing in, or present without, the latter.
+    """
+    spec = get_str(obj, "spec_version", field)
+    if spec not in (plain, with_issued):
+        _fail(f"{field}.spec_version must be {plain!r} or {with_issued!r}", f"{field}.spec_version")
+    if spec == with_issued and "issued" not in obj:
+        _fail(f"missing field 'issued' in {field}", f"{field}.issued")
+    if spec == plain and "issued" in obj:
+        _fail(f"{field}.issued needs spec_version {with_issued!r}", f"{field}.issued")
+
+
+def get_issued(obj: dict[str, Any], expires: datetime, field: str) -> datetime:
+    """A document's signed ``issued`` time (see :func:`parse_time`), not after ``expires``."""
+    issued = get_time(obj, "issued", field)
+    if issued > expires:
+        _fail(f"{field}.issued is after {field}.expires", f"{field}.issued")
+    return issued
+
+
 def format_time(when: datetime) -> str:
     """Write an aware datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds)."""
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -46,6 +46,8 @@ MODE_PAYLOAD_TYPE = "application/vnd.sgxlaunch.platform-mode+json"
 MODE_DOCUMENT_TYPE = "platform-mode"
 """The value of the document's ``type`` field."""
 SPEC_VERSION = "1"
+SPEC_VERSION_ISSUED = "2"
+"""spec_version of a document carrying a signed ``issued`` time (required there)."""
 MAX_MODE_SIZE = 16 << 10
 """Largest platform-mode payload accepted (16 KiB; a real one is about 300 bytes)."""
 MAX_MODE_ENVELOPE_SIZE = (MAX_MODE_SIZE * 4) // 3 + (128 << 10)
@@ -81,6 +83,7 @@ class ModeDocument:
     mode: Mode
     le_mrsigner: bytes | None = None
     platform_id: bytes | None = None
+    issued: datetime | None = None
 
     @classmethod
     def create(
@@ -91,6 +94,7 @@ class ModeDocument:
         mode: str,
         le_mrsigner: bytes | None = None,
         platform_id: bytes | None = None,
+        issued: datetime | None = None,
     ) -> ModeDocument:
         """Build a document, checking the same rules as parsing.
 
@@ -110,6 +114,11 @@ class ModeDocument:
         for key, value in (("le_mrsigner", le_mrsigner), ("platform_id", platform_id)):
             if value is not None:
                 doc[key] = bytes(value).hex()
+        if issued is not None:
+            if issued.tzinfo is None or issued.utcoffset() is None:
+                raise UsageError("issued must be a timezone-aware datetime (UTC)")
+            doc["spec_version"] = SPEC_VERSION_ISSUED
+            doc["issued"] = _json.format_time(issued)
         try:
             return cls.from_payload(_json.dumps_canonical(doc))
         except MalformedInput as exc:
@@ -138,15 +147,15 @@ class ModeDocument:
             )
         value = _json.loads_strict(payload, what="platform-mode document")
         doc = _json.expect_object(value, "mode")
-        _json.check_keys(doc, required=_FIELDS_REQUIRED, optional=_FIELDS_OPTIONAL, field="mode")
-        if _json.get_str(doc, "spec_version", "mode") != SPEC_VERSION:
-            raise MalformedInput(
-                f"mode.spec_version must be {SPEC_VERSION!r}", field="mode.spec_version"
-            )
+        _json.check_keys(
+            doc, required=_FIELDS_REQUIRED, optional=(*_FIELDS_OPTIONAL, "issued"), field="mode"
+        )
+        _json.check_spec(doc, "mode", SPEC_VERSION, SPEC_VERSION_ISSUED)
         if _json.get_str(doc, "type", "mode") != MODE_DOCUMENT_TYPE:
             raise MalformedInput(f"mode.type must be {MODE_DOCUMENT_TYPE!r}", field="mode.type")
         version = _json.get_int(doc, "version", "mode", low=1, high=MAX_VERSION)
         expires = _json.get_time(doc, "expires", "mode")
+        issued = _json.get_issued(doc, expires, "mode") if "issued" in doc else None
         mode = _json.get_str(doc, "mode", "mode")
         if mode == "owner":
             if "le_mrsigner" not in doc:
@@ -169,7 +178,7 @@ class ModeDocument:
             )
         le_mrsigner = _hex32(doc, "le_mrsigner") if "le_mrsigner" in doc else None
         platform_id = _hex32(doc, "platform_id") if "platform_id" in doc else None
-        return cls(version, expires, chosen, le_mrsigner, platform_id)
+        return cls(version, expires, chosen, le_mrsigner, platform_id, issued)
 
     def to_payload(self) -> bytes:
         """The canonical payload bytes (what gets signed)."""
@@ -184,6 +193,9 @@ class ModeDocument:
             doc["le_mrsigner"] = self.le_mrsigner.hex()
         if self.platform_id is not None:
             doc["platform_id"] = self.platform_id.hex()
+        if self.issued is not None:
+            doc["spec_version"] = SPEC_VERSION_ISSUED
+            doc["issued"] = _json.format_time(self.issued)
         return _json.dumps_canonical(doc)
 
     def is_expired(self, now: datetime) -> bool:
@@ -195,6 +207,7 @@ class ModeDocument:
         return {
             "type": MODE_DOCUMENT_TYPE,
             "version": self.version,
+            "issued": None if self.issued is None else _json.format_time(self.issued),
             "expires": _json.format_time(self.expires),
             "mode": self.mode,
             "le_mrsigner": None if self.le_mrsigner is None else self.le_mrsigner.hex(),

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +46,8 @@ from sgxlaunch.policy import _json
 
 POLICY_PAYLOAD_TYPE = "application/vnd.sgxlaunch.launch-policy+json"
 SPEC_VERSION = "1"
+SPEC_VERSION_ISSUED = "2"
+"""spec_version of a policy carrying a signed ``issued`` time (required there)."""
 MAX_POLICY_SIZE = 64 << 20
 MAX_RULES = 1_000_000
 MAX_VERSION = (1 << 63) - 1
@@ -182,12 +184,15 @@ class LaunchPolicy:
         expires: the instant from which the policy no longer allows anything (aware, UTC).
         allow: allow rules in document order.
         deny: deny rules in document order.
+        issued: when the owner signed it (``spec_version`` "2"), or ``None`` (version "1").
+            The launch enclave's time floor is the latest ``issued`` it verified.
     """
 
     version: int
     expires: datetime
     allow: tuple[Rule, ...] = ()
     deny: tuple[Rule, ...] = field(default=())
+    issued: datetime | None = None
 
     @classmethod
     def from_payload(cls, payload: bytes) -> LaunchPolicy:
@@ -195,9 +200,10 @@ class LaunchPolicy:
 
         Checks, in order: size ≤ :data:`MAX_POLICY_SIZE` and at most :data:`MAX_RULES`
         objects (counted over the raw bytes — both before any parsing); strict JSON; exactly
-        the known top-level fields; ``spec_version`` = "1"; ``version`` an integer
-        1 … 2**63 − 1 (``true`` is not an integer); ``expires`` an RFC 3339 UTC time; each
-        rule (see :meth:`Rule.from_doc`); rule ids unique.
+        the known top-level fields; ``spec_version`` = "1", or "2" with an ``issued`` RFC 3339
+        UTC time not after ``expires``; ``version`` an integer 1 … 2**63 − 1 (``true`` is not
+        an integer); ``expires`` an RFC 3339 UTC time; each rule (see :meth:`Rule.from_doc`);
+        rule ids unique.
 
         Raises:
             MalformedInput: any check fails (``field`` names the place).
@@ -207,14 +213,13 @@ class LaunchPolicy:
         _json.check_keys(
             doc,
             required=("spec_version", "version", "expires", "allow", "deny"),
+            optional=("issued",),
             field="policy",
         )
-        if _json.get_str(doc, "spec_version", "policy") != SPEC_VERSION:
-            raise MalformedInput(
-                f"policy.spec_version must be {SPEC_VERSION!r}", field="policy.spec_version"
-            )
+        _json.check_spec(doc, "policy", SPEC_VERSION, SPEC_VERSION_ISSUED)
         version = _json.get_int(doc, "version", "policy", low=1, high=MAX_VERSION)
         expires = _json.get_time(doc, "expires", "policy")
+        issued = _json.get_issued(doc, expires, "policy") if "issued" in doc else None
         allow_docs = _json.expect_list(doc["allow"], "policy.allow")
         deny_docs = _json.expect_list(doc["deny"], "policy.deny")
         if len(allow_docs) + len(deny_docs) > MAX_RULES:
@@ -222,19 +227,21 @@ class LaunchPolicy:
         allow = tuple(Rule.from_doc(d, "allow", i) for i, d in enumerate(allow_docs))
         deny = tuple(Rule.from_doc(d, "deny", i) for i, d in enumerate(deny_docs))
         _check_unique_ids(allow, deny)
-        return cls(version, expires, allow, deny)
+        return cls(version, expires, allow, deny, issued)
 
     def to_payload(self) -> bytes:
         """The canonical payload bytes (what gets signed)."""
-        return _json.dumps_canonical(
-            {
-                "spec_version": SPEC_VERSION,
-                "version": self.version,
-                "expires": _json.format_time(self.expires),
-                "allow": [r.to_doc() for r in self.allow],
-                "deny": [r.to_doc() for r in self.deny],
-            }
-        )
+        doc: dict[str, Any] = {
+            "spec_version": SPEC_VERSION,
+            "version": self.version,
+            "expires": _json.format_time(self.expires),
+            "allow": [r.to_doc() for r in self.allow],
+            "deny": [r.to_doc() for r in self.deny],
+        }
+        if self.issued is not None:
+            doc["spec_version"] = SPEC_VERSION_ISSUED
+            doc["issued"] = _json.format_time(self.issued)
+        return _json.dumps_canonical(doc)
 
     def is_expired(self, now: datetime) -> bool:
         """``expires <= now``: a policy is expired at its exact expiry instant."""
@@ -254,13 +261,14 @@ class LaunchPolicy:
         if any(r.id == rule.id for r in (*self.allow, *self.deny)):
             raise UsageError(f"rule id {rule.id!r} is already used in this policy")
         if effect == "allow":
-            return LaunchPolicy(self.version, self.expires, (*self.allow, rule), self.deny)
-        return LaunchPolicy(self.version, self.expires, self.allow, (*self.deny, rule))
+            return replace(self, allow=(*self.allow, rule))
+        return replace(self, deny=(*self.deny, rule))
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view of the whole policy (for ``--json`` output)."""
         return {
             "version": self.version,
+            "issued": None if self.issued is None else _json.format_time(self.issued),
             "expires": _json.format_time(self.expires),
             "allow": [r.to_doc() for r in self.allow],
             "deny": [r.to_doc() for r in self.deny],

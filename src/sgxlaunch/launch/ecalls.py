@@ -1,0 +1,588 @@
+"""The launch enclave's ECALL contract: one frozen request and one frozen reply type per call,
+a compact binary encoding, and errors by code.
+
+The untrusted host calls the launch enclave with ``ECALL(function, bytes)`` and gets bytes back.
+Every request and reply type lists its fields in ``FIELDS`` as ``(name, kind, limit)``; the
+encoding is the fields in that order, little-endian, with no tags and no padding:
+
+=========== ================================================================================
+kind        encoding
+=========== ================================================================================
+``u8``      1 byte (booleans are ``u8`` 0 / 1; any other value is refused)
+``u64``     8 bytes
+``b32``     32 bytes
+``bytes``   u32 length ≤ limit, then the bytes
+``opt``     u8 0 (absent) or 1 then as ``bytes``
+``opt32``   u8 0 or 1 then 32 bytes
+``str``     as ``bytes``, UTF-8
+``optstr``  as ``opt``, UTF-8
+``list``    u32 count ≤ limit, then each item as ``bytes`` (each ≤ :data:`MAX_ITEM`)
+``strs``    as ``list``, each item UTF-8
+=========== ================================================================================
+
+A reply starts with one status byte: 0, then the reply type's fields; or an
+:class:`ErrorCode`, then ``message`` (str), ``detail`` (strs) and ``index`` (u64; 2**64 − 1
+when absent, used by :data:`ErrorCode.LOG_TAMPERED`). Decoding is strict: every length is
+checked against its limit before anything is read, the input must be consumed exactly, and
+every failure is a :class:`~sgxlaunch.errors.MalformedInput` naming the call and the field.
+Times travel as whole seconds since the Unix epoch (``u64``).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+from sgxlaunch import errors as _errors
+from sgxlaunch.errors import MalformedInput, SgxlaunchError
+
+MAX_DOCUMENT = 16 << 20
+"""Largest signed document carried by a request (a policy envelope of 10 000 rules is ~2 MiB)."""
+MAX_SEALED = 64 << 10
+MAX_ITEM = 64 << 10
+MAX_RECORDS = 1 << 20
+MAX_TEXT = 4096
+SIGSTRUCT_SIZE = 1808
+TOKEN_SIZE = 304
+NO_INDEX = 2**64 - 1
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class Call(enum.IntEnum):
+    """The launch enclave's ECALLs (see :mod:`sgxlaunch.launch.enclave` for what each does)."""
+
+    LOAD = 0
+    INSTALL_POLICY = 1
+    MINT = 2
+    LOG_APPEND = 3
+    LOG_VERIFY = 4
+    NOTE_MODE = 5
+    ADVANCE = 6
+
+
+class ErrorCode(enum.IntEnum):
+    """Why a call failed; the host raises the matching :mod:`sgxlaunch.errors` class."""
+
+    MALFORMED = 1
+    USAGE = 2
+    VERIFICATION = 3
+    SIGNATURE = 4
+    QUOTIENT = 5
+    EXPIRED = 6
+    ROLLBACK = 7
+    THRESHOLD = 8
+    PLATFORM_MISMATCH = 9
+    LOG_TAMPERED = 10
+    POLICY_DENIED = 11
+
+
+_ERROR_CLASSES: tuple[tuple[ErrorCode, type[SgxlaunchError]], ...] = (
+    # most specific first: the first isinstance match names the code
+    (ErrorCode.SIGNATURE, _errors.SignatureInvalid),
+    (ErrorCode.QUOTIENT, _errors.QuotientInvalid),
+    (ErrorCode.EXPIRED, _errors.Expired),
+    (ErrorCode.ROLLBACK, _errors.Rollback),
+    (ErrorCode.THRESHOLD, _errors.ThresholdNotMet),
+    (ErrorCode.PLATFORM_MISMATCH, _errors.PlatformMismatch),
+    (ErrorCode.VERIFICATION, _errors.VerificationFailed),
+    (ErrorCode.MALFORMED, _errors.MalformedInput),
+    (ErrorCode.USAGE, _errors.UsageError),
+    (ErrorCode.POLICY_DENIED, _errors.PolicyDenied),
+)
+
+
+def error_code(exc: SgxlaunchError) -> ErrorCode:
+    """The code for ``exc`` (log tampering is told apart by the caller: it carries an index)."""
+    for code, cls in _ERROR_CLASSES:
+        if isinstance(exc, cls):
+            return code
+    return ErrorCode.USAGE
+
+
+def error_class(code: int) -> type[SgxlaunchError]:
+    """The exception class for a code (an unknown code is a verification failure)."""
+    for known, cls in _ERROR_CLASSES:
+        if known == code:
+            return cls
+    return _errors.VerificationFailed
+
+
+def to_seconds(when: datetime) -> int:
+    return int(when.astimezone(UTC).timestamp())
+
+
+def from_seconds(seconds: int, name: str = "now") -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise MalformedInput(f"launch-enclave call: {name} is out of range") from None
+
+
+class _Reader:
+    __slots__ = ("data", "pos", "what")
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def fail(self, name: str, why: str) -> MalformedInput:
+        return MalformedInput(f"{self.what}: {name}: {why}", field=name, offset=self.pos)
+
+    def take(self, n: int, name: str) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise self.fail(name, f"truncated (needs {n} bytes)")
+        out = self.data[self.pos : end]
+        self.pos = end
+        return out
+
+    def u8(self, name: str) -> int:
+        return self.take(1, name)[0]
+
+    def u32(self, name: str) -> int:
+        return int(_U32.unpack(self.take(4, name))[0])
+
+    def u64(self, name: str) -> int:
+        return int(_U64.unpack(self.take(8, name))[0])
+
+    def flag(self, name: str) -> bool:
+        value = self.u8(name)
+        if value > 1:
+            raise self.fail(name, f"presence byte must be 0 or 1, found {value}")
+        return value == 1
+
+    def blob(self, name: str, limit: int) -> bytes:
+        n = self.u32(name)
+        if n > limit:
+            raise self.fail(name, f"{n} bytes, more than the {limit}-byte limit")
+        return self.take(n, name)
+
+    def text(self, name: str, limit: int) -> str:
+        raw = self.blob(name, limit)
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise self.fail(name, "not UTF-8") from None
+
+
+def _read(r: _Reader, name: str, kind: str, limit: int) -> Any:
+    if kind == "u8":
+        value = r.u8(name)
+        if limit and value > limit:
+            raise r.fail(name, f"must be at most {limit}, found {value}")
+        return value
+    if kind == "u64":
+        return r.u64(name)
+    if kind == "b32":
+        return r.take(32, name)
+    if kind == "bytes":
+        return r.blob(name, limit)
+    if kind == "fixed":
+        n = r.u32(name)
+        if n != limit:
+            raise r.fail(name, f"must be {limit} bytes, found {n}")
+        return r.take(n, name)
+    if kind == "opt":
+        return r.blob(name, limit) if r.flag(name) else None
+    if kind == "opt32":
+        return r.take(32, name) if r.flag(name) else None
+    if kind == "str":
+        return r.text(name, limit)
+    if kind == "optstr":
+        return r.text(name, limit) if r.flag(name) else None
+    if kind in ("list", "strs"):
+        count = r.u32(name)
+        if count > limit:
+            raise r.fail(name, f"{count} items, more than {limit}")
+        if kind == "list":
+            return tuple(r.blob(f"{name}[{i}]", MAX_ITEM) for i in range(count))
+        return tuple(r.text(f"{name}[{i}]", MAX_TEXT) for i in range(count))
+    raise AssertionError(kind)  # pragma: no cover - the FIELDS tables are fixed
+
+
+def _blob(out: list[bytes], data: bytes) -> None:
+    out.append(_U32.pack(len(data)))
+    out.append(data)
+
+
+def _write(out: list[bytes], kind: str, value: Any) -> None:
+    if kind == "u8":
+        out.append(bytes((int(value),)))
+    elif kind == "u64":
+        out.append(_U64.pack(value))
+    elif kind == "b32":
+        if len(value) != 32:
+            raise MalformedInput("a 32-byte field has another length")
+        out.append(bytes(value))
+    elif kind in ("bytes", "fixed"):
+        _blob(out, bytes(value))
+    elif kind in ("opt", "opt32", "optstr"):
+        if value is None:
+            out.append(b"\x00")
+        else:
+            out.append(b"\x01")
+            if kind == "opt32":
+                out.append(bytes(value))
+            else:
+                _blob(out, value.encode() if kind == "optstr" else bytes(value))
+    elif kind == "str":
+        _blob(out, value.encode())
+    elif kind in ("list", "strs"):
+        out.append(_U32.pack(len(value)))
+        for item in value:
+            _blob(out, item.encode() if kind == "strs" else bytes(item))
+    else:  # pragma: no cover - the FIELDS tables are fixed
+        raise AssertionError(kind)
+
+
+class Message:
+    """Base of every request and reply: ``FIELDS`` drives the codec."""
+
+    __slots__ = ()
+
+    FIELDS: ClassVar[tuple[tuple[str, str, int], ...]] = ()
+    CALL: ClassVar[Call]
+
+    def encode(self) -> bytes:
+        out: list[bytes] = []
+        for name, kind, _limit in self.FIELDS:
+            _write(out, kind, getattr(self, name))
+        return b"".join(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        """Parse strictly (limits before reads, exact length).
+
+        Raises:
+            MalformedInput: naming the call and the field.
+        """
+        r = _Reader(bytes(data), f"launch-enclave {cls.__name__}")
+        values = {name: _read(r, name, kind, limit) for name, kind, limit in cls.FIELDS}
+        if r.pos != len(r.data):
+            raise r.fail("(end)", f"{len(r.data) - r.pos} trailing bytes")
+        return cls(**values)
+
+
+def _check_fields(cls: type[Message]) -> type[Message]:
+    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    assert names == tuple(name for name, _k, _l in cls.FIELDS), cls.__name__
+    return cls
+
+
+# -- LOAD ----------------------------------------------------------------------------------------
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class LoadRequest(Message):
+    """LOAD: the owner root, the stored documents and sealed state, the host's time.
+
+    The platform id is not an input: the enclave reads it from the machine."""
+
+    CALL = Call.LOAD
+    FIELDS = (
+        ("root", "bytes", MAX_DOCUMENT),
+        ("policy", "opt", MAX_DOCUMENT),
+        ("mode", "opt", MAX_DOCUMENT),
+        ("sealed", "opt", MAX_SEALED),
+        ("handover", "opt", MAX_SEALED),
+        ("recovery", "opt", MAX_DOCUMENT),
+        ("now", "u64", 0),
+    )
+    root: bytes
+    policy: bytes | None
+    mode: bytes | None
+    sealed: bytes | None
+    handover: bytes | None
+    recovery: bytes | None
+    now: int
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class LoadReply(Message):
+    CALL = Call.LOAD
+    FIELDS = (
+        ("counter", "u64", 0),
+        ("policy_version", "u64", 0),
+        ("mode_version", "u64", 0),
+        ("log_count", "u64", 0),
+        ("log_head", "b32", 0),
+        ("handed_over", "opt32", 0),
+        ("sealed", "opt", MAX_SEALED),
+    )
+    counter: int
+    policy_version: int
+    mode_version: int
+    log_count: int
+    log_head: bytes
+    handed_over: bytes | None
+    sealed: bytes | None
+
+
+# -- INSTALL_POLICY ------------------------------------------------------------------------------
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class InstallPolicyRequest(Message):
+    CALL = Call.INSTALL_POLICY
+    FIELDS = (("policy", "bytes", MAX_DOCUMENT), ("now", "u64", 0))
+    policy: bytes
+    now: int
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class InstallPolicyReply(Message):
+    CALL = Call.INSTALL_POLICY
+    FIELDS = (("sealed", "bytes", MAX_SEALED), ("version", "u64", 0), ("digest", "b32", 0))
+    sealed: bytes
+    version: int
+    digest: bytes
+
+
+# -- MINT ----------------------------------------------------------------------------------------
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class MintRequest(Message):
+    """MINT: a SIGSTRUCT (all 1 808 bytes) and the SECS attributes the enclave will run with."""
+
+    CALL = Call.MINT
+    FIELDS = (
+        ("sigstruct", "fixed", SIGSTRUCT_SIZE),
+        ("flags", "u64", 0),
+        ("xfrm", "u64", 0),
+        ("now", "u64", 0),
+    )
+    sigstruct: bytes
+    flags: int
+    xfrm: int
+    now: int
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class MintReply(Message):
+    """The decision; ``reasons`` as (rule, field, expected, found) quadruples flattened, with
+    "" for an absent rule; ``token`` only when allowed."""
+
+    CALL = Call.MINT
+    FIELDS = (
+        ("allowed", "u8", 1),
+        ("rule", "optstr", MAX_TEXT),
+        ("policy_version", "u64", 0),
+        ("policy_digest", "opt32", 0),
+        ("reasons", "strs", 4 * 1024),
+        ("token", "opt", TOKEN_SIZE),
+    )
+    allowed: int
+    rule: str | None
+    policy_version: int
+    policy_digest: bytes | None
+    reasons: tuple[str, ...]
+    token: bytes | None
+
+    def reason_dicts(self) -> list[dict[str, Any]]:
+        """The reasons as dicts (rule, field, expected, found)."""
+        items = self.reasons
+        if len(items) % 4:
+            raise MalformedInput("launch-enclave MintReply: reasons are not quadruples")
+        return [
+            {
+                "rule": items[i] or None,
+                "field": items[i + 1],
+                "expected": items[i + 2],
+                "found": items[i + 3],
+            }
+            for i in range(0, len(items), 4)
+        ]
+
+
+# -- LOG_APPEND / LOG_VERIFY ---------------------------------------------------------------------
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class LogAppendRequest(Message):
+    """LOG_APPEND: the record's facts as canonical JSON (an object; bounded)."""
+
+    CALL = Call.LOG_APPEND
+    FIELDS = (("facts", "bytes", MAX_ITEM), ("now", "u64", 0))
+    facts: bytes
+    now: int
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class LogAppendReply(Message):
+    CALL = Call.LOG_APPEND
+    FIELDS = (("record", "bytes", MAX_ITEM), ("sealed", "bytes", MAX_SEALED))
+    record: bytes
+    sealed: bytes
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class LogVerifyRequest(Message):
+    CALL = Call.LOG_VERIFY
+    FIELDS = (("records", "list", MAX_RECORDS),)
+    records: tuple[bytes, ...]
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class LogVerifyReply(Message):
+    CALL = Call.LOG_VERIFY
+    FIELDS = (("count", "u64", 0),)
+    count: int
+
+
+# -- NOTE_MODE / ADVANCE -------------------------------------------------------------------------
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class NoteModeRequest(Message):
+    """NOTE_MODE: a signed platform-mode document (the platform id comes from the machine)."""
+
+    CALL = Call.NOTE_MODE
+    FIELDS = (("mode", "bytes", MAX_DOCUMENT), ("now", "u64", 0))
+    mode: bytes
+    now: int
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class NoteModeReply(Message):
+    CALL = Call.NOTE_MODE
+    FIELDS = (
+        ("sealed", "bytes", MAX_SEALED),
+        ("handover", "opt", MAX_SEALED),
+        ("counter", "u64", 0),
+    )
+    sealed: bytes
+    handover: bytes | None
+    counter: int
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class AdvanceRequest(Message):
+    CALL = Call.ADVANCE
+    FIELDS = ()
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class AdvanceReply(Message):
+    CALL = Call.ADVANCE
+    FIELDS = (("counter", "u64", 0),)
+    counter: int
+
+
+REQUESTS: dict[Call, type[Message]] = {
+    Call.LOAD: LoadRequest,
+    Call.INSTALL_POLICY: InstallPolicyRequest,
+    Call.MINT: MintRequest,
+    Call.LOG_APPEND: LogAppendRequest,
+    Call.LOG_VERIFY: LogVerifyRequest,
+    Call.NOTE_MODE: NoteModeRequest,
+    Call.ADVANCE: AdvanceRequest,
+}
+REPLIES: dict[Call, type[Message]] = {
+    Call.LOAD: LoadReply,
+    Call.INSTALL_POLICY: InstallPolicyReply,
+    Call.MINT: MintReply,
+    Call.LOG_APPEND: LogAppendReply,
+    Call.LOG_VERIFY: LogVerifyReply,
+    Call.NOTE_MODE: NoteModeReply,
+    Call.ADVANCE: AdvanceReply,
+}
+
+
+# -- replies ---------------------------------------------------------------------------------
+
+
+def encode_ok(reply: Message) -> bytes:
+    return b"\x00" + reply.encode()
+
+
+def encode_error(exc: SgxlaunchError, *, index: int | None = None) -> bytes:
+    code = ErrorCode.LOG_TAMPERED if index is not None else error_code(exc)
+    out: list[bytes] = [bytes((int(code),))]
+    _write(out, "str", exc.message[:MAX_TEXT])
+    _write(out, "strs", [d[:MAX_TEXT] for d in exc.detail[:64]])
+    _write(out, "u64", NO_INDEX if index is None else index)
+    return b"".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class CallError:
+    """A decoded error reply."""
+
+    code: int
+    message: str
+    detail: tuple[str, ...]
+    index: int | None
+
+
+def decode_reply(call: Call, data: bytes) -> Message | CallError:
+    """Parse the enclave's reply to ``call``.
+
+    Raises:
+        MalformedInput: the reply is not one (names the field).
+    """
+    if not data:
+        raise MalformedInput(f"launch-enclave reply to {call.name} is empty")
+    if data[0] == 0:
+        return REPLIES[call].decode(data[1:])
+    r = _Reader(bytes(data[1:]), f"launch-enclave error reply to {call.name}")
+    message = r.text("message", MAX_TEXT)
+    count = r.u32("detail")
+    if count > 64:
+        raise r.fail("detail", f"{count} lines, more than 64")
+    detail = tuple(r.text(f"detail[{i}]", MAX_TEXT) for i in range(count))
+    index = r.u64("index")
+    if r.pos != len(r.data):
+        raise r.fail("(end)", "trailing bytes")
+    return CallError(data[0], message, detail, None if index == NO_INDEX else index)
+
+
+__all__ = [
+    "REPLIES",
+    "REQUESTS",
+    "AdvanceReply",
+    "AdvanceRequest",
+    "Call",
+    "CallError",
+    "ErrorCode",
+    "InstallPolicyReply",
+    "InstallPolicyRequest",
+    "LoadReply",
+    "LoadRequest",
+    "LogAppendReply",
+    "LogAppendRequest",
+    "LogVerifyReply",
+    "LogVerifyRequest",
+    "Message",
+    "MintReply",
+    "MintRequest",
+    "NoteModeReply",
+    "NoteModeRequest",
+    "decode_reply",
+    "encode_error",
+    "encode_ok",
+    "error_class",
+    "error_code",
+    "from_seconds",
+    "to_seconds",
+]
