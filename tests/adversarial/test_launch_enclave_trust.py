@@ -23,10 +23,12 @@ from sgxlaunch.errors import (
     PolicyDenied,
     VerificationFailed,
 )
-from sgxlaunch.launch.platform import Platform
+from sgxlaunch.launch.platform import Platform, PlatformConfig
 from sgxlaunch.policy import POLICY_KEY, POLICY_PAYLOAD_TYPE, PrivateKeySigner, sign_payload
 from sgxlaunch.policy._json import dumps_canonical
 from sgxlaunch.policy.control import MODE_PAYLOAD_TYPE, ModeDocument
+from sgxlaunch.policy.envelope import Envelope
+from sgxlaunch.store.machine import FileMachine
 from tests.support.cli import run as cli
 from tests.support.clock import LATER, NOW
 from tests.support.cpu import MemoryProgram
@@ -252,22 +254,26 @@ def test_mode_document_for_another_platform_refused() -> None:
 
 
 def test_owner_mode_new_binds_to_a_platform_by_default(tmp_path: Path) -> None:
+    """`owner mode new` binds the document to a platform unless told --any-platform: to
+    --platform-id, or by default to the machine's own id; with neither it refuses."""
+    new = ("owner", "mode", "new", "--mode", "permissive", "--version", "2")
     out = tmp_path / "mode.json"
-    result = cli("owner", "mode", "new", "--mode", "permissive", "--version", "2", "-o", out)
+    result = cli(*new, "--machine", tmp_path / "no-machine.json", "-o", out)
     assert result.exit_code == 2, result.output
     assert "--any-platform" in result.output
     assert not out.exists()
-    result = cli(
-        "owner", "mode", "new", "--mode", "permissive", "--version", "2", "--any-platform",
-        "-o", out,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert cli(*new, "--any-platform", "-o", out).exit_code == 0
+    assert (
+        ModeDocument.from_payload(Envelope.from_bytes(out.read_bytes()).payload).platform_id is None
+    )
+    machine = tmp_path / "machine.json"
+    state = PlatformConfig().machine_state(b"platform-A-seed-000000000000")
+    FileMachine.create(machine, state)
     bound = tmp_path / "bound.json"
-    result = cli(
-        "owner", "mode", "new", "--mode", "permissive", "--version", "2",
-        "--platform-id", "ab" * 32, "-o", bound,
-    )  # fmt: skip
+    result = cli(*new, "--machine", machine, "-o", bound)
     assert result.exit_code == 0, result.output
+    doc = ModeDocument.from_payload(Envelope.from_bytes(bound.read_bytes()).payload)
+    assert doc.platform_id == state.platform_id and doc.issued is not None
 
 
 def test_expired_policy_refused_after_a_later_signed_document_with_clock_turned_back() -> None:

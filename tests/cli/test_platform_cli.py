@@ -101,9 +101,7 @@ def test_platform_story_through_the_cli(
     )
     assert run("platform", "install-policy", signed, "--home", home).exit_code == 0
     mode = tmp_path / "mode.json"
-    platform_id = json.loads(run("platform", "status", "--home", home, "--json").stdout)[
-        "platform_id"
-    ]
+    platform_id = result_of(run("platform", "status", "--home", home, "--json"))["platform_id"]
     assert (
         run(
             "owner",

@@ -200,6 +200,7 @@ def run_cases(tmp: Path) -> Iterator[Case]:
         le_signer,
         "--version",
         1,
+        "--any-platform",
         "-o",
         mode,
     )

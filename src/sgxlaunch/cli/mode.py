@@ -15,6 +15,7 @@ from sgxlaunch.cli._common import (
     handle_errors,
     home_option,
     json_option,
+    machine_option,
     output_option,
     plural,
     read_input,
@@ -49,6 +50,7 @@ from sgxlaunch.store import (
     open_store,
     resolve_home,
 )
+from sgxlaunch.store.machine import FileMachine, resolve_machine
 
 
 @click.group("mode")
@@ -103,6 +105,7 @@ def mode_group() -> None:
 @output_option("Envelope to write.", dest="out")
 @signing_keys_option(required=False, help="Sign at once with this private key (PEM); repeatable.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@machine_option
 @json_option
 @handle_errors
 def mode_new(
@@ -117,6 +120,7 @@ def mode_new(
     out: str,
     keys: tuple[str, ...],
     force: bool,
+    machine: str | None,
     as_json: bool,
 ) -> None:
     """Write a platform-mode envelope OUTPUT (unsigned unless --key is given).
@@ -124,7 +128,8 @@ def mode_new(
     Each key holder then adds a signature with `sgxlaunch owner mode sign OUTPUT --key …`
     (or `sgxlaunch owner sign`). The document can be installed until it expires
     (default: in 7 days); once installed, the mode stays in force. The document is bound to
-    one platform (--platform-id, the id the machine reports) unless --any-platform says it
+    one platform (--platform-id, the id the machine reports; by default the platform of the
+    machine file, --machine or $SGXLAUNCH_MACHINE) unless --any-platform says it
     may switch every platform of this owner. It carries the signed time it was made
     (`issued`): the launch enclave's clock never runs earlier than that.
 
@@ -135,13 +140,19 @@ def mode_new(
       sgxlaunch owner mode new --mode permissive --version 2 --expires-in 1 \\
           --platform-id 3c9a… -o back.json
     """
-    if platform_id is None and not any_platform:
-        raise UsageError(
-            "say which platform the document is for: --platform-id ID (the id `sgxlaunch "
-            "machine show` prints), or --any-platform to make it valid on every platform"
-        )
     if platform_id is not None and any_platform:
         raise UsageError("give --platform-id or --any-platform, not both")
+    if platform_id is None and not any_platform:
+        path = resolve_machine(machine)
+        if not path.exists():
+            raise UsageError(
+                "say which platform the document is for: --platform-id ID (the id `sgxlaunch "
+                "machine show` prints), --machine FILE (this machine's id), or --any-platform "
+                "to make it valid on every platform",
+                detail=[f"no machine file at {path}"],
+            )
+        platform_id = FileMachine(path).load().platform_id
+        click.echo(f"bound to the platform of {path}: {platform_id.hex()}", err=True)
     if le_sigstruct is not None:
         if le_mrsigner is not None:
             raise UsageError("give --le-mrsigner or --le-sigstruct, not both")
