@@ -300,6 +300,7 @@ def test_new_documents_that_expire_soon_or_have_expired_warn(tmp_path: Path) -> 
         1,
         "--expires",
         _stamp(soon),
+        "--any-platform",
         "-o",
         tmp_path / "mode.json",
     )
