@@ -320,7 +320,12 @@ def main() -> int:
         "records"
     ]
     sgxlaunch("log", "show", home, machine, expect=0)
-    decisions = [r["decision"] for r in records]
+    decisions = [r["decision"] for r in records if r["kind"] == "attempt"]
+    check(
+        [r["attempt"] for r in records if r["kind"] == "outcome"]
+        == [r["seq"] for r in records if r["kind"] == "attempt"],
+        "each attempt has its outcome record",
+    )
     check(
         decisions == ["permissive", "permissive", "allowed", "denied", "denied"],
         "five INIT attempts: 2 permissive, 1 allowed, 2 denied",
@@ -331,14 +336,14 @@ def main() -> int:
     database = WORK / "home" / "state.sqlite3"
     with sqlite3.connect(database) as db:
         key, value = db.execute(
-            "SELECT key, value FROM kv WHERE key LIKE 'log/%' ORDER BY key LIMIT 1 OFFSET 3"
+            "SELECT key, value FROM kv WHERE key LIKE 'log/%' ORDER BY key LIMIT 1 OFFSET 6"
         ).fetchone()
         db.execute(
             "UPDATE kv SET value = ? WHERE key = ?",
             (bytes(value).replace(b'"decision":"denied"', b'"decision":"allowed"'), key),
         )
     out = sgxlaunch("log", "verify", home, machine, "--json", expect=1)
-    check(json_result(out)["first_bad_record"] == 3, "record 3 is named as the first bad one")
+    check(json_result(out)["first_bad_record"] == 6, "record 6 is named as the first bad one")
 
     say(
         "Someone with write access to the home deletes the mode document and the active "

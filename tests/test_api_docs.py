@@ -37,5 +37,5 @@ def test_api_doc_recipes_run_in_order(
     assert "owner allowed hello" in out
     assert "hello, owner, from inside enclave" in out
     assert "denied: launch denied by the owner's policy" in out
-    assert "3 records verify" in out
+    assert "6 records verify" in out
     assert (tmp_path / "home").is_dir()

@@ -76,6 +76,11 @@ class MalformedInput(SgxlaunchError):
         return self
 
 
+class StoreDamaged(MalformedInput):
+    """The state database (or one value in it) is not what sgxlaunch writes: damaged or
+    crafted. The message names the key (or the database operation) and the recovery path."""
+
+
 class UsageError(SgxlaunchError):
     """The caller did something out of order or contradictory."""
 
@@ -243,6 +248,7 @@ __all__ = [
     "SgxlaunchError",
     "SignatureInvalid",
     "SignerMismatch",
+    "StoreDamaged",
     "ThresholdNotMet",
     "UnsupportedCollateral",
     "UntrustedRoot",

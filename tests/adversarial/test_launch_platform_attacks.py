@@ -178,8 +178,8 @@ def logged_platform() -> tuple[Owner, Platform, list[str]]:
     platform.run(image, sig)
     assert platform.le_signer is not None
     keys = owner.store.keys(log_prefix(platform.le_signer))
-    assert len(keys) == 4
-    assert platform.verify_log() == 4
+    assert len(keys) == 8  # four attempts, each with its outcome
+    assert platform.verify_log() == 8
     return owner, platform, keys
 
 
@@ -188,7 +188,7 @@ def test_log_tail_deletion_detected() -> None:
     owner.store.commit({keys[-1]: None})
     with pytest.raises(LogTampered) as err:
         owner.platform().verify_log()
-    assert err.value.index == 3
+    assert err.value.index == 7
 
 
 def test_log_reorder_detected() -> None:
@@ -202,12 +202,12 @@ def test_log_reorder_detected() -> None:
 
 def test_log_edit_detected() -> None:
     owner, _platform, keys = logged_platform()
-    blob = owner.store.get(keys[2])
+    blob = owner.store.get(keys[4])
     assert blob is not None and b'"decision":"denied"' in blob
-    owner.store.commit({keys[2]: blob.replace(b'"decision":"denied"', b'"decision":"allowed"')})
+    owner.store.commit({keys[4]: blob.replace(b'"decision":"denied"', b'"decision":"allowed"')})
     with pytest.raises(LogTampered) as err:
         owner.platform().verify_log()
-    assert err.value.index == 2
+    assert err.value.index == 4
 
 
 def test_log_insertion_detected() -> None:
@@ -253,9 +253,12 @@ def test_init_bypassing_run_is_logged() -> None:
     with pytest.raises(LoadFailed):
         load(platform.new_process(), image, sig)  # straight to the driver, mainline INIT
     records = platform.log_records()
-    assert records[-1]["decision"] == "not requested through sgxlaunch run"
-    assert records[-1]["errno"] == "EPERM"
-    assert records[-1]["mrenclave"] == sig.enclavehash.hex()
+    attempt, outcome = records[-2], records[-1]
+    assert attempt["kind"] == "attempt"
+    assert attempt["decision"] == "not requested through sgxlaunch run"
+    assert attempt["mrenclave"] == sig.enclavehash.hex()
+    assert outcome["kind"] == "outcome" and outcome["attempt"] == attempt["seq"]
+    assert outcome["errno"] == "EPERM"
     assert platform.verify_log() == len(records)
 
 

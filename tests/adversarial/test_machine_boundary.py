@@ -147,7 +147,8 @@ def test_log_rewritten_offline_with_a_seed_from_the_home_refused() -> None:
         home = MemoryStore(owner.store.snapshot())
         home.commit({k: None for k in erased} | forged)
         try:
-            ok = Platform.open(home, owner.machine, clock=owner.clock).verify_log() == 1
+            # the offline launch: its attempt and outcome records
+            ok = Platform.open(home, owner.machine, clock=owner.clock).verify_log() == 2
         except VerificationFailed:
             ok = False
         if ok:
@@ -267,7 +268,7 @@ def test_counter_handover_to_a_new_launch_enclave_signer() -> None:
         )
     image, sig = author_enclave(MemoryProgram)
     assert reopened.run(image, sig).decision == "allowed"
-    assert owner.platform().verify_log() == 1
+    assert owner.platform().verify_log() == 2  # the attempt and its outcome
     reopened.install_policy(owner.policy(version=2, allow=[allow_rule(sig, "v2")]))
     owner.store.commit({POLICY_KEY: v1})
     refuses_to_start(owner, "rollback")

@@ -227,9 +227,10 @@ def test_plurals(tmp_path: Path) -> None:
     assert run("platform", "init", "--home", home, "--root", root, "--le-key", le).exit_code == 0
     sig = GEN / "case1_defaults.sig"
     assert run("run", GEN / "case1_defaults.sgxs", "--sig", sig, "--home", home).exit_code == 0
-    assert run("log", "verify", "--home", home).stdout == "OK: 1 record verifies\n"
+    # one launch: its attempt and its outcome record
+    assert run("log", "verify", "--home", home).stdout == "OK: 2 records verify\n"
     status = run("platform", "status", "--home", home).stdout
-    assert "log          1 record\n" in status and "1 of 1 key\n" in status
+    assert "log          2 records\n" in status and "1 of 1 key\n" in status
 
 
 def test_top_level_help_is_accurate() -> None:

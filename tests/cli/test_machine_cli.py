@@ -84,24 +84,24 @@ def test_a_damaged_machine_file_is_named_with_its_field(
 
 
 def test_refused_start_then_owner_recovery_through_the_cli(world: World, tmp_path: Path) -> None:
-    assert launch(world) == 0  # a log record: the counter is at 1
+    assert launch(world) == 0  # an attempt and its outcome record: the counter is at 2
     with sqlite3.connect(world.home / "state.sqlite3") as db:
         db.execute("DELETE FROM kv WHERE key LIKE 'platform/le-sealed/%'")
     refused = run("platform", "status", *at(world))
     assert refused.exit_code == 1
-    assert "monotonic counter is at 1" in refused.stderr and "recovery" in refused.stderr
+    assert "monotonic counter is at 2" in refused.stderr and "recovery" in refused.stderr
     facts = json.loads(run("machine", "show", "--machine", world.machine, "--json").stdout)[
         "result"
     ]
     keys = world.keys
     doc = tmp_path / "recovery.json"
-    signed = run("recovery", "sign", "--platform-id", facts["platform_id"], "--counter", "1",
+    signed = run("recovery", "sign", "--platform-id", facts["platform_id"], "--counter", "2",
                  "--key", keys[0], "--key", keys[1], "-o", doc)  # fmt: skip
     assert signed.exit_code == 0, signed.output
     applied = run("recovery", "apply", doc, *at(world))
     assert applied.exit_code == 0, applied.output
     assert launch(world) == 0
-    assert run("recovery", "apply", doc, *at(world)).exit_code == 1  # bound to counter 1
+    assert run("recovery", "apply", doc, *at(world)).exit_code == 1  # bound to counter 2
 
 
 def test_clear_ownership_then_take_ownership_again(

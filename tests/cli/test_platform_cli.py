@@ -138,11 +138,17 @@ def test_platform_story_through_the_cli(
     assert "expected" in denied.stderr
 
     records = result_of(run("log", "show", "--home", home, "--json"))["records"]
-    assert [r["decision"] for r in records] == ["permissive", "permissive", "allowed", "denied"]
-    assert [r["outcome"] for r in records] == ["initialized"] * 3 + ["refused"]
+    assert [r["kind"] for r in records] == ["attempt", "outcome"] * 4
+    assert [r["decision"] for r in records[::2]] == [
+        "permissive",
+        "permissive",
+        "allowed",
+        "denied",
+    ]
+    assert [r["outcome"] for r in records[1::2]] == ["initialized"] * 3 + ["refused"]
     verified = run("log", "verify", "--home", home, "--json")
     assert verified.exit_code == 0
-    assert result_of(verified) == {"valid": True, "records": 4}
+    assert result_of(verified) == {"valid": True, "records": 8}
 
     with sqlite3.connect(home / "state.sqlite3") as db:
         keys_in_log = [
@@ -151,7 +157,7 @@ def test_platform_story_through_the_cli(
         db.execute("DELETE FROM kv WHERE key = ?", (keys_in_log[-1],))
     broken = run("log", "verify", "--home", home, "--json")
     assert broken.exit_code == 1
-    assert result_of(broken)["first_bad_record"] == 3
+    assert result_of(broken)["first_bad_record"] == 7
 
 
 def test_mode_switch_with_one_signature_refused(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from sgxlaunch.cli._common import (
@@ -35,20 +37,36 @@ def log_show(home: str | None, machine: str | None, as_json: bool) -> None:
         echo_json({"count": len(records), "records": records})
         return
     for r in records:
-        who = (r.get("mrenclave") or "?")[:16]
-        line = (
-            f"{r.get('seq'):>4}  {r.get('time')}  {r.get('mode', '?'):<10} "
-            f"{r.get('decision', '?'):<11} {r.get('outcome', '?'):<11} mrenclave {who}…"
+        seq = r.get("seq")
+        if "malformed" in r:
+            click.echo(f"{seq!s:>4}  MALFORMED: {r['malformed']}")
+            if len(r) <= 2:
+                continue
+        if r.get("kind") == "outcome":
+            line = f"{seq!s:>4}  {r.get('time')}  outcome of {r.get('attempt')}: {r.get('outcome')}"
+            if r.get("errno"):
+                line += f"  {r['errno']}"
+            if r.get("sgx_status") and r["sgx_status"] != "SUCCESS":
+                line += f" {r['sgx_status']}"
+            click.echo(line)
+            continue
+        who = str(r.get("mrenclave") or "?")[:16]
+        click.echo(
+            f"{seq!s:>4}  {r.get('time')}  {r.get('mode', '?')!s:<10} "
+            f"{r.get('decision', '?')!s:<11} {r.get('kind', 'attempt')!s:<11} mrenclave {who}…"
         )
-        if r.get("errno"):
-            line += f"  {r['errno']}"
-        if r.get("sgx_status") and r["sgx_status"] != "SUCCESS":
-            line += f" {r['sgx_status']}"
-        click.echo(line)
-        for reason in r.get("reasons") or []:
+        listed = r.get("reasons")
+        reasons: list[Any] = listed if isinstance(listed, list) else []
+        for reason in reasons:
+            if isinstance(reason, dict):
+                click.echo(
+                    f"        {reason.get('field')}: expected {reason.get('expected')}, "
+                    f"found {reason.get('found')}"
+                )
+        total = r.get("reasons_total")
+        if isinstance(total, int) and total > len(reasons):
             click.echo(
-                f"        {reason.get('field')}: expected {reason.get('expected')}, "
-                f"found {reason.get('found')}"
+                f"        … {total - len(reasons)} more reasons ({r.get('reasons_by_field')})"
             )
     if not records:
         click.echo("(no records)", err=True)

@@ -7,6 +7,7 @@ is seen only through :class:`Task` (``copy_from_user`` and friends).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hmac
 from collections.abc import Callable
@@ -96,6 +97,10 @@ class LaunchControl:
     le_signer: bytes | None = None
     le_mrenclave: bytes | None = None
     observers: list[Callable[[InitAttempt], None]] = field(default_factory=list)
+    gates: list[Callable[[InitAttempt], None]] = field(default_factory=list)
+    """Called once per INIT before EINIT (and before any refusal) with the attempt (errno 0,
+    no status); a gate that raises :class:`DriverError` refuses the INIT with that errno
+    (the owner's extension: a launch whose attempt cannot be logged is not performed)."""
 
 
 class Ioctls:
@@ -358,12 +363,15 @@ class Ioctls:
         sig_bytes: bytes | None = None
         token_bytes: bytes | None = None
         status: SgxStatus | None = None
+        announced = False
         try:
             if token_addr is not None and self.lc.mode != "owner":
                 raise DriverError(errno.EINVAL, "ENCLAVE_INIT_TOKEN needs owner launch control")
             sig_bytes = process.copy_from_user(sig_addr, Sigstruct.SIZE)
             if token_addr is not None:
                 token_bytes = process.copy_from_user(token_addr, EinitToken.SIZE)
+            announced = True
+            self._announce(process, enclave, name, sig_bytes, token_bytes)
             if token_addr is None and self.lc.mode == "owner":
                 # Checked after the copy so observers (the launch log) see what was attempted.
                 raise DriverError(
@@ -385,6 +393,9 @@ class Ioctls:
             self._notify(process, enclave, name, sig_bytes, token_bytes, 0, status, "")
             return 0
         except DriverError as exc:
+            if not announced:
+                with contextlib.suppress(DriverError):
+                    self._announce(process, enclave, name, sig_bytes, token_bytes)
             self._notify(
                 process,
                 enclave,
@@ -468,6 +479,31 @@ class Ioctls:
             if status != SgxStatus.UNMASKED_EVENT:
                 break
         return status
+
+    def _announce(
+        self,
+        process: Task,
+        enclave: Enclave,
+        name: str,
+        sig: bytes | None,
+        token: bytes | None,
+    ) -> None:
+        """Tell the gates an INIT is about to be attempted (they may refuse it)."""
+        if not self.lc.gates:
+            return
+        attempt = InitAttempt(
+            pid=process.pid,
+            ioctl=name,
+            mode=self.lc.mode,
+            sigstruct=sig,
+            attributes=(enclave.attributes, enclave.xfrm),
+            token=token,
+            errno=0,
+            status=None,
+            reason="",
+        )
+        for gate in list(self.lc.gates):
+            gate(attempt)
 
     def _notify(
         self,

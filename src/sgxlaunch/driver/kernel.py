@@ -95,6 +95,12 @@ class SgxDriver:
         return self.launch_control.observers
 
     @property
+    def gates(self) -> list[Callable[[InitAttempt], None]]:
+        """Called with the :class:`InitAttempt` of every INIT before EINIT; one that raises
+        :class:`~sgxlaunch.driver.uapi.DriverError` refuses the INIT."""
+        return self.launch_control.gates
+
+    @property
     def enclaves(self) -> dict[int, Enclave]:
         """Every created enclave, by the EPC address of its SECS (read-only use)."""
         return self.vm.by_secs

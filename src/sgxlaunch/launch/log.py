@@ -14,6 +14,18 @@ What :func:`verify_log` therefore detects, naming the first bad record:
 * a full recomputation of the chain without the key (every MAC fails);
 * a deleted tail (the last record is not the sealed head).
 
+Exactly once: an INIT attempt is written as two records, an *attempt* (``"kind": "attempt"``,
+before EINIT) and its *outcome* (``"kind": "outcome"``, ``"attempt": <seq>``, after EINIT; or
+``"outcome": "unknown"``, appended when the process that made the attempt died before writing
+it). :func:`check_exactly_once` checks the pairing on verified records.
+
+Records are bounded by construction (:func:`bound_facts`, applied by :func:`make_record`): text
+is cut at :data:`MAX_TEXT` characters, lists keep their first :data:`MAX_LIST_ITEMS` items and a
+count, reasons are summarised (how many, how many per field, the first :data:`MAX_REASONS_NAMED`
+named), nesting stops at :data:`MAX_DEPTH`; a record that would still exceed
+:data:`MAX_RECORD_BYTES` keeps only its kind and a note. No input can make the log
+permanently unverifiable by writing a record the reader refuses.
+
 What it cannot detect on its own: someone with write access to the state replacing both the
 records and the sealed head with an *older* consistent copy (a rollback of the whole log).
 Sealing gives confidentiality and integrity, not freshness; see ``docs/launch.md``.
@@ -33,6 +45,12 @@ from sgxlaunch.errors import MalformedInput, VerificationFailed
 GENESIS = bytes(32)
 RECORD_PREFIX = "log/record/"
 MAX_RECORD_BYTES = 1 << 16
+MAX_TEXT = 512
+MAX_LIST_ITEMS = 8
+MAX_REASONS_NAMED = 5
+MAX_DEPTH = 4
+ATTEMPT = "attempt"
+OUTCOME = "outcome"
 
 
 class LogTampered(VerificationFailed):
@@ -121,9 +139,77 @@ class LogHead:
 EMPTY_HEAD = LogHead(0, GENESIS)
 
 
+def _bound(value: Any, depth: int) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 1 << 63 else f"(an integer of {value.bit_length()} bits)"
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str):
+        if len(value) <= MAX_TEXT:
+            return value
+        return value[:MAX_TEXT] + f"… (+{len(value) - MAX_TEXT} characters)"
+    if depth >= MAX_DEPTH:
+        return f"({type(value).__name__} nested deeper than {MAX_DEPTH} levels)"
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        out = {str(k)[:64]: _bound(v, depth + 1) for k, v in items[: MAX_LIST_ITEMS * 4]}
+        if len(items) > MAX_LIST_ITEMS * 4:
+            out["…"] = f"{len(items) - MAX_LIST_ITEMS * 4} more entries"
+        return out
+    if isinstance(value, list | tuple):
+        kept = [_bound(v, depth + 1) for v in value[:MAX_LIST_ITEMS]]
+        if len(value) > MAX_LIST_ITEMS:
+            kept.append(f"… {len(value) - MAX_LIST_ITEMS} more")
+        return kept
+    return _bound(repr(value), depth)
+
+
+def summarise_reasons(reasons: Any) -> dict[str, Any]:
+    """Denial reasons as ``reasons`` (the first :data:`MAX_REASONS_NAMED`), ``reasons_total``
+    and ``reasons_by_field`` (how many per field, for the first 16 fields)."""
+    items = list(reasons) if isinstance(reasons, list | tuple) else []
+    by_field: dict[str, int] = {}
+    for reason in items:
+        name = str(reason.get("field") if isinstance(reason, Mapping) else "?")[:64]
+        if name in by_field or len(by_field) < 16:
+            by_field[name] = by_field.get(name, 0) + 1
+    return {
+        "reasons": [_bound(r, 1) for r in items[:MAX_REASONS_NAMED]],
+        "reasons_total": len(items),
+        "reasons_by_field": by_field,
+    }
+
+
+def bound_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """``facts`` made small (see the module docstring); ``seq``/``prev`` are dropped (the
+    chain sets them)."""
+    out: dict[str, Any] = {}
+    for key, value in list(facts.items())[:64]:
+        if key in ("seq", "prev"):
+            continue
+        if key == "reasons":
+            out.update(summarise_reasons(value))
+        elif key not in ("reasons_total", "reasons_by_field"):
+            out[str(key)[:64]] = _bound(value, 1)
+    return out
+
+
 def make_record(key: bytes, head: LogHead, facts: Mapping[str, Any]) -> tuple[LogRecord, LogHead]:
-    """Chain a new record after ``head``; return it and the new head."""
-    body = canonical({**facts, "seq": head.count, "prev": head.hash.hex()})
+    """Chain a new record after ``head`` (its facts bounded by :func:`bound_facts`); return it
+    and the new head. The body never exceeds :data:`MAX_RECORD_BYTES`."""
+    chain = {"seq": head.count, "prev": head.hash.hex()}
+    body = canonical({**bound_facts(facts), **chain})
+    if len(body) > MAX_RECORD_BYTES:
+        kind = facts.get("kind")
+        body = canonical(
+            {
+                "kind": kind if isinstance(kind, str) and len(kind) < 32 else None,
+                "oversize": f"the facts made a {len(body)}-byte record; not kept",
+                **chain,
+            }
+        )
     record = LogRecord(body=body, mac=hmac.new(key, body, hashlib.sha256).digest())
     return record, LogHead(head.count + 1, record.hash)
 
@@ -180,6 +266,53 @@ def verify_log(key: bytes, records: Sequence[LogRecord], head: LogHead) -> None:
         )
 
 
+def decode_record(blob: bytes, index: int) -> dict[str, Any]:
+    """A stored record's body for display, never raising: a record that is not a bounded
+    JSON object with an integer ``seq`` comes back as ``{"seq": index, "malformed": why}``
+    (unverified: ``log verify`` says whether any record is authentic)."""
+    try:
+        record = LogRecord.from_bytes(blob)
+        value = record.fields()
+    except MalformedInput as exc:
+        return {"seq": index, "malformed": exc.message}
+    seq = value.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return {"seq": index, "malformed": f"seq is {type(seq).__name__}, not an integer"}
+    if seq != index:
+        value["malformed"] = f"stored at position {index}"
+    return value
+
+
+def check_exactly_once(records: Sequence[Mapping[str, Any]]) -> None:
+    """Attempt/outcome pairing on *verified* records: each outcome names the attempt just
+    before it; each attempt is followed by its outcome, except the last record (its process
+    may still be running or have died: the next lock holder appends "outcome unknown").
+    Records without ``kind`` (written before the split) stand alone.
+
+    Raises:
+        LogTampered: naming the first record that breaks the pairing.
+    """
+    open_attempt: int | None = None
+    for index, fields in enumerate(records):
+        kind = fields.get("kind")
+        if kind == OUTCOME:
+            if open_attempt is None or fields.get("attempt") != open_attempt:
+                raise LogTampered(
+                    f"launch-log record {index}: an outcome without its attempt",
+                    index=index,
+                    expected=f"attempt {open_attempt}" if open_attempt is not None else "none",
+                    found=f"attempt {fields.get('attempt')!r}",
+                )
+            open_attempt = None
+        elif open_attempt is not None:
+            raise LogTampered(
+                f"launch-log record {open_attempt}: an attempt without an outcome",
+                index=open_attempt,
+            )
+        elif kind == ATTEMPT:
+            open_attempt = index
+
+
 def parse_records(blobs: Iterable[bytes]) -> list[LogRecord]:
     """Stored blobs to records.
 
@@ -196,14 +329,20 @@ def parse_records(blobs: Iterable[bytes]) -> list[LogRecord]:
 
 
 __all__ = [
+    "ATTEMPT",
     "EMPTY_HEAD",
     "GENESIS",
+    "OUTCOME",
     "LogHead",
     "LogRecord",
     "LogTampered",
+    "bound_facts",
     "canonical",
+    "check_exactly_once",
+    "decode_record",
     "make_record",
     "parse_records",
     "record_key",
+    "summarise_reasons",
     "verify_log",
 ]

@@ -27,18 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
+import functools
 import hmac
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sgxlaunch.arch import Attributes, EinitToken, Sigstruct
 from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.cpu import CpuConfig, Processor, secs_for
 from sgxlaunch.cpu.machine import Machine, MachineState, MemoryMachine, platform_id_of
 from sgxlaunch.driver import (
+    DriverError,
     InitAttempt,
     LoadedEnclave,
     LoadFailed,
@@ -82,7 +84,13 @@ from sgxlaunch.launch.enclave import (
     launch_enclave_image,
     root_digest_of,
 )
-from sgxlaunch.launch.log import LogTampered
+from sgxlaunch.launch.log import (
+    ATTEMPT,
+    OUTCOME,
+    LogTampered,
+    check_exactly_once,
+    decode_record,
+)
 from sgxlaunch.policy import MODE_KEY, POLICY_KEY, ROOT_KEY, Store, TrustedState
 from sgxlaunch.policy.state import ROOT_PREVIOUS_KEY
 from sgxlaunch.sigstruct import verify
@@ -145,15 +153,37 @@ class PlatformConfig:
 
     @classmethod
     def from_json(cls, data: bytes) -> PlatformConfig:
+        """Parse a stored configuration (a home made before the machine existed).
+
+        Raises:
+            MalformedInput: naming ``platform/config`` and the field: not a JSON object of
+                ``epc_size`` (a multiple of 4096, at most 4 GiB), ``firmware``
+                (``lc-enabled`` / ``locked-hash``) and ``firmware_lepubkeyhash`` (64 hex
+                digits or null).
+        """
         try:
+            if len(data) > 4096:
+                raise ValueError(f"{len(data)} bytes")
             value = json.loads(data)
-            return cls(
-                epc_size=int(value["epc_size"]),
-                firmware=str(value["firmware"]),
-                firmware_lepubkeyhash=value.get("firmware_lepubkeyhash"),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MalformedInput(f"platform config in the store is damaged: {exc}") from None
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+            size, firmware = value.get("epc_size"), value.get("firmware")
+            lehash = value.get("firmware_lepubkeyhash")
+            if type(size) is not int or not 0 < size <= 1 << 32 or size % 4096:
+                raise ValueError(f"epc_size {size!r} is not a multiple of 4096 up to 4 GiB")
+            if firmware not in ("lc-enabled", "locked-hash"):
+                raise ValueError(f"firmware {firmware!r} is not lc-enabled or locked-hash")
+            if lehash is not None and (
+                not isinstance(lehash, str)
+                or len(lehash) != 64
+                or any(c not in "0123456789abcdef" for c in lehash)
+            ):
+                raise ValueError("firmware_lepubkeyhash is not 64 lower-case hex digits")
+        except (ValueError, RecursionError) as exc:
+            raise MalformedInput(
+                f"platform config in the store is damaged: {exc}", field=CONFIG_KEY
+            ) from None
+        return cls(epc_size=size, firmware=firmware, firmware_lepubkeyhash=lehash)
 
     def machine_state(self, seed: bytes) -> MachineState:
         """A new machine with this configuration and ``seed`` (no owner, counter at 0).
@@ -229,6 +259,24 @@ class RunResult:
         }
 
 
+_SP = ParamSpec("_SP")
+_SR = TypeVar("_SR")
+
+
+def _serialized(
+    method: Callable[Concatenate[Platform, _SP], _SR],
+) -> Callable[Concatenate[Platform, _SP], _SR]:
+    """Run a Platform method holding the home's process lock, the platform brought up to date
+    first (:meth:`Platform._exclusive`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Platform, /, *args: _SP.args, **kwargs: _SP.kwargs) -> _SR:
+        with self._exclusive():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -261,6 +309,18 @@ class Platform:
                 "(`sgxlaunch machine migrate --home HOME --machine MACHINE`), which prints "
                 "what the owner must run next"
             )
+        self._counter_seen: int | None = None
+        self._sealed_seen: bytes | None = None
+        self._log_count = 0
+        self._attempt_seq: int | None = None
+        self._held: contextlib.ExitStack | None = None
+        with store.locked():
+            self._open(machine, random, maintenance)
+
+    def _open(
+        self, machine: Machine, random: Callable[[int], bytes] | None, maintenance: bool
+    ) -> None:
+        store = self.store
         machine_state = machine.load()
         self.config = PlatformConfig.of_machine(machine_state)
         self.platform_id = machine_state.platform_id
@@ -284,9 +344,11 @@ class Platform:
                 raise
             self.blocked = exc.message
             self.driver.observers.append(self._observe)
+            self.driver.gates.append(self._gate)
             return
         self.state = TrustedState.load(store)
         self._configure()
+        self._settle_tail()
 
     # -- construction ----------------------------------------------------------------------
 
@@ -386,6 +448,7 @@ class Platform:
             found=f"owner root digest {digest.hex()}",
         )
 
+    @_serialized
     def rotate_root(self, data: bytes, launch_enclaves: Sequence[Sigstruct] = ()) -> dict[str, Any]:
         """Rotate the owner root: a threshold of the current and of the new keys signed it.
 
@@ -431,6 +494,7 @@ class Platform:
 
     def _configure(self) -> None:
         self.driver.observers.append(self._observe)
+        self.driver.gates.append(self._gate)
         state = self.state
         doc = self.mode_document
         mode_signer = _named_signer(doc) if doc is not None and doc.mode == "owner" else None
@@ -446,8 +510,7 @@ class Platform:
         elif mode_signer is not None:
             active = mode_signer
         else:
-            stored = self.store.get(LE_ACTIVE_KEY)
-            active = bytes.fromhex(stored.decode()) if stored else None
+            active = _stored_signer(self.store.get(LE_ACTIVE_KEY))
         if slot.value > 0 and state is None:
             self._refuse("the home holds no owner root while the monotonic counter is in use")
             return
@@ -558,18 +621,7 @@ class Platform:
             token = None
         attributes = Attributes(flags=flags, xfrm=sig.attributes.xfrm)
         self.le = load(self.driver.new_process(), image, sig, token=token, attributes=attributes)
-        reply = self._le_call(
-            LoadRequest(
-                root=self.state.root_envelope,
-                policy=self.state.policy_envelope,
-                mode=self.state.mode_envelope,
-                sealed=self.store.get(le_sealed_key(sig.mrsigner)),
-                handover=self.store.get(LE_HANDOVER_KEY),
-                recovery=None if recovery is None else bytes(recovery),
-                now=to_seconds(self.clock()),
-            ),
-            LoadReply,
-        )
+        reply = self._le_call(self._load_request(sig, recovery), LoadReply)
         if reply.sealed is not None:  # recovery: store the new state, then advance
             changes: dict[str, bytes | None] = {le_sealed_key(sig.mrsigner): reply.sealed}
             for key in self.store.keys(log_prefix(sig.mrsigner)):
@@ -578,8 +630,99 @@ class Platform:
                 changes[key] = None
             self.store.commit(changes)
             self._le_call(AdvanceRequest(), AdvanceReply)
+        self._note_committed(reply)
         return reply
 
+    def _note_committed(self, reply: LoadReply) -> None:
+        """Remember what the launch enclave committed (LOAD ``reply``), to notice later
+        whether another process changed it."""
+        assert self.le_sigstruct is not None
+        self._counter_seen = self.machine.load().counter.value
+        self._sealed_seen = self.store.get(le_sealed_key(self.le_sigstruct.mrsigner))
+        self._log_count = int(reply.log_count)
+
+    def _load_request(self, sig: Sigstruct, recovery: bytes | None = None) -> LoadRequest:
+        """The LOAD call's request: the home's documents and the enclave's sealed state."""
+        assert self.state is not None
+        return LoadRequest(
+            root=self.state.root_envelope,
+            policy=self.state.policy_envelope,
+            mode=self.state.mode_envelope,
+            sealed=self.store.get(le_sealed_key(sig.mrsigner)),
+            handover=self.store.get(LE_HANDOVER_KEY),
+            recovery=None if recovery is None else bytes(recovery),
+            now=to_seconds(self.clock()),
+        )
+
+    # -- one process at a time -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the home's process lock, with this platform brought up to date first: a
+        change another process committed since (the counter moved) is reloaded into the
+        launch enclave, and an attempt a dead process left without an outcome gets one."""
+        with self.store.locked():
+            self._refresh()
+            yield
+
+    def _refresh(self) -> None:
+        if self.le is None or self.le_sigstruct is None or self.state is None:
+            return
+        slot = self.machine.load().counter
+        sealed = self.store.get(le_sealed_key(self.le_sigstruct.mrsigner))
+        if slot.value == self._counter_seen and sealed == self._sealed_seen:
+            return
+        # Another process committed (the counter moved), or stored a state and died before
+        # advancing the counter (LOAD finishes that advance, so its record is kept).
+        state = TrustedState.load(self.store)
+        if (
+            state is None
+            or state.root_envelope != self.state.root_envelope
+            or (state.mode_digest != self.state.mode_digest)
+        ):
+            raise UsageError(
+                "the owner root or launch-control mode changed while this platform was open "
+                "(another process committed it); open the platform again"
+            )
+        self.state = state
+        reply = self._le_call(self._load_request(self.le_sigstruct), LoadReply)
+        if reply.handed_over:
+            self.le = None
+            raise UsageError(
+                "the monotonic counter was handed to another launch enclave while this "
+                "platform was open; open the platform again"
+            )
+        self._note_committed(reply)
+        self._settle_tail()
+
+    def _settle_tail(self) -> None:
+        """Under the lock: a last record that is an attempt belongs to a process that died
+        before writing its outcome (a live one holds the lock until it has): append
+        "outcome unknown" for it."""
+        signer = self.le_signer
+        if self.le is None or signer is None or self.blocked is not None:
+            return
+        count = self._log_count
+        if not count:
+            return
+        blob = self.store.get(f"{log_prefix(signer)}{count - 1:016d}")
+        if blob is None:
+            return  # a deleted record: `log verify` reports it
+        last = decode_record(blob, count - 1)
+        if last.get("kind") != ATTEMPT or "malformed" in last:
+            return
+        self._append(
+            {
+                "kind": OUTCOME,
+                "attempt": last["seq"],
+                "time": self._now(),
+                "outcome": "unknown",
+                "reason": f"the process that made the attempt (pid {last.get('pid')}) ended "
+                "before recording its outcome",
+            }
+        )
+
+    @_serialized
     def recover(self, data: bytes) -> dict[str, Any]:
         """Owner recovery from a refused start: ``data`` is a recovery document (a threshold
         of the owner root's keys; :func:`~sgxlaunch.launch.enclave.recovery_payload`) bound to
@@ -656,6 +799,7 @@ class Platform:
 
     # -- owner operations ----------------------------------------------------------------------
 
+    @_serialized
     def set_launch_enclave(self, sig: Sigstruct) -> None:
         """Install the owner's SIGSTRUCT for its launch enclave (for the installed root).
 
@@ -708,7 +852,10 @@ class Platform:
             changes[LE_HANDOVER_KEY] = handover
         self.store.commit(changes)
         self._le_call(AdvanceRequest(), AdvanceReply)
+        self._counter_seen = self.machine.load().counter.value
+        self._sealed_seen = changes[le_sealed_key(self.le_sigstruct.mrsigner)]
 
+    @_serialized
     def install_policy(self, data: bytes) -> dict[str, Any]:
         """Verify a signed launch policy in the launch enclave, store it with the enclave's new
         state in one commit, then advance the counter.
@@ -733,6 +880,7 @@ class Platform:
         self.state = new_state
         return {"version": reply.version, "digest": reply.digest.hex()}
 
+    @_serialized
     def set_mode(self, data: bytes) -> dict[str, Any]:
         """Switch the launch-control mode with an owner-signed platform-mode document.
 
@@ -786,6 +934,7 @@ class Platform:
     def new_process(self) -> Process:
         return self.driver.new_process()
 
+    @_serialized
     def run(self, image: SgxsImage, sig: Sigstruct, *, token: bytes | None = None) -> RunResult:
         """Load and initialize an enclave; in owner mode through the launch enclave.
 
@@ -883,38 +1032,91 @@ class Platform:
 
     # -- the launch log ----------------------------------------------------------------------
 
-    def _observe(self, attempt: InitAttempt) -> None:
-        """Driver observer: record one INIT attempt in the launch log."""
-        if self.le is None:
-            return
-        facts = self._facts(attempt)
-        try:
+    def _append(self, facts: dict[str, Any]) -> int:
+        """Append one record (under the lock): the launch enclave chains and MACs it and
+        prepares its new head; the record and the sealed head are stored in one commit, then
+        the counter advances. Returns the record's ``seq``.
+
+        Raises:
+            SgxlaunchError: it could not be recorded.
+        """
+        with self.store.locked():
             reply = self._le_call(
                 LogAppendRequest(facts=_canonical(facts), now=to_seconds(self.clock())),
                 LogAppendReply,
             )
+            record = reply.record
+            seq = decode_record(record, -1).get("seq")
+            signer = self.le_signer
+            if not isinstance(seq, int) or signer is None:
+                raise VerificationFailed("the launch enclave returned a record without a seq")
+            self._commit_prepared({f"{log_prefix(signer)}{seq:016d}": record}, reply)
+            self._log_count = seq + 1
+            return seq
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
+    def _gate(self, attempt: InitAttempt) -> None:
+        """Driver gate: record the *attempt* before EINIT, taking the home's lock until its
+        outcome is recorded. In owner mode an attempt that cannot be recorded is refused
+        (EIO, before EINIT); in permissive mode (mainline's behaviour) it goes ahead and the
+        failure is kept in :attr:`log_errors`."""
+        self._attempt_seq = None
+        if self.le is None:
+            return
+        self._release()
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(self._exclusive())
+            self._attempt_seq = self._append(self._attempt_facts(attempt))
+        except SgxlaunchError as exc:
+            held.close()
+            self._log_errors.append(exc.message)
+            if attempt.mode == "owner":
+                raise DriverError(
+                    _errno.EIO, f"the launch log could not record the attempt: {exc.message}"
+                ) from None
+            return
+        self._held = held
+
+    def _observe(self, attempt: InitAttempt) -> None:
+        """Driver observer: record the *outcome* of the attempt the gate recorded, then
+        release the lock."""
+        seq, self._attempt_seq = self._attempt_seq, None
+        try:
+            if self.le is None or seq is None:
+                return
+            self._append(
+                {
+                    "kind": OUTCOME,
+                    "attempt": seq,
+                    "time": self._now(),
+                    "outcome": "initialized" if attempt.errno == 0 else "refused",
+                    "errno": _errno.errorcode.get(attempt.errno, str(attempt.errno))
+                    if attempt.errno
+                    else None,
+                    "sgx_status": None if attempt.status is None else attempt.status.name,
+                    "reason": attempt.reason or None,
+                }
+            )
         except SgxlaunchError as exc:  # the INIT's own outcome must not be masked
             self._log_errors.append(exc.message)
-            return
-        record = reply.record
-        seq = int(json.loads(record[32:])["seq"])
-        signer = self.le_signer
-        assert signer is not None
-        try:
-            self._commit_prepared({f"{log_prefix(signer)}{seq:016d}": record}, reply)
-        except SgxlaunchError as exc:
-            self._log_errors.append(exc.message)
+        finally:
+            self._release()
 
-    def _facts(self, attempt: InitAttempt) -> dict[str, Any]:
+    def _attempt_facts(self, attempt: InitAttempt) -> dict[str, Any]:
         sig = None
         if attempt.sigstruct is not None and len(attempt.sigstruct) == Sigstruct.SIZE:
             sig = Sigstruct.from_bytes_raw(attempt.sigstruct)
         context = self._context or {"decision": "not requested through sgxlaunch run"}
-        outcome = "initialized" if attempt.errno == 0 else "refused"
         keyid = context.get("token_keyid")
         if keyid is None and attempt.token is not None:
             keyid = _keyid(attempt.token)
         return {
+            "kind": ATTEMPT,
             "time": self._now(),
             "ioctl": attempt.ioctl,
             "pid": attempt.pid,
@@ -930,12 +1132,6 @@ class Platform:
             "policy_version": context.get("policy_version"),
             "policy_digest": context.get("policy_digest"),
             "token_keyid": keyid,
-            "outcome": outcome,
-            "errno": _errno.errorcode.get(attempt.errno, str(attempt.errno))
-            if attempt.errno
-            else None,
-            "sgx_status": None if attempt.status is None else attempt.status.name,
-            "reason": attempt.reason or None,
         }
 
     def log_blobs(self, signer: bytes | None = None) -> list[bytes]:
@@ -952,15 +1148,12 @@ class Platform:
         return out
 
     def log_records(self) -> list[dict[str, Any]]:
-        """The stored records, decoded (not verified: see :meth:`verify_log`)."""
-        out = []
-        for index, blob in enumerate(self.log_blobs()):
-            try:
-                value = json.loads(blob[32:])
-            except (ValueError, UnicodeDecodeError):
-                value = {"seq": index, "damaged": True}
-            out.append(value)
-        return out
+        """The stored records, decoded (not verified: see :meth:`verify_log`); a record that
+        does not decode comes back flagged ``malformed`` (:func:`~sgxlaunch.launch.log.
+        decode_record`), never raising."""
+        with self._exclusive():
+            blobs = self.log_blobs()
+        return [decode_record(blob, index) for index, blob in enumerate(blobs)]
 
     def verify_log(self) -> int:
         """Verify the whole launch log inside the launch enclave; returns the record count.
@@ -969,7 +1162,10 @@ class Platform:
             LogTampered: naming the first bad record.
             UsageError: no launch enclave here.
         """
-        reply = self._le_call(LogVerifyRequest(records=tuple(self.log_blobs())), LogVerifyReply)
+        with self._exclusive():
+            blobs = self.log_blobs()
+            reply = self._le_call(LogVerifyRequest(records=tuple(blobs)), LogVerifyReply)
+        check_exactly_once([decode_record(blob, index) for index, blob in enumerate(blobs)])
         return reply.count
 
     @property
@@ -1094,6 +1290,21 @@ def _reason(r: dict[str, Any]) -> dict[str, Any]:
 
 def _canonical(value: Mapping[str, Any]) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _stored_signer(stored: bytes | None) -> bytes | None:
+    """``platform/le-active``: 64 hex digits of a launch-enclave MRSIGNER.
+
+    Raises:
+        MalformedInput: naming the key.
+    """
+    if not stored:
+        return None
+    if len(stored) != 64 or any(c not in b"0123456789abcdef" for c in stored):
+        raise MalformedInput(
+            f"{LE_ACTIVE_KEY} in the home is not 64 lower-case hex digits", field=LE_ACTIVE_KEY
+        )
+    return bytes.fromhex(stored.decode())
 
 
 def _keyid(token: bytes) -> str | None:

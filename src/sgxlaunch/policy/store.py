@@ -8,6 +8,7 @@ SQLite backend lives at the edge (:mod:`sgxlaunch.store`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol, runtime_checkable
 
 
@@ -28,6 +29,10 @@ class Store(Protocol):
 
     def commit(self, changes: Mapping[str, bytes | None]) -> None:
         """Apply every change at once (``None`` deletes): all of them, or none on failure."""
+        ...
+
+    def locked(self) -> AbstractContextManager[None]:
+        """Hold the lock that serializes every process using this store (reentrant)."""
         ...
 
 
@@ -53,6 +58,10 @@ class MemoryStore:
             else:
                 data[key] = bytes(value)
         self._data = data
+
+    def locked(self) -> AbstractContextManager[None]:
+        """One process holds a memory store: nothing to serialize."""
+        return nullcontext()
 
     def snapshot(self) -> dict[str, bytes]:
         """A copy of everything stored (for tests that check nothing changed)."""
