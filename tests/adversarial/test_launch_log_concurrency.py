@@ -194,7 +194,7 @@ def test_process_killed_between_storing_and_advancing_loses_no_record(
     policy: it takes the stored state up first, so the record stays in the chain (found by
     bench/log_race.py kill9: a stale process chained to the old head and the log ended one
     record past the sealed head)."""
-    from sgxlaunch.launch.enclave import Call
+    from sgxlaunch.launch.ecalls import AdvanceRequest
 
     image, sig = _enclave(disk_home)
     stale = disk_home.open()
@@ -203,10 +203,10 @@ def test_process_killed_between_storing_and_advancing_loses_no_record(
         platform = disk_home.open()
         real = platform._le_call
 
-        def le_call(call: Call, request: Any) -> dict[str, Any]:
-            if call == Call.ADVANCE:
+        def le_call(request: Any, reply_type: Any) -> Any:
+            if isinstance(request, AdvanceRequest):
                 os.kill(os.getpid(), signal.SIGKILL)
-            return real(call, request)
+            return real(request, reply_type)
 
         platform._le_call = le_call  # type: ignore[method-assign]
         platform.run(image, sig)
