@@ -86,6 +86,7 @@ from sgxlaunch.launch.enclave import (
 )
 from sgxlaunch.launch.log import (
     ATTEMPT,
+    MAX_RECORD_BYTES,
     OUTCOME,
     LogTampered,
     check_exactly_once,
@@ -1164,6 +1165,12 @@ class Platform:
         """
         with self._exclusive():
             blobs = self.log_blobs()
+            for index, blob in enumerate(blobs):
+                if not 32 < len(blob) <= 32 + MAX_RECORD_BYTES:
+                    raise LogTampered(
+                        f"launch-log record {index}: a stored record of {len(blob)} bytes",
+                        index=index,
+                    )
             reply = self._le_call(LogVerifyRequest(records=tuple(blobs)), LogVerifyReply)
         check_exactly_once([decode_record(blob, index) for index, blob in enumerate(blobs)])
         return reply.count
