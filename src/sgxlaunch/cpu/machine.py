@@ -32,6 +32,8 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
+from sgxlaunch.cpu.config import DEFAULT_CPUSVN
+from sgxlaunch.cpu.provisioning import ProvisioningState
 from sgxlaunch.errors import MalformedInput, UsageError, VerificationFailed
 
 ZERO32 = bytes(32)
@@ -103,6 +105,12 @@ class MachineState:
         owner_binding: SHA-256 of the owner root's payload that took ownership (``None``: no
             owner).
         counter: the monotonic counter.
+        cpusvn: CR_CPUSVN, the security version of the CPU's microcode and hardware TCB
+            (16 components of one byte); a microcode update raises it
+            (:func:`sgxlaunch.attest.pcs.update_cpusvn`).
+        provisioning: the emulated PCS's secrets and state and the PCE/QE signing key
+            (:mod:`sgxlaunch.cpu.provisioning`); ``None`` until first made
+            (:func:`sgxlaunch.attest.pcs.ensure_provisioning`).
     """
 
     seed: bytes
@@ -112,6 +120,8 @@ class MachineState:
     owner_epoch: int = 0
     owner_binding: bytes | None = None
     counter: CounterSlot = CounterSlot()
+    cpusvn: bytes = DEFAULT_CPUSVN
+    provisioning: ProvisioningState | None = None
 
     def __post_init__(self) -> None:
         if len(self.seed) < 16:
@@ -128,6 +138,8 @@ class MachineState:
             raise UsageError("the owner epoch is a 128-bit unsigned integer")
         if self.owner_binding is not None and len(self.owner_binding) != 32:
             raise UsageError("the owner binding is a 32-byte digest")
+        if len(self.cpusvn) != 16:
+            raise UsageError("CPUSVN is 16 bytes")
 
     @property
     def platform_id(self) -> bytes:
@@ -170,6 +182,10 @@ class MachineState:
                         "owner_isvprodid": c.owner_isvprodid,
                         "policy_digest": c.policy_digest.hex(),
                     },
+                    "cpusvn": self.cpusvn.hex(),
+                    "provisioning": None
+                    if self.provisioning is None
+                    else self.provisioning.to_dict(),
                 },
                 indent=1,
                 sort_keys=True,
@@ -204,6 +220,8 @@ class MachineState:
             "owner_epoch",
             "owner_binding",
             "counter",
+            "cpusvn",
+            "provisioning",
         }
         for key in value:
             if key not in known:
@@ -237,6 +255,10 @@ class MachineState:
                 "an object with value, digest, owner_mrsigner, owner_isvprodid (and policy_digest)",
             )
         seed = hexfield(value, "seed", None, null=False)
+        cpusvn = hexfield(value, "cpusvn", 16, null=False) if "cpusvn" in value else DEFAULT_CPUSVN
+        provisioning = value.get("provisioning")
+        if provisioning is not None:
+            provisioning = ProvisioningState.from_dict(provisioning, source=source)
         try:
             state = cls(
                 seed=seed,
@@ -254,6 +276,8 @@ class MachineState:
                     if "policy_digest" in counter
                     else ZERO32,
                 ),
+                cpusvn=cpusvn,
+                provisioning=provisioning,
             )
         except UsageError as exc:
             raise MalformedInput(exc.message, source=source) from None

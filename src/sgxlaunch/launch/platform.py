@@ -38,6 +38,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sgxlaunch.arch import Attributes, EinitToken, Sigstruct
 from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.cpu import CpuConfig, Processor, secs_for
+from sgxlaunch.cpu.config import DEFAULT_CPUSVN
 from sgxlaunch.cpu.machine import Machine, MachineState, MemoryMachine, platform_id_of
 from sgxlaunch.driver import (
     DriverError,
@@ -211,11 +212,14 @@ class PlatformConfig:
             else state.firmware_lepubkeyhash.hex(),
         )
 
-    def cpu_config(self, owner_epoch: bytes = bytes(16)) -> CpuConfig:
+    def cpu_config(
+        self, owner_epoch: bytes = bytes(16), cpusvn: bytes = DEFAULT_CPUSVN
+    ) -> CpuConfig:
         kwargs: dict[str, Any] = {
             "epc_size": self.epc_size,
             "kss": True,
             "owner_epoch": owner_epoch,
+            "cpusvn": cpusvn,
         }
         if self.firmware == "locked-hash":
             kwargs["firmware"] = "locked-hash"
@@ -326,7 +330,7 @@ class Platform:
         self.config = PlatformConfig.of_machine(machine_state)
         self.platform_id = machine_state.platform_id
         self.cpu = Processor(
-            self.config.cpu_config(machine_state.owner_epoch_bytes),
+            self.config.cpu_config(machine_state.owner_epoch_bytes, machine_state.cpusvn),
             machine_state.seed,
             random=random,
             machine=machine,
