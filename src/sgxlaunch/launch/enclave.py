@@ -62,6 +62,7 @@ from sgxlaunch.arch.constants import (
     secinfo_flags,
 )
 from sgxlaunch.cpu import EnclaveContext, EnclaveImage, EnclaveProgram, ImagePage, program_image
+from sgxlaunch.cpu.faults import EnclaveLeafFailed
 from sgxlaunch.cpu.keys import cmac128
 from sgxlaunch.driver.owner import token_keyid
 from sgxlaunch.errors import (
@@ -120,6 +121,7 @@ LE_ATTRIBUTEMASK = Attributes(flags=_ALL64 & ~_EINITTOKEN_KEY, xfrm=_ALL64)
 _STATE_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/sealed-state/v1").digest()
 _LOG_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/launch-log/v1").digest()
 _SEAL_AAD = b"sgxlaunch launch-enclave sealed state v1"
+_SEALED_MAGIC = b"sgxlaunch-sealed/v2\x00"
 _LE_MASK = Attributes(flags=_ALL64 & ~_MODE64, xfrm=0)
 """MASKEDATTRIBUTESLE mask and the EINITTOKEN key request's ATTRIBUTEMASK."""
 
@@ -153,6 +155,8 @@ class LeState:
         policy_version, policy_digest: the launch policy in force ("" / 0: none).
         mode_version, mode_digest: the platform-mode document in force ("" / 0: none).
         log_count, log_head: the launch-log head of the counter owner's segment.
+        log_cpusvn: hex CPUSVN the segment's MAC key is derived with (recorded at its first
+            record, so the log still verifies after a CPUSVN update; "" before it).
         time_floor: the latest host time seen.
     """
 
@@ -165,6 +169,7 @@ class LeState:
     mode_digest: str = ""
     log_count: int = 0
     log_head: str = bytes(32).hex()
+    log_cpusvn: str = ""
     time_floor: str = ""
 
     def to_json(self) -> bytes:
@@ -294,14 +299,17 @@ class OwnerLaunchEnclave(EnclaveProgram):
             self._identity = ctx.ereport(bytes(512))
         return self._identity
 
-    def _seal_key(self, ctx: EnclaveContext, keyid: bytes) -> bytes:
+    def _seal_key(self, ctx: EnclaveContext, keyid: bytes, cpusvn: bytes | None = None) -> bytes:
+        """EGETKEY(SEAL_KEY, MRSIGNER policy) for ``cpusvn`` (default: the CPU's current one;
+        a recorded older one still derives — SDM EGETKEY refuses only a CPUSVN beyond the
+        CPU's)."""
         me = self._me(ctx)
         return ctx.egetkey(
             KeyRequest(
                 keyname=KeyName.SEAL,
                 keypolicy=int(KeyPolicy.MRSIGNER),
                 isvsvn=me.isvsvn,
-                cpusvn=me.cpusvn,
+                cpusvn=me.cpusvn if cpusvn is None else cpusvn,
                 attributemask=SEAL_ATTRIBUTE_MASK,
                 keyid=keyid,
                 miscmask=_ALL32,
@@ -309,18 +317,27 @@ class OwnerLaunchEnclave(EnclaveProgram):
         )
 
     def _seal(self, ctx: EnclaveContext, state: LeState) -> bytes:
-        key = self._seal_key(ctx, _STATE_KEYID)
+        """``magic ‖ CPUSVN ‖ nonce ‖ AES-GCM(seal key of that CPUSVN, state)``: the blob
+        records the CPUSVN its key was derived with."""
+        cpusvn = self._me(ctx).cpusvn
+        key = self._seal_key(ctx, _STATE_KEYID, cpusvn)
         nonce = ctx.rdrand(12)
-        return nonce + AESGCM(key).encrypt(nonce, state.to_json(), _SEAL_AAD)
+        head = _SEALED_MAGIC + cpusvn
+        return head + nonce + AESGCM(key).encrypt(nonce, state.to_json(), _SEAL_AAD + head)
 
     def _unseal(self, ctx: EnclaveContext, blob: bytes) -> LeState:
-        key = self._seal_key(ctx, _STATE_KEYID)
+        size = len(_SEALED_MAGIC) + 16
+        head, body = blob[:size], blob[size:]
         try:
-            plain = AESGCM(key).decrypt(blob[:12], blob[12:], _SEAL_AAD)
-        except InvalidTag:
+            if not head.startswith(_SEALED_MAGIC) or len(body) < 12 + 16:
+                raise InvalidTag
+            key = self._seal_key(ctx, _STATE_KEYID, head[len(_SEALED_MAGIC) :])
+            plain = AESGCM(key).decrypt(body[:12], body[12:], _SEAL_AAD + head)
+        except (InvalidTag, EnclaveLeafFailed):
             raise VerificationFailed(
                 "the launch enclave's sealed state does not unseal: it was altered, or sealed "
-                "by another platform, another owner epoch or another launch-enclave key"
+                "by another platform, another owner epoch, another launch-enclave key or under "
+                "a CPUSVN beyond this CPU's"
             ) from None
         return LeState.from_json(plain)
 
@@ -642,8 +659,14 @@ class OwnerLaunchEnclave(EnclaveProgram):
         )
         return token.replace(mac=cmac128(key, token.maced_bytes())).to_bytes()
 
+    def _log_cpusvn(self, ctx: EnclaveContext) -> bytes:
+        """The CPUSVN of the log segment's MAC key: the recorded one, or (no record yet) the
+        CPU's current one."""
+        recorded = self.committed.log_cpusvn
+        return bytes.fromhex(recorded) if recorded else self._me(ctx).cpusvn
+
     def _log_key(self, ctx: EnclaveContext) -> bytes:
-        return self._seal_key(ctx, _LOG_KEYID)
+        return self._seal_key(ctx, _LOG_KEYID, self._log_cpusvn(ctx))
 
     def _log_append(self, ctx: EnclaveContext, req: LogAppendRequest) -> LogAppendReply:
         assert self.state is not None
@@ -656,7 +679,11 @@ class OwnerLaunchEnclave(EnclaveProgram):
         head = LogHead(self.committed.log_count, bytes.fromhex(self.committed.log_head))
         record, head = make_record(self._log_key(ctx), head, facts)
         _nxt, sealed = self._prepare(
-            ctx, self.state, log_count=head.count, log_head=head.hash.hex()
+            ctx,
+            self.state,
+            log_count=head.count,
+            log_head=head.hash.hex(),
+            log_cpusvn=self._log_cpusvn(ctx).hex(),
         )
         return LogAppendReply(record=record.to_bytes(), sealed=sealed)
 
@@ -698,6 +725,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
                 "counter_owner": doc.le_mrsigner.hex(),
                 "log_count": 0,
                 "log_head": bytes(32).hex(),
+                "log_cpusvn": "",
             }
         nxt, sealed = self._prepare(ctx, new_state, **changes)
         if nxt.counter_owner != me:
