@@ -8,7 +8,8 @@
 * the owner: :func:`generate_owner_key`, :func:`owner_root`, :func:`sign_policy`,
   :func:`sign_mode`, :func:`sign_launch_enclave`;
 * the platform: :class:`Platform`, :func:`create_platform`, :func:`open_platform`,
-  :func:`ephemeral_platform`, :func:`run` (→ :class:`Launch`);
+  :func:`ephemeral_platform`, :func:`run` (→ :class:`Launch`), :func:`make_quote` (a DCAP
+  quote from the platform's quoting enclave; :class:`Report`, :class:`TargetInfo`);
 * enclave code: :class:`EnclaveProgram`, :class:`EnclaveContext`, the example
   :class:`HelloEnclave` and :func:`example_image`;
 * the errors (one hierarchy, :class:`SgxlaunchError` at its root) and ``__version__``.
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         inspect_image,
         load_key,
         load_public_key,
+        make_quote,
         measure_image,
         mrsigner_of,
         open_platform,
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
         sigstruct_body,
         verify,
     )
-    from sgxlaunch.arch import Attributes, Sigstruct
+    from sgxlaunch.arch import Attributes, Report, Sigstruct, TargetInfo
     from sgxlaunch.cpu import EnclaveContext, EnclaveProgram
     from sgxlaunch.errors import (
         Expired,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
         MeasurementMismatch,
         PolicyDenied,
         QuotientInvalid,
+        ReportRefused,
         Rollback,
         SgxlaunchError,
         SignatureInvalid,
@@ -77,6 +80,7 @@ _API = (
     "inspect_image",
     "load_key",
     "load_public_key",
+    "make_quote",
     "measure_image",
     "mrsigner_of",
     "open_platform",
@@ -97,6 +101,7 @@ _ERRORS = (
     "MeasurementMismatch",
     "PolicyDenied",
     "QuotientInvalid",
+    "ReportRefused",
     "Rollback",
     "SgxlaunchError",
     "SignatureInvalid",
@@ -109,7 +114,9 @@ _WHERE: dict[str, str] = {
     **dict.fromkeys(_API, "sgxlaunch._api"),
     **dict.fromkeys(_ERRORS, "sgxlaunch.errors"),
     "Attributes": "sgxlaunch.arch",
+    "Report": "sgxlaunch.arch",
     "Sigstruct": "sgxlaunch.arch",
+    "TargetInfo": "sgxlaunch.arch",
     "EnclaveContext": "sgxlaunch.cpu",
     "EnclaveProgram": "sgxlaunch.cpu",
     "HelloEnclave": "sgxlaunch.example",
@@ -135,6 +142,8 @@ __all__ = [
     "PolicyDenied",
     "PolicySigner",
     "QuotientInvalid",
+    "Report",
+    "ReportRefused",
     "Rollback",
     "RunResult",
     "SgxlaunchError",
@@ -142,6 +151,7 @@ __all__ = [
     "SignatureInvalid",
     "SignerMismatch",
     "Sigstruct",
+    "TargetInfo",
     "ThresholdNotMet",
     "UsageError",
     "VerificationFailed",
@@ -154,6 +164,7 @@ __all__ = [
     "inspect_image",
     "load_key",
     "load_public_key",
+    "make_quote",
     "measure_image",
     "mrsigner_of",
     "open_platform",

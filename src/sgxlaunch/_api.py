@@ -566,6 +566,64 @@ def run(
     return Launch(result, output)
 
 
+def make_quote(
+    platform: Platform,
+    image: ImageSource | sgxs.SgxsImage,
+    sigstruct: SigstructSource,
+    *,
+    reportdata: bytes = bytes(64),
+    token: bytes | None = None,
+    size: int | None = None,
+) -> bytes:
+    """Launch an enclave whose program ships with sgxlaunch (the example enclave), have it
+    make EREPORT for the platform's quoting enclave with ``reportdata``, and quote it.
+
+    Your own :class:`~sgxlaunch.cpu.EnclaveProgram` does the same in two calls: hand it
+    :meth:`Platform.qe_target_info` and let it call ``ctx.ereport(target_info, reportdata)``,
+    then pass the 432-byte REPORT to :meth:`Platform.quote`.
+
+    Returns:
+        A DCAP ECDSA quote v3 (certification data type 5: the platform's PCK chain), which
+        :func:`sgxlaunch.attest.verify_quote` verifies against the platform's collateral and
+        root (``sgxlaunch platform collateral`` / ``platform root``).
+
+    Raises:
+        UsageError: ``reportdata`` is not 64 bytes; the SIGSTRUCT asks for DEBUG (quoted
+            enclaves must be non-debug); the image runs no program shipped with sgxlaunch.
+        PolicyDenied, LoadFailed: the enclave (or the PCE / QE) was not launched.
+        ReportRefused, VerificationFailed: see :meth:`Platform.quote`.
+    """
+    from sgxlaunch.example import ECALL_REPORT, shipped_program
+
+    if len(reportdata) != 64:
+        raise UsageError(f"REPORTDATA is 64 bytes, got {len(reportdata)}")
+    sig = read_sigstruct(sigstruct)
+    if sig.attributes.flags & int(AttributeFlag.DEBUG):
+        raise UsageError(
+            f"enclave {sig.enclavehash.hex()} is signed as a DEBUG enclave: quoted enclaves "
+            "must be non-debug (verifiers refuse DEBUG quotes)"
+        )
+    parsed = image if isinstance(image, sgxs.SgxsImage) else read_image(image, size=size)
+    program = shipped_program(parsed)
+    if program is None:
+        raise UsageError(
+            "the image runs no program shipped with sgxlaunch, so nothing can make its REPORT "
+            "here; use the example enclave (`sgxlaunch example`), or from Python let your "
+            "program EREPORT for Platform.qe_target_info() and call Platform.quote()"
+        )
+    target = platform.qe_target_info()
+    enclave = platform.run(parsed, sig, token=token).enclave
+    assert enclave is not None  # run raises when it does not initialize
+    platform.cpu.register_program(enclave.mrenclave, program)
+    report = enclave.ecall(ECALL_REPORT, target.to_bytes() + reportdata)
+    if len(report) != 432:
+        raise UsageError(
+            f"the enclave's program does not answer ECALL {ECALL_REPORT} with a REPORT "
+            f"(got {len(report)} bytes)"
+        )
+    return platform.quote(report)
+
+
 __all__ = [
     "ImageSource",
     "Launch",
@@ -577,6 +635,7 @@ __all__ = [
     "inspect_image",
     "load_key",
     "load_public_key",
+    "make_quote",
     "measure_image",
     "mrsigner_of",
     "open_platform",

@@ -189,6 +189,13 @@ class UnsupportedCollateral(VerificationFailed):
     check = "collateral-format"
 
 
+class ReportRefused(VerificationFailed):
+    """A quoting enclave's local verification of a REPORT failed: its MAC does not verify
+    under the QE's report key (targeted at another enclave, made on another CPU, or altered)."""
+
+    check = "report"
+
+
 class QuoteRefused(VerificationFailed):
     """The DCAP verification library refused a quote; ``library_message`` keeps its words.
 
@@ -244,6 +251,7 @@ __all__ = [
     "PolicyDenied",
     "QuoteRefused",
     "QuotientInvalid",
+    "ReportRefused",
     "Rollback",
     "SgxlaunchError",
     "SignatureInvalid",

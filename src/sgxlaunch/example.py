@@ -22,19 +22,27 @@ from sgxlaunch.errors import UsageError
 from sgxlaunch.formats.sgxs import SgxsImage
 
 ECALL_HELLO = 0
-"""The example's one ECALL: input = a name (UTF-8), output = a greeting from inside."""
+"""The example's first ECALL: input = a name (UTF-8), output = a greeting from inside."""
+ECALL_REPORT = 1
+"""The example's second ECALL: input = TARGETINFO (512) ‖ REPORTDATA (64), output = the REPORT
+(432 bytes) EREPORT makes for that target — what a quoting enclave turns into a quote."""
 
 
 class HelloEnclave(EnclaveProgram):
-    """Answers ECALL 0 with a greeting that names the enclave it runs in.
+    """Answers ECALL 0 with a greeting that names the enclave it runs in, and ECALL 1 with a
+    REPORT for a target enclave (TARGETINFO ‖ REPORTDATA in, the 432-byte REPORT out).
 
     The enclave learns its own MRENCLAVE and ISVSVN the way enclave code does: ENCLU[EREPORT]
     about itself (a REPORT targeted at nobody in particular, whose body carries its identity).
     """
 
     def ecall(self, ctx: EnclaveContext, function: int, data: bytes) -> bytes:
+        if function == ECALL_REPORT:
+            if len(data) != 512 + 64:
+                return b"ECALL 1 takes TARGETINFO (512 bytes) and REPORTDATA (64 bytes)"
+            return ctx.ereport(TargetInfo.from_bytes_raw(data[:512]), data[512:]).to_bytes()
         if function != ECALL_HELLO:
-            return f"unknown ECALL {function}; this enclave answers ECALL 0".encode()
+            return f"unknown ECALL {function}; this enclave answers ECALLs 0 and 1".encode()
         report = ctx.ereport(TargetInfo(), bytes(64))
         name = data.decode("utf-8", errors="replace") or "world"
         return (
@@ -83,4 +91,11 @@ def shipped_program(image: SgxsImage) -> type[EnclaveProgram] | None:
     return None
 
 
-__all__ = ["ECALL_HELLO", "SHIPPED_PROGRAMS", "HelloEnclave", "example_image", "shipped_program"]
+__all__ = [
+    "ECALL_HELLO",
+    "ECALL_REPORT",
+    "SHIPPED_PROGRAMS",
+    "HelloEnclave",
+    "example_image",
+    "shipped_program",
+]

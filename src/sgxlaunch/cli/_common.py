@@ -353,12 +353,14 @@ def parse_int_text(text: str) -> int | None:
 
 
 class HexBytesParam(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
-    """A byte string given as exactly ``size`` bytes of hex (no whitespace, either case)."""
+    """A byte string given as exactly ``size`` bytes of hex (no whitespace, either case), or
+    up to ``size`` bytes (an even number of digits) with ``allow_shorter``."""
 
     name = "hex"
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, allow_shorter: bool = False) -> None:
         self.size = size
+        self.allow_shorter = allow_shorter
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -368,6 +370,16 @@ class HexBytesParam(click.ParamType):  # type: ignore[type-arg]  # generic only 
         text = str(value)
         if text.lower().startswith("0x"):
             text = text[2:]
-        if len(text) != 2 * self.size or not all(c in "0123456789abcdefABCDEF" for c in text):
+        if not all(c in "0123456789abcdefABCDEF" for c in text):
+            self.fail(f"expected hex digits, found {value!r}", param, ctx)
+        if self.allow_shorter:
+            if len(text) % 2 or len(text) > 2 * self.size:
+                self.fail(
+                    f"expected at most {self.size} bytes as an even number of hex digits "
+                    f"(at most {2 * self.size})",
+                    param,
+                    ctx,
+                )
+        elif len(text) != 2 * self.size:
             self.fail(f"expected {self.size} bytes as {2 * self.size} hex digits", param, ctx)
         return bytes.fromhex(text)

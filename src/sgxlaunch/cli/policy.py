@@ -56,9 +56,11 @@ from sgxlaunch.policy.state import (
     load_state,
 )
 from sgxlaunch.store import (
+    FileMachine,
     load_signer,
     open_store,
     resolve_home,
+    resolve_machine,
 )
 
 
@@ -236,6 +238,18 @@ def policy_group() -> None:
     help="Start from the rules of this policy (document or envelope).",
 )
 @expiry_options(DEFAULT_POLICY_DAYS)
+@click.option(
+    "--quoting-signer",
+    type=HexBytesParam(32),
+    help="MRSIGNER of the platform's PCE/QE key for the quoting rules (default: the "
+    "machine's, --machine or $SGXLAUNCH_MACHINE).",
+)
+@click.option(
+    "--no-quoting",
+    is_flag=True,
+    help="Leave out the rules that allow the platform's PCE and QE (quotes).",
+)
+@machine_option
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @handle_errors
 def policy_new(
@@ -244,12 +258,19 @@ def policy_new(
     source: str | None,
     expires: datetime | None,
     valid_days: int | None,
+    quoting_signer: bytes | None,
+    no_quoting: bool,
+    machine: str | None,
     force: bool,
 ) -> None:
-    """Write a new (unsigned) policy document OUTPUT with no rules, or FROM's rules.
+    """Write a new (unsigned) policy document OUTPUT, or one with FROM's rules.
 
-    An empty allow list denies every launch. Versions only go up: each policy you
-    install must carry a higher version than the installed one.
+    A new policy holds the two rules quoting needs in owner mode: platform-pce and
+    platform-qe allow the platform's PCE and QE (signed by the machine's own PCE/QE key,
+    by ISVPRODID, with PROVISIONKEY, never DEBUG); their MRSIGNER comes from the machine
+    file (or --quoting-signer). --no-quoting leaves them out. Without an allow rule every
+    launch is denied. Versions only go up: each policy you install must carry a higher
+    version than the installed one.
 
     \b
     Examples:
@@ -259,6 +280,8 @@ def policy_new(
     allow: tuple[Any, ...] = ()
     deny: tuple[Any, ...] = ()
     next_version = 1
+    if quoting_signer is not None and no_quoting:
+        raise UsageError("give --quoting-signer or --no-quoting, not both")
     if source is not None:
         old, _ = read_policy_file(source)
         allow, deny, next_version = old.allow, old.deny, old.version + 1
@@ -270,11 +293,41 @@ def policy_new(
         deny,
         issued=min(utc_now(), until),
     )
+    if source is None and not no_quoting:
+        policy = _with_quoting_rules(policy, quoting_signer, machine)
     write_output(out, policy.to_payload(), force=force)
     click.echo(
         f"wrote {out}: version {policy.version}, expires {_json.format_time(policy.expires)}",
         err=True,
     )
+
+
+def _with_quoting_rules(
+    policy: LaunchPolicy, signer: bytes | None, machine: str | None
+) -> LaunchPolicy:
+    """``policy`` with the PCE/QE rules (:func:`~sgxlaunch.attest.quoting.quoting_rules`) for
+    ``signer`` or the machine's PCE/QE key; without either, unchanged and a note on stderr."""
+    from sgxlaunch.attest.quoting import machine_quoting_signer, quoting_rules
+
+    if signer is None:
+        path = resolve_machine(machine)
+        if not path.exists():
+            click.echo(
+                f"note: no machine at {path}: the PCE/QE rules (quoting in owner mode) are left "
+                "out; give --quoting-signer (or --machine), or --no-quoting to silence this",
+                err=True,
+            )
+            return policy
+        try:
+            with about(str(path)):
+                signer = machine_quoting_signer(FileMachine(path))
+        except UsageError as exc:
+            click.echo(f"note: {exc.message}: the PCE/QE rules are left out", err=True)
+            return policy
+        click.echo(f"quoting rules for the PCE/QE signer of {path}: {signer.hex()}", err=True)
+    for doc in quoting_rules(signer):
+        policy = policy.with_rule(doc, "allow")
+    return policy
 
 
 @policy_group.command("allow")

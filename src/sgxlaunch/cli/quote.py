@@ -9,6 +9,7 @@ still reports its ``result`` (the verification and every finding) beside the err
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -31,11 +32,13 @@ from sgxlaunch.attest.appraisal import MAX_APPRAISAL_ENVELOPE_SIZE, is_envelope
 from sgxlaunch.attest.roots import MAX_ROOT_SIZE
 from sgxlaunch.attest.verify import MAX_COLLATERAL_SIZE
 from sgxlaunch.cli._common import (
+    HexBytesParam,
     about,
     echo_json,
     handle_errors,
     home_option,
     json_option,
+    machine_option,
     output_option,
     read_input,
     signing_keys_option,
@@ -217,6 +220,92 @@ def quote_verify(
         verdict.check()  # raises PolicyDenied naming the first failed rule (exit 1)
     if as_json:
         echo_json(result)
+
+
+@quote_group.command("make")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--sig",
+    "sig_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The enclave's SIGSTRUCT (non-debug).",
+)
+@click.option(
+    "--reportdata",
+    type=HexBytesParam(64, allow_shorter=True),
+    default="",
+    help="REPORTDATA, up to 64 bytes as hex (zero-padded on the right; default all zero).",
+)
+@output_option("The quote file to write.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@home_option
+@machine_option
+@json_option
+@handle_errors
+def quote_make(
+    image: str,
+    sig_path: str,
+    reportdata: bytes,
+    output: str,
+    force: bool,
+    home: str | None,
+    machine: str | None,
+    as_json: bool,
+) -> None:
+    """Quote an enclave: it makes a REPORT for the platform's quoting enclave, which returns a
+    DCAP ECDSA quote v3 with the platform's PCK certificate chain.
+
+    IMAGE must run the example enclave (`sgxlaunch example`), which answers ECALL 1 with its
+    REPORT; from Python, any enclave program can (sgxlaunch.make_quote, Platform.quote). The
+    PCE and QE are launched like any enclave: in owner mode the owner's policy must allow
+    them (`sgxlaunch policy new` adds the rules). Verify the quote anywhere with the
+    platform's root and collateral: `sgxlaunch platform root`, `platform collateral`, then
+    `sgxlaunch quote verify QUOTE --collateral C.json --root R.der`.
+
+    \b
+    Examples:
+      sgxlaunch quote make enclave.sgxs --sig enclave.sig --reportdata 00ff -o quote.bin
+      sgxlaunch quote make enclave.sgxs --sig enclave.sig -o quote.bin --json
+    """
+    from sgxlaunch._api import make_quote, read_image, read_sigstruct
+    from sgxlaunch.cli._home import open_platform, read_platform_input
+
+    parsed_image = read_image(image)
+    with about(sig_path):
+        sig = read_sigstruct(read_platform_input(sig_path))
+    with open_platform(home, machine) as platform:
+        data = make_quote(platform, parsed_image, sig, reportdata=reportdata.ljust(64, b"\0"))
+    quote = parse_quote(data)
+    write_output(output, data, force=force)
+    body = quote.body
+    assert isinstance(body, ReportBody)
+    qe = quote.signature_data.qe_report
+    result = {
+        "output": output,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "version": quote.version,
+        "mrenclave": body.mrenclave.hex(),
+        "mrsigner": body.mrsigner.hex(),
+        "isvprodid": body.isvprodid,
+        "isvsvn": body.isvsvn,
+        "reportdata": body.reportdata.hex(),
+        "qe": {"mrenclave": qe.mrenclave.hex(), "mrsigner": qe.mrsigner.hex(), "isvsvn": qe.isvsvn},
+        "pce_svn": quote.header.pce_svn,
+        "cpusvn": body.cpusvn.hex(),
+        "certification_data_type": quote.signature_data.certification_data.cert_type,
+    }
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"wrote {output}: quote v{quote.version}, {len(data)} bytes", err=True)
+    click.echo(f"mrenclave:  {result['mrenclave']}")
+    click.echo(f"mrsigner:   {result['mrsigner']}")
+    click.echo(f"reportdata: {result['reportdata']}")
+    click.echo(
+        f"qe:         {qe.mrenclave.hex()} (isvsvn {qe.isvsvn}), pce svn {quote.header.pce_svn}"
+    )
 
 
 @quote_group.group("appraisal")

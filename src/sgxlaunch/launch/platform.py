@@ -33,9 +33,9 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from sgxlaunch.arch import Attributes, EinitToken, Sigstruct
+from sgxlaunch.arch import Attributes, EinitToken, Report, Sigstruct, TargetInfo
 from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.cpu import CpuConfig, Processor, secs_for
 from sgxlaunch.cpu.config import DEFAULT_CPUSVN
@@ -96,6 +96,9 @@ from sgxlaunch.launch.log import (
 from sgxlaunch.policy import MODE_KEY, POLICY_KEY, ROOT_KEY, Store, TrustedState
 from sgxlaunch.policy.state import ROOT_PREVIOUS_KEY
 from sgxlaunch.sigstruct import verify
+
+if TYPE_CHECKING:
+    from sgxlaunch.attest.quoting import Quoter
 
 SEED_KEY = "platform/seed"
 """Where homes made before the machine existed kept the seed (refused; see migration)."""
@@ -341,6 +344,7 @@ class Platform:
         self._context: dict[str, Any] | None = None
         self._le_mrenclave_cache: bytes | None = None
         self._log_errors: list[str] = []
+        self._quoter: Quoter | None = None
         self.state: TrustedState | None = None
         try:
             self._check_owner_binding(machine_state)
@@ -940,8 +944,19 @@ class Platform:
         return self.driver.new_process()
 
     @_serialized
-    def run(self, image: SgxsImage, sig: Sigstruct, *, token: bytes | None = None) -> RunResult:
+    def run(
+        self,
+        image: SgxsImage,
+        sig: Sigstruct,
+        *,
+        token: bytes | None = None,
+        provision: bool = False,
+    ) -> RunResult:
         """Load and initialize an enclave; in owner mode through the launch enclave.
+
+        ``provision`` opens ``/dev/sgx_provision`` for it (ENCLAVE_PROVISION), as a
+        provisioning enclave's loader does: PROVISIONKEY is granted by the kernel only so
+        (and in owner mode the policy must allow it too).
 
         Raises:
             PolicyDenied: the owner's policy refuses it (the attempt is logged).
@@ -957,7 +972,7 @@ class Platform:
         if mode == "permissive":
             self._context = {"decision": "permissive"}
             try:
-                enclave = load(self.new_process(), image, sig)
+                enclave = load(self.new_process(), image, sig, provision=provision)
             finally:
                 self._context = None
             return RunResult(enclave, mode, "permissive")
@@ -973,7 +988,13 @@ class Platform:
             # The launch enclave itself needs no token (its MRSIGNER is the launch-key hash).
             self._context = {"decision": "launch enclave (no token)"}
             try:
-                enclave = load(self.new_process(), image, sig, token=bytes(EinitToken.SIZE))
+                enclave = load(
+                    self.new_process(),
+                    image,
+                    sig,
+                    token=bytes(EinitToken.SIZE),
+                    provision=provision,
+                )
             finally:
                 self._context = None
             return RunResult(enclave, mode, "launch enclave (no token)")
@@ -1007,7 +1028,13 @@ class Platform:
                 # Denied: the attempt still reaches the driver (and the log) without a token.
                 # The driver refuses every enclave but the launch enclave without one.
                 with contextlib.suppress(LoadFailed):
-                    load(self.new_process(), image, sig, token=bytes(EinitToken.SIZE))
+                    load(
+                        self.new_process(),
+                        image,
+                        sig,
+                        token=bytes(EinitToken.SIZE),
+                        provision=provision,
+                    )
                 if refused is not None:
                     raise refused
                 reasons = decision.get("reasons") or []
@@ -1022,7 +1049,7 @@ class Platform:
                     ],
                     reasons=[_reason(r) for r in reasons],
                 )
-            enclave = load(self.new_process(), image, sig, token=token)
+            enclave = load(self.new_process(), image, sig, token=token, provision=provision)
         finally:
             self._context = None
         return RunResult(
@@ -1183,6 +1210,50 @@ class Platform:
     def log_errors(self) -> list[str]:
         """Records that could not be written (should stay empty)."""
         return list(self._log_errors)
+
+    # -- quoting (the PCE and QE: sgxlaunch.attest.quoting) -------------------------------------
+
+    def quoter(self) -> Quoter:
+        """The platform's PCE and QE (loaded on first use, through :meth:`run` with
+        PROVISIONKEY granted: in owner mode the owner's policy decides) and its certified
+        attestation key (store key ``attest/qe-key``)."""
+        if self._quoter is None:
+            from sgxlaunch.attest.quoting import QE_KEY_KEY, PcsProvisioning, Quoter
+            from sgxlaunch.driver import as_sgxs_image
+
+            def launch(image: Any, sig: Sigstruct) -> LoadedEnclave:
+                enclave = self.run(as_sgxs_image(image), sig, provision=True).enclave
+                assert enclave is not None  # run raises when it does not initialize
+                return enclave
+
+            self._quoter = Quoter(
+                launch=launch,
+                register=self.cpu.register_program,
+                provisioning=PcsProvisioning(self.machine, self.clock),
+                cpusvn=self.cpu.config.cpusvn,
+                load_record=lambda: self.store.get(QE_KEY_KEY),
+                save_record=lambda blob: self.store.commit({QE_KEY_KEY: blob}),
+            )
+        return self._quoter
+
+    def qe_target_info(self) -> TargetInfo:
+        """The TARGETINFO of this platform's quoting enclave: an enclave's EREPORT targeted at
+        it can be quoted (:meth:`quote`)."""
+        return self.quoter().target_info()
+
+    def quote(self, report: Report | bytes) -> bytes:
+        """A DCAP ECDSA quote v3 over ``report`` (a 432-byte REPORT targeted at
+        :meth:`qe_target_info`), with the PCK certificate chain (certification data type 5).
+
+        Raises:
+            MalformedInput: not a REPORT.
+            UsageError: a DEBUG enclave's REPORT (quoted enclaves must be non-debug); nothing
+                can be launched on this platform.
+            ReportRefused: the QE's check of the REPORT's MAC failed.
+            PolicyDenied: owner mode, and the policy does not allow the PCE or QE.
+            VerificationFailed: no PCK certificate can be had for the current TCB.
+        """
+        return self.quoter().quote(report)
 
     # -- status --------------------------------------------------------------------------------
 
