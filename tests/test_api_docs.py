@@ -17,8 +17,8 @@ def recipes() -> list[str]:
     return BLOCK.findall((REPO / "docs" / "api.md").read_text())
 
 
-def test_api_doc_has_the_three_recipes() -> None:
-    assert len(recipes()) == 3
+def test_api_doc_has_the_four_recipes() -> None:
+    assert len(recipes()) == 4
 
 
 def test_api_doc_recipes_run_in_order(
@@ -38,4 +38,6 @@ def test_api_doc_recipes_run_in_order(
     assert "hello, owner, from inside enclave" in out
     assert "denied: launch denied by the owner's policy" in out
     assert "6 records verify" in out
+    assert "quote verifies: UpToDate" in out
+    assert "refused: enclave" in out and "must be non-debug" in out
     assert (tmp_path / "home").is_dir()

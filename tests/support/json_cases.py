@@ -106,6 +106,21 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("platform status", False, "--home", home)
     yield go("platform init", True, "--home", home, "--root", root, "--le-key", le_key)
     yield go("platform init", False, "--home", home)
+
+    # An emulated quote of the example enclave (docs/attest.md), while the platform is permissive.
+    hello, hello_sig, author = tmp / "hello.sgxs", tmp / "hello.sig", tmp / "author.pem"
+    runner.invoke(main, ["example", "-o", str(hello)], catch_exceptions=False)
+    runner.invoke(main, ["key", "generate", "-o", str(author)], catch_exceptions=False)
+    runner.invoke(
+        main,
+        ["sign", "--key", str(author), str(hello), "-o", str(hello_sig)],
+        catch_exceptions=False,
+    )
+    made = ("--home", home, "-o")
+    yield go(
+        "quote make", True, hello, "--sig", hello_sig, "--reportdata", "00ff", *made, tmp / "q"
+    )
+    yield go("quote make", False, hello, "--sig", garbage, *made, tmp / "q2")
     yield go("owner install", True, root, "--home", home)
     yield go("owner install", False, garbage, "--home", home)
 

@@ -23,6 +23,7 @@ PCK); the QE's own checks (:class:`ReportRefused` when the REPORT's MAC fails).
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,22 +95,31 @@ class Provisioning(Protocol):
 
 
 class PcsProvisioning:
-    """:class:`Provisioning` by the machine's emulated PCS (:mod:`sgxlaunch.attest.pcs`).
+    """:class:`Provisioning` by the machine's emulated PCS (:mod:`sgxlaunch.attest.pcs`), made
+    on first use if the machine has none yet (``ensure_provisioning``).
 
     Args:
         machine: the machine holding the PCS and the PCE/QE signing key.
         clock: the time certificates are issued at.
+        random: randomness for a PCS made on first use (default :func:`os.urandom`, as the
+            processor's).
     """
 
-    def __init__(self, machine: Machine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        clock: Callable[[], datetime],
+        random: Callable[[int], bytes] | None = None,
+    ) -> None:
         self.machine = machine
         self.clock = clock
+        self.random = random if random is not None else os.urandom
         self._signer: EnclaveSigner | None = None
 
     def _pcs(self) -> EmulatedPcs:
-        from sgxlaunch.attest.pcs import EmulatedPcs
+        from sgxlaunch.attest.pcs import ensure_provisioning
 
-        return EmulatedPcs(self.machine)
+        return ensure_provisioning(self.machine, now=self.clock(), random=self.random)
 
     def sign_platform_enclave(self, body: Sigstruct) -> Sigstruct:
         if self._signer is None:  # loading the RSA key is slow: once per instance

@@ -308,6 +308,7 @@ class Platform:
         self.store = store
         self.machine = machine
         self.clock = clock
+        self.random = random
         self.maintenance = maintenance
         self.blocked: str | None = None
         if store.get(SEED_KEY) is not None:
@@ -1229,7 +1230,7 @@ class Platform:
             self._quoter = Quoter(
                 launch=launch,
                 register=self.cpu.register_program,
-                provisioning=PcsProvisioning(self.machine, self.clock),
+                provisioning=PcsProvisioning(self.machine, self.clock, self.random),
                 cpusvn=self.cpu.config.cpusvn,
                 load_record=lambda: self.store.get(QE_KEY_KEY),
                 save_record=lambda blob: self.store.commit({QE_KEY_KEY: blob}),
