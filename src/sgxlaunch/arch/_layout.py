@@ -7,12 +7,18 @@ table this module derives, once at import time:
 * a check that the rows tile ``[0, SIZE)`` exactly (no gap, no overlap) and that the dataclass
   has one attribute per row, in the same order;
 * strict parsing (exact length, every reserved range zero, then the structure's own checks) and
-  raw parsing (exact length only), both raising only :class:`~sgxlaunch.errors.MalformedInput`.
+  raw parsing (exact length only), both raising only :class:`~sgxlaunch.errors.MalformedInput`;
+* the per-class tables the hot paths run on (an :func:`operator.attrgetter` over every field,
+  the nested and reserved fields with their zero values, one ``(kind, bound)`` row per field for
+  validation), so that packing, raw parsing and validating a structure do no per-field dispatch
+  on the row's kind. Raw parsing builds the object from the unpacked values without validating
+  them again: ``struct`` yields integers in range and byte strings of the exact width.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar
@@ -20,6 +26,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from sgxlaunch.errors import MalformedInput
 
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+_KIND_INT, _KIND_BYTES, _KIND_STRUCT = 0, 1, 2
 
 _S = TypeVar("_S", bound="type[Structure]")
 
@@ -81,6 +88,11 @@ class Structure:
     NAME: ClassVar[str]
     FIELDS: ClassVar[tuple[Field, ...]]
     _STRUCT: ClassVar[struct.Struct]
+    _NAMES: ClassVar[tuple[str, ...]]
+    _VALUES: ClassVar[operator.attrgetter[tuple[Any, ...]]]
+    _NESTED: ClassVar[tuple[tuple[int, Any], ...]]
+    _ZERO_CHECKS: ClassVar[tuple[tuple[str, bytes | None], ...]]
+    _CHECKS: ClassVar[tuple[tuple[int, Any], ...]]
 
     # -- parsing ----------------------------------------------------------------------------
 
@@ -98,13 +110,16 @@ class Structure:
                 offset=min(len(data), cls.SIZE),
             )
         values = cls._STRUCT.unpack(data)
-        kwargs: dict[str, Any] = {}
-        for fld, value in zip(cls.FIELDS, values, strict=True):
-            if fld.kind == "struct":
-                kwargs[fld.name] = fld.nested.from_bytes_raw(value)
-            else:
-                kwargs[fld.name] = value
-        return cls(**kwargs)
+        # Unpacked values are valid by construction (ints in range, exact-width bytes): set
+        # them as the frozen dataclass's own __init__ would, without validating them again.
+        obj = object.__new__(cls)
+        setter = object.__setattr__
+        # same length (finalize checked it); strict=True costs half a microsecond here
+        for name, value in zip(cls._NAMES, values, strict=False):
+            setter(obj, name, value)
+        for i, inner in cls._NESTED:
+            setter(obj, cls._NAMES[i], inner.from_bytes_raw(values[i]))
+        return obj
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
@@ -147,24 +162,26 @@ class Structure:
 
         Ranges inside nested structures are named ``outer.inner`` (e.g. ``secinfo.reserved1``).
         """
-        for fld in self.FIELDS:
-            value = getattr(self, fld.name)
-            if fld.kind == "reserved" and any(value):
-                return fld.name
-            if fld.kind == "struct":
+        for name, zero in self._ZERO_CHECKS:
+            value = getattr(self, name)
+            if zero is None:
                 inner = value.nonzero_reserved()
                 if inner is not None:
-                    return f"{fld.name}.{inner}"
+                    return f"{name}.{inner}"
+            elif value != zero:
+                return name
         return None
 
     # -- serialization ----------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
         """Serialize to exactly ``SIZE`` bytes."""
-        values = []
-        for fld in self.FIELDS:
-            value = getattr(self, fld.name)
-            values.append(value.to_bytes() if fld.kind == "struct" else value)
+        values = self._VALUES(self)
+        if self._NESTED:
+            items = list(values)
+            for i, _inner in self._NESTED:
+                items[i] = items[i].to_bytes()
+            return self._STRUCT.pack(*items)
         return self._STRUCT.pack(*values)
 
     def replace(self, **changes: Any) -> Self:
@@ -187,6 +204,22 @@ class Structure:
     # -- validation of constructed values -----------------------------------------------------
 
     def _validate_fields(self) -> None:
+        """Every field has its type and width (bytearray and memoryview become bytes)."""
+        for value, (kind, bound) in zip(self._VALUES(self), self._CHECKS, strict=False):
+            if kind == _KIND_INT:
+                if value.__class__ is bool or not isinstance(value, int) or not 0 <= value < bound:
+                    break
+            elif kind == _KIND_BYTES:
+                if value.__class__ is not bytes or len(value) != bound:
+                    break
+            elif not isinstance(value, bound):
+                break
+        else:
+            return
+        self._validate_fields_slowly()
+
+    def _validate_fields_slowly(self) -> None:
+        """The field-by-field check that names the field at fault (and converts buffers)."""
         for fld in self.FIELDS:
             value = getattr(self, fld.name)
             if fld.kind == "int":
@@ -242,6 +275,23 @@ def finalize(cls: _S) -> _S:
     packer = struct.Struct(fmt)
     assert packer.size == cls.SIZE
     cls._STRUCT = packer
+    cls._NAMES = names
+    assert len(names) > 1, f"{cls.__name__}: a structure has at least two fields"
+    cls._VALUES = operator.attrgetter(*names)
+    cls._NESTED = tuple((i, f.nested) for i, f in enumerate(fields) if f.kind == "struct")
+    cls._ZERO_CHECKS = tuple(
+        (f.name, None if f.kind == "struct" else bytes(f.size))
+        for f in fields
+        if f.kind in ("reserved", "struct")
+    )
+    cls._CHECKS = tuple(
+        (_KIND_INT, 1 << (8 * f.size))
+        if f.kind == "int"
+        else (_KIND_STRUCT, f.nested)
+        if f.kind == "struct"
+        else (_KIND_BYTES, f.size)
+        for f in fields
+    )
     return cls
 
 

@@ -245,7 +245,7 @@ class EinitLeaf(StateView):
         enclave.isvfamilyid = sig.isvfamilyid
         enclave.isvextprodid = sig.isvextprodid
         enclave.padding = sig_padding
-        enclave.attributes |= AttributeFlag.INIT
+        enclave.attributes = int(enclave.attributes | AttributeFlag.INIT)  # a plain int
         enclave.initialized = True
         base = i * PAGE
         self._epc[base + 48 : base + 56] = enclave.attributes.to_bytes(8, "little")

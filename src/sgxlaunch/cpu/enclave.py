@@ -51,6 +51,10 @@ _U64 = (1 << 64) - 1
 _REQUIRED_SEALING_MASK = 0x3
 _STATE = struct.Struct("<Q")
 _CSSA_NSSA = struct.Struct("<II")
+# SECS.ATTRIBUTES bits EGETKEY tests, as plain ints (an IntFlag operation costs a microsecond).
+_KSS = int(AttributeFlag.KSS)
+_EINITTOKEN_KEY = int(AttributeFlag.EINITTOKEN_KEY)
+_PROVISIONKEY = int(AttributeFlag.PROVISIONKEY)
 
 PageFaultHandler = Callable[[int, int], bool]
 
@@ -484,9 +488,7 @@ class Enclu(StateView):
             raise GeneralProtection("KEYREQUEST reserved fields are set")
         if req.keypolicy & KEYPOLICY_RESERVED_MASK:
             raise GeneralProtection("KEYREQUEST.KEYPOLICY reserved bits are set")
-        if not enclave.attributes & AttributeFlag.KSS and (
-            req.keypolicy & KEYPOLICY_KSS_MASK or req.configsvn
-        ):
+        if not enclave.attributes & _KSS and (req.keypolicy & KEYPOLICY_KSS_MASK or req.configsvn):
             raise GeneralProtection("KSS key policies and CONFIGSVN need SECS.ATTRIBUTES.KSS")
         return self._derive(enclave, req)
 
@@ -509,10 +511,10 @@ class Enclu(StateView):
             KeyName.PROVISION_SEAL,
         ):
             raise EnclaveLeafFailed(SgxStatus.INVALID_KEYNAME, f"KEYNAME {name}")
-        if name == KeyName.EINITTOKEN and not enclave.attributes & AttributeFlag.EINITTOKEN_KEY:
+        if name == KeyName.EINITTOKEN and not enclave.attributes & _EINITTOKEN_KEY:
             raise EnclaveLeafFailed(SgxStatus.INVALID_ATTRIBUTE, "EINITTOKEN_KEY attribute not set")
         if name in (KeyName.PROVISION, KeyName.PROVISION_SEAL) and not (
-            enclave.attributes & AttributeFlag.PROVISIONKEY
+            enclave.attributes & _PROVISIONKEY
         ):
             raise EnclaveLeafFailed(SgxStatus.INVALID_ATTRIBUTE, "PROVISIONKEY attribute not set")
         if cpusvn_beyond(req.cpusvn, cfg.cpusvn):

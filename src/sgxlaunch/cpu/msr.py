@@ -28,6 +28,8 @@ def cpusvn_beyond(candidate: bytes, platform: bytes) -> bool:
     The SDM says "beyond the current CPU configuration" without an ordering; this component-wise
     rule is the emulator's documented choice.
     """
+    if candidate == platform:
+        return False
     return any(c > p for c, p in zip(candidate, platform, strict=True))
 
 
