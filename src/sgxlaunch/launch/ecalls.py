@@ -31,7 +31,9 @@ Times travel as whole seconds since the Unix epoch (``u64``).
 from __future__ import annotations
 
 import enum
+import operator
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
@@ -241,15 +243,282 @@ def _write(out: list[bytes], kind: str, value: Any) -> None:
         raise AssertionError(kind)
 
 
+class _Refused(Exception):
+    """Internal to the compiled codec: the fast path met a value it does not take; the
+    reference codec (which names the field, or encodes the odd value as it always did) runs."""
+
+
+_Decoder = Callable[[bytes, int, list[Any]], int]
+_Encoder = Callable[[Any, list[bytes]], None]
+_FIXED_KINDS = ("u8", "u64", "b32", "fixed")
+
+
+def _fixed_run(run: list[tuple[str, str, int]]) -> tuple[_Decoder, _Encoder]:
+    """One ``struct.Struct`` for consecutive fixed-width fields (``fixed`` is its u32 length
+    and its bytes), with the checks that follow the unpack: a ``u8`` limit, a ``fixed``
+    length."""
+    fmt = "<"
+    keep: list[int] = []  # positions of the field values in the unpacked tuple
+    u8_limits: list[tuple[int, int]] = []
+    lengths: list[tuple[int, int]] = []  # (position of the u32 length, the required length)
+    widths: list[tuple[int, int]] = []  # (field index, exact byte length) checked on encode
+    pos = 0
+    for index, (_name, kind, limit) in enumerate(run):
+        if kind == "u8":
+            fmt += "B"
+            if limit:
+                u8_limits.append((pos, limit))
+        elif kind == "u64":
+            fmt += "Q"
+        elif kind == "b32":
+            fmt += "32s"
+            widths.append((index, 32))
+        else:
+            fmt += f"I{limit}s"
+            lengths.append((pos, limit))
+            widths.append((index, limit))
+            pos += 1
+        keep.append(pos)
+        pos += 1
+    packer = struct.Struct(fmt)
+    size = packer.size
+    unpack_from = packer.unpack_from
+    pack = packer.pack
+    getter = operator.attrgetter(*(name for name, _k, _l in run))
+    single = len(run) == 1
+    all_kept = not lengths
+    # Where the encoder inserts each ``fixed`` field's u32 length (last first, so that the
+    # earlier positions stay valid).
+    inserts = [
+        (index, limit)
+        for index, (_n, kind, limit) in reversed(list(enumerate(run)))
+        if kind == "fixed"
+    ]
+
+    def decode(data: bytes, at: int, out: list[Any]) -> int:
+        end = at + size
+        if end > len(data):
+            raise _Refused
+        values = unpack_from(data, at)
+        for i, limit in u8_limits:
+            if values[i] > limit:
+                raise _Refused
+        for i, length in lengths:
+            if values[i] != length:
+                raise _Refused
+        if all_kept:
+            out.extend(values)
+        else:
+            out.extend([values[i] for i in keep])
+        return end
+
+    def encode(message: Any, out: list[bytes]) -> None:
+        values = (getter(message),) if single else getter(message)
+        for index, width in widths:
+            if len(values[index]) != width:
+                raise _Refused
+        if inserts:
+            items = list(values)
+            for index, length in inserts:
+                items.insert(index, length)
+            values = tuple(items)
+        try:
+            out.append(pack(*values))
+        except struct.error:
+            raise _Refused from None
+
+    return decode, encode
+
+
+def _take_blob(data: bytes, at: int, limit: int) -> tuple[bytes, int]:
+    start = at + 4
+    if start > len(data):
+        raise _Refused
+    (n,) = _U32.unpack_from(data, at)
+    end = start + n
+    if n > limit or end > len(data):
+        raise _Refused
+    return data[start:end], end
+
+
+def _take_text(data: bytes, at: int, limit: int) -> tuple[str, int]:
+    raw, end = _take_blob(data, at, limit)
+    try:
+        return raw.decode(), end
+    except UnicodeDecodeError:
+        raise _Refused from None
+
+
+def _take_flag(data: bytes, at: int) -> bool:
+    if at >= len(data) or data[at] > 1:
+        raise _Refused
+    return data[at] == 1
+
+
+def _variable(name: str, kind: str, limit: int) -> tuple[_Decoder, _Encoder]:
+    """The decoder and encoder of one variable-length field (see the module's table)."""
+    if kind == "bytes":
+
+        def decode(data: bytes, at: int, out: list[Any]) -> int:
+            value, end = _take_blob(data, at, limit)
+            out.append(value)
+            return end
+
+    elif kind == "str":
+
+        def decode(data: bytes, at: int, out: list[Any]) -> int:
+            value, end = _take_text(data, at, limit)
+            out.append(value)
+            return end
+
+    elif kind == "opt":
+
+        def decode(data: bytes, at: int, out: list[Any]) -> int:
+            if not _take_flag(data, at):
+                out.append(None)
+                return at + 1
+            value, end = _take_blob(data, at + 1, limit)
+            out.append(value)
+            return end
+
+    elif kind == "optstr":
+
+        def decode(data: bytes, at: int, out: list[Any]) -> int:
+            if not _take_flag(data, at):
+                out.append(None)
+                return at + 1
+            value, end = _take_text(data, at + 1, limit)
+            out.append(value)
+            return end
+
+    elif kind == "opt32":
+
+        def decode(data: bytes, at: int, out: list[Any]) -> int:
+            if not _take_flag(data, at):
+                out.append(None)
+                return at + 1
+            end = at + 33
+            if end > len(data):
+                raise _Refused
+            out.append(data[at + 1 : end])
+            return end
+
+    elif kind in ("list", "strs"):
+        take = _take_blob if kind == "list" else _take_text
+        item_limit = MAX_ITEM if kind == "list" else MAX_TEXT
+
+        def decode(data: bytes, at: int, out: list[Any]) -> int:
+            start = at + 4
+            if start > len(data):
+                raise _Refused
+            (count,) = _U32.unpack_from(data, at)
+            if count > limit:
+                raise _Refused
+            items = []
+            for _ in range(count):
+                item, start = take(data, start, item_limit)
+                items.append(item)
+            out.append(tuple(items))
+            return start
+
+    else:  # pragma: no cover - the FIELDS tables are fixed
+        raise AssertionError(kind)
+
+    getter = operator.attrgetter(name)
+    optional = kind in ("opt", "opt32", "optstr")
+    text = kind in ("str", "optstr", "strs")
+    items = kind in ("list", "strs")
+
+    def encode(message: Any, out: list[bytes]) -> None:
+        value = getter(message)
+        if optional:
+            if value is None:
+                out.append(b"\x00")
+                return
+            out.append(b"\x01")
+            if kind == "opt32":
+                if value.__class__ is not bytes or len(value) != 32:
+                    raise _Refused
+                out.append(value)
+                return
+        if items:
+            out.append(_U32.pack(len(value)))
+            for item in value:
+                if text:
+                    if item.__class__ is not str:
+                        raise _Refused
+                    item = item.encode()
+                elif item.__class__ is not bytes:
+                    raise _Refused
+                out.append(_U32.pack(len(item)))
+                out.append(item)
+            return
+        if text:
+            if value.__class__ is not str:
+                raise _Refused
+            value = value.encode()
+        elif value.__class__ is not bytes:
+            raise _Refused
+        out.append(_U32.pack(len(value)))
+        out.append(value)
+
+    return decode, encode
+
+
+def _compile(fields: tuple[tuple[str, str, int], ...]) -> tuple[list[_Decoder], list[_Encoder]]:
+    """The decoders and encoders of a FIELDS table: consecutive fixed-width fields share one
+    ``struct.Struct``, each variable-length field has its own pair."""
+    decoders: list[_Decoder] = []
+    encoders: list[_Encoder] = []
+    run: list[tuple[str, str, int]] = []
+    for name, kind, limit in fields:
+        if kind in _FIXED_KINDS:
+            run.append((name, kind, limit))
+            continue
+        if run:
+            decode, encode = _fixed_run(run)
+            decoders.append(decode)
+            encoders.append(encode)
+            run = []
+        decode, encode = _variable(name, kind, limit)
+        decoders.append(decode)
+        encoders.append(encode)
+    if run:
+        decode, encode = _fixed_run(run)
+        decoders.append(decode)
+        encoders.append(encode)
+    return decoders, encoders
+
+
 class Message:
-    """Base of every request and reply: ``FIELDS`` drives the codec."""
+    """Base of every request and reply: ``FIELDS`` drives the codec.
+
+    Each message type's codec is compiled once from its table (:func:`_compile`): the encoder
+    and decoder run without per-field dispatch on the kind. Whenever the compiled decoder
+    refuses its input, the reference decoder (:func:`_read` per field, which names the field
+    and why) parses it again and raises; whenever the compiled encoder meets a value it does
+    not take, the reference encoder (:func:`_write` per field) encodes it. The two are kept
+    equal by a differential test (``tests/launch/test_ecalls.py``).
+    """
 
     __slots__ = ()
 
     FIELDS: ClassVar[tuple[tuple[str, str, int], ...]] = ()
     CALL: ClassVar[Call]
+    _DECODERS: ClassVar[list[_Decoder]] = []
+    _ENCODERS: ClassVar[list[_Encoder]] = []
 
     def encode(self) -> bytes:
+        out: list[bytes] = []
+        try:
+            for encode in self._ENCODERS:
+                encode(self, out)
+        except _Refused:
+            return self.encode_reference()
+        return b"".join(out)
+
+    def encode_reference(self) -> bytes:
+        """The encoding, field by field (:func:`_write`)."""
         out: list[bytes] = []
         for name, kind, _limit in self.FIELDS:
             _write(out, kind, getattr(self, name))
@@ -262,6 +531,28 @@ class Message:
         Raises:
             MalformedInput: naming the call and the field.
         """
+        data = bytes(data)
+        values: list[Any] = []
+        at = 0
+        try:
+            for decode in cls._DECODERS:
+                at = decode(data, at, values)
+        except _Refused:
+            at = -1
+        if at != len(data):
+            cls.decode_reference(data)  # raises, naming the field
+            raise MalformedInput(  # pragma: no cover - the two decoders agree (tested)
+                f"launch-enclave {cls.__name__}: refused"
+            )
+        return cls(*values)
+
+    @classmethod
+    def decode_reference(cls, data: bytes) -> Self:
+        """Parse field by field (:func:`_read`), naming the field at fault.
+
+        Raises:
+            MalformedInput: naming the call and the field.
+        """
         r = _Reader(bytes(data), f"launch-enclave {cls.__name__}")
         values = {name: _read(r, name, kind, limit) for name, kind, limit in cls.FIELDS}
         if r.pos != len(r.data):
@@ -270,8 +561,10 @@ class Message:
 
 
 def _check_fields(cls: type[Message]) -> type[Message]:
+    """Check that the dataclass's fields are ``FIELDS`` in order, and compile the codec."""
     names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
     assert names == tuple(name for name, _k, _l in cls.FIELDS), cls.__name__
+    cls._DECODERS, cls._ENCODERS = _compile(cls.FIELDS)
     return cls
 
 
@@ -516,11 +809,17 @@ def encode_ok(reply: Message) -> bytes:
     return b"\x00" + reply.encode()
 
 
+def _clip(text: str) -> str:
+    """``text`` cut to at most :data:`MAX_TEXT` UTF-8 bytes (at a character boundary)."""
+    raw = text.encode()
+    return text if len(raw) <= MAX_TEXT else raw[:MAX_TEXT].decode(errors="ignore")
+
+
 def encode_error(exc: SgxlaunchError, *, index: int | None = None) -> bytes:
     code = ErrorCode.LOG_TAMPERED if index is not None else error_code(exc)
     out: list[bytes] = [bytes((int(code),))]
-    _write(out, "str", exc.message[:MAX_TEXT])
-    _write(out, "strs", [d[:MAX_TEXT] for d in exc.detail[:64]])
+    _write(out, "str", _clip(exc.message))
+    _write(out, "strs", [_clip(d) for d in exc.detail[:64]])
     _write(out, "u64", NO_INDEX if index is None else index)
     return b"".join(out)
 

@@ -1,0 +1,236 @@
+"""The launch enclave's typed ECALL codec (sgxlaunch.launch.ecalls).
+
+Each message type's codec is compiled from its FIELDS table; the field-by-field reference
+codec names the field at fault. These tests hold the two equal: every valid encoding decodes
+to the same message, every refused input is refused by both with the reference's error, and
+every message encodes to the same bytes.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import Any
+
+import pytest
+
+from sgxlaunch.errors import MalformedInput
+from sgxlaunch.launch.ecalls import (
+    MAX_TEXT,
+    REPLIES,
+    REQUESTS,
+    SIGSTRUCT_SIZE,
+    AdvanceReply,
+    AdvanceRequest,
+    Call,
+    CallError,
+    InstallPolicyReply,
+    InstallPolicyRequest,
+    LoadReply,
+    LoadRequest,
+    LogAppendReply,
+    LogAppendRequest,
+    LogVerifyReply,
+    LogVerifyRequest,
+    Message,
+    MintReply,
+    MintRequest,
+    NoteModeReply,
+    NoteModeRequest,
+    decode_reply,
+    encode_error,
+    encode_ok,
+)
+
+MESSAGES: list[Message] = [
+    LoadRequest(
+        root=b"root", policy=None, mode=b"mode", sealed=b"", handover=None, recovery=None, now=7
+    ),
+    LoadRequest(
+        root=b"", policy=b"p", mode=None, sealed=None, handover=b"h", recovery=b"r", now=2**64 - 1
+    ),
+    LoadReply(
+        counter=3,
+        policy_version=2,
+        mode_version=1,
+        log_count=9,
+        log_head=bytes(range(32)),
+        handed_over=None,
+        sealed=b"s" * 40,
+    ),
+    LoadReply(
+        counter=0,
+        policy_version=0,
+        mode_version=0,
+        log_count=0,
+        log_head=bytes(32),
+        handed_over=b"\x01" * 32,
+        sealed=None,
+    ),
+    InstallPolicyRequest(policy=b"{}" * 100, now=1),
+    InstallPolicyReply(sealed=b"x" * 60, version=4, digest=b"\xaa" * 32),
+    MintRequest(sigstruct=bytes(range(256)) * 7 + bytes(16), flags=0x5, xfrm=0x3, now=99),
+    MintReply(
+        allowed=1,
+        rule="author",
+        policy_version=3,
+        policy_digest=b"\x11" * 32,
+        reasons=(),
+        token=b"t" * 304,
+    ),
+    MintReply(
+        allowed=0,
+        rule=None,
+        policy_version=0,
+        policy_digest=None,
+        reasons=("", "policy", "an installed owner launch policy", "none"),
+        token=None,
+    ),
+    MintReply(
+        allowed=0,
+        rule="déni",
+        policy_version=1,
+        policy_digest=b"\x22" * 32,
+        reasons=("r1", "isvsvn", "1..4", "9", "r2", "mrsigner", "ab", "cd"),
+        token=None,
+    ),
+    LogAppendRequest(facts=b'{"kind":"attempt"}', now=5),
+    LogAppendReply(record=b"record", sealed=b"sealed"),
+    LogVerifyRequest(records=()),
+    LogVerifyRequest(records=(b"a", b"", b"ccc")),
+    LogVerifyReply(count=3),
+    NoteModeRequest(mode=b"mode", now=6),
+    NoteModeReply(sealed=b"s", handover=None, counter=2),
+    NoteModeReply(sealed=b"s", handover=b"h", counter=2),
+    AdvanceRequest(),
+    AdvanceReply(counter=10),
+]
+
+
+def _outcome(decode: Any, data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", decode(data)
+    except MalformedInput as exc:
+        return "refused", (exc.message, exc.field, exc.offset)
+
+
+def _agree(cls: type[Message], data: bytes) -> None:
+    """The compiled decoder and the reference decoder give the same outcome for ``data``."""
+    fast = _outcome(cls.decode, data)
+    reference = _outcome(cls.decode_reference, data)
+    assert fast == reference, (cls.__name__, data.hex())
+
+
+def test_every_call_has_one_request_and_one_reply_type() -> None:
+    assert set(REQUESTS) == set(REPLIES) == set(Call)
+    covered = {type(m) for m in MESSAGES}
+    assert covered == set(REQUESTS.values()) | set(REPLIES.values())
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_round_trip_and_reference_encoding(message: Message) -> None:
+    data = message.encode()
+    assert data == message.encode_reference()
+    assert type(message).decode(data) == message
+    assert type(message).decode_reference(data) == message
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_every_truncation_and_trailing_bytes_refused_naming_the_field(message: Message) -> None:
+    cls = type(message)
+    data = message.encode()
+    for end in range(len(data)):
+        with pytest.raises(MalformedInput) as err:
+            cls.decode(data[:end])
+        assert err.value.field is not None
+        assert f"launch-enclave {cls.__name__}" in err.value.message
+        _agree(cls, data[:end])
+    with pytest.raises(MalformedInput, match="trailing bytes"):
+        cls.decode(data + b"\x00")
+    _agree(cls, data + b"\x00")
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_mutated_encodings_decode_alike(message: Message) -> None:
+    """Differential fuzz: byte flips, insertions and deletions of a valid encoding."""
+    cls = type(message)
+    data = message.encode()
+    rng = random.Random(f"{cls.__name__}:{len(data)}")
+    for _ in range(300):
+        buf = bytearray(data)
+        for _edit in range(rng.randint(1, 3)):
+            op = rng.randrange(3)
+            pos = rng.randrange(len(buf) + 1)
+            if op == 0 and pos < len(buf):
+                buf[pos] = rng.choice((0, 1, 2, 0x20, 0x7F, 0x80, 0xFF, rng.randrange(256)))
+            elif op == 1:
+                buf[pos:pos] = bytes([rng.randrange(256)])
+            elif pos < len(buf):
+                del buf[pos]
+        _agree(cls, bytes(buf))
+
+
+def test_mint_request_refuses_a_sigstruct_of_another_length_before_reading_it() -> None:
+    odd = MintRequest(sigstruct=b"x" * 100, flags=1, xfrm=3, now=0)
+    data = odd.encode()  # the host may send anything; the enclave refuses it
+    assert data == odd.encode_reference()
+    assert data[:4] == struct.pack("<I", 100)
+    with pytest.raises(MalformedInput, match=f"sigstruct: must be {SIGSTRUCT_SIZE} bytes"):
+        MintRequest.decode(data)
+    _agree(MintRequest, data)
+
+
+def test_limits_checked_before_reading() -> None:
+    # A list count above its limit is refused before any item is read.
+    data = struct.pack("<I", 2**32 - 1)
+    with pytest.raises(MalformedInput, match=r"records: \d+ items, more than"):
+        LogVerifyRequest.decode(data)
+    # A length above a field's limit is refused before its bytes are read.
+    data = struct.pack("<I", 2**32 - 1) + struct.pack("<Q", 0)
+    with pytest.raises(MalformedInput, match="more than the"):
+        InstallPolicyRequest.decode(data)
+    # u8 limits: allowed is 0 or 1; a presence byte is 0 or 1.
+    good = MESSAGES[7].encode()
+    with pytest.raises(MalformedInput, match="allowed: must be at most 1"):
+        MintReply.decode(b"\x02" + good[1:])
+    with pytest.raises(MalformedInput, match="rule: presence byte must be 0 or 1"):
+        MintReply.decode(good[:1] + b"\x02" + good[2:])
+    # Text is UTF-8.
+    bad = MintReply(
+        allowed=0, rule="ab", policy_version=0, policy_digest=None, reasons=(), token=None
+    ).encode()
+    bad = bad.replace(b"ab", b"\xff\xfe")
+    with pytest.raises(MalformedInput, match="rule: not UTF-8"):
+        MintReply.decode(bad)
+    _agree(MintReply, bad)
+
+
+def test_odd_values_encode_as_the_reference_does() -> None:
+    """Values the compiled encoder does not take go to the reference encoder."""
+    reply = MintReply(
+        allowed=True,
+        rule=None,
+        policy_version=0,
+        policy_digest=None,
+        reasons=(),
+        token=bytearray(b"t" * 304),  # type: ignore[arg-type]
+    )
+    assert reply.encode() == reply.encode_reference()
+    with pytest.raises(MalformedInput, match="32-byte field"):
+        InstallPolicyReply(sealed=b"", version=1, digest=b"short").encode()
+
+
+def test_error_replies() -> None:
+    # Messages are cut to MAX_TEXT UTF-8 bytes (not characters), at a character boundary, so
+    # that the host can read them (a 2-byte character per position used to overflow the limit).
+    reply = decode_reply(
+        Call.MINT, encode_error(MalformedInput("é" * (MAX_TEXT + 5), detail=["ü" * MAX_TEXT]))
+    )
+    assert isinstance(reply, CallError)
+    assert reply.message == "é" * (MAX_TEXT // 2)
+    assert reply.detail == ("ü" * (MAX_TEXT // 2),)
+    assert reply.index is None
+    ok = decode_reply(Call.ADVANCE, encode_ok(AdvanceReply(counter=1)))
+    assert ok == AdvanceReply(counter=1)
+    with pytest.raises(MalformedInput, match="empty"):
+        decode_reply(Call.MINT, b"")
