@@ -78,7 +78,6 @@ from sgxlaunch.launch.ecalls import (
     REQUESTS,
     AdvanceReply,
     AdvanceRequest,
-    Call,
     InstallPolicyReply,
     InstallPolicyRequest,
     LoadReply,
@@ -241,11 +240,45 @@ def _recovery_fields(payload: bytes) -> tuple[bytes, int]:
     return platform_id, counter
 
 
+_REQUEST_TYPES: dict[int, type[Message]] = {int(call): cls for call, cls in REQUESTS.items()}
+_TOKEN_FIELDS = {f.name: f for f in EinitToken.FIELDS}
+_TOKEN_KEYID = _TOKEN_FIELDS["keyid"].offset
+assert _TOKEN_FIELDS["mac"].offset == _TOKEN_KEYID + 32 and EinitToken.SIZE == _TOKEN_KEYID + 48
+_KEYREQUEST_KEYID = next(f.offset for f in KeyRequest.FIELDS if f.name == "keyid")
+
+
+@dataclass(slots=True)
+class _Verified:
+    """A SIGSTRUCT whose signature the launch enclave verified.
+
+    Attributes:
+        identity: what its verified fields declare.
+        variants: per SECS ATTRIBUTES (FLAGS, XFRM) asked for: the identity with them, and the
+            token's MACed bytes 0..191 (VALID = 1, ATTRIBUTES, MRENCLAVE, MRSIGNER).
+    """
+
+    identity: EnclaveIdentity
+    variants: dict[tuple[int, int], tuple[EnclaveIdentity, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Minting:
+    """What every token of one launch-enclave instance shares: the token's bytes 192..255
+    (CPUSVNLE … MASKEDATTRIBUTESLE, from its own REPORT) and the EINITTOKEN key request's bytes
+    before and after KEYID."""
+
+    token_le: bytes
+    keyrequest_head: bytes
+    keyrequest_tail: bytes
+
+
 class OwnerLaunchEnclave(EnclaveProgram):
     """The owner's launch enclave (see the module docstring for the protocol)."""
 
     MAX_VERIFIED = 4096
     """How many verified SIGSTRUCTs the cache keeps (then it starts again empty)."""
+    MAX_VARIANTS = 16
+    """How many SECS ATTRIBUTES one cached SIGSTRUCT keeps (then they start again empty)."""
 
     def __init__(self) -> None:
         self.state: TrustedState | None = None
@@ -253,20 +286,22 @@ class OwnerLaunchEnclave(EnclaveProgram):
         self.committed_digest = bytes(32)
         self.pending: tuple[LeState, TrustedState] | None = None
         self.loaded = False
-        self.verified: dict[bytes, EnclaveIdentity] = {}
-        """SHA-256 of all 1 808 SIGSTRUCT bytes → the identity its verified fields declare."""
+        self.verified: dict[bytes, _Verified] = {}
+        """SHA-256 of all 1 808 SIGSTRUCT bytes → what its verified fields declare. Emptied at
+        LOAD and whenever a new launch policy takes effect."""
         self._identity: Report | None = None
+        self._minting: _Minting | None = None
+        self._floor: tuple[str, datetime | None] = ("", None)
 
     # -- entry ------------------------------------------------------------------------------
 
     def ecall(self, ctx: EnclaveContext, function: int, data: bytes) -> bytes:
         try:
-            try:
-                call = Call(function)
-            except ValueError:
-                raise UsageError(f"unknown launch-enclave call {function}") from None
-            request = REQUESTS[call].decode(data)
-            if call != Call.LOAD and not self.loaded:
+            request_type = _REQUEST_TYPES.get(function)
+            if request_type is None:
+                raise UsageError(f"unknown launch-enclave call {function}")
+            request = request_type.decode(data)
+            if request_type is not LoadRequest and not self.loaded:
                 raise UsageError("the launch enclave has not been loaded with its state")
             return encode_ok(self._dispatch(ctx, request))
         except LogTampered as exc:
@@ -347,7 +382,10 @@ class OwnerLaunchEnclave(EnclaveProgram):
         now = from_seconds(host_seconds)
         floor = self.committed.time_floor
         if floor:
-            floor_time = _time(floor)
+            text, floor_time = self._floor
+            if text != floor or floor_time is None:
+                floor_time = _time(floor)
+                self._floor = (floor, floor_time)
             if now < floor_time:
                 return floor_time
         return now
@@ -380,6 +418,8 @@ class OwnerLaunchEnclave(EnclaveProgram):
         nxt, state = self.pending
         self._cas(ctx, nxt)
         self.pending = None
+        if nxt.policy_digest != self.committed.policy_digest:
+            self.verified.clear()  # nothing verified under another policy carries over
         self.committed, self.committed_digest, self.state = nxt, nxt.digest(), state
         return AdvanceReply(counter=nxt.counter)
 
@@ -556,33 +596,49 @@ class OwnerLaunchEnclave(EnclaveProgram):
             sealed=sealed, version=new_state.policy.version, digest=new_state.policy_digest
         )
 
-    def _verified_identity(self, data: bytes) -> EnclaveIdentity:
-        """The identity of a SIGSTRUCT whose signature verified (strict parse, EXPONENT,
-        MODULUS, S < M, Q1/Q2, PKCS#1 v1.5 over the signed bytes: :func:`verify`), from a
-        cache keyed on SHA-256 of all 1 808 bytes.
+    def _verified(self, data: bytes) -> _Verified:
+        """A SIGSTRUCT whose signature verified (strict parse, EXPONENT, MODULUS, S < M, Q1/Q2,
+        PKCS#1 v1.5 over the signed bytes: :func:`verify`), from a cache keyed on SHA-256 of
+        all 1 808 bytes.
 
         Raises:
             MalformedInput, VerificationFailed: the SIGSTRUCT does not verify.
         """
         key = hashlib.sha256(data).digest()
-        identity = self.verified.get(key)
-        if identity is not None:
-            return identity
+        entry = self.verified.get(key)
+        if entry is not None:
+            return entry
         sig = Sigstruct.from_bytes(data)
         verify(sig)
-        identity = EnclaveIdentity.from_sigstruct(sig)
+        entry = _Verified(EnclaveIdentity.from_sigstruct(sig), {})
         if len(self.verified) >= self.MAX_VERIFIED:
             self.verified.clear()
-        self.verified[key] = identity
-        return identity
+        self.verified[key] = entry
+        return entry
+
+    def _variant(self, entry: _Verified, flags: int, xfrm: int) -> tuple[EnclaveIdentity, bytes]:
+        """The identity of a verified SIGSTRUCT run with ATTRIBUTES (``flags``, ``xfrm``), and
+        the token's MACed bytes for it."""
+        variant = entry.variants.get((flags, xfrm))
+        if variant is None:
+            identity = replace(entry.identity, flags=flags, xfrm=xfrm)
+            maced = EinitToken(
+                valid=1,
+                attributes=Attributes(flags=flags, xfrm=xfrm),
+                mrenclave=identity.mrenclave,
+                mrsigner=identity.mrsigner,
+            ).maced_bytes()
+            if len(entry.variants) >= self.MAX_VARIANTS:
+                entry.variants.clear()
+            variant = entry.variants[(flags, xfrm)] = (identity, maced)
+        return variant
 
     def _mint(self, ctx: EnclaveContext, req: MintRequest) -> MintReply:
         """MINT: verify the SIGSTRUCT, evaluate the policy on its verified fields and the SECS
         attributes, and mint a token bound to the SIGSTRUCT and the policy."""
         assert self.state is not None
         now = self._now(req.now)
-        signed = self._verified_identity(req.sigstruct)
-        identity = replace(signed, flags=req.flags, xfrm=req.xfrm)
+        identity, maced = self._variant(self._verified(req.sigstruct), req.flags, req.xfrm)
         state = self.state
         if state.policy is None or state.policy_digest is None:
             return MintReply(
@@ -606,58 +662,51 @@ class OwnerLaunchEnclave(EnclaveProgram):
                 reasons=tuple(reasons),
                 token=None,
             )
-        token = self._token(
-            ctx,
-            identity,
-            req.sigstruct,
-            state.policy_digest,
-            Attributes(flags=req.flags, xfrm=req.xfrm),
-        )
         return MintReply(
             allowed=1,
             rule=decision.rule,
             policy_version=decision.policy_version,
             policy_digest=state.policy_digest,
             reasons=(),
-            token=token,
+            token=self._token(ctx, maced, req.sigstruct, state.policy_digest),
         )
 
-    def _token(
-        self,
-        ctx: EnclaveContext,
-        identity: EnclaveIdentity,
-        sigstruct: bytes,
-        policy_digest: bytes,
-        attributes: Attributes,
-    ) -> bytes:
-        """Mint an EINITTOKEN (SDM EINIT's token checks; Intel's LE flow, spec §4.7) whose
-        KEYID binds the SIGSTRUCT and the policy (:func:`~sgxlaunch.driver.owner.token_keyid`)."""
-        me = self._me(ctx)
-        keyid = token_keyid(ctx.rdrand(16), sigstruct, policy_digest)
-        mask = _LE_MASK
-        token = EinitToken(
-            valid=1,
-            attributes=attributes,
-            mrenclave=identity.mrenclave,
-            mrsigner=identity.mrsigner,
-            cpusvnle=me.cpusvn,
-            isvprodidle=me.isvprodid,
-            isvsvnle=me.isvsvn,
-            maskedmiscselectle=me.miscselect & _ALL32,
-            maskedattributesle=me.attributes & mask,
-            keyid=keyid,
-        )
-        key = ctx.egetkey(
-            KeyRequest(
+    def _minting_for(self, ctx: EnclaveContext) -> _Minting:
+        """This instance's :class:`_Minting` (its REPORT is fixed for its life; made once)."""
+        if self._minting is None:
+            me = self._me(ctx)
+            le = EinitToken(
+                cpusvnle=me.cpusvn,
+                isvprodidle=me.isvprodid,
+                isvsvnle=me.isvsvn,
+                maskedmiscselectle=me.miscselect & _ALL32,
+                maskedattributesle=me.attributes & _LE_MASK,
+            ).to_bytes()
+            request = KeyRequest(
                 keyname=KeyName.EINITTOKEN,
-                keyid=keyid,
                 cpusvn=me.cpusvn,
                 isvsvn=me.isvsvn,
-                attributemask=mask,
+                attributemask=_LE_MASK,
                 miscmask=_ALL32,
+            ).to_bytes()
+            self._minting = _Minting(
+                token_le=le[EinitToken.MACED_SIZE : _TOKEN_KEYID],
+                keyrequest_head=request[:_KEYREQUEST_KEYID],
+                keyrequest_tail=request[_KEYREQUEST_KEYID + 32 :],
             )
-        )
-        return token.replace(mac=cmac128(key, token.maced_bytes())).to_bytes()
+        return self._minting
+
+    def _token(
+        self, ctx: EnclaveContext, maced: bytes, sigstruct: bytes, policy_digest: bytes
+    ) -> bytes:
+        """Mint an EINITTOKEN (SDM EINIT's token checks; Intel's LE flow, spec §4.7) whose
+        KEYID binds the SIGSTRUCT and the policy (:func:`~sgxlaunch.driver.owner.token_keyid`):
+        ``maced`` (bytes 0..191) ‖ this enclave's LE fields ‖ KEYID ‖ CMAC under the
+        EINITTOKEN key that EGETKEY derives for that KEYID."""
+        minting = self._minting_for(ctx)
+        keyid = token_keyid(ctx.rdrand(16), sigstruct, policy_digest)
+        key = ctx.egetkey(minting.keyrequest_head + keyid + minting.keyrequest_tail)
+        return maced + minting.token_le + keyid + cmac128(key, maced)
 
     def _log_cpusvn(self, ctx: EnclaveContext) -> bytes:
         """The CPUSVN of the log segment's MAC key: the recorded one, or (no record yet) the
