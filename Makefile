@@ -23,7 +23,7 @@ lint: .venv
 	$(BIN)/ruff check src tests bench demo scripts setup.py
 	$(BIN)/ruff format --check src tests bench demo scripts setup.py
 
-# src/ and tests/ (the files of pyproject.toml's [tool.mypy]).
+# src/, tests/ and bench/ (the files of pyproject.toml's [tool.mypy]).
 types: .venv
 	$(BIN)/mypy --strict
 
