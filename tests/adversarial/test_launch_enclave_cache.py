@@ -13,6 +13,7 @@ import pytest
 
 from sgxlaunch.arch import Attributes, EinitToken, Sigstruct
 from sgxlaunch.driver import LoadFailed
+from sgxlaunch.driver.owner import check_token_binding
 from sgxlaunch.errors import MalformedInput, PolicyDenied, VerificationFailed
 from sgxlaunch.launch import enclave as launch_enclave
 from sgxlaunch.sigstruct import verify
@@ -98,8 +99,15 @@ def test_cached_token_is_the_token_for_its_attributes(verifications: list[bytes]
     tokens = [EinitToken.from_bytes(t) for t in (first, second, again)]
     assert [t.attributes for t in tokens] == [plain, other, plain]
     assert len({t.keyid for t in tokens}) == 3 and len({t.mac for t in tokens}) == 3
-    for token in tokens:
+    le = platform.le_sigstruct
+    assert le is not None
+    for token in tokens:  # every field as EINIT reads it (the strict parse checked the rest)
+        assert token.valid == 1
         assert (token.mrenclave, token.mrsigner) == (sig.enclavehash, sig.mrsigner)
+        assert (token.isvprodidle, token.isvsvnle) == (le.isvprodid, le.isvsvn)
+        # MASKEDATTRIBUTESLE: the running launch enclave's ATTRIBUTES (INIT set) but MODE64BIT.
+        assert token.maskedattributesle.flags == (launch_enclave.LE_ATTRIBUTES.flags | 1) & ~PROD
+        check_token_binding(token.keyid, data, platform.machine.load().counter.policy_digest)
     # The token for xfrm 0x7 does not launch the enclave with xfrm 0x3 (EINIT: MAC/attributes).
     with pytest.raises(LoadFailed):
         platform.run(image, sig, token=second)

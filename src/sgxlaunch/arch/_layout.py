@@ -134,6 +134,19 @@ class Structure:
 
     def check_strict(self) -> None:
         """Raise :class:`MalformedInput` if a reserved range is non-zero or a constant is off."""
+        if self.nonzero_reserved() is None:
+            try:
+                for i, _inner in self._NESTED:
+                    getattr(self, self._NAMES[i]).check_strict()
+            except MalformedInput:
+                pass  # the field-by-field check names it, with the outer field and offset
+            else:
+                self._check_constants()
+                return
+        self._check_strict_slowly()
+
+    def _check_strict_slowly(self) -> None:
+        """The field-by-field check: the first range or nested structure at fault, in order."""
         for fld in self.FIELDS:
             value = getattr(self, fld.name)
             if fld.kind == "reserved" and any(value):

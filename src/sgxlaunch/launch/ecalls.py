@@ -349,85 +349,60 @@ def _take_text(data: bytes, at: int, limit: int) -> tuple[str, int]:
         raise _Refused from None
 
 
-def _take_flag(data: bytes, at: int) -> bool:
-    if at >= len(data) or data[at] > 1:
-        raise _Refused
-    return data[at] == 1
-
-
 def _variable(name: str, kind: str, limit: int) -> tuple[_Decoder, _Encoder]:
     """The decoder and encoder of one variable-length field (see the module's table)."""
-    if kind == "bytes":
-
-        def decode(data: bytes, at: int, out: list[Any]) -> int:
-            value, end = _take_blob(data, at, limit)
-            out.append(value)
-            return end
-
-    elif kind == "str":
-
-        def decode(data: bytes, at: int, out: list[Any]) -> int:
-            value, end = _take_text(data, at, limit)
-            out.append(value)
-            return end
-
-    elif kind == "opt":
-
-        def decode(data: bytes, at: int, out: list[Any]) -> int:
-            if not _take_flag(data, at):
-                out.append(None)
-                return at + 1
-            value, end = _take_blob(data, at + 1, limit)
-            out.append(value)
-            return end
-
-    elif kind == "optstr":
-
-        def decode(data: bytes, at: int, out: list[Any]) -> int:
-            if not _take_flag(data, at):
-                out.append(None)
-                return at + 1
-            value, end = _take_text(data, at + 1, limit)
-            out.append(value)
-            return end
-
-    elif kind == "opt32":
-
-        def decode(data: bytes, at: int, out: list[Any]) -> int:
-            if not _take_flag(data, at):
-                out.append(None)
-                return at + 1
-            end = at + 33
-            if end > len(data):
-                raise _Refused
-            out.append(data[at + 1 : end])
-            return end
-
-    elif kind in ("list", "strs"):
-        take = _take_blob if kind == "list" else _take_text
-        item_limit = MAX_ITEM if kind == "list" else MAX_TEXT
-
-        def decode(data: bytes, at: int, out: list[Any]) -> int:
-            start = at + 4
-            if start > len(data):
-                raise _Refused
-            (count,) = _U32.unpack_from(data, at)
-            if count > limit:
-                raise _Refused
-            items = []
-            for _ in range(count):
-                item, start = take(data, start, item_limit)
-                items.append(item)
-            out.append(tuple(items))
-            return start
-
-    else:  # pragma: no cover - the FIELDS tables are fixed
-        raise AssertionError(kind)
-
-    getter = operator.attrgetter(name)
+    if kind not in ("bytes", "str", "opt", "optstr", "opt32", "list", "strs"):
+        raise AssertionError(kind)  # pragma: no cover - the FIELDS tables are fixed
     optional = kind in ("opt", "opt32", "optstr")
+    fixed32 = kind == "opt32"
     text = kind in ("str", "optstr", "strs")
     items = kind in ("list", "strs")
+    take: Callable[[bytes, int, int], tuple[Any, int]] = _take_text if text else _take_blob
+    item_limit = MAX_TEXT if text else MAX_ITEM
+    unpack_u32 = _U32.unpack_from
+
+    def decode(data: bytes, at: int, out: list[Any]) -> int:
+        size = len(data)
+        if optional:
+            if at >= size or data[at] > 1:
+                raise _Refused
+            if not data[at]:
+                out.append(None)
+                return at + 1
+            at += 1
+            if fixed32:
+                end = at + 32
+                if end > size:
+                    raise _Refused
+                out.append(data[at:end])
+                return end
+        start = at + 4
+        if start > size:
+            raise _Refused
+        n: int = unpack_u32(data, at)[0]
+        if n > limit:
+            raise _Refused
+        if items:
+            values = []
+            for _ in range(n):
+                value, start = take(data, start, item_limit)
+                values.append(value)
+            out.append(tuple(values))
+            return start
+        end = start + n
+        if end > size:
+            raise _Refused
+        raw = data[start:end]
+        if text:
+            try:
+                out.append(raw.decode())
+            except UnicodeDecodeError:
+                raise _Refused from None
+        else:
+            out.append(raw)
+        return end
+
+    getter = operator.attrgetter(name)
 
     def encode(message: Any, out: list[bytes]) -> None:
         value = getter(message)
@@ -436,7 +411,7 @@ def _variable(name: str, kind: str, limit: int) -> tuple[_Decoder, _Encoder]:
                 out.append(b"\x00")
                 return
             out.append(b"\x01")
-            if kind == "opt32":
+            if fixed32:
                 if value.__class__ is not bytes or len(value) != 32:
                     raise _Refused
                 out.append(value)

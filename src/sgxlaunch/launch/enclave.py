@@ -44,7 +44,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, replace
+import struct
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -245,6 +246,16 @@ _TOKEN_FIELDS = {f.name: f for f in EinitToken.FIELDS}
 _TOKEN_KEYID = _TOKEN_FIELDS["keyid"].offset
 assert _TOKEN_FIELDS["mac"].offset == _TOKEN_KEYID + 32 and EinitToken.SIZE == _TOKEN_KEYID + 48
 _KEYREQUEST_KEYID = next(f.offset for f in KeyRequest.FIELDS if f.name == "keyid")
+# The MACed bytes 0..191 around ATTRIBUTES, MRENCLAVE and MRSIGNER (VALID = 1, reserved zero).
+_ATTRIBUTES = struct.Struct("<QQ")
+assert _ATTRIBUTES.pack(1, 2) == Attributes(flags=1, xfrm=2).to_bytes()
+_MACED_ZERO = EinitToken(valid=1).maced_bytes()
+_MACED_HEAD = _MACED_ZERO[: _TOKEN_FIELDS["attributes"].offset]
+_MACED_GAP = _MACED_ZERO[_TOKEN_FIELDS["reserved2"].offset : _TOKEN_FIELDS["mrsigner"].offset]
+_MACED_TAIL = _MACED_ZERO[_TOKEN_FIELDS["reserved3"].offset : EinitToken.MACED_SIZE]
+assert _TOKEN_FIELDS["mrenclave"].offset == _TOKEN_FIELDS["attributes"].offset + 16
+assert _TOKEN_FIELDS["reserved2"].offset == _TOKEN_FIELDS["mrenclave"].offset + 32
+assert _TOKEN_FIELDS["reserved3"].offset == _TOKEN_FIELDS["mrsigner"].offset + 32
 
 
 @dataclass(slots=True)
@@ -621,13 +632,29 @@ class OwnerLaunchEnclave(EnclaveProgram):
         the token's MACed bytes for it."""
         variant = entry.variants.get((flags, xfrm))
         if variant is None:
-            identity = replace(entry.identity, flags=flags, xfrm=xfrm)
-            maced = EinitToken(
-                valid=1,
-                attributes=Attributes(flags=flags, xfrm=xfrm),
-                mrenclave=identity.mrenclave,
-                mrsigner=identity.mrsigner,
-            ).maced_bytes()
+            signed = entry.identity
+            identity = EnclaveIdentity(
+                mrenclave=signed.mrenclave,
+                mrsigner=signed.mrsigner,
+                isvprodid=signed.isvprodid,
+                isvsvn=signed.isvsvn,
+                isvfamilyid=signed.isvfamilyid,
+                isvextprodid=signed.isvextprodid,
+                flags=flags,
+                xfrm=xfrm,
+                miscselect=signed.miscselect,
+            )
+            # VALID = 1 ‖ reserved ‖ ATTRIBUTES ‖ MRENCLAVE ‖ reserved ‖ MRSIGNER ‖ reserved
+            maced = b"".join(
+                (
+                    _MACED_HEAD,
+                    _ATTRIBUTES.pack(flags, xfrm),
+                    identity.mrenclave,
+                    _MACED_GAP,
+                    identity.mrsigner,
+                    _MACED_TAIL,
+                )
+            )
             if len(entry.variants) >= self.MAX_VARIANTS:
                 entry.variants.clear()
             variant = entry.variants[(flags, xfrm)] = (identity, maced)
