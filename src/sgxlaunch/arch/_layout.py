@@ -290,6 +290,9 @@ def finalize(cls: _S) -> _S:
     cls._STRUCT = packer
     cls._NAMES = names
     assert len(names) > 1, f"{cls.__name__}: a structure has at least two fields"
+    # Raw parsing builds objects without calling __init__ or __post_init__: a structure's own
+    # checks belong in _check_constants (strict parsing), never in __post_init__.
+    assert cls.__post_init__ is Structure.__post_init__, f"{cls.__name__} overrides __post_init__"
     cls._VALUES = operator.attrgetter(*names)
     cls._NESTED = tuple((i, f.nested) for i, f in enumerate(fields) if f.kind == "struct")
     cls._ZERO_CHECKS = tuple(
