@@ -510,9 +510,24 @@ def test_provisioning_made_once_and_kept_in_the_machine(base: MachineState) -> N
     second = ensure_provisioning(machine, now=NOW, random=random)
     assert machine.load() == made  # idempotent: the secrets are never replaced
     assert first.root_der() == second.root_der()
+    assert MachineState.from_json(made.to_json()) == made
+    # the PCE/QE signing key is made inside the machine on first use, then kept
+    assert made.provisioning.enclave_signing_key is None
     signer = first.enclave_signer()
     assert signer.public_key().key_size == 3072 and signer.public_key().public_numbers().e == 3
-    assert MachineState.from_json(made.to_json()) == made
+    kept = machine.load().provisioning
+    assert kept is not None and kept.enclave_signing_key is not None
+    again = second.enclave_signer().public_key().public_numbers()
+    assert again == signer.public_key().public_numbers()
+    assert MachineState.from_json(machine.load().to_json()) == machine.load()
+
+
+def test_broken_signing_key_in_the_machine_is_named(base: MachineState) -> None:
+    assert base.provisioning is not None
+    bad = replace(base.provisioning, enclave_signing_key=b"\x30\x03\x02\x01\x00")
+    with pytest.raises(MalformedInput, match="PCE/QE signing key") as info:
+        EmulatedPcs(MemoryMachine(replace(base, provisioning=bad))).enclave_signer()
+    assert info.value.field == "enclave_signing_key"
 
 
 def test_machine_file_round_trips_and_reads_strictly(pcs: EmulatedPcs) -> None:

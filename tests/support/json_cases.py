@@ -292,6 +292,19 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     _tamper_second_record(home)
     yield go("log verify", False, "--home", home)
 
+    # the emulated PCS (docs/attest.md): the verifier's root and collateral, a TCB recovery and
+    # a microcode update
+    yield go("platform root", True, "-o", tmp / "pcs-root.der")
+    yield go("platform root", False, "-o", tmp / "pcs-root.der")  # exists: never overwritten
+    yield go("platform collateral", True, "-o", tmp / "pcs-collateral.json")
+    yield go("platform collateral", False, "-o", tmp / "pcs-collateral.json")
+    cpusvn = bytes.fromhex(json.loads(go("machine show", True).stdout)["result"]["cpusvn"])
+    raised = bytes([cpusvn[0] + 1, *cpusvn[1:]]).hex()
+    yield go("machine tcb-recovery", True, "--cpusvn", raised, "--advisory", "INTEL-SA-00615")
+    yield go("machine tcb-recovery", False, "--cpusvn", cpusvn.hex())  # not above the published
+    yield go("machine cpusvn-update", True, "--cpusvn", raised)
+    yield go("machine cpusvn-update", False, "--cpusvn", cpusvn.hex())  # a rollback
+
 
 def _lose_sealed_state(home: Path, le_signer: str) -> None:
     """Delete the launch enclave's sealed state from the home (what owner recovery repairs)."""

@@ -34,6 +34,7 @@ The core takes ``now`` and a randomness source; it opens no file and reads no cl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -46,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from sgxlaunch.cpu.machine import Machine, MachineState
+from sgxlaunch.cpu.machine import Machine, MachineConflict, MachineState
 from sgxlaunch.cpu.msr import cpusvn_beyond
 from sgxlaunch.cpu.provisioning import (
     MAX_ISSUED_PCKS,
@@ -290,6 +291,12 @@ def _public_key(value: ec.EllipticCurvePublicKey | bytes) -> ec.EllipticCurvePub
 # --- creating the machine's PCS -----------------------------------------------------------------
 
 
+def _pkcs8(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
 def new_provisioning(
     now: datetime,
     random: Random,
@@ -299,8 +306,10 @@ def new_provisioning(
     pcesvn: int = DEFAULT_PCESVN,
     qe_isvsvn: int = DEFAULT_QE_ISVSVN,
 ) -> ProvisioningState:
-    """A new emulated PCS: issuer keys and certificates, the PCE/QE signing key, PPID, and the
-    first published levels (``cpusvn`` with ``pcesvn`` UpToDate; QE ``qe_isvsvn`` UpToDate).
+    """A new emulated PCS: issuer keys and certificates, PPID, and the first published levels
+    (``cpusvn`` with ``pcesvn`` UpToDate; QE ``qe_isvsvn`` UpToDate). The PCE/QE signing key is
+    ``enclave_signing_key`` when given, else made on first use
+    (:meth:`EmulatedPcs.enclave_signer`: an RSA-3072 key takes about a second to make).
 
     Raises:
         UsageError: ``now`` is naive; the signing key is not RSA-3072 with e = 3.
@@ -341,8 +350,8 @@ def new_provisioning(
         ca_path_length=None,
         crl_url=_ROOT_CRL_URL,
     )
-    signing_key = enclave_signing_key if enclave_signing_key is not None else generate_key()
-    check_signing_key(signing_key.public_key())
+    if enclave_signing_key is not None:
+        check_signing_key(enclave_signing_key.public_key())
     date = _time(now)
     return ProvisioningState(
         root_key=root_scalar,
@@ -351,11 +360,7 @@ def new_provisioning(
         pck_ca_cert=ca_cert,
         tcb_signing_key=tcb_scalar,
         tcb_signing_cert=tcb_cert,
-        enclave_signing_key=signing_key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+        enclave_signing_key=None if enclave_signing_key is None else _pkcs8(enclave_signing_key),
         ppid=random(16),
         fmspc=FMSPC,
         pceid=PCEID,
@@ -497,10 +502,41 @@ class EmulatedPcs:
         return self._state().tcb_signing_cert
 
     def enclave_signer(self) -> RsaKeySigner:
-        """The PCE/QE signing key (RSA-3072, e = 3), for signing the PCE and QE SIGSTRUCTs."""
-        key = serialization.load_der_private_key(self._state().enclave_signing_key, None)
-        if not isinstance(key, rsa.RSAPrivateKey):  # pragma: no cover - written by us
-            raise MalformedInput("the machine's PCE/QE signing key is not RSA")
+        """The PCE/QE signing key (RSA-3072, e = 3), for signing the PCE and QE SIGSTRUCTs.
+
+        Made inside the machine on first use (written with the machine's compare-and-set; if
+        another process made one first, that one is kept and returned).
+
+        Raises:
+            MalformedInput: the machine's key is not an RSA-3072, e = 3 key.
+        """
+        stored = self._state().enclave_signing_key
+        made: bytes | None = None
+        for _ in range(8):  # the counter may move meanwhile: retry the compare-and-set
+            if stored is not None:
+                break
+            made = made or _pkcs8(generate_key())
+            machine_state = self.machine.load()
+            current = machine_state.provisioning
+            if current is not None and current.enclave_signing_key is None:
+                new = replace(current, enclave_signing_key=made)
+                with contextlib.suppress(MachineConflict):
+                    self.machine.swap(machine_state, replace(machine_state, provisioning=new))
+            stored = self._state().enclave_signing_key
+        if stored is None:
+            raise MachineConflict("the machine kept changing: the PCE/QE signing key was not kept")
+        try:
+            key = serialization.load_der_private_key(stored, None)
+        except ValueError:
+            key = None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise MalformedInput(
+                "the machine's PCE/QE signing key is not an RSA key", field="enclave_signing_key"
+            )
+        try:
+            check_signing_key(key.public_key())
+        except UsageError as exc:
+            raise MalformedInput(exc.message, field="enclave_signing_key") from None
         return RsaKeySigner(key)
 
     @property

@@ -51,7 +51,7 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("The launch log: every INIT attempt, hash-chained and MACed by the launch enclave."),
     ),
     "machine": (
-        ("sgxlaunch.cli.machine",),
+        ("sgxlaunch.cli.machine", "sgxlaunch.cli.pcs"),
         (
             "The machine: seed, OWNEREPOCH, firmware configuration, owner binding and "
             "monotonic counter (physical presence: these commands need the machine file "
@@ -70,6 +70,7 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         (
             "sgxlaunch.cli.platform",
             "sgxlaunch.cli.machine",
+            "sgxlaunch.cli.pcs",
         ),
         "The emulated SGX platform kept under --home: its CPU, driver and owner control.",
     ),

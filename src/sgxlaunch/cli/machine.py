@@ -48,6 +48,7 @@ def _describe(machine: FileMachine) -> dict[str, object]:
         if state.firmware_lepubkeyhash is None
         else state.firmware_lepubkeyhash.hex(),
         "owner_epoch": state.owner_epoch,
+        "cpusvn": state.cpusvn.hex(),
         "owner_root_digest": None if state.owner_binding is None else state.owner_binding.hex(),
         "counter": {
             "value": state.counter.value,

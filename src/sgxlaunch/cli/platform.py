@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from sgxlaunch.arch import Sigstruct
+from sgxlaunch.attest.pcs import ensure_provisioning
 from sgxlaunch.cli._common import (
     HexBytesParam,
     about,
@@ -171,6 +172,7 @@ def platform_init(
     # Dry run in memory first: nothing is written unless every step succeeds.
     scratch = MemoryStore()
     scratch_machine = MemoryMachine(config.machine_state(seed))
+    ensure_provisioning(scratch_machine, now=utc_now(), random=os.urandom)  # the emulated PCS
     _init_into(scratch, scratch_machine, root_path, le_key, mode_document)
     with open_store(home_path) as store:
         if store.keys("platform/") or store.keys("owner/root"):

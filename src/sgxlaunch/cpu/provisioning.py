@@ -145,7 +145,8 @@ class ProvisioningState:
         root_key / pck_ca_key / tcb_signing_key: P-256 private scalars (32 bytes, big-endian)
             of the root CA, the PCK Processor CA and the TCB signing key.
         root_cert / pck_ca_cert / tcb_signing_cert: their certificates (DER).
-        enclave_signing_key: the PCE/QE signing key, RSA-3072 e = 3, PKCS#8 DER.
+        enclave_signing_key: the PCE/QE signing key, RSA-3072 e = 3, PKCS#8 DER (``None``
+            until first used: making an RSA-3072 key takes about a second).
         ppid: the platform's PPID (16 bytes) as its PCK certificates carry it.
         fmspc: the FMSPC (6 bytes); pceid: the PCE-ID (2 bytes).
         pck_certificates: the PCK certificates issued (newest last).
@@ -162,7 +163,7 @@ class ProvisioningState:
     pck_ca_cert: bytes
     tcb_signing_key: bytes
     tcb_signing_cert: bytes
-    enclave_signing_key: bytes
+    enclave_signing_key: bytes | None
     ppid: bytes
     fmspc: bytes
     pceid: bytes
@@ -208,7 +209,9 @@ class ProvisioningState:
             "pck_ca_cert": self.pck_ca_cert.hex(),
             "tcb_signing_key": self.tcb_signing_key.hex(),
             "tcb_signing_cert": self.tcb_signing_cert.hex(),
-            "enclave_signing_key": self.enclave_signing_key.hex(),
+            "enclave_signing_key": None
+            if self.enclave_signing_key is None
+            else self.enclave_signing_key.hex(),
             "ppid": self.ppid.hex(),
             "fmspc": self.fmspc.hex(),
             "pceid": self.pceid.hex(),
@@ -240,7 +243,9 @@ class ProvisioningState:
                 pck_ca_cert=reader.get_hex(obj, "pck_ca_cert", None),
                 tcb_signing_key=reader.get_hex(obj, "tcb_signing_key", 32),
                 tcb_signing_cert=reader.get_hex(obj, "tcb_signing_cert", None),
-                enclave_signing_key=reader.get_hex(obj, "enclave_signing_key", None),
+                enclave_signing_key=None
+                if obj["enclave_signing_key"] is None
+                else reader.get_hex(obj, "enclave_signing_key", None),
                 ppid=reader.get_hex(obj, "ppid", 16),
                 fmspc=reader.get_hex(obj, "fmspc", 6),
                 pceid=reader.get_hex(obj, "pceid", 2),
