@@ -157,3 +157,43 @@ def test_cpusvn_update_refusals_name_what_was_wrong(tmp_path: Path) -> None:
     result = run("machine", "tcb-recovery", "--cpusvn", "ff" * 16, "--advisory", "bad id!")
     assert result.exit_code == 2 and "advisories" in result.stderr
     assert _machine().load().cpusvn == DEFAULT_CPUSVN
+
+
+def test_microcode_update_with_the_platforms_own_quoting_enclave(tmp_path: Path) -> None:
+    """The whole flow with the emulated QE: quotes UpToDate, a TCB recovery makes them
+    OutOfDate, the CPUSVN update makes the next quote's PCK certificate (issued for the new
+    TCB on first use) UpToDate again."""
+    pcs = _init(tmp_path)
+    home = tmp_path / "home"
+    image, sig, key = tmp_path / "e.sgxs", tmp_path / "e.sig", tmp_path / "author.pem"
+    root, collateral = tmp_path / "R.der", tmp_path / "C.json"
+    for argv in (
+        ("example", "-o", image),
+        ("key", "generate", "-o", key),
+        ("sign", image, "--key", key, "-o", sig),
+        ("platform", "root", "-o", root),
+        ("quote", "make", image, "--sig", sig, "--home", home, "-o", tmp_path / "old.quote"),
+    ):
+        result = run(*argv)
+        assert result.exit_code == 0, (argv, result.stderr)
+    old_pck = pcs.pck_certificate(DEFAULT_CPUSVN, PCESVN)
+    assert old_pck is not None  # issued when the PCE was first provisioned
+    assert run("platform", "collateral", "-o", collateral).exit_code == 0
+    doc = _verify(tmp_path / "old.quote", collateral, root)
+    assert doc["result"]["verification"]["tcb_status"] == "UpToDate"
+
+    new = bytes([DEFAULT_CPUSVN[0] + 1, *DEFAULT_CPUSVN[1:]])
+    assert run("machine", "tcb-recovery", "--cpusvn", new.hex()).exit_code == 0
+    assert run("platform", "collateral", "-o", collateral, "--force").exit_code == 0
+    doc = _verify(tmp_path / "old.quote", collateral, root)
+    assert doc["result"]["verification"]["tcb_status"] == "OutOfDate"
+
+    assert run("machine", "cpusvn-update", "--cpusvn", new.hex()).exit_code == 0
+    assert pcs.pck_certificate(new, PCESVN) is None
+    result = run("quote", "make", image, "--sig", sig, "--home", home, "-o", tmp_path / "new.quote")
+    assert result.exit_code == 0, result.stderr
+    new_pck = pcs.pck_certificate(new, PCESVN)
+    assert new_pck is not None and new_pck != old_pck
+    doc = _verify(tmp_path / "new.quote", collateral, root)
+    assert doc["result"]["verification"]["tcb_status"] == "UpToDate"
+    assert doc["result"]["verification"]["advisory_ids"] == []
