@@ -172,7 +172,8 @@ def platform_init(
     # Dry run in memory first: nothing is written unless every step succeeds.
     scratch = MemoryStore()
     scratch_machine = MemoryMachine(config.machine_state(seed))
-    ensure_provisioning(scratch_machine, now=utc_now(), random=os.urandom)  # the emulated PCS
+    # the emulated PCS, and the PCE/QE signing key made inside the machine (issue 19)
+    ensure_provisioning(scratch_machine, now=utc_now(), random=os.urandom).enclave_signer()
     _init_into(scratch, scratch_machine, root_path, le_key, mode_document)
     with open_store(home_path) as store:
         if store.keys("platform/") or store.keys("owner/root"):
