@@ -5,14 +5,16 @@ owner mode. Attacks on them are in ``tests/adversarial/test_quoting_attacks.py``
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import pytest
 
 import sgxlaunch
 from sgxlaunch.arch import Report
+from sgxlaunch.attest import Collateral, TrustAnchor, VerifiedQuote, verify_quote
 from sgxlaunch.attest.pce import PCE_ISVSVN
-from sgxlaunch.attest.pcs import update_cpusvn
-from sgxlaunch.attest.qe import QE_AUTH_DATA, QE_ISVPRODID, QE_ISVSVN
+from sgxlaunch.attest.pcs import EmulatedPcs, update_cpusvn
+from sgxlaunch.attest.qe import ECALL_QUOTE, QE_AUTH_DATA, QE_ISVPRODID, QE_ISVSVN
 from sgxlaunch.attest.quoting import (
     QE_KEY_KEY,
     QUOTING_RULE_IDS,
@@ -23,6 +25,8 @@ from sgxlaunch.attest.quoting import (
 )
 from sgxlaunch.errors import PolicyDenied, UsageError
 from sgxlaunch.formats.quote import CERT_TYPE_PCK_CHAIN, ReportBody, parse_quote
+from sgxlaunch.launch.platform import le_sealed_key
+from tests.support.clock import NOW
 from tests.support.platform import Owner, allow_rule
 from tests.support.quoting import (
     QuotingPlatform,
@@ -137,19 +141,57 @@ def test_pck_certificate_follows_a_cpusvn_update_and_the_launch_log_still_verifi
     platform.quote(report_for(launch_example(platform), platform.qe_target_info(), REPORTDATA))
     records = platform.verify_log()
     assert records > 0
+    sealed_key = le_sealed_key(sig.mrsigner)
+    assert _recorded_cpusvn(owner.store.get(sealed_key)) == old_cpusvn
+    old_key = CertifiedKey.from_bytes(owner.store.get(QE_KEY_KEY) or b"")
+    assert old_key.blob[8:24] == old_cpusvn  # the QE's blob records its CPUSVN too
     new_cpusvn = bytes([old_cpusvn[0] + 1]) + old_cpusvn[1:]
     update_cpusvn(owner.machine, new_cpusvn)
     assert pcs.pck_certificate(new_cpusvn, PCE_ISVSVN) is None
     after = owner.platform()  # the launch enclave unseals what it sealed under the old CPUSVN
     assert after.cpu.config.cpusvn == new_cpusvn
     assert after.verify_log() == records
-    quote = after.quote(report_for(launch_example(after), after.qe_target_info(), REPORTDATA))
+    enclave = launch_example(after)
+    # the QE still unseals its old blob (EGETKEY with the recorded, lower CPUSVN): with the old
+    # TCB's PCK chain that key still makes quotes that verify
+    target = after.qe_target_info()
+    old_chain = pcs.pck_chain_pem(old_cpusvn, PCE_ISVSVN) + b"\x00"
+    request = b"".join(
+        (
+            report_for(enclave, target, REPORTDATA),
+            struct.pack("<H", len(old_key.blob)),
+            old_key.blob,
+            old_key.qe_report,
+            old_key.qe_report_signature,
+            struct.pack("<H", old_key.pcesvn),
+            old_chain,
+        )
+    )
+    reply = after.quoter().qe().ecall(ECALL_QUOTE, request)
+    assert reply[0] == 0, reply
+    verify(pcs, reply[1:])
+    # the platform itself moves to the new TCB: a new PCK certificate, a new certified key
+    quote = after.quote(report_for(enclave, target, REPORTDATA))
     assert pcs.pck_certificate(new_cpusvn, PCE_ISVSVN) is not None
-    parsed = parse_quote(quote)
+    parsed = verify(pcs, quote).quote
     assert isinstance(parsed.body, ReportBody) and parsed.body.cpusvn == new_cpusvn
     assert parsed.signature_data.qe_report.cpusvn == new_cpusvn
-    assert after.verify_log() > records
+    assert parsed.signature_data.attestation_key != old_key.blob[26:90]
+    assert after.verify_log() > records  # new records, MACed with the log's recorded CPUSVN
+    assert _recorded_cpusvn(owner.store.get(sealed_key)) == new_cpusvn  # resealed since
     assert after.le_sigstruct is not None and after.le_sigstruct.mrsigner == sig.mrsigner
+    assert owner.platform().verify_log() == after.verify_log()
+
+
+def _recorded_cpusvn(sealed: bytes | None) -> bytes:
+    """The CPUSVN a launch-enclave sealed blob records (after its 20-byte magic)."""
+    assert sealed is not None and sealed.startswith(b"sgxlaunch-sealed/v2\x00")
+    return sealed[20:36]
+
+
+def verify(pcs: EmulatedPcs, quote: bytes) -> VerifiedQuote:
+    collateral = Collateral.from_bytes(pcs.collateral(NOW))
+    return verify_quote(quote, collateral, NOW, anchor=TrustAnchor.from_certificate(pcs.root_der()))
 
 
 def test_owner_mode_launches_the_pce_and_qe_only_under_the_quoting_rules() -> None:
