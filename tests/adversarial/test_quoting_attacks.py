@@ -16,7 +16,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from sgxlaunch.arch import Sigstruct, TargetInfo
 from sgxlaunch.attest.pce import ECALL_CERTIFY, ECALL_TARGET_INFO, PCE_ISVSVN, tcb_bytes
-from sgxlaunch.attest.qe import BLOB_SIZE, ECALL_GEN_KEY, ECALL_QUOTE
+from sgxlaunch.attest.pce import STATUS_NOT_PROVISIONING as PCE_NOT_PROVISIONING
+from sgxlaunch.attest.qe import (
+    BLOB_SIZE,
+    ECALL_GEN_KEY,
+    ECALL_QUOTE,
+    STATUS_BINDING,
+    STATUS_DEBUG,
+    STATUS_OK,
+)
 from sgxlaunch.attest.quoting import PcsProvisioning, Quoter
 from sgxlaunch.driver import load
 from sgxlaunch.errors import QuoteRefused, ReportRefused, UsageError, VerificationFailed
@@ -123,7 +131,7 @@ def test_debug_enclave_report_is_refused_by_the_host_and_by_the_qe(qp: QuotingPl
     # a host that skips its own check still gets no quote: the QE refuses (status 3)
     quoter = platform.quoter()
     reply = quoter.qe().ecall(ECALL_QUOTE, report + struct.pack("<H", 0) + bytes(384 + 64 + 2))
-    assert reply[0] == 3 and b"non-debug" in reply
+    assert reply[0] == STATUS_DEBUG and b"non-debug" in reply
 
 
 def test_pce_refuses_to_certify_an_enclave_without_provisionkey(qp: QuotingPlatform) -> None:
@@ -132,7 +140,7 @@ def test_pce_refuses_to_certify_an_enclave_without_provisionkey(qp: QuotingPlatf
     target = TargetInfo.from_bytes(pce.ecall(ECALL_TARGET_INFO)[1:])
     report = report_for(launch_example(platform), target, bytes(64))
     reply = pce.ecall(ECALL_CERTIFY, report + tcb_bytes(platform.cpu.config.cpusvn, PCE_ISVSVN))
-    assert reply[0] == 3 and b"PROVISIONKEY" in reply
+    assert reply[0] == PCE_NOT_PROVISIONING and b"PROVISIONKEY" in reply
 
 
 def test_qe_refuses_a_certified_report_that_does_not_bind_its_sealed_key(
@@ -148,7 +156,7 @@ def test_qe_refuses_a_certified_report_that_does_not_bind_its_sealed_key(
     app = report_for(launch_example(platform), platform.qe_target_info(), REPORTDATA)
     request = app + struct.pack("<H", len(blob)) + blob + other_report + bytes(64 + 2)
     reply = quoter.qe().ecall(ECALL_QUOTE, request)
-    assert reply[0] == 5 and b"does not bind" in reply
+    assert reply[0] == STATUS_BINDING and b"does not bind" in reply
 
 
 # -- a look-alike PCE and QE, signed by a key that is not the machine's ------------------------
@@ -209,7 +217,7 @@ def test_look_alike_pce_quote_does_not_verify(qp: QuotingPlatform) -> None:
         + chain
     )
     reply = quoter.qe().ecall(ECALL_QUOTE, request)
-    assert reply[0] == 0, reply
+    assert reply[0] == STATUS_OK, reply
     quote = reply[1:]
     assert parse_quote(quote).signature_data.qe_report.mrsigner == mrsigner("other")
     with pytest.raises(QuoteRefused, match="Signature is invalid for qe_report"):

@@ -59,6 +59,7 @@ ECALL_PCK_INFO = 0
 ECALL_CERTIFY = 1
 ECALL_TARGET_INFO = 2
 
+# Reply status bytes (the program itself writes the numbers: its measured source stands alone).
 STATUS_OK = 0
 STATUS_MALFORMED = 1
 STATUS_REPORT_MAC = 2
@@ -194,6 +195,12 @@ __all__ = [
     "PCE_ISVPRODID",
     "PCE_ISVSVN",
     "PCK_INFO_SIZE",
+    "STATUS_DEBUG",
+    "STATUS_KEY",
+    "STATUS_MALFORMED",
+    "STATUS_NOT_PROVISIONING",
+    "STATUS_OK",
+    "STATUS_REPORT_MAC",
     "ProvisioningCertificationEnclave",
     "parse_pck_info",
     "tcb_bytes",

@@ -68,6 +68,7 @@ ECALL_TARGET_INFO = 0
 ECALL_GEN_KEY = 1
 ECALL_QUOTE = 2
 
+# Reply status bytes (the program itself writes the numbers: its measured source stands alone).
 STATUS_OK = 0
 STATUS_MALFORMED = 1
 STATUS_REPORT_MAC = 2
@@ -88,7 +89,6 @@ class QuotingEnclave(EnclaveProgram):
     _AUTH = bytes(range(32))
     _VENDOR = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
     _MAGIC = b"SGXLQEK1"
-    _AAD_SIZE = 122
     _BLOB_SIZE = 122 + 12 + 32 + 16
 
     def __init__(self) -> None:
@@ -309,5 +309,12 @@ __all__ = [
     "QE_AUTH_DATA",
     "QE_ISVPRODID",
     "QE_ISVSVN",
+    "STATUS_BINDING",
+    "STATUS_DEBUG",
+    "STATUS_KEY",
+    "STATUS_MALFORMED",
+    "STATUS_OK",
+    "STATUS_REPORT_MAC",
+    "STATUS_UNSEAL",
     "QuotingEnclave",
 ]

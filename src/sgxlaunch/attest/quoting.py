@@ -53,6 +53,12 @@ from sgxlaunch.attest.qe import (
     QE_ATTRIBUTES,
     QE_ISVPRODID,
     QE_ISVSVN,
+    STATUS_BINDING,
+    STATUS_DEBUG,
+    STATUS_KEY,
+    STATUS_MALFORMED,
+    STATUS_REPORT_MAC,
+    STATUS_UNSEAL,
     QuotingEnclave,
 )
 from sgxlaunch.attest.roots import X509_ERRORS, pem_certificates
@@ -260,14 +266,14 @@ def _reply(data: bytes, what: str) -> bytes:
     if status == 0:
         return body
     message = f"{what}: {body.decode('utf-8', errors='replace')}"
-    if status == 1:
+    if status == STATUS_MALFORMED:  # the same code in the PCE and the QE
         raise MalformedInput(message)
     if what == "quoting enclave":
-        if status == 2:
+        if status == STATUS_REPORT_MAC:
             raise ReportRefused(message)
-        if status == 3:
+        if status == STATUS_DEBUG:
             raise UsageError(message)
-        if status in (4, 5, 6):
+        if status in (STATUS_UNSEAL, STATUS_BINDING, STATUS_KEY):
             raise _StaleKey(message)
     raise VerificationFailed(message)
 
