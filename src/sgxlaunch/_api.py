@@ -468,6 +468,11 @@ def create_platform(
     # Every step is checked on a scratch store and machine before anything is written.
     scratch = MemoryStore()
     scratch_machine = MemoryMachine(config.machine_state(seed or os.urandom(32)))
+    # the emulated PCS with the PCE/QE signing key, and the PCK certificate (the PCE runs once)
+    from sgxlaunch.attest.pcs import ensure_provisioning
+
+    ensure_provisioning(scratch_machine, now=_utc_now(), random=os.urandom)
+    Platform.open(scratch, scratch_machine, clock=_utc_now).quoter().provision()
     if root is not None:
         take_ownership(scratch, scratch_machine, root, _utc_now())
     Platform.open(scratch, scratch_machine, clock=_utc_now)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sgxlaunch.attest.pce import PCE_ISVSVN
 from sgxlaunch.attest.pcs import EmulatedPcs
 from sgxlaunch.attest.quoting import QUOTING_RULE_IDS, machine_quoting_signer
 from sgxlaunch.formats.quote import ReportBody, parse_quote
@@ -36,6 +37,12 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def where(tmp: Path) -> tuple[str, ...]:
     return ("--home", str(tmp / "home"), "--machine", str(tmp / "m.json"))
+
+
+def test_platform_init_has_the_pck_certificate_issued_before_any_quote(made: Path) -> None:
+    machine = FileMachine(made / "m.json")
+    cpusvn = machine.load().cpusvn
+    assert EmulatedPcs(machine).pck_certificate(cpusvn, PCE_ISVSVN) is not None
 
 
 def test_quote_make_then_quote_verify_with_the_platforms_root_and_collateral(made: Path) -> None:

@@ -174,6 +174,8 @@ def platform_init(
     scratch_machine = MemoryMachine(config.machine_state(seed))
     # the emulated PCS, and the PCE/QE signing key made inside the machine (issue 19)
     ensure_provisioning(scratch_machine, now=utc_now(), random=os.urandom).enclave_signer()
+    # the PCE runs once (permissive: no owner yet) and the PCS issues the PCK certificate
+    Platform.open(scratch, scratch_machine, clock=utc_now).quoter().provision()
     _init_into(scratch, scratch_machine, root_path, le_key, mode_document)
     with open_store(home_path) as store:
         if store.keys("platform/") or store.keys("owner/root"):
