@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit bench clean .venv
+.PHONY: demo demo-service test lint types unit bench clean .venv
 
 # (Re)create the virtual environment when it is missing or the build inputs changed (the install
 # also compiles the optional native paging fast path, src/sgxlaunch/cpu/_paging.c, in place).
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml setup.py src/sgxlaunch/cpu/_paging.c
 
 demo: .venv
 	$(BIN)/python demo/demo.py
+
+# The same story through sgxlaunchd, which the demo starts and stops itself (docs/service.md).
+demo-service: .venv
+	$(BIN)/python demo/demo.py --service
 
 lint: .venv
 	$(BIN)/ruff check src tests bench demo scripts setup.py
@@ -36,7 +40,7 @@ unit: .venv
 test: .venv lint types unit
 
 bench: .venv
-	for b in measure sdk cpu driver policy launch kill9 attest; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in measure sdk cpu driver policy launch kill9 attest service; do $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

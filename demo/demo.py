@@ -9,12 +9,18 @@ naming the record.
 
 Each step runs ``sgxlaunch`` as a user would, shows what it printed and asserts the outcome; the
 demo exits non-zero as soon as any outcome differs.
+
+With ``--service`` (``make demo-service``) the same story goes through sgxlaunchd: once the
+platform exists the demo starts ``sgxlaunch serve`` on a socket in its directory, every platform
+command goes to it (``SGXLAUNCH_SOCKET``), and the demo stops it with SIGTERM at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +35,9 @@ from sgxlaunch.formats.sgxs import SgxsImage, SgxsPage, write_sgxs
 
 STEP = 0
 WORK = Path(".")
+SOCKET: Path | None = None
+"""sgxlaunchd's socket while the demo runs through the daemon (``--service``)."""
+DAEMON: subprocess.Popen[str] | None = None
 
 
 def say(text: str) -> None:
@@ -44,7 +53,10 @@ def sgxlaunch(*args: str | Path, expect: int, show: bool = True) -> str:
     """
     argv = [sys.executable, "-m", "sgxlaunch", *map(str, args)]
     print("$ sgxlaunch " + " ".join(str(a) for a in args))
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=WORK)
+    env = dict(os.environ)
+    if DAEMON is not None and SOCKET is not None:
+        env["SGXLAUNCH_SOCKET"] = str(SOCKET)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=WORK, env=env)
     shown = (proc.stdout if show else "") + proc.stderr
     for line in shown.rstrip().splitlines():
         print(textwrap.indent(line, "  "))
@@ -57,6 +69,35 @@ def sgxlaunch(*args: str | Path, expect: int, show: bool = True) -> str:
 def json_result(stdout: str) -> Any:
     """The ``result`` of the one JSON object a ``--json`` command prints (docs/json.md)."""
     return json.loads(stdout)["result"]
+
+
+def start_daemon(home: str, machine: str) -> None:
+    """``sgxlaunch serve`` in the background; wait for its readiness line."""
+    global DAEMON
+    assert SOCKET is not None
+    argv = [sys.executable, "-m", "sgxlaunch", "serve", home, machine, f"--socket={SOCKET}"]
+    print("$ sgxlaunch " + " ".join(argv[3:]) + " &")
+    log = open(WORK / "sgxlaunchd.log", "a")  # noqa: SIM115 - kept open by the daemon
+    DAEMON = subprocess.Popen(argv, cwd=WORK, stdout=subprocess.PIPE, stderr=log, text=True)
+    assert DAEMON.stdout is not None
+    line = DAEMON.stdout.readline()
+    if not line:
+        print("DEMO FAILED: sgxlaunchd did not start; see sgxlaunchd.log", file=sys.stderr)
+        sys.exit(1)
+    print(textwrap.indent(line.rstrip(), "  "))
+    check(json.loads(line).get("ready") is True, "sgxlaunchd is ready; the commands now use it")
+
+
+def stop_daemon() -> None:
+    """SIGTERM: the daemon finishes what is in flight and exits 0."""
+    global DAEMON
+    if DAEMON is None:
+        return
+    print(f"$ kill -TERM {DAEMON.pid}")
+    DAEMON.send_signal(signal.SIGTERM)
+    code = DAEMON.wait(60)
+    DAEMON = None
+    check(code == 0, "sgxlaunchd stopped cleanly")
 
 
 def check(condition: bool, what: str) -> None:
@@ -84,12 +125,23 @@ def build_enclave(path: Path, message: bytes) -> None:
 
 
 def main() -> int:
-    global WORK
+    try:
+        return story()
+    finally:
+        if DAEMON is not None:
+            DAEMON.kill()
+
+
+def story() -> int:
+    global WORK, SOCKET
     started = time.perf_counter()
     # A directory of its own, kept afterwards: the keys, images, SIGSTRUCTs, documents, the
     # home and the machine the demo made stay there to look at (or to continue from).
     WORK = Path(tempfile.mkdtemp(prefix="sgxlaunch-demo-"))
     print(f"The demo works in {WORK} and leaves everything it makes there.")
+    if "--service" in sys.argv[1:]:
+        SOCKET = WORK / "sgxlaunchd.sock"
+        print("It tells the story through sgxlaunchd (--service).")
     home = "--home=home"
     machine = "--machine=machine/machine.json"  # the emulated silicon, outside the home
 
@@ -178,6 +230,10 @@ def main() -> int:
         "owner-le.pem",
         expect=0,
     )
+
+    if SOCKET is not None:
+        say("The platform as a service: sgxlaunchd holds it and serves it on a Unix socket")
+        start_daemon(home, machine)
 
     say("Permissive mode: any correctly signed enclave launches")
     out = sgxlaunch("run", "payments.sgxs", "--sig", "payments.sig", home, machine, expect=0)
@@ -351,9 +407,13 @@ def main() -> int:
     )
     with sqlite3.connect(database) as db:
         db.execute("DELETE FROM kv WHERE key IN ('owner/mode', 'platform/le-active')")
+    if SOCKET is not None:  # the running daemon holds its verified state: start it again
+        stop_daemon()
+        start_daemon(home, machine)
     sgxlaunch("run", "miner.sgxs", "--sig", "miner.sig", home, machine, expect=1)
     check(True, "no fresh start: the machine's counter owner refused the home (class B)")
 
+    stop_daemon()
     print(
         f"\nDemo complete in {time.perf_counter() - started:.1f} s: every outcome was as expected."
         f"\nIts artifacts are in {WORK}"

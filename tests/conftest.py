@@ -46,6 +46,9 @@ def vectors() -> Path:
 
 @pytest.fixture(autouse=True)
 def _machine_outside_the_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own machine path outside any home (never the user's default);
-    tests that make a platform through the CLI may also pass ``--machine`` explicitly."""
+    """Every test gets its own machine path outside any home (never the user's default), and no
+    daemon socket; tests that make a platform through the CLI may also pass ``--machine``."""
     monkeypatch.setenv("SGXLAUNCH_MACHINE", str(tmp_path / "machine-dir" / "machine.json"))
+    # No sgxlaunchd unless a test starts one: the default socket lives under XDG_RUNTIME_DIR.
+    monkeypatch.delenv("SGXLAUNCH_SOCKET", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))

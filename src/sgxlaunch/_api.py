@@ -492,7 +492,8 @@ def open_platform(
     """Open the platform of ``machine`` over ``home`` (resolved as :func:`create_platform`).
 
     Raises:
-        UsageError: there is no platform there (nothing is created).
+        UsageError: there is no platform there (nothing is created); sgxlaunchd holds it
+            (the message names its socket).
         VerificationFailed: the home does not verify against the machine (the platform
             refuses to start).
     """
@@ -503,6 +504,9 @@ def open_platform(
                 f"{what}: no platform here; create one with `sgxlaunch platform init` "
                 "(or sgxlaunch.create_platform)"
             )
+    from sgxlaunch.service.lock import refuse_if_served
+
+    refuse_if_served(home_path, machine_path)  # sgxlaunchd holds it: use its socket
     file_machine = FileMachine(machine_path)
     with file_machine.session(), open_store(home_path, create=False) as store:
         yield Platform.open(store, file_machine, clock=_utc_now, maintenance=maintenance)

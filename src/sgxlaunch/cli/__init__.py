@@ -94,6 +94,10 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("sgxlaunch.cli.run",),
         ("Load and initialize an enclave on the platform, or say exactly why it was refused."),
     ),
+    "serve": (
+        ("sgxlaunch.cli.serve",),
+        "Serve the platform on a Unix socket (HTTP/1.1 JSON; docs/service.md).",
+    ),
     "sign": (
         (_AUTHOR,),
         "Sign an enclave: write its SIGSTRUCT to OUTPUT and print MRENCLAVE and MRSIGNER.",

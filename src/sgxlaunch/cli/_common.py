@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 import click
 
 from sgxlaunch.cli._output import echo_json as echo_json
-from sgxlaunch.cli._output import echo_json_error, error_kind
+from sgxlaunch.cli._output import echo_json_error, error_kind, set_failure_result
 
 if TYPE_CHECKING:
     from sgxlaunch.arch import Sigstruct
@@ -45,6 +45,9 @@ MAX_INPUT_ENV = "SGXLAUNCH_MAX_INPUT_BYTES"
 
 def _error_fields(error: SgxlaunchError) -> dict[str, Any]:
     """The machine-readable facts an error carries, for the JSON ``error`` object."""
+    remote = getattr(error, "remote_fields", None)  # reported by sgxlaunchd (service.client)
+    if isinstance(remote, dict):
+        return dict(remote)
     extra: dict[str, Any] = {}
     if isinstance(error, MalformedInput):
         extra = {"source": error.source, "field": error.field, "offset": error.offset}
@@ -68,6 +71,9 @@ def fail(error: SgxlaunchError, *, as_json: bool = False) -> NoReturn:
         "denied": "denied",
         "launch_failed": "launch failed",
     }.get(kind, "error")
+    remote_result = getattr(error, "remote_result", None)
+    if isinstance(remote_result, dict):
+        set_failure_result(remote_result)
     if as_json:
         echo_json_error(
             kind,
@@ -235,6 +241,11 @@ GLOBAL_OPTIONS: dict[str, tuple[click.Path, str]] = {
         click.Path(dir_okay=False),
         "Machine file (default $SGXLAUNCH_MACHINE or ~/.local/state/sgxlaunch/machine.json).",
     ),
+    "socket": (
+        click.Path(dir_okay=False),
+        "sgxlaunchd's socket (default $SGXLAUNCH_SOCKET, or the default socket if it exists: "
+        "$XDG_RUNTIME_DIR/sgxlaunch/sgxlaunchd.sock); platform commands then go to the daemon.",
+    ),
 }
 """Options accepted before or after the subcommand (``sgxlaunch --home H log show`` or
 ``sgxlaunch log show --home H``); the one after the subcommand wins, the environment variable
@@ -281,6 +292,9 @@ def top_level_option(name: str) -> click.Option:
 
 home_option = global_option("home")
 """``--home``: the state directory (also accepted before the subcommand)."""
+
+socket_option = global_option("socket")
+"""``--socket``: send the platform commands to sgxlaunchd on this socket (docs/service.md)."""
 
 machine_option = global_option("machine")
 """``--machine``: the machine file, the emulated silicon kept outside the home (also accepted

@@ -12,6 +12,7 @@ from sgxlaunch.cli._common import (
 )
 from sgxlaunch.errors import UsageError
 from sgxlaunch.launch.platform import Platform
+from sgxlaunch.service.lock import refuse_if_served
 from sgxlaunch.store import STATE_FILE, FileMachine, open_store, resolve_home, resolve_machine
 
 
@@ -34,6 +35,7 @@ def open_platform(
             f"{missing}: no platform here; create one with `sgxlaunch platform init --home HOME "
             "--machine MACHINE` (or use `run --ephemeral` for a throwaway permissive platform)"
         )
+    refuse_if_served(path, machine_path)
     file_machine = FileMachine(machine_path)
     with file_machine.session(), open_store(path, create=False) as store:
         yield Platform.open(store, file_machine, clock=utc_now, maintenance=maintenance)

@@ -79,6 +79,9 @@ def error_kind(error: BaseException) -> str:
     """The error's ``kind`` in JSON: who is at fault, as DESIGN.md's hierarchy splits it."""
     from sgxlaunch.errors import MalformedInput, PolicyDenied, VerificationFailed
 
+    remote = getattr(error, "remote_kind", None)  # reported by sgxlaunchd (service.client)
+    if isinstance(remote, str):
+        return remote
     if isinstance(error, MalformedInput):
         return "malformed_input"
     if isinstance(error, VerificationFailed):

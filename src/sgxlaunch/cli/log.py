@@ -13,7 +13,9 @@ from sgxlaunch.cli._common import (
     json_option,
     machine_option,
     plural,
+    socket_option,
 )
+from sgxlaunch.cli._daemon import daemon_client
 from sgxlaunch.cli._home import open_platform
 from sgxlaunch.cli._output import set_failure_result
 from sgxlaunch.launch.log import LogTampered
@@ -27,12 +29,22 @@ def log_group() -> None:
 @log_group.command("show")
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
-def log_show(home: str | None, machine: str | None, as_json: bool) -> None:
+def log_show(home: str | None, machine: str | None, socket: str | None, as_json: bool) -> None:
     """List the launch log's records (use `log verify` to check them)."""
-    with open_platform(home, machine) as platform:
-        records = platform.log_records()
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        records: list[dict[str, Any]] = []
+        start: int | None = 0
+        while start is not None:
+            page = client.call("GET", f"/v1/log/records?start={start}")
+            records.extend(page["records"])
+            start = page["next"]
+    else:
+        with open_platform(home, machine) as platform:
+            records = platform.log_records()
     if as_json:
         echo_json({"count": len(records), "records": records})
         return
@@ -75,16 +87,21 @@ def log_show(home: str | None, machine: str | None, as_json: bool) -> None:
 @log_group.command("verify")
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
-def log_verify(home: str | None, machine: str | None, as_json: bool) -> None:
+def log_verify(home: str | None, machine: str | None, socket: str | None, as_json: bool) -> None:
     """Verify the launch log inside the launch enclave; names the first bad record."""
-    with open_platform(home, machine) as platform:
-        try:
-            count = platform.verify_log()
-        except LogTampered as exc:
-            set_failure_result({"valid": False, "first_bad_record": exc.index})
-            raise
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        count = client.call("POST", "/v1/log/verify")["records"]
+    else:
+        with open_platform(home, machine) as platform:
+            try:
+                count = platform.verify_log()
+            except LogTampered as exc:
+                set_failure_result({"valid": False, "first_bad_record": exc.index})
+                raise
     if as_json:
         echo_json({"valid": True, "records": count})
     else:

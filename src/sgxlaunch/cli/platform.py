@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
@@ -18,9 +19,11 @@ from sgxlaunch.cli._common import (
     json_option,
     machine_option,
     plural,
+    socket_option,
     utc_now,
     write_output,
 )
+from sgxlaunch.cli._daemon import daemon_client, opened
 from sgxlaunch.cli._home import open_platform, read_platform_input
 from sgxlaunch.cli.policy import install_policy_file
 from sgxlaunch.cpu.machine import MemoryMachine
@@ -37,6 +40,7 @@ from sgxlaunch.launch.enclave import (
 )
 from sgxlaunch.launch.platform import Platform, PlatformConfig, take_ownership
 from sgxlaunch.policy import MemoryStore, Store
+from sgxlaunch.service.client import b64
 from sgxlaunch.sigstruct import RsaKeySigner
 from sgxlaunch.store import FileMachine, open_store, resolve_home, resolve_machine
 from sgxlaunch.store.keyfiles import load_enclave_key
@@ -206,9 +210,10 @@ def platform_init(
     type=click.Path(dir_okay=False),
     help="Also write the launch enclave's SIGSTRUCT here.",
 )
+@socket_option
 @handle_errors
 def platform_le_sign(
-    home: str | None, machine: str | None, key_path: str, output: str | None
+    home: str | None, machine: str | None, key_path: str, output: str | None, socket: str | None
 ) -> None:
     """Build the owner launch enclave for the installed owner root, sign and install it.
 
@@ -216,11 +221,17 @@ def platform_le_sign(
     launch-key MSRs. Prints the MRSIGNER.
     """
     key = load_enclave_key(key_path)
-    with open_platform(home, machine, maintenance=True) as platform:
-        if platform.state is None:
-            raise UsageError("install an owner root first (`sgxlaunch owner install`)")
-        sig = sign_launch_enclave(platform.state.root_envelope, RsaKeySigner(key))
-        platform.set_launch_enclave(sig)
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        root = base64.b64decode(client.call("GET", "/v1/owner/root")["root"])
+        sig = sign_launch_enclave(root, RsaKeySigner(key))
+        client.call("POST", "/v1/launch-enclave", {"sigstruct": b64(sig.to_bytes())})
+    else:
+        with open_platform(home, machine, maintenance=True) as platform:
+            if platform.state is None:
+                raise UsageError("install an owner root first (`sgxlaunch owner install`)")
+            sig = sign_launch_enclave(platform.state.root_envelope, RsaKeySigner(key))
+            platform.set_launch_enclave(sig)
     if output:
         write_output(output, sig.to_bytes())
     click.echo(sig.mrsigner.hex())
@@ -252,48 +263,72 @@ def platform_le_image(home: str | None, machine: str | None, output: str) -> Non
 @platform_group.command("le-install")
 @home_option
 @machine_option
+@socket_option
 @click.argument("sig", type=click.Path(exists=True, dir_okay=False))
 @handle_errors
-def platform_le_install(home: str | None, machine: str | None, sig: str) -> None:
+def platform_le_install(
+    home: str | None, machine: str | None, socket: str | None, sig: str
+) -> None:
     """Install a launch-enclave SIGSTRUCT made elsewhere (checked against the root)."""
     with about(sig):
         parsed = Sigstruct.from_bytes(read_platform_input(sig))
-    with open_platform(home, machine, maintenance=True) as platform, about(sig, verification=True):
-        platform.set_launch_enclave(parsed)
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        with opened(sig) as fds:
+            client.call("POST", "/v1/launch-enclave", {"sigstruct_fd": 0, "source": sig}, fds=fds)
+    else:
+        with (
+            open_platform(home, machine, maintenance=True) as platform,
+            about(sig, verification=True),
+        ):
+            platform.set_launch_enclave(parsed)
     click.echo(parsed.mrsigner.hex())
 
 
 @platform_group.command("install-policy")
 @home_option
 @machine_option
+@socket_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @json_option
 @handle_errors
 def platform_install_policy(
-    home: str | None, machine: str | None, file: str, as_json: bool
+    home: str | None, machine: str | None, socket: str | None, file: str, as_json: bool
 ) -> None:
     """Install an owner-signed launch policy FILE: the same command as `policy install`.
 
     Verified inside the launch enclave, which raises its sealed high-water mark (an older
     policy is refused from then on).
     """
-    install_policy_file(file, home, machine, as_json)
+    install_policy_file(file, home, machine, as_json, socket)
 
 
 @platform_group.command("mode")
 @home_option
 @machine_option
+@socket_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @json_option
 @handle_errors
-def platform_mode(home: str | None, machine: str | None, file: str, as_json: bool) -> None:
+def platform_mode(
+    home: str | None, machine: str | None, socket: str | None, file: str, as_json: bool
+) -> None:
     """Switch launch control with an owner-signed platform-mode document.
 
     The document must carry a threshold of the owner root's keys; no unsigned command can
     switch modes. Make one with `sgxlaunch owner mode new` and `owner mode sign`.
     """
-    with open_platform(home, machine, maintenance=True) as platform, about(file, verification=True):
-        result = platform.set_mode(read_platform_input(file))
+    data = read_platform_input(file)
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        with opened(file) as fds:
+            result = client.call("POST", "/v1/mode", {"document_fd": 0, "source": file}, fds=fds)
+    else:
+        with (
+            open_platform(home, machine, maintenance=True) as platform,
+            about(file, verification=True),
+        ):
+            result = platform.set_mode(data)
     if as_json:
         echo_json(result)
     else:
@@ -309,12 +344,19 @@ def platform_mode(home: str | None, machine: str | None, file: str, as_json: boo
 @platform_group.command("status")
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
-def platform_status(home: str | None, machine: str | None, as_json: bool) -> None:
+def platform_status(
+    home: str | None, machine: str | None, socket: str | None, as_json: bool
+) -> None:
     """Show the platform: mode, MSRs, launch enclave, owner root, policy, log size."""
-    with open_platform(home, machine) as platform:
-        status = platform.status()
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        status = client.call("GET", "/v1/status")
+    else:
+        with open_platform(home, machine) as platform:
+            status = platform.status()
     if as_json:
         echo_json(status)
     else:

@@ -28,6 +28,7 @@ from sgxlaunch.cli._common import (
     read_input,
     read_sigstruct,
     signing_keys_option,
+    socket_option,
     utc_now,
     write_output,
 )
@@ -512,9 +513,12 @@ def policy_verify(envelope: str, root: str | None, home: str | None, as_json: bo
 @click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
-def policy_install(envelope: str, home: str | None, machine: str | None, as_json: bool) -> None:
+def policy_install(
+    envelope: str, home: str | None, machine: str | None, socket: str | None, as_json: bool
+) -> None:
     """Install a signed policy ENVELOPE as the one in force (after every check passes).
 
     On a platform (`platform init`), the owner's launch enclave verifies the policy and raises
@@ -525,17 +529,23 @@ def policy_install(envelope: str, home: str | None, machine: str | None, as_json
     Example:
       sgxlaunch policy install policy.signed.json --home /var/lib/sgxlaunch
     """
-    install_policy_file(envelope, home, machine, as_json)
+    install_policy_file(envelope, home, machine, as_json, socket)
 
 
 def install_policy_file(
-    envelope: str, home: str | None, machine: str | None, as_json: bool
+    envelope: str, home: str | None, machine: str | None, as_json: bool, socket: str | None = None
 ) -> None:
     """The one policy installation, for `policy install` and `platform install-policy`."""
+    from sgxlaunch.cli._daemon import daemon_client, opened
     from sgxlaunch.cli._home import open_platform, platform_exists
 
     data = read_input(envelope, limit=MAX_ENVELOPE_SIZE)
-    if platform_exists(home, machine):
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        with opened(envelope) as fds:
+            body = {"document_fd": 0, "source": envelope}
+            out = client.call("POST", "/v1/policy", body, fds=fds)
+    elif platform_exists(home, machine):
         with open_platform(home, machine) as platform, about(envelope, verification=True):
             result = platform.install_policy(data)
         summary = f"launch policy version {result['version']} installed ({result['digest']})"

@@ -17,8 +17,10 @@ from sgxlaunch.cli._common import (
     home_option,
     json_option,
     machine_option,
+    socket_option,
     utc_now,
 )
+from sgxlaunch.cli._daemon import daemon_client, opened
 from sgxlaunch.cli._home import open_platform, read_platform_input
 from sgxlaunch.cli._output import set_failure_result
 from sgxlaunch.driver import LoadFailed
@@ -26,6 +28,8 @@ from sgxlaunch.errors import PolicyDenied, UsageError
 from sgxlaunch.formats import sgxs
 from sgxlaunch.launch.platform import Platform
 from sgxlaunch.policy import MemoryStore, Store
+from sgxlaunch.service.client import b64
+from sgxlaunch.service.results import denial_result, refusal_result
 
 
 @click.command("run")
@@ -57,6 +61,7 @@ from sgxlaunch.policy import MemoryStore, Store
 )
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
 def run(
@@ -68,6 +73,7 @@ def run(
     ecall_input: str,
     home: str | None,
     machine: str | None,
+    socket: str | None,
     as_json: bool,
 ) -> None:
     """Load and initialize an enclave on the platform, or say exactly why it was refused.
@@ -101,10 +107,22 @@ def run(
         with about(sig_path):
             sig = Sigstruct.from_bytes(read_platform_input(sig_path))
     token = read_platform_input(token_path) if token_path else None
+    client = None if ephemeral else daemon_client(home, machine, socket)
     if ephemeral:
         store: Store = MemoryStore()
         platform = Platform.create(store, seed=os.urandom(32), clock=utc_now)
         _run_and_report(platform, parsed_image, sig, token, ecall_input, as_json)
+    elif client is not None:
+        # The files go to the daemon as open descriptors; an SDK enclave's own SIGSTRUCT as bytes.
+        with opened(image, sig_path, token_path) as fds:
+            body: dict[str, Any] = {"image_fd": 0, "size": size, "input": ecall_input}
+            if sig_path is None:
+                body["sigstruct"] = b64(sig.to_bytes())
+            else:
+                body["sigstruct_fd"] = 1
+            if token_path is not None:
+                body["token_fd"] = len(fds) - 1
+            _report(client.call("POST", "/v1/run", body, fds=fds), sig, as_json)
     else:
         with open_platform(home, machine) as platform:
             _run_and_report(platform, parsed_image, sig, token, ecall_input, as_json)
@@ -127,46 +145,29 @@ def _run_and_report(
     try:
         launch = _run(platform, image, sig, token, ecall_input.encode())
     except PolicyDenied as exc:
-        set_failure_result(
-            {
-                "initialized": False,
-                "mode": platform.mode,
-                "decision": "denied",
-                "rule": exc.rule,
-                "reasons": [dict(r) for r in exc.reasons],
-                "mrenclave": sig.enclavehash.hex(),
-                "mrsigner": sig.mrsigner.hex(),
-            }
-        )
+        set_failure_result(denial_result(exc, platform.mode, sig))
         raise
     except LoadFailed as exc:
-        set_failure_result(
-            {
-                "initialized": False,
-                "mode": platform.mode,
-                "decision": "refused",
-                "step": exc.step,
-                "errno": exc.errno_name,
-                "sgx_status": None if exc.status is None else exc.status.name,
-                "why": list(exc.detail),
-                "mrenclave": sig.enclavehash.hex(),
-                "mrsigner": sig.mrsigner.hex(),
-            }
-        )
+        set_failure_result(refusal_result(exc, platform.mode, sig))
         raise
-    result = launch.result
+    _report(launch.describe(), sig, as_json)
+
+
+def _report(result: dict[str, Any], sig: Sigstruct, as_json: bool) -> None:
+    """Print a launch's ``describe()`` (from this process or from sgxlaunchd)."""
     if as_json:
-        echo_json(launch.describe())
+        echo_json(result)
         return
     click.echo(f"initialized: mrenclave {sig.enclavehash.hex()}")
     click.echo(f"             mrsigner  {sig.mrsigner.hex()}")
+    rule, keyid = result.get("rule"), result.get("token_keyid")
     click.echo(
-        f"mode {result.mode}; decision {result.decision}"
-        + (f" (rule {result.rule})" if result.rule else "")
-        + (f"; token keyid {result.keyid[:16]}…" if result.keyid else "")
+        f"mode {result['mode']}; decision {result['decision']}"
+        + (f" (rule {rule})" if rule else "")
+        + (f"; token keyid {keyid[:16]}…" if keyid else "")
     )
-    if launch.ecall_output is not None:
-        click.echo(f"ecall 0: {launch.ecall_output.decode('utf-8', errors='replace')}")
+    if result.get("ecall_output") is not None:
+        click.echo(f"ecall 0: {result['ecall_output']}")
 
 
 def _run(

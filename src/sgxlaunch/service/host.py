@@ -1,0 +1,265 @@
+"""The daemon's platform: opened once, held for the daemon's life, driven from one thread.
+
+Every operation that touches the platform (the emulated CPU, the launch enclave, the store's
+writes) runs on one worker thread, one at a time: that thread owns the platform and its SQLite
+connection, and the queue in front of it is the serialization the issue asks for. Callers hand
+it parsed, bounded inputs only (requests are read and parsed before they reach it). Reads that
+need no CPU (the stored log records) do not go through it: :func:`read_log_page` opens its own
+read connection.
+
+The platform is opened as the command line opens it: normally first; if the home does not
+verify, the error is kept (operations that the command line runs on a normally opened platform
+raise it, as the command would) and the platform is opened in maintenance, which the owner's
+repairs (mode, launch enclave) use. After a change that takes effect on reopening (a mode
+document, a launch-enclave SIGSTRUCT) the platform is reopened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sgxlaunch.arch import Attributes, EinitToken, Sigstruct
+from sgxlaunch.cli._common import about
+from sgxlaunch.driver import LoadFailed
+from sgxlaunch.errors import PolicyDenied, SgxlaunchError, UsageError
+from sgxlaunch.formats.sgxs import SgxsImage
+from sgxlaunch.launch.log import LogTampered, decode_record
+from sgxlaunch.launch.platform import Platform, log_prefix
+from sgxlaunch.service.results import attach, denial_result, refusal_result
+from sgxlaunch.store import STATE_FILE, FileMachine, open_store
+from sgxlaunch.store.sqlite import SqliteStore
+
+T = TypeVar("T")
+
+
+def utc_now() -> datetime:
+    """The wall clock, UTC, to the second (as the command line reads it)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class PlatformHost:
+    """The platform of ``machine`` over ``home``, on its own worker thread."""
+
+    def __init__(self, home: Path, machine: Path) -> None:
+        self.home = home
+        self.machine_path = machine
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgxlaunchd-platform")
+        self._platform: Platform | None = None
+        self._open_error: SgxlaunchError | None = None
+        self._maintenance_error: SgxlaunchError | None = None
+        self._store: SqliteStore | None = None
+        self.le_signer: bytes | None = None
+        """The running launch enclave's MRSIGNER (whose log segment readers read)."""
+        self.busy = False
+
+    # -- lifecycle (on the worker thread) -------------------------------------------------
+
+    def start(self) -> None:
+        """Open the platform (blocking; call before serving)."""
+        self._executor.submit(self._open).result()
+
+    def _open(self) -> None:
+        if not (self.home / STATE_FILE).exists():
+            raise UsageError(
+                f"{self.home}: no platform here; create one with `sgxlaunch platform init`"
+            )
+        if self._store is None:
+            self._store = open_store(self.home, create=False)
+        machine = FileMachine(self.machine_path)
+        self._platform = None
+        self._open_error = self._maintenance_error = None
+        try:
+            self._platform = Platform.open(self._store, machine, clock=utc_now)
+        except SgxlaunchError as exc:
+            self._open_error = exc
+            try:
+                self._platform = Platform.open(
+                    self._store, machine, clock=utc_now, maintenance=True
+                )
+            except SgxlaunchError as again:
+                self._maintenance_error = again
+        self.le_signer = None if self._platform is None else self._platform.le_signer
+
+    def close(self) -> None:
+        """Finish the operation in flight, then close the store (blocking)."""
+        self._executor.submit(self._close).result()
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        self._platform = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the platform thread (after the operations queued before it)."""
+
+        def job() -> T:
+            self.busy = True
+            try:
+                return fn()
+            finally:
+                self.busy = False
+                self.le_signer = None if self._platform is None else self._platform.le_signer
+
+        return await asyncio.wrap_future(self._executor.submit(job))
+
+    def _opened(self, *, maintenance: bool = False) -> Platform:
+        """The platform as the command line would open it (normally, or in maintenance).
+
+        Raises:
+            SgxlaunchError: the error that opening raised.
+        """
+        if not maintenance and self._open_error is not None:
+            raise self._open_error
+        if self._platform is None:
+            error = self._maintenance_error or self._open_error
+            assert error is not None
+            raise error
+        return self._platform
+
+    # -- operations (each runs on the platform thread via :meth:`call`) -------------------
+
+    def status(self) -> dict[str, Any]:
+        return self._opened().status()
+
+    def run(
+        self, image: SgxsImage, sig: Sigstruct, token: bytes | None, ecall_input: bytes
+    ) -> dict[str, Any]:
+        from sgxlaunch._api import run
+
+        platform = self._opened()
+        try:
+            launch = run(platform, image, sig, token=token, ecall_input=ecall_input)
+        except PolicyDenied as exc:
+            attach(exc, denial_result(exc, platform.mode, sig))
+            raise
+        except LoadFailed as exc:
+            attach(exc, refusal_result(exc, platform.mode, sig))
+            raise
+        result: dict[str, Any] = launch.describe()
+        return result
+
+    def mint(self, sigstruct: bytes, attributes: Attributes | None) -> dict[str, Any]:
+        """A token for ``sigstruct`` (all 1808 bytes): the launch enclave's decision; a denial
+        raises :class:`PolicyDenied` carrying the decision."""
+        platform = self._opened()
+        if platform.blocked is not None:
+            raise UsageError(f"nothing can be launched: {platform.blocked}")
+        reply = platform.mint(sigstruct, attributes)
+        token = reply.token
+        reasons = reply.reason_dicts()
+        result: dict[str, Any] = {
+            "allowed": bool(reply.allowed),
+            "rule": reply.rule,
+            "reasons": reasons,
+            "policy_version": reply.policy_version or None,
+            "policy_digest": None if reply.policy_digest is None else reply.policy_digest.hex(),
+            "token": None if token is None else token.hex(),
+            "token_keyid": None if token is None else EinitToken.from_bytes_raw(token).keyid.hex(),
+        }
+        if not reply.allowed:
+            denied = PolicyDenied(
+                "token denied by the owner's policy"
+                + (f" (rule {reply.rule})" if reply.rule else ""),
+                rule=reply.rule,
+                detail=[
+                    f"{r.get('field')}: expected {r.get('expected')}, found {r.get('found')}"
+                    for r in reasons
+                ],
+                reasons=reasons,
+            )
+            attach(denied, result)
+            raise denied
+        return result
+
+    def install_policy(self, data: bytes, source: str) -> dict[str, Any]:
+        platform = self._opened()
+        with about(source, verification=True):
+            result = platform.install_policy(data)
+        summary = f"launch policy version {result['version']} installed ({result['digest']})"
+        return {"installed": True, "summary": summary, "launch_enclave": True} | result
+
+    def set_mode(self, data: bytes, source: str) -> dict[str, Any]:
+        platform = self._opened(maintenance=True)
+        with about(source, verification=True):
+            result = platform.set_mode(data)
+        self._open()
+        return result
+
+    def owner_root(self) -> bytes:
+        """The owner root envelope in the home (public: the launch enclave is built for it)."""
+        platform = self._opened(maintenance=True)
+        if platform.state is None:
+            raise UsageError("install an owner root first (`sgxlaunch owner install`)")
+        return bytes(platform.state.root_envelope)
+
+    def set_launch_enclave(self, sig: Sigstruct, source: str | None) -> dict[str, Any]:
+        platform = self._opened(maintenance=True)
+        if source is None:  # `platform le-sign` names no file
+            platform.set_launch_enclave(sig)
+        else:
+            with about(source, verification=True):
+                platform.set_launch_enclave(sig)
+        self._open()
+        return {"mrsigner": sig.mrsigner.hex()}
+
+    def verify_log(self) -> dict[str, Any]:
+        try:
+            count = self._opened().verify_log()
+        except LogTampered as exc:
+            attach(exc, {"valid": False, "first_bad_record": exc.index})
+            raise
+        return {"valid": True, "records": count}
+
+    def check_readable(self) -> None:
+        """Raise what opening the platform raised (the log is read as `log show` reads it)."""
+        self._opened()
+
+    def log_ready(self) -> None:
+        """Raise unless the log can be read now (without taking the platform thread)."""
+        if self._open_error is not None:
+            raise self._open_error
+        if self._platform is None and self._maintenance_error is not None:
+            raise self._maintenance_error
+
+
+_READERS = threading.local()
+
+
+def _reader(home: Path) -> SqliteStore:
+    """This thread's read connection to the home's state database."""
+    stores: dict[Path, SqliteStore] = getattr(_READERS, "stores", {})
+    _READERS.stores = stores
+    store = stores.get(home)
+    if store is None:
+        store = stores[home] = open_store(home, create=False)
+    return store
+
+
+def read_log_page(
+    home: Path, signer: bytes | None, start: int, limit: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """Records ``start`` … ``start + limit - 1`` of ``signer``'s log segment, decoded (not
+    verified), and the segment's record count. Runs on any thread (its own connection)."""
+    if signer is None:
+        return 0, []
+    store = _reader(home)
+    keys = store.keys(log_prefix(signer))
+    out = []
+    for index in range(start, min(len(keys), start + limit)):
+        blob = store.get(keys[index])
+        if blob is not None:
+            out.append(decode_record(blob, index))
+    return len(keys), out
+
+
+__all__ = ["PlatformHost", "read_log_page", "utc_now"]
