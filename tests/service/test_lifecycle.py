@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -191,15 +190,9 @@ def test_systemd_units_match_the_daemon() -> None:
     assert service["Service"]["Type"] == "notify"
     argv = shlex.split(service["Service"]["ExecStart"])
     assert Path(argv[0]).name == "sgxlaunchd"
-    serve = main.get_command(click_context(), "serve")
+    # Parsed as `sgxlaunch serve ARGS` (a context under the group, with its settings).
+    parent = main.make_context("sgxlaunch", ["serve"], resilient_parsing=True)
+    serve = main.get_command(parent, "serve")
     assert serve is not None
-    ctx = serve.make_context("serve", argv[1:])
+    ctx = serve.make_context("serve", argv[1:], parent=parent)
     assert ctx.params["home"] and ctx.params["machine"]
-
-
-def click_context() -> Any:
-    import click
-
-    from sgxlaunch.cli import main
-
-    return click.Context(main)
