@@ -86,6 +86,7 @@ def test_same_output_and_exit_codes_both_ways(
         ["log", "verify"],
         ["platform", "le-install", "le.sig"],
         ["platform", "le-sign", "--key", "le.pem"],
+        ["quote", "make", "enclave.sgxs", "--sig", "enclave.sig", "-o", "q.bin", "--json"],
         ["platform", "mode", "permissive.json", "--json"],
         ["run", "enclave.sgxs", "--sig", "denied.sig", "--json"],
         ["platform", "status"],

@@ -9,6 +9,7 @@ still reports its ``result`` (the verification and every finding) beside the err
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import datetime
 from typing import Any
@@ -42,6 +43,7 @@ from sgxlaunch.cli._common import (
     output_option,
     read_input,
     signing_keys_option,
+    socket_option,
     utc_now,
     write_output,
 )
@@ -241,6 +243,7 @@ def quote_verify(
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
 def quote_make(
@@ -251,6 +254,7 @@ def quote_make(
     force: bool,
     home: str | None,
     machine: str | None,
+    socket: str | None,
     as_json: bool,
 ) -> None:
     """Quote an enclave: it makes a REPORT for the platform's quoting enclave, which returns a
@@ -269,13 +273,20 @@ def quote_make(
       sgxlaunch quote make enclave.sgxs --sig enclave.sig -o quote.bin --json
     """
     from sgxlaunch._api import make_quote, read_image, read_sigstruct
+    from sgxlaunch.cli._daemon import daemon_client, opened
     from sgxlaunch.cli._home import open_platform, read_platform_input
 
     parsed_image = read_image(image)
     with about(sig_path):
         sig = read_sigstruct(read_platform_input(sig_path))
-    with open_platform(home, machine) as platform:
-        data = make_quote(platform, parsed_image, sig, reportdata=reportdata.ljust(64, b"\0"))
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        with opened(image, sig_path) as fds:
+            request = {"image_fd": 0, "sigstruct_fd": 1, "reportdata": reportdata.hex()}
+            data = base64.b64decode(client.call("POST", "/v1/quote", request, fds=fds)["quote"])
+    else:
+        with open_platform(home, machine) as platform:
+            data = make_quote(platform, parsed_image, sig, reportdata=reportdata.ljust(64, b"\0"))
     quote = parse_quote(data)
     write_output(output, data, force=force)
     body = quote.body

@@ -117,6 +117,23 @@ OPERATIONS = (
         body=True,
     ),
     Operation(
+        "quote_target_info",
+        "GET",
+        "/v1/quote/target-info",
+        LAUNCH,
+        "quote target-info",
+        "The quoting enclave's TARGETINFO, for an enclave's EREPORT.",
+    ),
+    Operation(
+        "quote",
+        "POST",
+        "/v1/quote",
+        LAUNCH,
+        "quote make",
+        "A DCAP ECDSA quote v3: of a REPORT, or of the example enclave launched here.",
+        body=True,
+    ),
+    Operation(
         "install_policy",
         "POST",
         "/v1/policy",
@@ -335,7 +352,6 @@ def parse_run(
 ) -> tuple[Any, Any, bytes | None, bytes]:
     """``POST /v1/run``: the image (SGXS or SDK enclave), its SIGSTRUCT, an optional token,
     ``size`` for an UNSIZED image and ``input`` for ECALL 0; parsed strictly."""
-    from sgxlaunch._api import read_image
     from sgxlaunch.arch import Sigstruct
 
     _known(
@@ -351,15 +367,60 @@ def parse_run(
     sig_bytes = _field_bytes(body, "sigstruct", fds, limit)
     token = _field_bytes(body, "token", fds, limit, required=False)
     assert image_bytes is not None and sig_bytes is not None
-    try:
-        image = read_image(io.BytesIO(image_bytes), size=size)
-    except MalformedInput as exc:
-        raise (exc if exc.source else exc.with_source("request field image")) from None
+    image = _parse_image(image_bytes, size)
     try:
         sig = Sigstruct.from_bytes(sig_bytes)
     except MalformedInput as exc:
         raise exc.with_source("request field sigstruct") from None
     return image, sig, token, ecall_input.encode()
+
+
+def parse_quote_request(
+    body: dict[str, Any], fds: list[int], limit: int
+) -> tuple[bytes | None, Any, Any, bytes]:
+    """``POST /v1/quote``: a ``report`` (432 bytes, targeted at the quoting enclave), or an
+    ``image`` and ``sigstruct`` (an enclave whose program ships with sgxlaunch: the example
+    enclave, which makes the REPORT) with ``reportdata`` (hex, up to 64 bytes, zero-padded)."""
+    from sgxlaunch.arch import Sigstruct
+
+    _known(
+        body,
+        {"report", "report_fd", "image", "image_fd", "sigstruct", "sigstruct_fd", "reportdata"},
+    )
+    if "report" in body or "report_fd" in body:
+        if {"image", "image_fd", "sigstruct", "sigstruct_fd", "reportdata"} & set(body):
+            raise MalformedInput(
+                "give a report, or an image and its sigstruct, not both",
+                source="request",
+                field="report",
+            )
+        return _field_bytes(body, "report", fds, limit), None, None, b""
+    text = body.get("reportdata", "")
+    if (
+        not isinstance(text, str)
+        or len(text) > 128
+        or len(text) % 2
+        or any(c not in "0123456789abcdefABCDEF" for c in text)
+    ):
+        raise MalformedInput("expected up to 64 bytes as hex", source="request", field="reportdata")
+    image_bytes = _field_bytes(body, "image", fds, limit)
+    sig_bytes = _field_bytes(body, "sigstruct", fds, limit)
+    assert image_bytes is not None and sig_bytes is not None
+    image = _parse_image(image_bytes, None)
+    try:
+        sig = Sigstruct.from_bytes(sig_bytes)
+    except MalformedInput as exc:
+        raise exc.with_source("request field sigstruct") from None
+    return None, image, sig, bytes.fromhex(text).ljust(64, b"\0")
+
+
+def _parse_image(data: bytes, size: int | None) -> Any:
+    from sgxlaunch._api import read_image
+
+    try:
+        return read_image(io.BytesIO(data), size=size)
+    except MalformedInput as exc:
+        raise (exc if exc.source else exc.with_source("request field image")) from None
 
 
 def parse_token(body: dict[str, Any], fds: list[int], limit: int) -> tuple[bytes, Any]:
@@ -633,6 +694,17 @@ class Service:
     async def token(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
         sig, attributes = parse_token(body, conn.fds, self.limits.max_body_bytes)
         return await self.on_platform(lambda: self.host.mint(sig, attributes))
+
+    async def quote_target_info(
+        self, request: Request, conn: Connection, body: dict[str, Any]
+    ) -> Any:
+        return await self.on_platform(self.host.quote_target_info)
+
+    async def quote(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
+        report, image, sig, reportdata = await anyio.to_thread.run_sync(
+            parse_quote_request, body, conn.fds, self.limits.max_body_bytes
+        )
+        return await self.on_platform(lambda: self.host.quote(report, image, sig, reportdata))
 
     async def install_policy(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
         data, source = parse_document(body, conn.fds, self.limits.max_body_bytes)

@@ -181,6 +181,36 @@ class PlatformHost:
             raise denied
         return result
 
+    def quote_target_info(self) -> dict[str, Any]:
+        """The quoting enclave's TARGETINFO (the PCE and QE are launched on first use)."""
+        return {"target_info": self._opened().qe_target_info().to_bytes().hex()}
+
+    def quote(
+        self,
+        report: bytes | None,
+        image: SgxsImage | None,
+        sig: Sigstruct | None,
+        reportdata: bytes,
+    ) -> dict[str, Any]:
+        """A quote of ``report``, or of the shipped-program enclave ``image`` launched here
+        (as ``sgxlaunch quote make``), as base64 with its size and SHA-256."""
+        import base64
+        import hashlib
+
+        from sgxlaunch._api import make_quote
+
+        platform = self._opened()
+        if report is not None:
+            data = platform.quote(report)
+        else:
+            assert image is not None and sig is not None
+            data = make_quote(platform, image, sig, reportdata=reportdata)
+        return {
+            "quote": base64.b64encode(data).decode(),
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+
     def install_policy(self, data: bytes, source: str) -> dict[str, Any]:
         platform = self._opened()
         with about(source, verification=True):

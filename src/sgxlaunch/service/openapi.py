@@ -48,6 +48,17 @@ _BODIES: dict[str, dict[str, Any]] = {
         },
         "description": "Exactly one of image / image_fd and of sigstruct / sigstruct_fd.",
     },
+    "quote": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            **_binary("report", "A 432-byte REPORT targeted at the quoting enclave"),
+            **_binary("image", "An enclave whose program ships with sgxlaunch (the example)"),
+            **_binary("sigstruct", "Its SIGSTRUCT (non-debug)"),
+            "reportdata": {"type": "string", "description": "Up to 64 bytes as hex."},
+        },
+        "description": "A report (report / report_fd), or an image and its sigstruct.",
+    },
     "token": {
         "type": "object",
         "additionalProperties": False,
