@@ -1,5 +1,7 @@
 """The emulated PCS: Intel's formats, verified by dcap-qvl unmodified against the emulated root.
 
+The refusals of spec §5 that concern the PCS are attacks: ``tests/adversarial/test_pcs_attacks.py``.
+
 Formats: spec §3.1 (chain, CRLs), §3.2 (the PCK certificate's SGX extension), §3.3 (TCB info v3),
 §3.4 (QE identity v2), checked against the real collateral in ``vectors/dcap/phala``.
 Negatives: spec §5.1 / §5.2 — wrong root, revoked PCK, expired CRL, broken TCB info signature,
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from cryptography import x509
@@ -19,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from sgxlaunch.attest import Collateral, TrustAnchor, VerifiedQuote, verify_quote
 from sgxlaunch.attest.pcs import (
     FMSPC,
     SGX_EXTENSION_OID,
@@ -32,19 +33,14 @@ from sgxlaunch.attest.pcs import (
 )
 from sgxlaunch.cpu.machine import MachineState, MemoryMachine
 from sgxlaunch.errors import (
-    CollateralExpired,
     MalformedInput,
     QuoteRefused,
-    UntrustedRoot,
     UsageError,
 )
 from sgxlaunch.formats.quote import parse_quote
 from tests.support.clock import NOW
 from tests.support.dcap import SGX, quote_bytes, shared
-from tests.support.pcs import QuoteParts, make_quote, new_pcs, pck_key
-
-LATER = NOW + timedelta(hours=1)
-PCESVN = 13
+from tests.support.pcs import PCESVN, certify, make_quote, new_pcs, pck_key, verify
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +52,6 @@ def base() -> MachineState:
 @pytest.fixture
 def pcs(base: MachineState) -> EmulatedPcs:
     return EmulatedPcs(MemoryMachine(base))
-
-
-def certify(pcs: EmulatedPcs, label: bytes = b"pck") -> tuple[ec.EllipticCurvePrivateKey, bytes]:
-    key = pck_key(label)
-    cpusvn = pcs.machine.load().cpusvn
-    der = pcs.issue_pck_certificate(key.public_key(), cpusvn=cpusvn, pcesvn=PCESVN, now=NOW)
-    return key, der
-
-
-def verify(
-    pcs: EmulatedPcs, quote: bytes, *, at: datetime = LATER, collateral: bytes | None = None
-) -> VerifiedQuote:
-    data = pcs.collateral(NOW) if collateral is None else collateral
-    anchor = TrustAnchor.from_certificate(pcs.root_der())
-    return verify_quote(quote, Collateral.from_bytes(data), at, anchor=anchor)
 
 
 # --- dcap-qvl accepts the emulated PKI ----------------------------------------------------------
@@ -273,91 +254,6 @@ def test_tcb_info_and_qe_identity_follow_intels_layout_and_signature_encoding(
     assert qe_identity["mrsigner"] == pcs.qe_mrsigner.hex().upper()
     assert (qe_identity["id"], qe_identity["version"], qe_identity["isvprodid"]) == ("QE", 2, 1)
     assert qe_identity["tcbEvaluationDataNumber"] == tcb_info["tcbEvaluationDataNumber"] == 2
-
-
-# --- the negatives of spec §5 that concern the PCS ----------------------------------------------
-
-
-def test_wrong_root_refused_as_untrusted(pcs: EmulatedPcs) -> None:
-    key, _ = certify(pcs)
-    quote = make_quote(pcs, key, cpusvn=pcs.machine.load().cpusvn)
-    collateral = Collateral.from_bytes(pcs.collateral(NOW))
-    with pytest.raises(UntrustedRoot, match="not the pinned Intel SGX Root CA"):
-        verify_quote(quote, collateral, LATER)  # Intel's root by default
-    other = new_pcs(b"another-machine-seed-0123456789!")
-    with pytest.raises(UntrustedRoot, match="ends in a root that is not the pinned") as info:
-        verify_quote(
-            quote, collateral, LATER, anchor=TrustAnchor.from_certificate(other.root_der())
-        )
-    assert info.value.exit_code == 1
-
-
-def test_revoked_pck_refused(pcs: EmulatedPcs) -> None:
-    key, der = certify(pcs)
-    quote = make_quote(pcs, key, cpusvn=pcs.machine.load().cpusvn)
-    assert verify(pcs, quote).tcb_status == "UpToDate"
-    pcs.revoke_pck(der)
-    crl = x509.load_der_x509_crl(pcs.pck_crl(NOW))
-    serial = x509.load_der_x509_certificate(der).serial_number
-    assert crl.get_revoked_certificate_by_serial_number(serial) is not None
-    with pytest.raises(QuoteRefused) as info:
-        verify(pcs, quote)
-    assert "CertRevoked" in "\n".join(info.value.detail)
-
-
-def test_expired_crl_refused_as_collateral_expired(pcs: EmulatedPcs) -> None:
-    key, _ = certify(pcs)
-    quote = make_quote(pcs, key, cpusvn=pcs.machine.load().cpusvn)
-    end = NOW + timedelta(days=30)  # the CRLs' nextUpdate (webpki: expired at that instant)
-    with pytest.raises(CollateralExpired, match="collateral expired at 2026-12-26T12:00:00Z"):
-        verify(pcs, quote, at=end)
-    # fresh collateral (the PCS signs it again) is accepted at the same instant
-    assert verify(pcs, quote, at=end, collateral=pcs.collateral(end)).tcb_status == "UpToDate"
-
-
-def test_broken_tcb_info_signature_refused(pcs: EmulatedPcs) -> None:
-    key, _ = certify(pcs)
-    quote = make_quote(pcs, key, cpusvn=pcs.machine.load().cpusvn)
-    doc = json.loads(pcs.collateral(NOW))
-    signature = bytearray.fromhex(doc["tcb_info_signature"])
-    signature[40] ^= 1
-    doc["tcb_info_signature"] = signature.hex()
-    with pytest.raises(QuoteRefused, match="Signature is invalid for tcb_info"):
-        verify(pcs, quote, collateral=json.dumps(doc).encode())
-    # and a body edited under an intact signature (a level raised to UpToDate)
-    doc = json.loads(pcs.collateral(NOW))
-    doc["tcb_info"] = doc["tcb_info"].replace(
-        '"tcbEvaluationDataNumber":1', '"tcbEvaluationDataNumber":9'
-    )
-    with pytest.raises(QuoteRefused, match="Signature is invalid for tcb_info"):
-        verify(pcs, quote, collateral=json.dumps(doc).encode())
-
-
-@pytest.mark.parametrize(
-    ("parts", "reason"),
-    [
-        (QuoteParts(qe_mrsigner=b"\x33" * 32), "QE MRSIGNER mismatch"),
-        (QuoteParts(qe_isvprodid=2), "QE ISVPRODID mismatch: expected 1, got 2"),
-        (QuoteParts(qe_flags=0x05), "attributes"),  # PROVISIONKEY clear
-        (QuoteParts(qe_isvsvn=7), "QE ISVSVN 7 is below minimum required 8"),
-    ],
-    ids=["mrsigner", "isvprodid", "attributes", "isvsvn"],
-)
-def test_qe_identity_mismatch_refused(pcs: EmulatedPcs, parts: QuoteParts, reason: str) -> None:
-    key, _ = certify(pcs)
-    quote = make_quote(pcs, key, cpusvn=pcs.machine.load().cpusvn, parts=parts)
-    with pytest.raises(QuoteRefused) as info:
-        verify(pcs, quote)
-    assert reason.lower() in info.value.message.lower()
-
-
-def test_pck_from_another_pcs_refused(pcs: EmulatedPcs) -> None:
-    """A PCK certified by another machine's PCS does not chain to this one's root."""
-    other = EmulatedPcs(MemoryMachine(new_pcs(b"another-machine-seed-0123456789!").machine.load()))
-    key, _ = certify(other)
-    quote = make_quote(other, key, cpusvn=other.machine.load().cpusvn)
-    with pytest.raises(UntrustedRoot, match="quote PCK certificate chain"):
-        verify(pcs, quote)
 
 
 # --- TCB levels and the CPUSVN update -----------------------------------------------------------

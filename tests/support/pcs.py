@@ -13,11 +13,13 @@ import functools
 import hashlib
 import struct
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from sgxlaunch.attest import Collateral, TrustAnchor, VerifiedQuote, verify_quote
 from sgxlaunch.attest.pcs import (
     DEFAULT_PCESVN,
     DEFAULT_QE_ISVSVN,
@@ -29,6 +31,10 @@ from sgxlaunch.cpu.machine import MachineState, MemoryMachine
 from sgxlaunch.formats.quote import INTEL_QE_VENDOR_ID
 from tests.support.clock import NOW
 from tests.support.keys import rsa_key
+
+PCESVN = DEFAULT_PCESVN
+LATER = NOW + timedelta(hours=1)
+"""When the tests verify (the collateral is issued at :data:`NOW`)."""
 
 QE_AUTH_DATA = bytes(range(32))
 """Intel QE3's authentication data (spec §1.3)."""
@@ -145,3 +151,22 @@ def make_quote(
         + chain
     )
     return header + isv + struct.pack("<I", len(signature_data)) + signature_data
+
+
+def certify(pcs: EmulatedPcs, label: bytes = b"pck") -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """A test PCK key certified by ``pcs`` for the machine's CPUSVN (at :data:`NOW`), and its
+    certificate (DER)."""
+    key = pck_key(label)
+    cpusvn = pcs.machine.load().cpusvn
+    der = pcs.issue_pck_certificate(key.public_key(), cpusvn=cpusvn, pcesvn=PCESVN, now=NOW)
+    return key, der
+
+
+def verify(
+    pcs: EmulatedPcs, quote: bytes, *, at: datetime = LATER, collateral: bytes | None = None
+) -> VerifiedQuote:
+    """Verify ``quote`` with ``pcs``'s collateral (issued at :data:`NOW` unless given) under
+    ``pcs``'s root."""
+    data = pcs.collateral(NOW) if collateral is None else collateral
+    anchor = TrustAnchor.from_certificate(pcs.root_der())
+    return verify_quote(quote, Collateral.from_bytes(data), at, anchor=anchor)
