@@ -6,9 +6,16 @@ leaves or with :mod:`sgxlaunch.cpu.loader`, run code inside them as
 """
 
 from sgxlaunch.cpu.config import DEFAULT_EPC_SIZE, EPC_BASE, ORDINARY_BASE, CpuConfig
-from sgxlaunch.cpu.enclave import EnclaveContext, EnclaveProgram
-from sgxlaunch.cpu.faults import CpuFault, EnclaveLeafFailed, GeneralProtection, PageFault
-from sgxlaunch.cpu.image import EnclaveImage, ImagePage, program_image
+from sgxlaunch.cpu.edmm import ACCESS_FETCH, ACCESS_READ, ACCESS_WRITE
+from sgxlaunch.cpu.enclave import EnclaveContext, EnclaveProgram, Mmu
+from sgxlaunch.cpu.faults import (
+    CpuFault,
+    EnclaveLeafFailed,
+    GeneralProtection,
+    InvalidOpcode,
+    PageFault,
+)
+from sgxlaunch.cpu.image import EnclaveImage, ImagePage, program_code_page, program_image
 from sgxlaunch.cpu.keys import KeyDependencies, derive_key
 from sgxlaunch.cpu.loader import (
     ProcessorEnclave,
@@ -23,6 +30,9 @@ from sgxlaunch.cpu.processor import Processor
 from sgxlaunch.cpu.state import EpcmEntry
 
 __all__ = [
+    "ACCESS_FETCH",
+    "ACCESS_READ",
+    "ACCESS_WRITE",
     "DEFAULT_EPC_SIZE",
     "EPC_BASE",
     "ORDINARY_BASE",
@@ -35,7 +45,9 @@ __all__ = [
     "EpcmEntry",
     "GeneralProtection",
     "ImagePage",
+    "InvalidOpcode",
     "KeyDependencies",
+    "Mmu",
     "PageFault",
     "Processor",
     "ProcessorEnclave",
@@ -45,6 +57,7 @@ __all__ = [
     "einit",
     "image_from_sgxs",
     "load_enclave",
+    "program_code_page",
     "program_image",
     "secs_for",
 ]

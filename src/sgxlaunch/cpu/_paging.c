@@ -367,7 +367,8 @@ static PyObject *eld_fast(Accel *a, PyObject *const *args, int blocked_flag) {
     store_le64(epc + va_off, 0);
     valid[i] = 1;
     ptypes[i] = (unsigned char)ptype;
-    ((unsigned char *)PyByteArray_AS_STRING(a->perm))[i] = (unsigned char)(flags & 7);
+    /* R, W, X and the SGX2 PENDING / MODIFIED / PR bits travel in SECINFO.FLAGS. */
+    ((unsigned char *)PyByteArray_AS_STRING(a->perm))[i] = (unsigned char)(flags & 0x3F);
     PyObject *lin = PyLong_FromUnsignedLongLong(linaddr);
     if (lin == NULL || PyList_SetItem(a->linaddr, (Py_ssize_t)i, lin) < 0) goto done;
     Py_INCREF(enclave);

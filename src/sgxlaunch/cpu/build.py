@@ -16,8 +16,8 @@ from sgxlaunch.arch.constants import (
 from sgxlaunch.cpu.config import CpuConfig
 from sgxlaunch.cpu.faults import GeneralProtection, PageFault
 from sgxlaunch.cpu.msr import MAX_ENCLAVE_SIZE_LOG2_32, MAX_ENCLAVE_SIZE_LOG2_64
+from sgxlaunch.cpu.state import EPCM_MODIFIED, EpcState, SecsState, StateView
 from sgxlaunch.cpu.state import STAGE_SIZE as _STAGE_SIZE
-from sgxlaunch.cpu.state import EpcState, SecsState, StateView
 from sgxlaunch.measure import TAG_EADD, TAG_ECREATE, TAG_EEXTEND
 
 PAGE = 4096
@@ -409,13 +409,17 @@ class BuildLeaves(StateView):
         """ENCLS[EREMOVE]: free an EPC page.
 
         Checks (SDM EREMOVE): alignment (#GP), EPC membership (#PF); an invalid page is
-        already free (SUCCESS); a SECS with children → SGX_CHILD_PRESENT; a page of an enclave
-        with a logical processor inside → SGX_ENCLAVE_ACT.
+        already free (SUCCESS); a VA page, and (SGX2) an accepted PT_TRIM page (MODIFIED = 0),
+        is freed with no active-thread check (spec §3.7: the extract's first IF also lists the
+        accepted TRIM page under "nothing to do", a transcription defect — we free it); a SECS
+        with children → SGX_CHILD_PRESENT; any other page of an enclave with a logical
+        processor inside → SGX_ENCLAVE_ACT.
         """
         i = self._epc_page(epc_page)
         if not self._valid[i]:
             return SgxStatus.SUCCESS
         ptype = self._ptype[i]
+        trim_accepted = ptype == PageType.TRIM and not self._perm[i] & EPCM_MODIFIED
         if ptype == PageType.SECS:
             enclave = self._secs_state[i]
             if enclave.children:
@@ -427,10 +431,12 @@ class BuildLeaves(StateView):
         elif ptype != PageType.VA:
             owner = self._owner[i]
             if owner is not None:
-                if owner.threads:
+                if owner.threads and not trim_accepted:
                     return SgxStatus.ENCLAVE_ACT
                 owner.children -= 1
-                if owner.pages.get(self._linaddr[i]) == i:
-                    del owner.pages[self._linaddr[i]]
+                linaddr = self._linaddr[i]
+                if owner.pages.get(linaddr) == i:
+                    del owner.pages[linaddr]
+                    owner.needs_tracking.pop(linaddr, None)
         self._clear_epcm(i)
         return SgxStatus.SUCCESS

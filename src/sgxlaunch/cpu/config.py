@@ -50,6 +50,10 @@ class CpuConfig:
         firmware_lepubkeyhash: the value firmware leaves in IA32_SGXLEPUBKEYHASH0..3 (default
             Intel's launch-enclave signer, spec §4.6).
         owner_epoch: CR_SGXOWNEREPOCH (16 bytes) mixed into every owner-dependent key.
+        sgx2: the part has SGX2 (EDMM): CPUID.(12H,0):EAX[1] and the leaves ENCLS[EAUG],
+            [EMODPR], [EMODT], ENCLU[EACCEPT], [EMODPE], [EACCEPTCOPY]. ``False`` (default)
+            is an SGX1-only part: those leaves raise ``#GP(0)`` (SDM ENCLS/ENCLU: "EAX
+            encodes an unsupported leaf") and everything else behaves as before SGX2 existed.
         native_paging: bind EWB/ELDU/ELDB to the optional native fast path
             (:mod:`sgxlaunch.cpu._paging`): ``None`` (default) when it is built, ``False``
             never (the pure-Python leaves), ``True`` required. Results are identical either
@@ -66,6 +70,7 @@ class CpuConfig:
     firmware: Firmware = "lc-enabled"
     firmware_lepubkeyhash: bytes = INTEL_LE_MRSIGNER
     owner_epoch: bytes = bytes(16)
+    sgx2: bool = False
     native_paging: bool | None = None
 
     def __post_init__(self) -> None:

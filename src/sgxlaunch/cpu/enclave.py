@@ -20,6 +20,7 @@ import hmac
 import inspect
 import struct
 from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from sgxlaunch.arch.constants import (
     HARDCODED_PKCS1_5_PADDING,
@@ -34,7 +35,16 @@ from sgxlaunch.arch.constants import (
 )
 from sgxlaunch.arch.structs import Attributes, KeyRequest, Report, TargetInfo
 from sgxlaunch.cpu.config import CpuConfig
-from sgxlaunch.cpu.faults import EnclaveLeafFailed, GeneralProtection, PageFault
+from sgxlaunch.cpu.edmm import (
+    ACCESS_FETCH,
+    ACCESS_READ,
+    ACCESS_WRITE,
+    PF_P,
+    PF_SGX,
+    PF_U,
+    EdmmEnclu,
+)
+from sgxlaunch.cpu.faults import EnclaveLeafFailed, GeneralProtection, InvalidOpcode, PageFault
 from sgxlaunch.cpu.keys import FusedSecrets, KeyDependencies, cmac128
 from sgxlaunch.cpu.machine import (
     CounterSlot,
@@ -43,7 +53,7 @@ from sgxlaunch.cpu.machine import (
     counter_read,
 )
 from sgxlaunch.cpu.msr import cpusvn_beyond
-from sgxlaunch.cpu.state import EpcState, SecsState, StateView
+from sgxlaunch.cpu.state import EPCM_MODIFIED, EPCM_PENDING, EpcState, SecsState, StateView
 from sgxlaunch.errors import UsageError
 
 PAGE = 4096
@@ -55,8 +65,44 @@ _CSSA_NSSA = struct.Struct("<II")
 _KSS = int(AttributeFlag.KSS)
 _EINITTOKEN_KEY = int(AttributeFlag.EINITTOKEN_KEY)
 _PROVISIONKEY = int(AttributeFlag.PROVISIONKEY)
+_PT_REG = int(PageType.REG)
+_UNACCEPTED = EPCM_PENDING | EPCM_MODIFIED
+_NEED = {ACCESS_READ: int(SecinfoFlag.R), ACCESS_WRITE: int(SecinfoFlag.W), ACCESS_FETCH: 4}
+_MAX_DELIVERIES = 8
+"""How often one access (or one ENCLU leaf) may fault to the OS and be retried before the
+fault ends the ECALL (an OS that answers "resolved" without resolving would loop forever)."""
+
+PROGRAM_PAGE_MAGIC = b"sgxlaunch enclave program v1\x00\x00\x00\x00"
+"""First 32 bytes of a program code page (:func:`sgxlaunch.cpu.image.program_code_page`):
+magic ‖ SHA-256(source) ‖ name length (u16) ‖ name."""
+assert len(PROGRAM_PAGE_MAGIC) == 32
 
 PageFaultHandler = Callable[[int, int], bool]
+
+T = TypeVar("T")
+
+
+class Mmu(Protocol):
+    """The page tables and the OS's #PF handler, as an enclave-mode access meets them.
+
+    Set as ``proc.mmu`` by the driver. The processor calls :meth:`walk` on every enclave-mode
+    access to ELRANGE (reads, writes, fetches, and the linear operands of EACCEPT,
+    EACCEPTCOPY and EMODPE) before its EPCM checks, and :meth:`fault` for every #PF such an
+    access raises (spec §3.8: paging first, then the EPCM).
+    """
+
+    def walk(self, secs: int, linaddr: int, access: int) -> int:
+        """The page-table walk for ``access`` (``ACCESS_READ`` 1, ``ACCESS_WRITE`` 2,
+        ``ACCESS_FETCH`` 0x10) of the page at ``linaddr`` in the enclave whose SECS is at
+        ``secs``: 0 when the PTE allows it, else the #PF error code of the paging fault
+        (P, W, U, I; no SGX bit)."""
+        ...
+
+    def fault(self, secs: int, linaddr: int, error_code: int) -> bool:
+        """Deliver a #PF to the OS (an AEX: the thread is outside the enclave meanwhile).
+        True: the access is retried (the OS made the page resident, EAUG'd it, or user space
+        fixed the cause and resumed); False: the fault ends the ECALL."""
+        ...
 
 
 class EnclaveProgram:
@@ -267,6 +313,75 @@ class EnclaveContext:
         """
         return self._enclu.egetkey(self._check(), keyrequest)
 
+    # -- SGX2 -------------------------------------------------------------------------------
+
+    def eaccept(self, secinfo: int, page: int) -> SgxStatus:
+        """ENCLU[EACCEPT] (SGX2): accept a pending change to the page at linear ``page``.
+
+        ``secinfo`` is the linear address of a 64-byte SECINFO in this enclave's memory (write
+        it there first). Steps and results: :meth:`sgxlaunch.cpu.edmm.EdmmEnclu.eaccept`.
+
+        Returns:
+            SUCCESS, SGX_PAGE_ATTRIBUTES_MISMATCH or SGX_NOT_TRACKED (RAX).
+
+        Raises:
+            GeneralProtection: the SDM's #GP cases, and any use on a part without SGX2.
+            PageFault: the SDM's #PF cases the OS did not resolve.
+        """
+        enclave = self._check()
+        enclu = self._enclu
+        return enclu.run_leaf(enclave, lambda: enclu.edmm.eaccept(enclave, secinfo, page))
+
+    def eacceptcopy(self, secinfo: int, dest: int, source: int) -> SgxStatus:
+        """ENCLU[EACCEPTCOPY] (SGX2): copy the page at ``source`` into the PENDING page at
+        ``dest`` and give it SECINFO's permissions (e.g. R-X) in the same step.
+
+        Returns:
+            SUCCESS or SGX_PAGE_ATTRIBUTES_MISMATCH.
+
+        Raises:
+            GeneralProtection, PageFault: as :meth:`eaccept`
+            (:meth:`sgxlaunch.cpu.edmm.EdmmEnclu.eacceptcopy`).
+        """
+        enclave = self._check()
+        enclu = self._enclu
+        return enclu.run_leaf(
+            enclave, lambda: enclu.edmm.eacceptcopy(enclave, secinfo, dest, source)
+        )
+
+    def emodpe(self, secinfo: int, page: int) -> None:
+        """ENCLU[EMODPE] (SGX2): add SECINFO's R/W/X to the accepted page at ``page``
+        (:meth:`sgxlaunch.cpu.edmm.EdmmEnclu.emodpe`; no return code).
+
+        Raises:
+            GeneralProtection, PageFault: as :meth:`eaccept`.
+        """
+        enclave = self._check()
+        enclu = self._enclu
+        enclu.run_leaf(enclave, lambda: enclu.edmm.emodpe(enclave, secinfo, page))
+
+    def execute(self, address: int, function: int = 0, data: bytes = b"") -> bytes:
+        """Jump to code at linear ``address`` in this enclave and run it (a call, not EEXIT).
+
+        The bytes there are fetched as instructions — the page tables must allow execution
+        (``proc.mmu``), and the EPCM must hold a valid, accepted (not PENDING, not MODIFIED)
+        PT_REG page of this enclave with X — and must be a program code page
+        (:func:`sgxlaunch.cpu.image.program_code_page`: magic ‖ SHA-256(source) ‖ name). The
+        program registered with ``proc.register_code`` whose source has that hash runs
+        ``ecall(ctx, function, data)`` in this enclave, and its result is returned. This is
+        the binding measured programs have, with the page's contents in place of MRENCLAVE:
+        what runs is what the page holds, so code placed in a dynamic page runs without
+        ``eval``.
+
+        Raises:
+            PageFault: a fetch the page tables or the EPCM refuse (error code with I = 0x10).
+            InvalidOpcode: the bytes are not a program code page (#UD).
+            UsageError: no program is registered for the hash the page holds (the emulator
+                cannot run code it was not given).
+        """
+        enclave = self._check()
+        return self._enclu.execute(self, enclave, address, function, data)
+
 
 class Enclu(StateView):
     """The ENCLU side of one processor: programs by MRENCLAVE, EENTER, and the leaves and
@@ -298,7 +413,10 @@ class Enclu(StateView):
         self.report_keyid = report_keyid
         self.machine = machine
         self._programs: dict[bytes, Callable[[], EnclaveProgram]] = {}
+        self._code: dict[bytes, Callable[[], EnclaveProgram]] = {}
         self.page_fault_handler: PageFaultHandler | None = None
+        self.mmu: Mmu | None = None
+        self.edmm = EdmmEnclu(state, config, self.operand)
 
     def register_program(self, mrenclave: bytes, program: Callable[[], EnclaveProgram]) -> None:
         """Register the code of enclaves measuring ``mrenclave``.
@@ -310,45 +428,107 @@ class Enclu(StateView):
             raise UsageError("an MRENCLAVE is 32 bytes")
         self._programs[bytes(mrenclave)] = program
 
+    def register_code(self, program: type[EnclaveProgram]) -> None:
+        """Register ``program`` as code :meth:`EnclaveContext.execute` may run: by the SHA-256
+        of its source, the hash its code page holds."""
+        self._code[program.source_hash()] = program
+
     # -- memory of the running enclave ------------------------------------------------------
 
-    def _page(self, enclave: SecsState, linaddr: int, write: bool) -> int:
+    def operand(self, enclave: SecsState, linaddr: int, access: int) -> int:
+        """Translate an enclave linear address for ``access``: the page-table walk
+        (``mmu.walk``, when an MMU is attached), then an EPC page of this enclave resident at
+        that page (not evicted, not blocked — the OS unmaps a page it blocks). Returns the EPC
+        index; the EPCM checks are the caller's.
+
+        Raises:
+            PageFault: the walk's error code, or not present (P = 0: U, W for a write, I for
+                a fetch).
+        """
         page = linaddr & ~(PAGE - 1)
-        if not 0 <= page - enclave.baseaddr < enclave.size:
-            raise PageFault("access outside the enclave's linear range", address=linaddr)
-        for _attempt in range(2):
-            i = enclave.pages.get(page)
-            if i is not None and self._valid[i] and not self._blocked[i]:
-                if self._owner[i] is not enclave or self._linaddr[i] != page:
-                    raise PageFault("EPCM does not map this address", address=linaddr)
-                if self._ptype[i] != PageType.REG:
-                    raise PageFault("page is not a regular page", address=linaddr)
-                need = SecinfoFlag.W if write else SecinfoFlag.R
-                if not self._perm[i] & need:
-                    raise PageFault("EPCM permissions forbid the access", address=linaddr)
-                return i
-            handler = self.page_fault_handler
-            if handler is None:
-                break
-            # The #PF is an asynchronous exit: the thread leaves the enclave (so ETRACK/EWB
-            # of this enclave can complete while the OS handles the fault), then ERESUMEs.
-            enclave.threads -= 1
-            if enclave.tracking_threads:
-                enclave.tracking_threads -= 1
+        mmu = self.mmu
+        if mmu is not None:
+            code = mmu.walk(self.epc_base + PAGE * enclave.secs_index, page, access)
+            if code:
+                raise PageFault(
+                    "the page tables refuse the access", address=linaddr, error_code=code
+                )
+        i = enclave.pages.get(page)
+        if i is None or not self._valid[i] or self._blocked[i]:
+            raise PageFault(
+                "enclave page not present", address=linaddr, error_code=PF_U | access & 0x12
+            )
+        return i
+
+    def translate(self, enclave: SecsState, linaddr: int, access: int) -> int:
+        """An enclave-mode data access or fetch (spec §3.8): :meth:`operand`, then the EPCM —
+        a valid PT_REG page of this enclave at this address, not PENDING, not MODIFIED, with R
+        (read), W (write) or X (fetch) — else #PF with the SGX bit (0x8000 | P | U | W? | I?).
+        """
+        i = self.operand(enclave, linaddr, access)
+        perm = self._perm[i]
+        if (
+            self._owner[i] is not enclave
+            or self._linaddr[i] != linaddr & ~(PAGE - 1)
+            or self._ptype[i] != _PT_REG
+            or perm & _UNACCEPTED
+            or not perm & _NEED[access]
+        ):
+            raise PageFault(
+                "the EPCM refuses the access",
+                address=linaddr,
+                error_code=PF_SGX | PF_P | PF_U | access & 0x12,
+            )
+        return i
+
+    def deliver(self, enclave: SecsState, fault: PageFault) -> bool:
+        """Hand an enclave-mode #PF to the OS: an AEX (the thread leaves the enclave, so ETRACK
+        and EWB of this enclave can complete meanwhile), the handler, then ERESUME. With an MMU
+        every fault goes to ``mmu.fault``; without one, only not-present faults go to
+        ``page_fault_handler`` (the behaviour before the MMU hook existed). True: retry."""
+        mmu = self.mmu
+        handler = self.page_fault_handler
+        if mmu is None and (handler is None or fault.error_code & (PF_P | PF_SGX)):
+            return False
+        secs = self.epc_base + PAGE * enclave.secs_index
+        enclave.threads -= 1
+        if enclave.tracking_threads:
+            enclave.tracking_threads -= 1
+        try:
+            if mmu is not None:
+                return mmu.fault(secs, fault.address, fault.error_code)
+            assert handler is not None
+            return handler(secs, fault.address)
+        finally:
+            enclave.threads += 1
+
+    def run_leaf(self, enclave: SecsState, leaf: Callable[[], T]) -> T:
+        """Run an enclave-mode operation; a #PF it raises goes to the OS (:meth:`deliver`) and
+        the operation runs again from the start when the OS resolved it."""
+        for _attempt in range(_MAX_DELIVERIES):
             try:
-                resolved = handler(self.epc_base + PAGE * enclave.secs_index, linaddr)
-            finally:
-                enclave.threads += 1
-            if not resolved:
-                break
-        raise PageFault("enclave page not present", address=linaddr)
+                return leaf()
+            except PageFault as fault:
+                if not fault.error_code or not self.deliver(enclave, fault):
+                    raise
+        return leaf()
+
+    def _page(self, enclave: SecsState, linaddr: int, access: int) -> int:
+        if not 0 <= linaddr - enclave.baseaddr < enclave.size:
+            raise PageFault("access outside the enclave's linear range", address=linaddr)
+        try:
+            return self.translate(enclave, linaddr, access)
+        except PageFault as fault:
+            if not self.deliver(enclave, fault):
+                raise
+        return self.run_leaf(enclave, lambda: self.translate(enclave, linaddr, access))
 
     def read(self, enclave: SecsState, linaddr: int, length: int) -> bytes:
         """An enclave-mode read of ``enclave``'s memory (``#PF`` if absent or not readable)."""
         out = bytearray()
         epc = self._epc
         while length > 0:
-            i = self._page(enclave, linaddr, write=False)
+            i = self._page(enclave, linaddr, ACCESS_READ)
             off = linaddr & (PAGE - 1)
             n = min(length, PAGE - off)
             start = i * PAGE + off
@@ -362,13 +542,42 @@ class Enclu(StateView):
         view = memoryview(bytes(data))
         epc = self._epc
         while len(view):
-            i = self._page(enclave, linaddr, write=True)
+            i = self._page(enclave, linaddr, ACCESS_WRITE)
             off = linaddr & (PAGE - 1)
             n = min(len(view), PAGE - off)
             start = i * PAGE + off
             epc[start : start + n] = view[:n]
             linaddr += n
             view = view[n:]
+
+    def fetch(self, enclave: SecsState, linaddr: int, length: int) -> bytes:
+        """Instruction fetch of ``length`` bytes (#PF unless the PTE and the EPCM allow it)."""
+        out = bytearray()
+        epc = self._epc
+        while length > 0:
+            i = self._page(enclave, linaddr, ACCESS_FETCH)
+            off = linaddr & (PAGE - 1)
+            n = min(length, PAGE - off)
+            out += epc[i * PAGE + off : i * PAGE + off + n]
+            linaddr += n
+            length -= n
+        return bytes(out)
+
+    def execute(
+        self, ctx: EnclaveContext, enclave: SecsState, address: int, function: int, data: bytes
+    ) -> bytes:
+        """Run the code at ``address`` (see :meth:`EnclaveContext.execute`)."""
+        head = self.fetch(enclave, address, 64)
+        if head[:32] != PROGRAM_PAGE_MAGIC:
+            raise InvalidOpcode(f"no program code at 0x{address:x}")
+        digest = head[32:64]
+        program = enclave.dynamic_programs.get(digest)
+        if program is None:
+            factory = self._code.get(digest)
+            if factory is None:
+                raise UsageError(f"no program registered for source hash {digest.hex()}")
+            program = enclave.dynamic_programs[digest] = factory()
+        return bytes(program.ecall(ctx, function, bytes(data)))
 
     # -- the monotonic counter ---------------------------------------------------------------
 
@@ -621,10 +830,12 @@ class Enclu(StateView):
     def eenter(self, tcs: int, function: int = 0, data: bytes = b"") -> bytes:
         """ENCLU[EENTER] on the TCS at EPC address ``tcs``; runs the registered program.
 
-        Checks (SDM EENTER): ``tcs`` 4 KiB aligned (#GP); in the EPC, a valid, unblocked PT_TCS page
-        (#PF — an evicted TCS faults so the OS can reload it); the enclave initialized (#GP); the
-        TCS not busy (#GP); CSSA < NSSA (#GP); the current SSA frame (BASEADDR + TCS.OSSA +
-        4096·SSAFRAMESIZE·CSSA) page-aligned (#GP — EENTER's check, not EADD's). Then
+        Checks (SDM EENTER): ``tcs`` 4 KiB aligned (#GP); in the EPC, a valid, unblocked
+        PT_TCS page, not PENDING or MODIFIED (SGX2: a TCS made by EMODT is enterable once
+        EACCEPTed) (#PF — an evicted TCS faults so the OS can reload it); the enclave
+        initialized (#GP); the TCS not busy (#GP); CSSA < NSSA (#GP); the current SSA frame
+        (BASEADDR + TCS.OSSA + 4096·SSAFRAMESIZE·CSSA) page-aligned (#GP — EENTER's check,
+        not EADD's). Then
         TCS.STATE := busy, the program for the
         enclave's MRENCLAVE runs ``ecall(ctx, function, data)``, and EEXIT (return or
         :meth:`EnclaveContext.eexit`) hands its bytes back and frees the TCS.
@@ -637,8 +848,13 @@ class Enclu(StateView):
         if not self.epc_base <= tcs < self._epc_end:
             raise PageFault("EENTER TCS is not in the EPC", address=tcs)
         i = (tcs - self.epc_base) >> 12
-        if not self._valid[i] or self._ptype[i] != PageType.TCS or self._blocked[i]:
-            raise PageFault("EENTER TCS is not a valid TCS page", address=tcs)
+        if (
+            not self._valid[i]
+            or self._ptype[i] != PageType.TCS
+            or self._blocked[i]
+            or self._perm[i] & _UNACCEPTED
+        ):
+            raise PageFault("EENTER TCS is not a valid, accepted TCS page", address=tcs)
         enclave = self._owner[i]
         assert enclave is not None
         if not enclave.initialized:
@@ -679,4 +895,4 @@ class Enclu(StateView):
         return bytes(result)
 
 
-__all__ = ["EnclaveContext", "EnclaveProgram", "Enclu"]
+__all__ = ["PROGRAM_PAGE_MAGIC", "EnclaveContext", "EnclaveProgram", "Enclu", "Mmu"]

@@ -31,13 +31,26 @@ class PageFault(CpuFault):
     Attributes:
         address: the faulting address (physical for ENCLS operands, enclave-linear inside an
             enclave).
+        error_code: the x86 #PF error code of an enclave-mode fault — P (1, the page was
+            present), W (2, a write), U (4, user mode: always set in enclave mode), I (0x10, an
+            instruction fetch) and SGX (0x8000, the EPCM refused an access the page tables
+            allowed; spec §3.8, kernel ``X86_PF_SGX``); 0 for ENCLS operand faults.
     """
 
     vector = "#PF"
 
-    def __init__(self, message: str, *, address: int) -> None:
-        super().__init__(f"{message} (address 0x{address:x})")
+    def __init__(self, message: str, *, address: int, error_code: int = 0) -> None:
+        code = f", error code 0x{error_code:x}" if error_code else ""
+        super().__init__(f"{message} (address 0x{address:x}{code})")
         self.address = address
+        self.error_code = error_code
+
+
+class InvalidOpcode(CpuFault):
+    """``#UD``: the bytes fetched by :meth:`EnclaveContext.execute` are not code the emulator
+    can run (no program page magic)."""
+
+    vector = "#UD"
 
 
 class EnclaveLeafFailed(SgxlaunchError):
@@ -54,4 +67,4 @@ class EnclaveLeafFailed(SgxlaunchError):
         self.status = status
 
 
-__all__ = ["CpuFault", "EnclaveLeafFailed", "GeneralProtection", "PageFault"]
+__all__ = ["CpuFault", "EnclaveLeafFailed", "GeneralProtection", "InvalidOpcode", "PageFault"]

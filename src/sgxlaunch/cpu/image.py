@@ -13,15 +13,11 @@ from typing import ClassVar
 
 from sgxlaunch.arch.constants import PageType, SecinfoFlag, secinfo_flags
 from sgxlaunch.arch.structs import Tcs
-from sgxlaunch.cpu.enclave import EnclaveProgram
+from sgxlaunch.cpu.enclave import PROGRAM_PAGE_MAGIC, EnclaveProgram
 from sgxlaunch.errors import UsageError
 from sgxlaunch.measure import eadd_block, ecreate_block, eextend_header
 
 PAGE = 4096
-
-PROGRAM_PAGE_MAGIC = b"sgxlaunch enclave program v1\x00\x00\x00\x00"
-"""First 32 bytes of the measured code page of a program image."""
-assert len(PROGRAM_PAGE_MAGIC) == 32
 
 
 @dataclass(frozen=True, slots=True)

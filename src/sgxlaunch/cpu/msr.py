@@ -119,7 +119,7 @@ class Msrs:
         """CPUID (EAX, EBX, ECX, EDX) for the SGX-related leaves; other leaves read as zeros.
 
         * (7, 0): EBX[2] = SGX, ECX[30] = SGX_LC (FLC).
-        * (12H, 0): EAX[0] = SGX1 (SGX2 not modelled), EBX = MISCSELECT bits allowed,
+        * (12H, 0): EAX[0] = SGX1, EAX[1] = SGX2 (``config.sgx2``), EBX = MISCSELECT bits allowed,
           EDX[7:0] / EDX[15:8] = log2 of the largest 32-bit / 64-bit enclave (2^31 / 2^47).
         * (12H, 1): EAX:EBX = ATTRIBUTES.FLAGS bits allowed (INIT excluded: only EINIT sets it),
           ECX:EDX = XFRM bits allowed.
@@ -131,7 +131,7 @@ class Msrs:
             return 0, 1 << 2, (1 << 30) if cfg.flc else 0, 0
         if leaf == 0x12 and subleaf == 0:
             edx = MAX_ENCLAVE_SIZE_LOG2_64 << 8 | MAX_ENCLAVE_SIZE_LOG2_32
-            return 1, cfg.miscselect_allowed, 0, edx
+            return 0x3 if cfg.sgx2 else 0x1, cfg.miscselect_allowed, 0, edx
         if leaf == 0x12 and subleaf == 1:
             flags, xfrm = cfg.allowed_flags, cfg.xfrm_allowed
             return flags & 0xFFFFFFFF, flags >> 32, xfrm & 0xFFFFFFFF, xfrm >> 32

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sgxlaunch.arch.constants import PageType, SgxStatus
 from sgxlaunch.cpu.faults import GeneralProtection, PageFault
-from sgxlaunch.cpu.state import EpcState, Region, SecsState, StateView
+from sgxlaunch.cpu.state import EPCM_FLAGS, EpcState, Region, SecsState, StateView
 from sgxlaunch.errors import UsageError
 
 PAGE = 4096
@@ -44,9 +44,10 @@ _PT_SECS = int(PageType.SECS)
 _PT_TCS = int(PageType.TCS)
 _PT_REG = int(PageType.REG)
 _PT_VA = int(PageType.VA)
-_REG_TCS = (_PT_REG, _PT_TCS)
+_PT_TRIM = int(PageType.TRIM)
+_ENCLAVE_PAGES = (_PT_REG, _PT_TCS, _PT_TRIM)
 _SECS_VA = (_PT_SECS, _PT_VA)
-_PERM_RWX = 0x7
+_EPCM_FLAGS = EPCM_FLAGS  # R/W/X and PENDING/MODIFIED/PR travel in SECINFO.FLAGS
 _SECINFO_RESERVED = _U64 & ~(0x3F | (0xFF << 8))
 
 
@@ -140,8 +141,8 @@ class PagingLeaves(StateView):
         """ENCLS[EBLOCK]: mark a page blocked (no new TLB mappings) in the current epoch.
 
         Checks (SDM EBLOCK, status codes in this order): page not valid → SGX_PG_INVLD;
-        PT_SECS → SGX_PG_IS_SECS; PT_VA/PT_TRIM → SGX_NOTBLOCKABLE; already blocked →
-        SGX_BLKSTATE.
+        PT_SECS → SGX_PG_IS_SECS; a type other than PT_REG, PT_TCS or (SGX2) PT_TRIM, i.e.
+        PT_VA → SGX_NOTBLOCKABLE; already blocked → SGX_BLKSTATE.
         """
         i = self._epc_page(epc_page)
         if not self._valid[i]:
@@ -149,7 +150,7 @@ class PagingLeaves(StateView):
         ptype = self._ptype[i]
         if ptype == PageType.SECS:
             return SgxStatus.PG_IS_SECS
-        if ptype != PageType.REG and ptype != PageType.TCS:
+        if ptype not in _ENCLAVE_PAGES:
             return SgxStatus.NOTBLOCKABLE
         if self._blocked[i]:
             return SgxStatus.BLKSTATE
@@ -197,9 +198,9 @@ class PagingLeaves(StateView):
         Crypto (our documented construction; the SDM's is not public): a fresh 64-bit version
         from a per-boot counter goes into the VA slot; the page is sealed with AES-128-GCM under
         a per-boot paging key, nonce = version (u64 LE) ‖ 4 zero bytes, associated data =
-        SECINFO.FLAGS (the EPCM type and R/W/X) ‖ ENCLAVEID (the enclave's EID) ‖ LINADDR, u64
-        LE each (the PCMD's reserved bytes are zero by construction and checked on load); the
-        16-byte tag is PCMD.MAC.
+        SECINFO.FLAGS (the EPCM type, R/W/X and the SGX2 PENDING/MODIFIED/PR bits) ‖
+        ENCLAVEID (the enclave's EID) ‖ LINADDR, u64 LE each (the PCMD's reserved bytes are
+        zero by construction and checked on load); the 16-byte tag is PCMD.MAC.
         """
         if pageinfo & 31:
             raise GeneralProtection(f"PAGEINFO 0x{pageinfo:x} is not 32-byte aligned")
@@ -232,7 +233,7 @@ class PagingLeaves(StateView):
             raise GeneralProtection("EWB VA slot lies in the page being evicted")
         ptype = ptypes[i]
         owner = self._owner[i]
-        if ptype in _REG_TCS:
+        if ptype in _ENCLAVE_PAGES:
             assert owner is not None
             if not self._blocked[i]:
                 return _PAGE_NOT_BLOCKED
@@ -357,7 +358,7 @@ class PagingLeaves(StateView):
             raise GeneralProtection("PCMD reserved fields are set")
         ptype = (flags >> 8) & 0xFF
         enclave: SecsState | None = None
-        if ptype in _REG_TCS:
+        if ptype in _ENCLAVE_PAGES:
             # _secs_state holds exactly the valid PT_SECS pages; anything else takes the #PF.
             enclave = self._secs_state.get((secs_addr - epc_base) >> 12)
             if enclave is None:
@@ -397,7 +398,7 @@ class PagingLeaves(StateView):
         _pack_u64_into(epc, va_off, 0)
         valid[i] = 1
         self._ptype[i] = ptype
-        self._perm[i] = flags & _PERM_RWX
+        self._perm[i] = flags & _EPCM_FLAGS
         self._linaddr[i] = linaddr
         self._owner[i] = enclave
         if enclave is not None:

@@ -16,7 +16,10 @@ Where each leaf lives (one module per SDM leaf family):
 ``einit.py``       EINIT and the launch key (``EinitLeaf``)
 ``paging.py``      EPA, EBLOCK, ETRACK, EWB, ELDU, ELDB, the native binding
 ``debug.py``       EDBGRD, EDBGWR (``DebugLeaves``)
-``enclave.py``     ENCLU: EENTER and programs, EREPORT, EGETKEY (``Enclu``)
+``edmm.py``        SGX2: EAUG, EMODPR, EMODT (``EdmmLeaves``); EACCEPT, EACCEPTCOPY,
+                   EMODPE (``EdmmEnclu``, reached through ``EnclaveContext``)
+``enclave.py``     ENCLU: EENTER and programs, EREPORT, EGETKEY, enclave-mode memory
+                   access and the MMU hook (``Enclu``)
 =================  ===============================================================
 """
 
@@ -31,8 +34,9 @@ from sgxlaunch.arch.constants import SgxStatus
 from sgxlaunch.cpu.build import BuildLeaves
 from sgxlaunch.cpu.config import CpuConfig
 from sgxlaunch.cpu.debug import DebugLeaves
+from sgxlaunch.cpu.edmm import EdmmLeaves
 from sgxlaunch.cpu.einit import EinitLeaf
-from sgxlaunch.cpu.enclave import Enclu, PageFaultHandler
+from sgxlaunch.cpu.enclave import Enclu, Mmu, PageFaultHandler
 from sgxlaunch.cpu.keys import FusedSecrets
 from sgxlaunch.cpu.machine import Machine
 from sgxlaunch.cpu.msr import Msrs
@@ -70,9 +74,11 @@ class Processor:
       :meth:`einit`, :meth:`eremove`, :meth:`epa`, :meth:`eblock`, :meth:`etrack`, ``ewb``,
       ``eldu``, ``eldb`` (bound at construction to the Python leaves of
       :class:`~sgxlaunch.cpu.paging.PagingLeaves` or to the native fast path in front of
-      them), :meth:`edbgrd`, :meth:`edbgwr`;
-    * execution: :meth:`register_program`, :meth:`eenter` (see :mod:`sgxlaunch.cpu.enclave`);
-    * hooks: :meth:`pend_interrupt` (EINIT step 4), :attr:`page_fault_handler`;
+      them), :meth:`edbgrd`, :meth:`edbgwr`; SGX2 (``config.sgx2``): :meth:`eaug`,
+      :meth:`emodpr`, :meth:`emodt` (:mod:`sgxlaunch.cpu.edmm`);
+    * execution: :meth:`register_program`, :meth:`register_code`, :meth:`eenter` (see
+      :mod:`sgxlaunch.cpu.enclave`);
+    * hooks: :meth:`pend_interrupt` (EINIT step 4), :attr:`page_fault_handler`, :attr:`mmu`;
     * inspection: :meth:`secs_info`.
 
     ``Processor`` is the facade: each leaf family lives in its own module and the leaves are
@@ -108,6 +114,7 @@ class Processor:
             state, paging_key, cfg.native_paging if native is None else native
         )
         debug = DebugLeaves(state)
+        edmm = EdmmLeaves(state, cfg)
         enclu = self._enclu = Enclu(state, cfg, self._fuses, rng, report_keyid, machine)
         # Memory.
         self.allocate = state.allocate
@@ -140,16 +147,36 @@ class Processor:
         self.eldb: Callable[[int, int, int], SgxStatus] = paging.eldb
         self.edbgrd = debug.edbgrd
         self.edbgwr = debug.edbgwr
+        self.eaug = edmm.eaug
+        self.emodpr = edmm.emodpr
+        self.emodt = edmm.emodt
         # ENCLU.
         self.register_program: Callable[[bytes, Callable[[], EnclaveProgram]], None] = (
             enclu.register_program
         )
+        self.register_code = enclu.register_code
         self.eenter = enclu.eenter
 
     @property
     def native_paging(self) -> bool:
         """True when EWB/ELDU/ELDB take the native fast path on their success case."""
         return self._paging.native_paging
+
+    @property
+    def sgx2(self) -> bool:
+        """True when the part has SGX2 (``config.sgx2``; CPUID.(12H,0):EAX[1])."""
+        return self.config.sgx2
+
+    @property
+    def mmu(self) -> Mmu | None:
+        """The page tables and #PF handler enclave-mode accesses meet
+        (:class:`~sgxlaunch.cpu.enclave.Mmu`); ``None``: no page-table checks, and only
+        not-present faults reach :attr:`page_fault_handler`."""
+        return self._enclu.mmu
+
+    @mmu.setter
+    def mmu(self, mmu: Mmu | None) -> None:
+        self._enclu.mmu = mmu
 
     @property
     def lepubkeyhash(self) -> bytes:

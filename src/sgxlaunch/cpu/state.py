@@ -34,6 +34,14 @@ ABORT_PAGE = b"\xff" * PAGE
 STAGE_SIZE = 16 * 5184
 """Bytes of measurement records an enclave buffers before one SHA-256 update (16 pages)."""
 SECINFO_RESERVED = U64 & ~(0x3F | (0xFF << 8))
+EPCM_RWX = 0x07
+EPCM_PENDING = 0x08
+EPCM_MODIFIED = 0x10
+EPCM_PR = 0x20
+EPCM_FLAGS = 0x3F
+"""The EPCM's ``perm`` column holds SECINFO.FLAGS bits 5:0 of a page: R, W, X and the SGX2
+state bits PENDING, MODIFIED, PR at the positions SECINFO uses (spec §1.1), so EWB saves all
+six into PCMD.SECINFO.FLAGS and the MAC, and ELDU restores them (spec §1.3)."""
 
 _PAGEINFO = struct.Struct("<QQQQ")
 _SECINFO = struct.Struct("<Q56s")
@@ -62,8 +70,9 @@ class EpcmEntry:
         page_type: PT_SECS / PT_TCS / PT_REG / PT_VA / PT_TRIM.
         permissions: R/W/X bits.
         blocked: EBLOCK has run on the page.
-        pending: SGX2 (always False in this SGX1 model).
-        modified: SGX2 (always False in this SGX1 model).
+        pending: SGX2 EPCM.PENDING (EAUG'd, not yet accepted).
+        modified: SGX2 EPCM.MODIFIED (EMODT'd, not yet accepted).
+        pr: SGX2 EPCM.PR (permissions restricted by EMODPR, not yet accepted).
         enclave_secs: EPC address of the owning SECS (``None`` for SECS and VA pages).
         linaddr: enclave linear address of the page (0 for SECS and VA pages).
     """
@@ -76,6 +85,7 @@ class EpcmEntry:
     modified: bool
     enclave_secs: int | None
     linaddr: int
+    pr: bool = False
 
 
 class SecsState:
@@ -88,6 +98,7 @@ class SecsState:
         "children",
         "configid",
         "configsvn",
+        "dynamic_programs",
         "eid",
         "epoch",
         "initialized",
@@ -99,6 +110,7 @@ class SecsState:
         "miscselect",
         "mrenclave",
         "mrsigner",
+        "needs_tracking",
         "padding",
         "pages",
         "program",
@@ -145,6 +157,11 @@ class SecsState:
         self.threads = 0
         self.tracking_threads = 0
         self.program: Program | None = None
+        self.needs_tracking: dict[int, int] = {}
+        """SGX2: linear page → tracking epoch of its last EMODPR/EMODT. EACCEPT of such a page
+        answers SGX_NOT_TRACKED until an ETRACK after that epoch has completed (spec §3.4)."""
+        self.dynamic_programs: dict[bytes, Program] = {}
+        """Programs started by :meth:`EnclaveContext.execute` in this enclave, by source hash."""
 
     def flush(self) -> None:
         """Hash the staged measurement records (SHA256UPDATE is buffered, never reordered)."""
@@ -171,7 +188,9 @@ class EpcState:
     Attributes (shared by every leaf family; one item per EPC page where a list/bytearray):
         epc / epc_view / epc_page_views / epc_np: the EPC bytes and views of them.
         valid, ptype, perm, blocked, blocked_epoch, linaddr, owner: the EPCM columns
-            (``owner`` is the :class:`SecsState` of a REG/TCS page's enclave).
+            (``owner`` is the :class:`SecsState` of a REG/TCS/TRIM page's enclave; ``perm``
+            holds R/W/X and PENDING/MODIFIED/PR as SECINFO.FLAGS bits 5:0, see
+            :data:`EPCM_FLAGS`).
         secs_state: EPC index → :class:`SecsState` for every valid PT_SECS page.
         evicted_secs: EID → :class:`SecsState` of every written-back SECS.
         regions / page_region: ordinary memory, by base and by page number.
@@ -316,10 +335,11 @@ class EpcState:
         return EpcmEntry(
             valid=bool(self.valid[i]),
             page_type=PageType(self.ptype[i]),
-            permissions=self.perm[i],
+            permissions=self.perm[i] & EPCM_RWX,
             blocked=bool(self.blocked[i]),
-            pending=False,
-            modified=False,
+            pending=bool(self.perm[i] & EPCM_PENDING),
+            modified=bool(self.perm[i] & EPCM_MODIFIED),
+            pr=bool(self.perm[i] & EPCM_PR),
             enclave_secs=(
                 self.epc_base + PAGE * owner.secs_index
                 if owner is not None and owner.secs_index >= 0
