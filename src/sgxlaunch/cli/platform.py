@@ -59,6 +59,8 @@ def _print_status(status: dict[str, Any]) -> None:
     if doc:
         click.echo(f"mode doc     version {doc['version']} ({doc['mode']})")
     click.echo(f"MSR hash     {status['launch_key_msrs']}")
+    if "sgx2" in status:
+        click.echo(f"SGX2         {'on' if status['sgx2'] else 'off'} (EDMM: EAUG, EMODPR, EMODT)")
     le = status.get("launch_enclave")
     if le:
         state = "running" if le["running"] else "not running"

@@ -16,15 +16,18 @@ from sgxlaunch.driver.loader import (
     as_sgxs_image,
     explain_init_failure,
     load,
+    load_sdk,
 )
 from sgxlaunch.driver.process import Process, Vma
 from sgxlaunch.driver.uapi import DriverError, InitAttempt
+from sgxlaunch.driver.vdso import EnclaveRun
 
 __all__ = [
     "DriverError",
     "DriverStats",
     "EnclPage",
     "Enclave",
+    "EnclaveRun",
     "InitAttempt",
     "LoadFailed",
     "LoadedEnclave",
@@ -35,4 +38,5 @@ __all__ = [
     "as_sgxs_image",
     "explain_init_failure",
     "load",
+    "load_sdk",
 ]

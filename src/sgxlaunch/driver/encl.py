@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sgxlaunch.arch.constants import PAGE_SIZE, AttributeFlag
 from sgxlaunch.driver.uapi import PROT_EXEC, PROT_READ, PROT_WRITE, DriverError
@@ -21,14 +22,24 @@ SGX_ATTR_PRIV_MASK = AttributeFlag.PROVISIONKEY | AttributeFlag.EINITTOKEN_KEY
 SGX_VA_SLOT_COUNT = 512
 
 
+class Mm(Protocol):
+    """An address space that maps the enclave (``encl->mm_list``): the driver zaps its PTEs
+    for a page it evicts, removes or turns into a TCS (``sgx_zap_enclave_ptes``)."""
+
+    def zap(self, start: int, end: int) -> None: ...
+
+
 @dataclass(slots=True)
 class EnclPage:
     """One enclave page as the driver tracks it (``struct sgx_encl_page``).
 
     Attributes:
         offset: page offset in the enclave.
-        max_prot: the PROT_* bits mmap/mprotect may grant (from SECINFO; TCS = RW).
-        page_type: REG or TCS.
+        max_prot: ``vm_max_prot_bits``: the PROT_* bits mmap/mprotect may grant (from
+            SECINFO; TCS = RW; a page EAUGed on a fault: RWX, as mainline since SGX2 v3).
+        page_type: REG, TCS or TRIM (the type the driver last set: ADD_PAGES, EAUG,
+            MODIFY_TYPES).
+        dynamic: added after EINIT (EAUG on a fault), never measured.
         epc: EPC address while resident, else ``None``.
         backing: (encrypted contents, PCMD) while evicted.
         va_slot: the VA slot holding the version while evicted.
@@ -40,6 +51,7 @@ class EnclPage:
     epc: int | None = None
     backing: tuple[bytes, bytes] | None = None
     va_slot: int = 0
+    dynamic: bool = False
 
 
 @dataclass(slots=True)
@@ -52,7 +64,12 @@ class VaPage:
 
 @dataclass(eq=False, slots=True)
 class Enclave:
-    """``struct sgx_encl``: one per open ``/dev/sgx_enclave``."""
+    """``struct sgx_encl``: one per open ``/dev/sgx_enclave``.
+
+    ``pages_added`` / ``pages_removed`` count the pages EAUGed after EINIT and the pages
+    REMOVE_PAGES took out (what the launch log records at teardown); ``mm_list`` holds the
+    address spaces that mapped the enclave.
+    """
 
     eid: int
     created: bool = False
@@ -69,6 +86,14 @@ class Enclave:
     va_pages: list[VaPage] = field(default_factory=list)
     mrenclave: bytes = b""
     mrsigner: bytes = b""
+    pages_added: int = 0
+    pages_removed: int = 0
+    mm_list: list[Mm] = field(default_factory=list)
+
+    def zap(self, start: int, end: int) -> None:
+        """sgx_zap_enclave_ptes over ``[start, end)`` (linear) in every mm mapping the enclave."""
+        for mm in self.mm_list:
+            mm.zap(start, end)
 
     @property
     def debug(self) -> bool:

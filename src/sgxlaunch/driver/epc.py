@@ -135,7 +135,8 @@ class EpcPool:
     # -- write-back and reload -------------------------------------------------------------
 
     def reclaim(self, count: int) -> None:
-        """Write back up to ``count`` least-recently-used pages: EBLOCK, ETRACK, EWB."""
+        """Write back up to ``count`` least-recently-used pages: their PTEs zapped, EBLOCK,
+        ETRACK, EWB."""
         victims: list[tuple[Enclave, EnclPage]] = []
         skipped = []
         while self.lru and len(victims) < count:
@@ -152,6 +153,8 @@ class EpcPool:
         enclaves: dict[int, Enclave] = {}
         for enclave, page in victims:
             assert page.epc is not None
+            linaddr = enclave.base + page.offset  # sgx_reclaimer_block: zap, then EBLOCK
+            enclave.zap(linaddr, linaddr + PAGE_SIZE)
             encls(cpu.eblock, page.epc)
             enclaves[enclave.eid] = enclave
         for enclave in enclaves.values():

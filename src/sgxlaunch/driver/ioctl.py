@@ -1,5 +1,6 @@
-"""The ioctls (mainline ``ioctl.c``): CREATE, ADD_PAGES, INIT, PROVISION, and the two
-sgxlaunch extensions INIT_TOKEN and EXTEND (``docs/driver.md``).
+"""The ioctls (mainline ``ioctl.c``): CREATE, ADD_PAGES, INIT, PROVISION, the SGX2 trio
+RESTRICT_PERMISSIONS, MODIFY_TYPES and REMOVE_PAGES, and the two sgxlaunch extensions
+INIT_TOKEN and EXTEND (``docs/driver.md``).
 
 Same checks in the same order with the same errnos as mainline (spec §5); the calling process
 is seen only through :class:`Task` (``copy_from_user`` and friends).
@@ -28,7 +29,7 @@ from sgxlaunch.arch.constants import (
     SgxStatus,
 )
 from sgxlaunch.arch.structs import EinitToken, Secs, Sigstruct
-from sgxlaunch.cpu import CpuFault, Processor
+from sgxlaunch.cpu import CpuFault, PageFault, Processor
 from sgxlaunch.driver.encl import (
     SGX_ATTR_PRIV_MASK,
     SGX_ATTR_UNPRIV_MASK,
@@ -45,18 +46,29 @@ from sgxlaunch.driver.uapi import (
     EXTEND_ARG,
     INIT_ARG,
     INIT_TOKEN_ARG,
+    MODIFY_TYPES_ARG,
     PROT_EXEC,
     PROT_READ,
     PROT_WRITE,
     PROVISION_ARG,
-    SGX2_IOCTLS,
+    REMOVE_PAGES_ARG,
+    RESTRICT_PERMISSIONS_ARG,
     SGX_IOC_ENCLAVE_ADD_PAGES,
     SGX_IOC_ENCLAVE_CREATE,
     SGX_IOC_ENCLAVE_EXTEND,
     SGX_IOC_ENCLAVE_INIT,
     SGX_IOC_ENCLAVE_INIT_TOKEN,
+    SGX_IOC_ENCLAVE_MODIFY_TYPES,
     SGX_IOC_ENCLAVE_PROVISION,
+    SGX_IOC_ENCLAVE_REMOVE_PAGES,
+    SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS,
     SGX_PAGE_MEASURE,
+    SGX_PAGE_TYPE_MASK,
+    SGX_PAGE_TYPE_TCS,
+    SGX_PAGE_TYPE_TRIM,
+    SGX_SECINFO_PERMISSION_MASK,
+    SGX_SECINFO_R,
+    SGX_SECINFO_W,
     DriverError,
     InitAttempt,
 )
@@ -118,6 +130,7 @@ class Ioctls:
         self.attributes_reserved_mask = (~(ebx << 32 | eax) | ATTRIBUTE_FLAGS_RESERVED_MASK) & _U64
         self.xfrm_reserved_mask = ~(edx << 32 | ecx) & _U64
         self.misc_reserved_mask = (~cpu.cpuid(0x12, 0)[1] | SGX_MISC_RESERVED_MASK) & 0xFFFFFFFF
+        self.sgx2 = bool(cpu.cpuid(0x12, 0)[0] & 0x2)
 
     def __call__(self, process: Task, enclave: Enclave, cmd: int, arg: int) -> int:
         """sgx_ioctl: one ioctl at a time per enclave (EBUSY), then the command."""
@@ -128,8 +141,10 @@ class Ioctls:
             SGX_IOC_ENCLAVE_PROVISION: self._ioc_provision,
             SGX_IOC_ENCLAVE_INIT_TOKEN: self._ioc_init_token,
             SGX_IOC_ENCLAVE_EXTEND: self._ioc_extend,
+            SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS: self._ioc_restrict_permissions,
+            SGX_IOC_ENCLAVE_MODIFY_TYPES: self._ioc_modify_types,
+            SGX_IOC_ENCLAVE_REMOVE_PAGES: self._ioc_remove_pages,
         }
-        handlers.update(dict.fromkeys(SGX2_IOCTLS, self._ioc_sgx2))
         # sgx_ioctl: the SGX_ENCL_IOCTL exclusion first, then the command (unknown: ENOIOCTLCMD).
         if enclave.busy:
             raise DriverError(errno.EBUSY, "another ioctl is in progress on this enclave")
@@ -142,12 +157,221 @@ class Ioctls:
         finally:
             enclave.busy = False
 
-    def _ioc_sgx2(self, process: Task, enclave: Enclave, arg: int) -> int:
-        """RESTRICT_PERMISSIONS / MODIFY_TYPES / REMOVE_PAGES: sgx_ioc_sgx2_ready answers
-        -ENODEV on a part without SGX2 (CPUID.(12H,0):EAX[1]), which this model always is."""
-        if not self.cpu.cpuid(0x12, 0)[0] & 0x2:
+    # -- SGX2: RESTRICT_PERMISSIONS, MODIFY_TYPES, REMOVE_PAGES (spec §4.1-4.4) ---------------
+
+    def _sgx2_ready(self, enclave: Enclave) -> None:
+        """sgx_ioc_sgx2_ready: a part without SGX2 (CPUID.(12H,0):EAX[1]) → ENODEV, checked
+        first (the PSW and Gramine probe EDMM support with a zeroed struct and expect ENODEV or
+        EINVAL, never ENOTTY); an enclave not initialized → EINVAL."""
+        if not self.sgx2:
             raise DriverError(errno.ENODEV, "SGX2 ioctls need a part with SGX2")
-        raise DriverError(ENOIOCTLCMD, "the SGX2 ioctls are not modelled")  # pragma: no cover
+        if not enclave.initialized:
+            raise DriverError(errno.EINVAL, "SGX2 ioctls need an initialized enclave")
+
+    def _load_page(self, enclave: Enclave, offset: int) -> EnclPage:
+        """sgx_encl_load_page as the SGX2 ioctls map its errors: no page there → EFAULT; an
+        evicted page is reloaded first (a refused backing → EFAULT). (-EBUSY, a page the
+        reclaimer holds, → EAGAIN cannot happen here: the reclaimer runs synchronously.)"""
+        page = enclave.pages.get(offset)
+        if page is None:
+            raise DriverError(errno.EFAULT, f"no enclave page at offset 0x{offset:x}")
+        try:
+            self.pool.resident(enclave, page)
+        except DriverError as exc:
+            raise DriverError(errno.EFAULT, exc.message) from None
+        return page
+
+    def _etrack(self, enclave: Enclave) -> None:
+        """sgx_enclave_etrack: ETRACK; a failure is retried once after the IPI that kicks the
+        enclave's threads out (here every thread outside the enclave is already out: a
+        suspended vDSO call left with an AEX), a second failure → EFAULT."""
+        cpu = self.cpu
+        try:
+            if (
+                cpu.etrack(enclave.secs_epc) != SgxStatus.SUCCESS
+                and cpu.etrack(enclave.secs_epc) != SgxStatus.SUCCESS
+            ):
+                raise DriverError(errno.EFAULT, "ETRACK failed twice")
+        except CpuFault as exc:
+            raise DriverError(errno.EFAULT, f"ETRACK faulted: {exc}") from None
+
+    def _ioc_restrict_permissions(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS (sgx_ioc_enclave_restrict_permissions).
+
+        Before the loop (nothing copied back): sgx2_ready (ENODEV / EINVAL), the argument
+        (EFAULT), offset/length (EINVAL), permissions beyond R|W|X (EINVAL), W without R
+        (EINVAL), non-zero ``result`` or ``count`` (EINVAL). Per page: load (EFAULT), not a
+        REG page → EINVAL, EMODPR with SECINFO = permissions: a fault → EFAULT, an SGX code →
+        ``result`` and EFAULT; ETRACK (EFAULT). ``count`` = bytes done, copied back with
+        ``result`` whenever the loop ran. Neither ``vm_max_prot_bits`` nor any PTE changes:
+        the enclave EACCEPTs (REG|PR|perms).
+        """
+        self._sgx2_ready(enclave)
+        offset, length, permissions, result, count = RESTRICT_PERMISSIONS_ARG.unpack(
+            process.copy_from_user(arg, RESTRICT_PERMISSIONS_ARG.size)
+        )
+        self._validate_offset_length(enclave, offset, length)
+        if permissions & ~SGX_SECINFO_PERMISSION_MASK:
+            raise DriverError(errno.EINVAL, f"permissions 0x{permissions:x} beyond R|W|X")
+        if permissions & SGX_SECINFO_W and not permissions & SGX_SECINFO_R:
+            raise DriverError(errno.EINVAL, "permissions with W but not R")
+        if result or count:
+            raise DriverError(errno.EINVAL, "result and count must be zero on input")
+        cpu = self.cpu
+        secinfo = permissions & SGX_SECINFO_PERMISSION_MASK
+        cpu.write(self.k.secinfo, secinfo.to_bytes(64, "little"))
+        done = 0
+        error: DriverError | None = None
+        try:
+            while done < length:
+                page = self._load_page(enclave, offset + done)
+                if page.page_type != PageType.REG:
+                    raise DriverError(
+                        errno.EINVAL, f"page 0x{offset + done:x} is not a regular page"
+                    )
+                assert page.epc is not None
+                try:
+                    status = cpu.emodpr(self.k.secinfo, page.epc)
+                except CpuFault as exc:
+                    raise DriverError(errno.EFAULT, f"EMODPR faulted: {exc}") from None
+                if status != SgxStatus.SUCCESS:
+                    result = int(status)
+                    raise DriverError(errno.EFAULT, f"EMODPR returned {status.name}", status=status)
+                self._etrack(enclave)
+                done += PAGE_SIZE
+        except DriverError as exc:
+            error = exc
+        process.copy_to_user(
+            arg, RESTRICT_PERMISSIONS_ARG.pack(offset, length, permissions, result, done)
+        )
+        if error is not None:
+            raise error
+        return 0
+
+    def _ioc_modify_types(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_MODIFY_TYPES (sgx_ioc_enclave_modify_types).
+
+        Before the loop: sgx2_ready, the argument, offset/length, ``page_type`` beyond 8 bits,
+        non-zero ``result``/``count`` (nothing copied back); then, inside
+        sgx_enclave_modify_types (so the struct is copied back, count 0), a type other than
+        TCS or TRIM → EINVAL. Per page: load (EFAULT); only REG→TCS, REG→TRIM and TCS→TRIM
+        (else EINVAL); REG→TCS needs ``vm_max_prot_bits`` ⊇ RW (else EPERM), sets it to RW and
+        zaps the page's PTEs; EMODT with SECINFO = type << 8: a fault → EFAULT, an SGX code →
+        ``result`` and EFAULT (both restore the old maximum protection); ETRACK (EFAULT); the
+        page's type := the new type. The enclave EACCEPTs (TCS|MODIFIED) or (TRIM|MODIFIED).
+        """
+        self._sgx2_ready(enclave)
+        offset, length, page_type, result, count = MODIFY_TYPES_ARG.unpack(
+            process.copy_from_user(arg, MODIFY_TYPES_ARG.size)
+        )
+        self._validate_offset_length(enclave, offset, length)
+        if page_type & ~SGX_PAGE_TYPE_MASK:
+            raise DriverError(errno.EINVAL, f"page_type 0x{page_type:x} beyond 8 bits")
+        if result or count:
+            raise DriverError(errno.EINVAL, "result and count must be zero on input")
+        cpu = self.cpu
+        done = 0
+        error: DriverError | None = None
+        try:
+            if page_type not in (SGX_PAGE_TYPE_TCS, SGX_PAGE_TYPE_TRIM):
+                raise DriverError(errno.EINVAL, f"page_type {page_type} is not TCS (1) or TRIM (4)")
+            cpu.write(self.k.secinfo, (page_type << 8).to_bytes(64, "little"))
+            while done < length:
+                page = self._load_page(enclave, offset + done)
+                if not (
+                    page.page_type == PageType.REG
+                    or (page.page_type == PageType.TCS and page_type == SGX_PAGE_TYPE_TRIM)
+                ):
+                    raise DriverError(
+                        errno.EINVAL,
+                        f"page 0x{offset + done:x}: type {page.page_type} cannot become "
+                        f"{page_type} (REG→TCS, REG→TRIM, TCS→TRIM only)",
+                    )
+                max_prot_restore = page.max_prot
+                if page.page_type == PageType.REG and page_type == SGX_PAGE_TYPE_TCS:
+                    if ~page.max_prot & (PROT_READ | PROT_WRITE):
+                        raise DriverError(
+                            errno.EPERM,
+                            f"page 0x{offset + done:x} was not vetted for RW (TCS pages are RW)",
+                        )
+                    page.max_prot = PROT_READ | PROT_WRITE
+                    linaddr = enclave.base + offset + done
+                    enclave.zap(linaddr, linaddr + PAGE_SIZE)
+                assert page.epc is not None
+                try:
+                    status = cpu.emodt(self.k.secinfo, page.epc)
+                except CpuFault as exc:
+                    page.max_prot = max_prot_restore
+                    raise DriverError(errno.EFAULT, f"EMODT faulted: {exc}") from None
+                if status != SgxStatus.SUCCESS:
+                    page.max_prot = max_prot_restore
+                    result = int(status)
+                    raise DriverError(errno.EFAULT, f"EMODT returned {status.name}", status=status)
+                self._etrack(enclave)
+                page.page_type = page_type
+                done += PAGE_SIZE
+        except DriverError as exc:
+            error = exc
+        process.copy_to_user(arg, MODIFY_TYPES_ARG.pack(offset, length, page_type, result, done))
+        if error is not None:
+            raise error
+        return 0
+
+    def _ioc_remove_pages(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_REMOVE_PAGES (sgx_ioc_enclave_remove_pages).
+
+        Before the loop: sgx2_ready, the argument, offset/length, non-zero ``count`` (EINVAL).
+        Per page: load (EFAULT); not TRIM → EPERM; the EMODPR(RWX) probe must #PF — it does
+        only once the enclave has EACCEPTed the TRIM (EPCM.MODIFIED = 0, so the MODIFIED check
+        passes and the PT check faults, SDM EMODPR steps 6-7); a status (NOT_MODIFIABLE: not
+        yet accepted) or any other fault → EPERM; the page leaves the LRU, its PTEs are zapped,
+        EREMOVE frees it (a failing EREMOVE leaks the EPC page, as mainline WARNs and moves
+        on); the page leaves the enclave (VA pages stay). ``count`` copied back once the loop
+        ran. The address is a hole again: a later access EAUGs a fresh page there.
+        """
+        self._sgx2_ready(enclave)
+        offset, length, count = REMOVE_PAGES_ARG.unpack(
+            process.copy_from_user(arg, REMOVE_PAGES_ARG.size)
+        )
+        self._validate_offset_length(enclave, offset, length)
+        if count:
+            raise DriverError(errno.EINVAL, "count must be zero on input")
+        cpu = self.cpu
+        done = 0
+        error: DriverError | None = None
+        try:
+            while done < length:
+                page = self._load_page(enclave, offset + done)
+                if page.page_type != PageType.TRIM:
+                    raise DriverError(errno.EPERM, f"page 0x{offset + done:x} is not trimmed")
+                assert page.epc is not None
+                cpu.write(self.k.secinfo, (0x7).to_bytes(64, "little"))
+                try:
+                    cpu.emodpr(self.k.secinfo, page.epc)
+                    accepted = False
+                except PageFault:
+                    accepted = True
+                except CpuFault:
+                    accepted = False
+                if not accepted:
+                    raise DriverError(
+                        errno.EPERM, f"page 0x{offset + done:x}: the TRIM is not yet EACCEPTed"
+                    )
+                self.pool.lru.pop((enclave.eid, page.offset), None)
+                linaddr = enclave.base + offset + done
+                enclave.zap(linaddr, linaddr + PAGE_SIZE)
+                if cpu.eremove(page.epc) == SgxStatus.SUCCESS:
+                    self.pool.free(page.epc)
+                page.epc = None
+                del enclave.pages[page.offset]
+                enclave.pages_removed += 1
+                done += PAGE_SIZE
+        except DriverError as exc:
+            error = exc
+        process.copy_to_user(arg, REMOVE_PAGES_ARG.pack(offset, length, done))
+        if error is not None:
+            raise error
+        return 0
 
     def _ioc_create(self, process: Task, enclave: Enclave, arg: int) -> int:
         """SGX_IOC_ENCLAVE_CREATE (sgx_ioc_enclave_create / sgx_encl_create)."""

@@ -72,9 +72,13 @@ class SgxDriver:
         self.epc = EpcPool(cpu, KernelScratch.allocate(cpu))
         self.vm = EnclaveVm(cpu, self.epc)
         self.ioctls = Ioctls(cpu, self.epc, self.vm, self.launch_control)
+        self.releases: list[Callable[[Enclave], None]] = []
+        """Called with each initialized enclave as it is torn down (the launch log's
+        teardown record)."""
         self._next_eid = 1
         self._next_pid = 100
         cpu.page_fault_handler = self.vm.page_fault
+        cpu.mmu = self.vm  # the page tables the processor walks, and the #PF path
         self.configure_launch_control(mode, le_signer)
 
     @property
@@ -188,14 +192,32 @@ class SgxDriver:
         return self.ioctls(process, enclave, cmd, arg)
 
     def release(self, enclave: Enclave) -> None:
-        """sgx_release → sgx_encl_release: EREMOVE every page, the VA pages, the SECS."""
+        """sgx_release → sgx_encl_release: EREMOVE every page, the VA pages, the SECS.
+
+        The :attr:`releases` callbacks see an initialized enclave first (its page counts
+        included: :attr:`Enclave.pages_added` after EINIT)."""
+        if enclave.initialized and not enclave.dead:
+            for callback in list(self.releases):
+                callback(enclave)
         if enclave.created:
             self.vm.by_secs.pop(enclave.secs_epc, None)
         self.epc.release(enclave)
 
-    def enter(self, enclave: Enclave, tcs_address: int, function: int, data: bytes) -> bytes:
-        """EENTER through the enclave's VMA (:meth:`EnclaveVm.enter`)."""
-        return self.vm.enter(enclave, tcs_address, function, data)
+    def enter(
+        self,
+        mm: Process,
+        enclave: Enclave,
+        tcs_address: int,
+        function: int,
+        data: bytes,
+        deliver: Callable[[int, int], bool] | None = None,
+    ) -> bytes:
+        """EENTER through the enclave's VMA in ``mm`` (:meth:`EnclaveVm.enter`)."""
+        return self.vm.enter(mm, enclave, tcs_address, function, data, deliver)
+
+    def user_fault(self, mm: Process, enclave: Enclave, address: int, write: bool) -> None:
+        """A user-space access to an enclave mapping (:meth:`EnclaveVm.user_fault`)."""
+        self.vm.user_fault(mm, enclave, address, write)
 
     def access(self, enclave: Enclave, address: int, length: int, data: bytes | None) -> bytes:
         """ptrace access to enclave memory (:meth:`EnclaveVm.access`)."""

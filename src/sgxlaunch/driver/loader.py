@@ -39,6 +39,8 @@ from sgxlaunch.driver.uapi import (
     INIT_TOKEN_ARG,
     MAP_FIXED,
     MAP_SHARED,
+    PROT_READ,
+    PROT_WRITE,
     PROVISION_ARG,
     SGX_IOC_ENCLAVE_ADD_PAGES,
     SGX_IOC_ENCLAVE_CREATE,
@@ -49,6 +51,7 @@ from sgxlaunch.driver.uapi import (
     SGX_PAGE_MEASURE,
     DriverError,
 )
+from sgxlaunch.formats.sdk import URTS_EDMM, URTS_SGX1, SdkEnclave
 from sgxlaunch.formats.sgxs import SgxsImage, SgxsPage
 from sgxlaunch.measure import Measurement
 from sgxlaunch.sigstruct import quotients
@@ -66,6 +69,7 @@ class LoadedEnclave:
         tcs: linear addresses of its TCS pages.
         mrenclave: MRENCLAVE (from the SIGSTRUCT EINIT accepted).
         mrsigner: MRSIGNER.
+        dynamic_pages: pages added after EINIT by the loader (``post_add``).
     """
 
     process: Process
@@ -75,6 +79,7 @@ class LoadedEnclave:
     tcs: list[int] = field(default_factory=list)
     mrenclave: bytes = b""
     mrsigner: bytes = b""
+    dynamic_pages: int = 0
 
     def ecall(self, function: int = 0, data: bytes = b"", *, thread: int = 0) -> bytes:
         """Run the enclave's program on its ``thread``-th TCS."""
@@ -149,6 +154,7 @@ def load(
     token: EinitToken | bytes | None = None,
     provision: bool = False,
     attributes: Attributes | None = None,
+    post_add: tuple[tuple[int, int], ...] = (),
 ) -> LoadedEnclave:
     """Create, add, measure and initialize an enclave through the ioctls.
 
@@ -161,6 +167,9 @@ def load(
             ENCLAVE_PROVISION.
         attributes: SECS.ATTRIBUTES to request instead of the SIGSTRUCT's (bits outside
             its ATTRIBUTEMASK may differ, e.g. EINITTOKEN_KEY for a launch enclave).
+        post_add: ``(offset, pages)`` ranges to add after EINIT (an SDK enclave's POST_ADD
+            layout, SGX2): each is mapped RW (as the PSW's ``enclave_alloc``) and its pages
+            faulted in, which EAUGs them; they stay PENDING until the enclave EACCEPTs them.
 
     Raises:
         LoadFailed: naming the failed step and why (errno, SGX status, the check in words).
@@ -248,6 +257,9 @@ def load(
             process, fd, base, image.size, mrenclave=sig.enclavehash, mrsigner=sig.mrsigner
         )
         _map_pages(process, fd, base, image.pages)
+        for offset, count in post_add:
+            _add_after_init(process, fd, base, offset, count, sig, secs, token)
+            loaded.dynamic_pages += count
         tcs = int(PageType.TCS)
         loaded.tcs = [base + p.offset for p in image.pages if (p.secinfo_flags >> 8) & 0xFF == tcs]
         return loaded
@@ -257,6 +269,67 @@ def load(
     finally:
         for address in scratch:
             process.free(address)
+
+
+def load_sdk(
+    process: Process,
+    enclave: SdkEnclave,
+    *,
+    token: EinitToken | bytes | None = None,
+    provision: bool = False,
+) -> LoadedEnclave:
+    """Load an Intel SDK enclave as the SDK's uRTS does on this part.
+
+    The uRTS loads the 3.x (EDMM) metadata only where the part has SGX2 (CPUID.(12H,0):EAX[1])
+    and the 1.x otherwise (:func:`sgxlaunch.formats.sdk.select`); the SIGSTRUCT is that
+    record's ``enclave_css``. With the EDMM record, the POST_ADD layout entries (dynamic heap,
+    dynamic thread contexts) are added after EINIT: mapped RW and faulted in, so the driver
+    EAUGs each page, and they wait PENDING for the enclave's runtime to EACCEPT them. (The
+    SDK's trts commits them from inside the enclave, on demand; SDK code does not run in the
+    emulator, so the loader commits them all at load — the kernel path and the resulting
+    EPCM state are the same.)
+
+    Raises:
+        UsageError: no metadata record this uRTS loads (a 3.x-only enclave on an SGX1 part).
+        MalformedInput: the record's layout or SIGSTRUCT is refused.
+        LoadFailed: as :func:`load`; step ``POST_ADD`` for a dynamic page that could not be
+            added.
+    """
+    sgx2 = bool(process.cpu.cpuid(0x12, 0)[0] & 0x2)
+    metadata = enclave.select(URTS_EDMM if sgx2 else URTS_SGX1)
+    plan = enclave.plan(metadata)
+    return load(
+        process,
+        plan.to_image(),
+        metadata.sigstruct,
+        token=token,
+        provision=provision,
+        post_add=plan.post_add if sgx2 else (),
+    )
+
+
+def _add_after_init(
+    process: Process,
+    fd: int,
+    base: int,
+    offset: int,
+    count: int,
+    sig: Sigstruct,
+    secs: Secs,
+    token: EinitToken | bytes | None,
+) -> None:
+    """Map ``count`` pages at ``offset`` RW and fault each in (EAUG on an SGX2 part)."""
+    start = base + offset
+    try:
+        process.mmap(start, count * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd)
+        for k in range(count):
+            process.touch(start + k * PAGE_SIZE)
+    except DriverError as exc:
+        raise LoadFailed(
+            "POST_ADD",
+            exc,
+            [f"adding {count} page(s) at offset 0x{offset:x} after EINIT: {exc.message}"],
+        ) from None
 
 
 def _map_pages(process: Process, fd: int, base: int, pages: tuple[SgxsPage, ...]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,11 +24,18 @@ from sgxlaunch.driver.encl import Enclave, may_map
 from sgxlaunch.driver.uapi import (
     DEV_SGX_ENCLAVE,
     DEV_SGX_PROVISION,
+    EENTER,
     ENOIOCTLCMD,
+    ERESUME,
+    MAP_FIXED,
     MAP_PRIVATE,
     MAP_SHARED,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
     DriverError,
 )
+from sgxlaunch.driver.vdso import EnclaveRun, EnclaveThread
 from sgxlaunch.errors import UsageError
 
 USER_MMAP_BASE = 0x7F00_0000_0000
@@ -53,9 +61,19 @@ class Kernel(Protocol):
 
     def ioctl(self, process: Process, enclave: Enclave, cmd: int, arg: int) -> int: ...
 
-    def enter(self, enclave: Enclave, tcs_address: int, function: int, data: bytes) -> bytes: ...
+    def enter(
+        self,
+        mm: Process,
+        enclave: Enclave,
+        tcs_address: int,
+        function: int,
+        data: bytes,
+        deliver: Callable[[int, int], bool] | None = None,
+    ) -> bytes: ...
 
     def access(self, enclave: Enclave, address: int, length: int, data: bytes | None) -> bytes: ...
+
+    def user_fault(self, mm: Process, enclave: Enclave, address: int, write: bool) -> None: ...
 
 
 @dataclass(slots=True)
@@ -89,6 +107,11 @@ class Process:
         self.vmas: list[Vma] = []
         self._next_map = USER_MMAP_BASE
         self.read_implies_exec = False
+        self.ptes: dict[int, int] = {}
+        """The page tables of enclave mappings: page address → protection of the PTE (only
+        pages the fault handler has mapped; see :mod:`sgxlaunch.driver.vma`)."""
+        self._suspended: dict[int, tuple[Enclave, EnclaveThread]] = {}
+        self._last_vma: Vma | None = None
 
     # -- memory ----------------------------------------------------------------------------
 
@@ -189,6 +212,7 @@ class Process:
             raise DriverError(errno.EBADF, f"fd {fd} is not open")
         enclave = entry.enclave
         if enclave is not None and not any(v.enclave is enclave for v in self.vmas):
+            self._abandon(enclave)
             self.driver.release(enclave)
 
     def is_provision_fd(self, fd: int) -> bool:
@@ -220,6 +244,8 @@ class Process:
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int) -> int:
         """mmap(2) of an enclave fd (``addr`` 0 lets the kernel choose).
 
+        With MAP_FIXED the new mapping replaces whatever the range held (its PTEs go).
+
         Raises:
             DriverError: EINVAL for MAP_PRIVATE, a zero or unaligned length/address; EACCES
                 per :meth:`_may_map`; EBADF for a bad fd.
@@ -234,7 +260,13 @@ class Process:
             addr = self._next_map
             self._next_map += length + PAGE_SIZE
         self._may_map(enclave, addr, addr + length, prot)
+        if flags & MAP_FIXED:
+            self.munmap(addr, length)
         self.vmas.append(Vma(addr, addr + length, prot, enclave))
+        self.vmas.sort(key=lambda v: v.start)
+        self._last_vma = None
+        if self not in enclave.mm_list:
+            enclave.mm_list.append(self)
         return addr
 
     def reserve(self, size: int) -> int:
@@ -243,21 +275,72 @@ class Process:
         self._next_map = base + size + PAGE_SIZE
         return base
 
+    def _split(self, addr: int, end: int) -> list[Vma]:
+        """Split VMAs at ``addr`` and ``end``; the VMAs now inside ``[addr, end)``."""
+        self._last_vma = None
+        out: list[Vma] = []
+        inside: list[Vma] = []
+        for v in self.vmas:
+            if v.end <= addr or end <= v.start:
+                out.append(v)
+                continue
+            if v.start < addr:
+                out.append(Vma(v.start, addr, v.prot, v.enclave))
+            middle = Vma(max(v.start, addr), min(v.end, end), v.prot, v.enclave)
+            out.append(middle)
+            inside.append(middle)
+            if end < v.end:
+                out.append(Vma(end, v.end, v.prot, v.enclave))
+        self.vmas = out
+        return inside
+
     def mprotect(self, addr: int, length: int, prot: int) -> None:
-        """mprotect(2) on enclave mappings, with the same checks as mmap (sgx_vma_mprotect)."""
+        """mprotect(2) on enclave mappings: the same checks as mmap (sgx_vma_mprotect), then
+        the VMAs in the range (split at its ends) and their present PTEs take ``prot``."""
         end = addr + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
         touched = [v for v in self.vmas if v.start < end and addr < v.end]
         if not touched:
             raise DriverError(errno.ENOMEM, "mprotect of an unmapped range")
         for vma in touched:
             self._may_map(vma.enclave, max(addr, vma.start), min(end, vma.end), prot)
-        for vma in touched:
+        for vma in self._split(addr, end):
             vma.prot = prot
+        for page in self._pte_pages(addr, end):
+            if prot & (PROT_READ | PROT_WRITE | PROT_EXEC):
+                self.ptes[page] = prot
+            else:
+                del self.ptes[page]
 
     def munmap(self, addr: int, length: int) -> None:
-        """Remove enclave mappings overlapping the range."""
-        end = addr + length
-        self.vmas = [v for v in self.vmas if not (v.start < end and addr < v.end)]
+        """Remove enclave mappings overlapping the range (and their PTEs)."""
+        end = addr + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
+        inside = self._split(addr, end)
+        self.vmas = [v for v in self.vmas if not any(v is i for i in inside)]
+        self.zap(addr, end)
+
+    # -- page tables (the kernel's side of the mm) -------------------------------------------
+
+    def _pte_pages(self, start: int, end: int) -> list[int]:
+        ptes = self.ptes
+        if (end - start) // PAGE_SIZE <= len(ptes):
+            return [a for a in range(start, end, PAGE_SIZE) if a in ptes]
+        return [a for a in ptes if start <= a < end]
+
+    def zap(self, start: int, end: int) -> None:
+        """Remove the PTEs of ``[start, end)`` (zap_vma_ptes)."""
+        for page in self._pte_pages(start, end):
+            del self.ptes[page]
+
+    def find_vma(self, address: int) -> tuple[int, Enclave] | None:
+        """``(prot, enclave)`` of the enclave mapping covering ``address``."""
+        last = self._last_vma
+        if last is not None and last.start <= address < last.end:
+            return last.prot, last.enclave
+        for v in self.vmas:
+            if v.start <= address < v.end:
+                self._last_vma = v
+                return v.prot, v.enclave
+        return None
 
     # -- running enclave code --------------------------------------------------------------
 
@@ -273,7 +356,64 @@ class Process:
         vma = next((v for v in self.vmas if v.start <= tcs_address < v.end), None)
         if vma is None:
             raise DriverError(errno.EFAULT, f"SIGSEGV: 0x{tcs_address:x} is not mapped")
-        return self.driver.enter(vma.enclave, tcs_address, function, data)
+        return self.driver.enter(self, vma.enclave, tcs_address, function, data)
+
+    def vdso_sgx_enter_enclave(self, leaf: int, run: EnclaveRun, data: bytes = b"") -> int:
+        """``__vdso_sgx_enter_enclave`` (:mod:`sgxlaunch.driver.vdso`): EENTER on ``run.tcs``
+        with ``data`` as the ECALL's input, or ERESUME of the call an exception report left
+        on ``run.tcs``. Returns 0 with ``run`` describing the exit: EEXIT (``run.output``) or
+        an exception report (``run.function = ERESUME``, vector 14, error code, address).
+
+        Raises:
+            DriverError: EINVAL for a leaf other than EENTER/ERESUME; EFAULT when the TCS is
+                not mapped or EENTER itself faults; for ERESUME with no reported exception on
+                that TCS, EFAULT (ERESUME #GPs: CSSA is 0).
+        """
+        tcs = run.tcs
+        if leaf == ERESUME:
+            parked = self._suspended.pop(tcs, None)
+            if parked is None:
+                raise DriverError(errno.EFAULT, f"ERESUME on TCS 0x{tcs:x}: no AEX to resume")
+            enclave, thread = parked
+            if thread.resume(run):
+                self._suspended[tcs] = (enclave, thread)
+            return 0
+        if leaf != EENTER:
+            raise DriverError(errno.EINVAL, f"vDSO leaf {leaf} is not EENTER or ERESUME")
+        vma = next((v for v in self.vmas if v.start <= tcs < v.end), None)
+        if vma is None:
+            raise DriverError(errno.EFAULT, f"SIGSEGV: 0x{tcs:x} is not mapped")
+        enclave = vma.enclave
+        driver = self.driver
+
+        def body(deliver: Callable[[int, int], bool]) -> bytes:
+            return driver.enter(self, enclave, tcs, 0, data, deliver)
+
+        thread = EnclaveThread(body)
+        if thread.start(run):
+            self._suspended[tcs] = (enclave, thread)
+        return 0
+
+    def _abandon(self, enclave: Enclave) -> None:
+        """End every vDSO call of ``enclave`` left parked on an exception report."""
+        for tcs, (owner, thread) in list(self._suspended.items()):
+            if owner is enclave:
+                del self._suspended[tcs]
+                thread.abandon()
+
+    def touch(self, address: int, *, write: bool = False) -> None:
+        """A load (or store) by ordinary code at an enclave mapping, for its page-fault side
+        effect: the page is faulted in (an evicted page reloaded, a hole EAUGed on an SGX2
+        part). The value read is the abort page's and is not returned.
+
+        Raises:
+            DriverError: EFAULT for the SIGSEGV (no mapping, protection) or SIGBUS (no page
+                and no EAUG, ``vm_max_prot_bits`` exceeded) the access gets.
+        """
+        vma = next((v for v in self.vmas if v.start <= address < v.end), None)
+        if vma is None:
+            raise DriverError(errno.EFAULT, f"SIGSEGV: 0x{address:x} is not mapped")
+        self.driver.user_fault(self, vma.enclave, address, write)
 
     def debug_read(self, address: int, length: int) -> bytes:
         """Read a debug enclave's memory through EDBGRD (the ptrace path, sgx_vma_access).

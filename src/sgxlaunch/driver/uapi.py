@@ -40,8 +40,8 @@ assert SGX_IOC_ENCLAVE_ADD_PAGES == 0xC030A401
 assert SGX_IOC_ENCLAVE_INIT == 0x4008A402
 assert SGX_IOC_ENCLAVE_PROVISION == 0x4008A403
 
-# The SGX2 ioctls (mainline 5.20+). This model has no SGX2 leaves: the driver answers them as
-# mainline does on a part without SGX2 (sgx_ioc_sgx2_ready: -ENODEV).
+# The SGX2 (EDMM) ioctls (mainline 6.0): on a part without SGX2 the driver answers them as
+# mainline does (sgx_ioc_sgx2_ready: -ENODEV).
 SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS = _ioc(_IOC_READ | _IOC_WRITE, 0x05, 40)
 SGX_IOC_ENCLAVE_MODIFY_TYPES = _ioc(_IOC_READ | _IOC_WRITE, 0x06, 40)
 SGX_IOC_ENCLAVE_REMOVE_PAGES = _ioc(_IOC_READ | _IOC_WRITE, 0x07, 24)
@@ -63,6 +63,34 @@ INIT_ARG = struct.Struct("<Q")  # {sigstruct}
 PROVISION_ARG = struct.Struct("<Q")  # {fd}
 INIT_TOKEN_ARG = struct.Struct("<3Q")  # {sigstruct, einittoken, result}
 EXTEND_ARG = struct.Struct("<2Q")  # {offset, length}: 256-byte aligned, inside added pages
+RESTRICT_PERMISSIONS_ARG = struct.Struct("<5Q")  # {offset, length, permissions, result, count}
+MODIFY_TYPES_ARG = struct.Struct("<5Q")  # {offset, length, page_type, result, count}
+REMOVE_PAGES_ARG = struct.Struct("<3Q")  # {offset, length, count}
+assert RESTRICT_PERMISSIONS_ARG.size == 40 and MODIFY_TYPES_ARG.size == 40
+assert REMOVE_PAGES_ARG.size == 24
+
+# uapi/asm/sgx.h: enum sgx_page_type, SGX_SECINFO_* permission bits
+SGX_PAGE_TYPE_TCS = 0x01
+SGX_PAGE_TYPE_REG = 0x02
+SGX_PAGE_TYPE_TRIM = 0x04
+SGX_PAGE_TYPE_MASK = 0xFF
+SGX_SECINFO_R = 0x01
+SGX_SECINFO_W = 0x02
+SGX_SECINFO_X = 0x04
+SGX_SECINFO_PERMISSION_MASK = 0x07
+
+# The vDSO's enter leaves and exit reason (struct sgx_enclave_run.function).
+EENTER = 0x02
+ERESUME = 0x03
+EEXIT = 0x04
+
+# x86 #PF error code bits (arch/x86/include/asm/trap_pf.h)
+X86_PF_PROT = 1 << 0
+X86_PF_WRITE = 1 << 1
+X86_PF_USER = 1 << 2
+X86_PF_INSTR = 1 << 4
+X86_PF_SGX = 1 << 15
+X86_TRAP_PF = 14
 
 # mmap / mprotect
 PROT_NONE = 0x0

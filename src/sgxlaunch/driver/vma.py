@@ -1,46 +1,280 @@
 """Enclave memory as a process touches it (mainline ``encl.c``'s ``vm_operations_struct``).
 
-The page-fault handler (``sgx_vma_fault``: reload an evicted page), the entry path (the TCS
-made resident and pinned for the ECALL), and ptrace access (``sgx_vma_access``: EDBGRD /
-EDBGWR on a debug enclave).
+The page tables of the calling process as the processor walks them (:meth:`EnclaveVm.walk`),
+the page-fault path (:meth:`EnclaveVm.fault`: the generic x86 ``access_error`` checks, then
+``sgx_vma_fault``: reload an evicted page, or on an SGX2 part EAUG a page where the enclave has
+none), the entry path (the TCS made resident and pinned for the ECALL), and ptrace access
+(``sgx_vma_access``: EDBGRD / EDBGWR on a debug enclave).
+
+Page tables are modelled per process as one PTE per enclave page, holding the VMA's
+protection when the fault handler installed it (``vmf_insert_pfn`` uses ``vma->vm_page_prot``:
+the kernel never narrows a PTE to follow EPCM permissions, spec §6.5); ``mprotect`` changes
+them, ``munmap`` and the driver's zaps (eviction, REMOVE_PAGES, MODIFY_TYPES to TCS) remove
+them. Which process runs is per thread (:attr:`EnclaveVm.current`).
 """
 
 from __future__ import annotations
 
 import errno
+import threading
+from collections.abc import Callable
+from typing import Protocol
 
-from sgxlaunch.arch.constants import PAGE_SIZE, SgxStatus
+from sgxlaunch.arch.constants import PAGE_SIZE, PageType, SgxStatus
 from sgxlaunch.cpu import CpuFault, Processor
-from sgxlaunch.driver.encl import Enclave
-from sgxlaunch.driver.epc import EpcPool
-from sgxlaunch.driver.uapi import DriverError
+from sgxlaunch.driver.encl import Enclave, EnclPage
+from sgxlaunch.driver.epc import PAGEINFO, EpcPool
+from sgxlaunch.driver.uapi import (
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+    X86_PF_INSTR,
+    X86_PF_PROT,
+    X86_PF_SGX,
+    X86_PF_USER,
+    X86_PF_WRITE,
+    DriverError,
+)
+
+ACCESS_READ = 1
+ACCESS_WRITE = 2
+ACCESS_FETCH = 16
+"""What an enclave access asks of the page tables (the processor's ``walk`` argument)."""
+
+_PAGE_MASK = ~(PAGE_SIZE - 1)
+_RWX = PROT_READ | PROT_WRITE | PROT_EXEC
+_NEED = {ACCESS_READ: PROT_READ, ACCESS_WRITE: PROT_WRITE, ACCESS_FETCH: PROT_EXEC}
+_CODE = {
+    ACCESS_READ: X86_PF_USER,
+    ACCESS_WRITE: X86_PF_USER | X86_PF_WRITE,
+    ACCESS_FETCH: X86_PF_USER | X86_PF_INSTR,
+}
+
+
+def _access_error(found: tuple[int, Enclave] | None, enclave: Enclave, error_code: int) -> bool:
+    """arch/x86/mm/fault.c ``access_error`` for a fault on ``enclave``'s range, given the VMA
+    there (``(prot, enclave)`` or ``None``): True sends the fault to user space."""
+    if error_code & X86_PF_SGX or found is None or found[1] is not enclave:
+        return True
+    prot = found[0]
+    if error_code & X86_PF_WRITE:
+        return not prot & PROT_WRITE
+    if error_code & X86_PF_INSTR:
+        return not prot & PROT_EXEC
+    if error_code & X86_PF_PROT:
+        return True
+    return not prot & _RWX
+
+
+class UserMm(Protocol):
+    """A process's address space as the fault path sees it: its page tables (``ptes``: page
+    address → protection of a present PTE) and its enclave VMAs."""
+
+    ptes: dict[int, int]
+
+    def find_vma(self, address: int) -> tuple[int, Enclave] | None:
+        """``(prot, enclave)`` of the enclave VMA covering ``address``, else ``None``."""
+        ...
+
+
+Deliver = Callable[[int, int], bool]
+"""``deliver(error_code, address) -> resume``: a fault the kernel does not fix goes to user
+space. The vDSO's exception fixup reports it and may come back with ERESUME (True, the access
+is retried); without it the thread gets the signal and the ECALL ends (False)."""
+
+
+class _Current(threading.local):
+    mm: UserMm | None = None
+    deliver: Deliver | None = None
 
 
 class EnclaveVm:
-    """The enclaves by SECS page, and the fault, entry and ptrace paths over them.
+    """The enclaves by SECS page, and the paging, fault, entry and ptrace paths over them.
 
     Attributes:
         by_secs: every created enclave, keyed by the EPC address of its SECS.
+        current: per thread, the process running enclave code and its fault delivery.
+        sgx2: the part has SGX2 (CPUID.(12H,0):EAX[1]): faults on holes EAUG.
     """
 
     def __init__(self, cpu: Processor, pool: EpcPool) -> None:
         self.cpu = cpu
         self.pool = pool
         self.by_secs: dict[int, Enclave] = {}
+        self.current = _Current()
+        self.sgx2 = bool(cpu.cpuid(0x12, 0)[0] & 0x2)
 
-    def page_fault(self, secs: int, linaddr: int) -> bool:
-        """The #PF handler for enclave accesses: reload an evicted page, then retry."""
+    # -- the page tables the processor walks --------------------------------------------------
+
+    def walk(self, secs: int, linaddr: int, access: int) -> int:
+        """The paging check of an enclave access: 0 when the PTE allows it, else the #PF
+        error code (P when a PTE is present, W for a write, I for a fetch; U always).
+
+        Without a process context (a leaf driven directly, no ``enter``) nothing is checked.
+        """
+        mm = self.current.mm
+        if mm is None:
+            return 0
+        prot = mm.ptes.get(linaddr & _PAGE_MASK)
+        if prot is not None and prot & _NEED[access]:
+            return 0
+        code = _CODE[access]
+        return code if prot is None else code | X86_PF_PROT
+
+    # -- the #PF path ------------------------------------------------------------------------
+
+    def fault(self, secs: int, linaddr: int, error_code: int) -> bool:
+        """A #PF taken by enclave code (the thread has left the enclave: AEX).
+
+        Order as Linux: ``access_error`` (arch/x86/mm/fault.c) first — an EPCM fault (the SGX
+        bit), no enclave VMA there, a write to a VMA without VM_WRITE, a fetch from one without
+        VM_EXEC, a protection fault on a read, or a read of an inaccessible VMA go to user space
+        (SIGSEGV, or the vDSO's report); then ``sgx_vma_fault`` for a not-present page, whose
+        SIGBUS also goes to user space.
+
+        Returns:
+            True to retry the access (the page is now mapped, or user space ERESUMEd after
+            handling the report); False to end the ECALL with the fault.
+        """
+        current = self.current
+        mm = current.mm
         enclave = self.by_secs.get(secs)
-        if enclave is None:
-            return False
-        page = enclave.pages.get((linaddr - enclave.base) & ~(PAGE_SIZE - 1))
-        if page is None or page.epc is not None:
-            return False
-        self.pool.reload(enclave, page)
+        if mm is None or enclave is None:
+            return self._legacy_fault(enclave, linaddr)
+        found = None if error_code & X86_PF_SGX else mm.find_vma(linaddr)
+        if _access_error(found, enclave, error_code):
+            return self._deliver(error_code, linaddr)
+        assert found is not None
+        prot = found[0]
+        try:
+            if self.sgx2 and (linaddr - enclave.base) & _PAGE_MASK not in enclave.pages:
+                mapped = self.eaug_page(enclave, (linaddr - enclave.base) & _PAGE_MASK)
+            else:
+                mapped = self.vma_fault(enclave, linaddr, prot)
+        except DriverError:
+            if current.deliver is None:
+                raise  # the ECALL ends with the reason (an ELDU the processor refused)
+            mapped = False
+        if not mapped:
+            return self._deliver(error_code, linaddr)
+        mm.ptes[linaddr & _PAGE_MASK] = prot
         return True
 
-    def enter(self, enclave: Enclave, tcs_address: int, function: int, data: bytes) -> bytes:
-        """EENTER on the TCS at ``tcs_address``, made resident and pinned for the call.
+    def user_fault(self, mm: UserMm, enclave: Enclave, linaddr: int, write: bool) -> None:
+        """A #PF on an enclave mapping from outside the enclave (a user-space touch): the
+        same ``access_error`` and ``sgx_vma_fault`` path, so a hole EAUGs on an SGX2 part and
+        the page stays PENDING until the enclave EACCEPTs it (outside reads of enclave memory
+        see the abort page either way).
+
+        Raises:
+            DriverError: EFAULT for the SIGSEGV / SIGBUS the access gets.
+        """
+        page = linaddr & _PAGE_MASK
+        prot = mm.ptes.get(page)
+        access = ACCESS_WRITE if write else ACCESS_READ
+        if prot is not None and prot & _NEED[access]:
+            return
+        code = _CODE[access] | (X86_PF_PROT if prot is not None else 0)
+        found = mm.find_vma(linaddr)
+        if _access_error(found, enclave, code):
+            raise DriverError(errno.EFAULT, f"SIGSEGV at 0x{linaddr:x} (error code 0x{code:x})")
+        assert found is not None
+        if not self.vma_fault(enclave, linaddr, found[0]):
+            raise DriverError(errno.EFAULT, f"SIGBUS at 0x{linaddr:x}")
+        mm.ptes[page] = found[0]
+
+    def _deliver(self, error_code: int, linaddr: int) -> bool:
+        deliver = self.current.deliver
+        if deliver is None:
+            return False
+        return deliver(error_code, linaddr)
+
+    def page_fault(self, secs: int, linaddr: int) -> bool:
+        """The processor's not-present hook without a paging model (``page_fault_handler``):
+        reload an evicted page, or EAUG a hole on an SGX2 part."""
+        return self._legacy_fault(self.by_secs.get(secs), linaddr)
+
+    def _legacy_fault(self, enclave: Enclave | None, linaddr: int) -> bool:
+        """A fault with no process context: reload an evicted page (or EAUG a hole)."""
+        if enclave is None:
+            return False
+        return self.vma_fault(enclave, linaddr, PROT_READ | PROT_WRITE)
+
+    def vma_fault(self, enclave: Enclave, linaddr: int, vma_prot: int) -> bool:
+        """sgx_vma_fault for a not-present page of a VMA with ``vma_prot``.
+
+        * no page there: on an SGX2 part :meth:`eaug_page`; otherwise SIGBUS (False);
+        * ``sgx_encl_load_page_in_vma``: the VMA asks for more than the page's
+          ``vm_max_prot_bits`` → SIGBUS; an evicted page is reloaded (ELDU; a refused
+          backing raises the reload's :class:`DriverError`, SIGBUS).
+        """
+        offset = (linaddr - enclave.base) & _PAGE_MASK
+        page = enclave.pages.get(offset)
+        if page is None:
+            if self.sgx2:
+                return self.eaug_page(enclave, offset)
+            return False
+        wanted = vma_prot & _RWX
+        if page.max_prot & wanted != wanted:
+            return False
+        if page.epc is None:
+            self.pool.reload(enclave, page)  # a refused backing: DriverError (SIGBUS)
+        else:
+            self.pool.touch(enclave, page)
+        return True
+
+    def eaug_page(self, enclave: Enclave, offset: int) -> bool:
+        """sgx_encl_eaug_page: add a page where the enclave has none (spec §5).
+
+        Uninitialized enclave → SIGBUS; the new page's ``vm_max_prot_bits`` is RWX ("the
+        enclave decides the permissions by the means of EACCEPT, EACCEPTCOPY and EMODPE");
+        a VA slot is grown for it as for EADD; EAUG with PAGEINFO {LINADDR, SRCPGE 0, SECINFO 0,
+        SECS}; a faulting EAUG → SIGBUS with the EPC page freed. Mainline allocates with
+        ``reclaim = false`` and answers VM_FAULT_NOPAGE when the EPC is full, so the access is
+        retried after ksgxd has reclaimed; here the reclaim runs before the allocation, which
+        ends in the same place.
+
+        Returns:
+            True when the page was added (the access is retried), False for SIGBUS.
+        """
+        if not enclave.initialized:
+            return False
+        pool = self.pool
+        pages = enclave.pages
+        free = pool.free_list
+        try:
+            if len(pages) % 512 == 0:
+                pool.grow_for(enclave, len(pages) + 1)
+            epc = free.pop() if free else pool.alloc()
+        except DriverError:
+            return False
+        cpu = self.cpu
+        k = pool.scratch
+        cpu.write(k.pageinfo, PAGEINFO.pack(enclave.base + offset, 0, 0, enclave.secs_epc))
+        try:
+            cpu.eaug(k.pageinfo, epc)
+        except CpuFault:
+            pool.free(epc)
+            return False
+        page = EnclPage(offset, _RWX, PageType.REG, epc, dynamic=True)
+        pages[offset] = page
+        enclave.pages_added += 1
+        pool.lru[(enclave.eid, offset)] = (enclave, page)
+        return True
+
+    # -- entry and ptrace ---------------------------------------------------------------------
+
+    def enter(
+        self,
+        mm: UserMm | None,
+        enclave: Enclave,
+        tcs_address: int,
+        function: int,
+        data: bytes,
+        deliver: Deliver | None = None,
+    ) -> bytes:
+        """EENTER on the TCS at ``tcs_address``, made resident and pinned for the call, with
+        ``mm`` as the current address space of this thread.
 
         Raises:
             DriverError: EFAULT when no enclave page is there or the enclave faults.
@@ -51,11 +285,15 @@ class EnclaveVm:
         pool = self.pool
         epc = pool.resident(enclave, page)
         pool.pin(enclave, page)
+        current = self.current
+        saved = current.mm, current.deliver
+        current.mm, current.deliver = mm, deliver
         try:
             return self.cpu.eenter(epc, function, data)
         except CpuFault as exc:
             raise DriverError(errno.EFAULT, f"SIGSEGV in enclave: {exc}") from None
         finally:
+            current.mm, current.deliver = saved
             pool.unpin(enclave, page)
 
     def access(self, enclave: Enclave, address: int, length: int, data: bytes | None) -> bytes:

@@ -1152,6 +1152,9 @@ class LoadPlan:
         ssaframesize: SECS.SSAFRAMESIZE.
         size: SECS.SIZE.
         runs: the pages in load order (offsets strictly increasing).
+        post_add: ``(offset, page count)`` of each POST_ADD layout entry (groups repeated):
+            the pages an EDMM runtime adds after EINIT (EAUG, SGX2); never EADDed, never
+            measured.
     """
 
     enclave: SdkEnclave
@@ -1159,6 +1162,7 @@ class LoadPlan:
     ssaframesize: int
     size: int
     runs: tuple[PageRun, ...]
+    post_add: tuple[tuple[int, int], ...] = ()
 
     @property
     def page_count(self) -> int:
@@ -1318,10 +1322,20 @@ def plan(enclave: SdkEnclave, metadata: Metadata) -> LoadPlan:
         if end < _round(_round(last.memsz) + last.vaddr):
             builder.page(end, last.secinfo_flags, bytes(PAGE_SIZE), True, "1.3 extra page")
     table = where + meta.dirs[DIR_LAYOUT][0]
+    post_add: list[tuple[int, int]] = []
     for entry, step in meta.expanded():
         builder.at = table + ENTRY_SIZE * entry.index
         builder.layout(meta, entry, step)
-    return LoadPlan(enclave, meta, meta.ssa_frame_size, meta.secs_size, tuple(builder.runs))
+        if entry.attributes & PAGE_ATTR_POST_ADD and entry.page_count:
+            post_add.append((entry.rva + step + delta, entry.page_count))
+    return LoadPlan(
+        enclave,
+        meta,
+        meta.ssa_frame_size,
+        meta.secs_size,
+        tuple(builder.runs),
+        tuple(post_add),
+    )
 
 
 class _PlanBuilder:

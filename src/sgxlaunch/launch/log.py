@@ -17,7 +17,9 @@ What :func:`verify_log` therefore detects, naming the first bad record:
 Exactly once: an INIT attempt is written as two records, an *attempt* (``"kind": "attempt"``,
 before EINIT) and its *outcome* (``"kind": "outcome"``, ``"attempt": <seq>``, after EINIT; or
 ``"outcome": "unknown"``, appended when the process that made the attempt died before writing
-it). :func:`check_exactly_once` checks the pairing on verified records.
+it). :func:`check_exactly_once` checks the pairing on verified records. A *teardown* record
+(``"kind": "teardown"``) closes an initialized enclave's life with the number of pages added
+after EINIT (SGX2) and removed; it stands alone.
 
 Records are bounded by construction (:func:`bound_facts`, applied by :func:`make_record`): text
 is cut at :data:`MAX_TEXT` characters, lists keep their first :data:`MAX_LIST_ITEMS` items and a
@@ -51,6 +53,9 @@ MAX_REASONS_NAMED = 5
 MAX_DEPTH = 4
 ATTEMPT = "attempt"
 OUTCOME = "outcome"
+TEARDOWN = "teardown"
+"""A record written when an initialized enclave is torn down: pages added after EINIT (SGX2
+EAUG, not in MRENCLAVE) and pages removed; it stands alone (no pairing)."""
 
 
 class LogTampered(VerificationFailed):

@@ -42,6 +42,7 @@ from sgxlaunch.cpu.config import DEFAULT_CPUSVN
 from sgxlaunch.cpu.machine import Machine, MachineState, MemoryMachine, platform_id_of
 from sgxlaunch.driver import (
     DriverError,
+    Enclave,
     InitAttempt,
     LoadedEnclave,
     LoadFailed,
@@ -89,6 +90,7 @@ from sgxlaunch.launch.log import (
     ATTEMPT,
     MAX_RECORD_BYTES,
     OUTCOME,
+    TEARDOWN,
     LogTampered,
     check_exactly_once,
     decode_record,
@@ -221,6 +223,7 @@ class PlatformConfig:
         kwargs: dict[str, Any] = {
             "epc_size": self.epc_size,
             "kss": True,
+            "sgx2": True,  # the emulated part is SGX2-capable (EDMM), as FLC parts are
             "owner_epoch": owner_epoch,
             "cpusvn": cpusvn,
         }
@@ -355,6 +358,7 @@ class Platform:
             self.blocked = exc.message
             self.driver.observers.append(self._observe)
             self.driver.gates.append(self._gate)
+            self.driver.releases.append(self._teardown)
             return
         self.state = TrustedState.load(store)
         self._configure()
@@ -505,6 +509,7 @@ class Platform:
     def _configure(self) -> None:
         self.driver.observers.append(self._observe)
         self.driver.gates.append(self._gate)
+        self.driver.releases.append(self._teardown)
         state = self.state
         doc = self.mode_document
         mode_signer = _named_signer(doc) if doc is not None and doc.mode == "owner" else None
@@ -1140,6 +1145,30 @@ class Platform:
         finally:
             self._release()
 
+    def _teardown(self, enclave: Enclave) -> None:
+        """Driver release hook: record, for an initialized enclave being torn down, how many
+        pages were added after EINIT (EAUG on faults, SGX2; never in MRENCLAVE) and how many
+        REMOVE_PAGES took out. Not for the launch enclave (it writes the records)."""
+        le_sig = self.le_sigstruct
+        if self.le is None or (
+            le_sig is not None and hmac.compare_digest(enclave.mrenclave, le_sig.enclavehash)
+        ):
+            return
+        try:
+            with self._exclusive():
+                self._append(
+                    {
+                        "kind": TEARDOWN,
+                        "time": self._now(),
+                        "mrenclave": enclave.mrenclave.hex(),
+                        "mrsigner": enclave.mrsigner.hex(),
+                        "pages_added_after_einit": enclave.pages_added,
+                        "pages_removed": enclave.pages_removed,
+                    }
+                )
+        except SgxlaunchError as exc:  # teardown goes ahead; the failure is reported
+            self._log_errors.append(exc.message)
+
     def _attempt_facts(self, attempt: InitAttempt) -> dict[str, Any]:
         sig = None
         if attempt.sigstruct is not None and len(attempt.sigstruct) == Sigstruct.SIZE:
@@ -1279,6 +1308,7 @@ class Platform:
             "log_records": len(self.log_blobs()),
             "log_errors": self.log_errors,
             "epc_size": self.config.epc_size,
+            "sgx2": bool(self.cpu.cpuid(0x12, 0)[0] & 0x2),
             "firmware": self.config.firmware,
             "counter": self.machine.load().counter.value,
             "blocked": self.blocked,
