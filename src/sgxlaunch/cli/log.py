@@ -63,6 +63,13 @@ def log_show(home: str | None, machine: str | None, socket: str | None, as_json:
             click.echo(line)
             continue
         who = str(r.get("mrenclave") or "?")[:16]
+        if r.get("kind") == "teardown":
+            click.echo(
+                f"{seq!s:>4}  {r.get('time')}  teardown of mrenclave {who}…: "
+                f"{r.get('pages_added_after_einit')} pages added after EINIT, "
+                f"{r.get('pages_removed')} removed"
+            )
+            continue
         click.echo(
             f"{seq!s:>4}  {r.get('time')}  {r.get('mode', '?')!s:<10} "
             f"{r.get('decision', '?')!s:<11} {r.get('kind', 'attempt')!s:<11} mrenclave {who}…"
