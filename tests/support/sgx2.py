@@ -4,14 +4,16 @@ code run inside it on demand, and the ENCLS operands (PAGEINFO, SECINFO) in ordi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 from collections.abc import Callable
 from typing import Any
 
-from sgxlaunch.arch import SgxStatus
+from sgxlaunch.arch import SgxStatus, Sigstruct
 from sgxlaunch.arch.constants import PageType, secinfo_flags
 from sgxlaunch.cpu import (
     EnclaveContext,
+    EnclaveImage,
     EnclaveProgram,
     Processor,
     ProcessorEnclave,
@@ -135,11 +137,16 @@ class Sgx2Enclave:
         assert self.proc.etrack(self.secs) == SgxStatus.SUCCESS
 
 
+@functools.cache
+def _signed_image() -> tuple[EnclaveImage, Sigstruct]:
+    image = dataclasses.replace(program_image(Runner, data_pages=DATA_PAGES), size=SIZE)
+    return image, sign_image(image, "app")
+
+
 def sgx2_enclave(*, sgx2: bool = True, **config: object) -> Sgx2Enclave:
     """An initialized enclave running :class:`Runner` with SIZE 128 KiB (holes from DYNAMIC)."""
     proc = cpu(sgx2=sgx2, **config)  # type: ignore[arg-type]
-    image = dataclasses.replace(program_image(Runner, data_pages=DATA_PAGES), size=SIZE)
-    sig = sign_image(image, "app")
+    image, sig = _signed_image()
     proc.register_program(image.mrenclave(), Runner)
     proc.set_lepubkeyhash(mrsigner("app"))
     loaded = load_enclave(proc, image, sig)
