@@ -30,7 +30,16 @@ dependencies: the report key for EREPORT and for EGETKEY), the REPORT's CMAC mad
 and one ECDSA-P256 signature over 432 bytes. Printed: quotes/s, the limit's quotes/s and
 limit time / our time.
 
-Usage: ``python bench/attest.py [--pairs 400] [--quotes 300]``
+**The attested launch log** (issue 19): one ``log verify --records`` over ``--records``
+(default 100 000) exported records — :func:`verify_log_quote` on the bytes the command reads
+(the owner root and the launch enclave's MRENCLAVE, the quote against the emulated PCS's
+collateral and root, the export read strictly, the keyless chain recomputed, REPORTDATA) —
+against the limit: ``hashlib.sha256`` over the same export bytes, in the same run. The records
+are written by the launch enclave itself (``LOG_APPEND`` through the Platform, attempt and
+outcome pairs shaped as the driver's gate and observer write them), then attested and quoted
+by the emulated QE. Printed: both times (best of 3), MB/s and limit time / our time.
+
+Usage: ``python bench/attest.py [--pairs 400] [--quotes 300] [--records 100000]``
 """
 
 from __future__ import annotations
@@ -160,11 +169,118 @@ def emulated_quotes(count: int) -> tuple[float, float]:
     return best_ours, best_limit
 
 
+def attested_log_verify(count: int) -> tuple[float, float, int]:
+    """(seconds for one verification of ``count`` exported records, seconds for SHA-256 over
+    the same bytes, the export's size), best of 3 runs each."""
+    import hashlib
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from sgxlaunch.attest.pcs import EmulatedPcs, ensure_provisioning
+    from sgxlaunch.cpu.machine import MemoryMachine
+    from sgxlaunch.launch.collector import Expectation, verify_log_quote
+    from sgxlaunch.launch.enclave import sign_launch_enclave
+    from sgxlaunch.launch.platform import Platform, PlatformConfig, take_ownership
+    from sgxlaunch.policy import (
+        ROOT_PAYLOAD_TYPE,
+        MemoryStore,
+        OwnerRoot,
+        PrivateKeySigner,
+        sign_payload,
+    )
+    from sgxlaunch.sigstruct import RsaKeySigner, generate_key
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    keys = [PrivateKeySigner(ed25519.Ed25519PrivateKey.generate()) for _ in range(3)]
+    root = OwnerRoot.create(
+        version=1,
+        expires=datetime(2099, 1, 1, tzinfo=UTC),
+        threshold=2,
+        keys=[k.public_key for k in keys],
+    )
+    root_envelope = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), keys[:2]).to_bytes()
+    machine = MemoryMachine(PlatformConfig(epc_size=8 << 20).machine_state(os.urandom(32)))
+    ensure_provisioning(machine, now=now, random=os.urandom)
+    store = MemoryStore()
+    take_ownership(store, machine, root_envelope, now)
+    le = sign_launch_enclave(root_envelope, RsaKeySigner(generate_key()))
+    Platform.open(store, machine, clock=lambda: now).set_launch_enclave(le)
+    platform = Platform.open(store, machine, clock=lambda: now)
+    platform.quoter().provision()
+    stamp = now.isoformat().replace("+00:00", "Z")
+    for index in range(count // 2):  # as the driver's gate and observer write them
+        seq = platform._append(
+            {
+                "kind": "attempt",
+                "time": stamp,
+                "ioctl": "ENCLAVE_INIT",
+                "pid": 1000 + index,
+                "mode": "permissive",
+                "mrenclave": hashlib.sha256(index.to_bytes(8, "little")).hexdigest(),
+                "mrsigner": "ab" * 32,
+                "isvprodid": 1,
+                "isvsvn": 1,
+                "attributes": {"flags": 4, "xfrm": 3},
+                "decision": "permissive",
+                "rule": None,
+                "reasons": [],
+                "policy_version": None,
+                "policy_digest": None,
+                "token_keyid": None,
+            }
+        )
+        platform._append(
+            {
+                "kind": "outcome",
+                "attempt": seq,
+                "time": stamp,
+                "outcome": "initialized",
+                "errno": None,
+                "sgx_status": "SUCCESS",
+                "reason": None,
+            }
+        )
+    nonce = os.urandom(16)
+    quote, attestation = platform.attest_log_quote(nonce)
+    export = attestation.export
+    pcs = EmulatedPcs(machine)
+    collateral = pcs.collateral(now)
+    anchor = TrustAnchor.from_certificate(pcs.root_der())
+    expect = Expectation(
+        nonce=nonce,
+        platform_id=platform.platform_id,
+        le_mrsigner=le.mrsigner,
+        owner_root=root_envelope,
+    )
+
+    def ours() -> int:
+        verified, _ = verify_log_quote(
+            quote, Collateral.from_bytes(collateral), now, export, expect, anchor=anchor
+        )
+        return verified.head.count
+
+    def limit() -> bytes:
+        return hashlib.sha256(export).digest()
+
+    assert ours() == attestation.head.count >= count
+    best_ours = min(timeit.repeat(ours, number=1, repeat=3))
+    best_limit = min(timeit.repeat(limit, number=1, repeat=3))
+    return best_ours, best_limit, len(export)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=400)
     parser.add_argument("--quotes", type=int, default=300)
+    parser.add_argument("--records", type=int, default=100_000)
     args = parser.parse_args(argv)
+    spent, sha, size = attested_log_verify(args.records)
+    print(
+        f"attested log: log verify --records over {args.records} records ({size / 1e6:.1f} MB) "
+        f"{spent:.3f} s ({size / spent / 1e6:.0f} MB/s); SHA-256 over the same bytes "
+        f"{sha:.3f} s ({size / sha / 1e6:.0f} MB/s); ratio {sha / spent:.3f}"
+    )
     per_quote, per_limit = emulated_quotes(args.quotes)
     print(
         f"emulated quotes: {1 / per_quote:.0f} quotes/s end to end (REPORT -> QE -> quote, "

@@ -268,7 +268,15 @@ def test_counter_handover_to_a_new_launch_enclave_signer() -> None:
         )
     image, sig = author_enclave(MemoryProgram)
     assert reopened.run(image, sig).decision == "allowed"
-    assert owner.platform().verify_log() == 2  # the attempt and its outcome
+    # The new signer's segment opens with its epoch record (the mode document naming it),
+    # then the attempt and its outcome.
+    assert owner.platform().verify_log() == 3
+    epoch = owner.platform().log_records()[0]
+    assert (epoch["kind"], epoch["cause"], epoch["le_mrsigner"]) == (
+        "epoch",
+        "handover",
+        sig2.mrsigner.hex(),
+    )
     reopened.install_policy(owner.policy(version=2, allow=[allow_rule(sig, "v2")]))
     owner.store.commit({POLICY_KEY: v1})
     refuses_to_start(owner, "rollback")

@@ -30,6 +30,8 @@ from sgxlaunch.launch.ecalls import (
     LoadRequest,
     LogAppendReply,
     LogAppendRequest,
+    LogAttestReply,
+    LogAttestRequest,
     LogVerifyReply,
     LogVerifyRequest,
     Message,
@@ -104,6 +106,19 @@ MESSAGES: list[Message] = [
     NoteModeReply(sealed=b"s", handover=b"h", counter=2),
     AdvanceRequest(),
     AdvanceReply(counter=10),
+    LogAttestRequest(nonce=b"n", targetinfo=b"t" * 512),
+    LogAttestRequest(nonce=b"n" * 64, targetinfo=bytes(512)),
+    LogAttestReply(report=b"r" * 432, count=7, head=b"\x07" * 32),
+    LoadReply(
+        counter=4,
+        policy_version=1,
+        mode_version=2,
+        log_count=0,
+        log_head=bytes(32),
+        handed_over=None,
+        sealed=b"s" * 40,
+        record=b"r" * 80,
+    ),
 ]
 
 

@@ -289,6 +289,13 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("log show", True, "--home", home)
     yield go("log show", False, "--home", tmp / "nowhere")
     yield go("log verify", True, "--home", home)
+    yield go("log export", True, "-o", tmp / "log.jsonl", "--home", home)
+    yield go("log export", False, "-o", tmp / "log.jsonl", "--home", home)  # exists: no --force
+    head, attested = tmp / "head.quote", tmp / "attested.jsonl"
+    yield go("log attest", True, "--nonce", "5eed", "-o", head, "--records-out", attested,
+             "--home", home)  # fmt: skip
+    yield go("log attest", False, "--nonce", "5eed", "-o", head, "--home", home)  # exists
+    yield from _remote_verify(go, tmp, head, attested, root, le_signer, facts["platform_id"])
     _tamper_second_record(home)
     yield go("log verify", False, "--home", home)
 
@@ -304,6 +311,27 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("machine tcb-recovery", False, "--cpusvn", cpusvn.hex())  # not above the published
     yield go("machine cpusvn-update", True, "--cpusvn", raised)
     yield go("machine cpusvn-update", False, "--cpusvn", cpusvn.hex())  # a rollback
+
+
+def _remote_verify(
+    go: Any, tmp: Path, quote: Path, records: Path, root: Path, le_signer: str, platform_id: str
+) -> Iterator[Case]:
+    """``log verify --records`` on the collector's side (no home): once right, once with a
+    nonce the quote does not answer."""
+    from datetime import UTC, datetime
+
+    from sgxlaunch.attest.pcs import EmulatedPcs
+    from sgxlaunch.store import FileMachine
+
+    pcs = EmulatedPcs(FileMachine(tmp / "machine" / "machine.json"))
+    root_der, collateral = tmp / "collector-root.der", tmp / "collector-collateral.json"
+    root_der.write_bytes(pcs.root_der())
+    collateral.write_bytes(pcs.collateral(datetime.now(UTC)))
+    common = ("--records", records, "--quote", quote, "--collateral", collateral,
+              "--root", root_der, "--le-mrsigner", le_signer, "--owner-root", root,
+              "--platform-id", platform_id, "--state", tmp / "collector.json")  # fmt: skip
+    yield go("log verify", True, *common, "--nonce", "5eed")
+    yield go("log verify", False, *common, "--nonce", "0001")
 
 
 def _lose_sealed_state(home: Path, le_signer: str) -> None:

@@ -49,6 +49,9 @@ MAX_RECORDS = 1 << 20
 MAX_TEXT = 4096
 SIGSTRUCT_SIZE = 1808
 TOKEN_SIZE = 304
+TARGETINFO_SIZE = 512
+REPORT_SIZE = 432
+MAX_NONCE = 64
 NO_INDEX = 2**64 - 1
 
 _U32 = struct.Struct("<I")
@@ -65,6 +68,7 @@ class Call(enum.IntEnum):
     LOG_VERIFY = 4
     NOTE_MODE = 5
     ADVANCE = 6
+    LOG_ATTEST = 7
 
 
 class ErrorCode(enum.IntEnum):
@@ -584,6 +588,7 @@ class LoadReply(Message):
         ("log_head", "b32", 0),
         ("handed_over", "opt32", 0),
         ("sealed", "opt", MAX_SEALED),
+        ("record", "opt", MAX_ITEM),
     )
     counter: int
     policy_version: int
@@ -592,6 +597,8 @@ class LoadReply(Message):
     log_head: bytes
     handed_over: bytes | None
     sealed: bytes | None
+    record: bytes | None = None
+    """A new log segment's epoch record (record 0), to store with ``sealed`` before ADVANCE."""
 
 
 # -- INSTALL_POLICY ------------------------------------------------------------------------------
@@ -714,6 +721,32 @@ class LogVerifyReply(Message):
     count: int
 
 
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class LogAttestRequest(Message):
+    """LOG_ATTEST: the collector's nonce and the TARGETINFO of the enclave the REPORT is for
+    (the quoting enclave). The platform id is not an input: the enclave reads it from the
+    machine."""
+
+    CALL = Call.LOG_ATTEST
+    FIELDS = (("nonce", "bytes", MAX_NONCE), ("targetinfo", "fixed", TARGETINFO_SIZE))
+    nonce: bytes
+    targetinfo: bytes
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class LogAttestReply(Message):
+    """The REPORT (REPORTDATA binds the nonce, the platform id and the committed log head)
+    and the head it attests."""
+
+    CALL = Call.LOG_ATTEST
+    FIELDS = (("report", "fixed", REPORT_SIZE), ("count", "u64", 0), ("head", "b32", 0))
+    report: bytes
+    count: int
+    head: bytes
+
+
 # -- NOTE_MODE / ADVANCE -------------------------------------------------------------------------
 
 
@@ -765,6 +798,7 @@ REQUESTS: dict[Call, type[Message]] = {
     Call.LOG_VERIFY: LogVerifyRequest,
     Call.NOTE_MODE: NoteModeRequest,
     Call.ADVANCE: AdvanceRequest,
+    Call.LOG_ATTEST: LogAttestRequest,
 }
 REPLIES: dict[Call, type[Message]] = {
     Call.LOAD: LoadReply,
@@ -774,6 +808,7 @@ REPLIES: dict[Call, type[Message]] = {
     Call.LOG_VERIFY: LogVerifyReply,
     Call.NOTE_MODE: NoteModeReply,
     Call.ADVANCE: AdvanceReply,
+    Call.LOG_ATTEST: LogAttestReply,
 }
 
 
@@ -845,6 +880,8 @@ __all__ = [
     "LoadRequest",
     "LogAppendReply",
     "LogAppendRequest",
+    "LogAttestReply",
+    "LogAttestRequest",
     "LogVerifyReply",
     "LogVerifyRequest",
     "Message",

@@ -52,7 +52,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sgxlaunch.arch import Attributes, EinitToken, KeyRequest, Report, Sigstruct
+from sgxlaunch.arch import Attributes, EinitToken, KeyRequest, Report, Sigstruct, TargetInfo
 from sgxlaunch.arch.constants import (
     PAGE_SIZE,
     AttributeFlag,
@@ -85,6 +85,8 @@ from sgxlaunch.launch.ecalls import (
     LoadRequest,
     LogAppendReply,
     LogAppendRequest,
+    LogAttestReply,
+    LogAttestRequest,
     LogVerifyReply,
     LogVerifyRequest,
     Message,
@@ -96,7 +98,15 @@ from sgxlaunch.launch.ecalls import (
     encode_ok,
     from_seconds,
 )
-from sgxlaunch.launch.log import LogHead, LogTampered, make_record, verify_log
+from sgxlaunch.launch.log import (
+    EPOCH,
+    LogHead,
+    LogTampered,
+    attest_reportdata,
+    make_epoch_record,
+    make_record,
+    verify_log,
+)
 from sgxlaunch.launch.log import LogRecord as _LogRecord
 from sgxlaunch.policy import POLICY_KEY, ROOT_KEY, EnclaveIdentity, MemoryStore, TrustedState
 from sgxlaunch.policy.envelope import Envelope
@@ -218,7 +228,12 @@ def recovery_payload(platform_id: bytes, counter: int) -> bytes:
     ).encode()
 
 
-def _recovery_fields(payload: bytes) -> tuple[bytes, int]:
+def recovery_fields(payload: bytes) -> tuple[bytes, int]:
+    """The platform id and counter value a recovery payload names.
+
+    Raises:
+        MalformedInput: not a version 1 recovery document.
+    """
     try:
         value = json.loads(payload)
         if not isinstance(value, dict) or set(value) != {
@@ -303,6 +318,8 @@ class OwnerLaunchEnclave(EnclaveProgram):
         self._identity: Report | None = None
         self._minting: _Minting | None = None
         self._floor: tuple[str, datetime | None] = ("", None)
+        self._epoch_record: bytes | None = None
+        """The epoch record of the state prepared at LOAD (recovery or a handover adopted)."""
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -335,6 +352,8 @@ class OwnerLaunchEnclave(EnclaveProgram):
             return self._log_verify(ctx, req)
         if isinstance(req, NoteModeRequest):
             return self._note_mode(ctx, req)
+        if isinstance(req, LogAttestRequest):
+            return self._log_attest(ctx, req)
         raise UsageError(f"unknown launch-enclave request {type(req).__name__}")  # pragma: no cover
 
     # -- keys and sealing -------------------------------------------------------------------
@@ -487,10 +506,13 @@ class OwnerLaunchEnclave(EnclaveProgram):
                 candidate = self._unseal(ctx, req.sealed)
             except SgxlaunchError as exc:
                 sealed_error = exc
+        adopted = False
+        self._epoch_record = None
         if req.handover is not None and (candidate is None or candidate.counter < slot.value):
             plain = LeState.from_json(req.handover)
             if plain.counter == slot.value and hmac.compare_digest(plain.digest(), slot.digest):
                 candidate = plain  # authentic: the counter holds its digest
+                adopted = True
         fresh = candidate is None and slot.value == 0
         if fresh:
             state = _verified_only(state)
@@ -543,12 +565,26 @@ class OwnerLaunchEnclave(EnclaveProgram):
         self.verified.clear()
         sealed = None
         handed_over = None
+        me = self._mrsigner(ctx).hex()
         if self.pending is not None:  # recovery: the host stores this, then ADVANCE
             sealed = self._seal(ctx, self.pending[0])
-        elif committed.counter_owner and committed.counter_owner != self._mrsigner(ctx).hex():
+        elif committed.counter_owner and committed.counter_owner != me:
             # A handover this enclave prepared is now complete: it serves nothing more.
             self.loaded = False
             handed_over = bytes.fromhex(committed.counter_owner)
+        elif adopted and committed.log_count == 0:
+            # The counter was handed to this signer: its log segment opens with an epoch
+            # record carrying the owner's mode document that named it.
+            doc = state.mode
+            if req.mode is None or doc is None or doc.le_mrsigner is None:
+                raise VerificationFailed("a handover without the mode document that names it")
+            if doc.le_mrsigner.hex() != me:
+                raise VerificationFailed(
+                    "the mode document in force names another launch-enclave signer",
+                    expected=me,
+                    found=doc.le_mrsigner.hex(),
+                )
+            sealed = self._open_epoch(ctx, state, "handover", req.mode, req.now)
         return LoadReply(
             counter=committed.counter,
             policy_version=committed.policy_version,
@@ -557,7 +593,33 @@ class OwnerLaunchEnclave(EnclaveProgram):
             log_head=bytes.fromhex(committed.log_head),
             handed_over=handed_over,
             sealed=sealed,
+            record=self._epoch_record,
         )
+
+    def _open_epoch(
+        self, ctx: EnclaveContext, state: TrustedState, cause: str, document: bytes, now: int
+    ) -> bytes:
+        """Prepare the state whose log segment starts with an epoch record (the committed state
+        is the one before it); keep the record for the LOAD reply; return the sealed state."""
+        epoch = self.committed.counter + 1
+        record, head = make_epoch_record(
+            self._log_key(ctx),
+            epoch=epoch,
+            cause=cause,
+            document=document,
+            platform_id=ctx.platform_id(),
+            le_mrsigner=self._mrsigner(ctx),
+            time=_iso(self._now(now)),
+        )
+        self._epoch_record = record.to_bytes()
+        _nxt, sealed = self._prepare(
+            ctx,
+            state,
+            log_count=head.count,
+            log_head=head.hash.hex(),
+            log_cpusvn=self._log_cpusvn(ctx).hex(),
+        )
+        return sealed
 
     def _recover(
         self, ctx: EnclaveContext, state: TrustedState, slot: Any, req: LoadRequest
@@ -569,7 +631,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
         assert req.recovery is not None
         envelope = check_envelope(req.recovery, RECOVERY_PAYLOAD_TYPE, max_size=64 << 10)
         check_signatures(envelope, state.root, "recovery document")
-        platform_id, counter = _recovery_fields(envelope.payload)
+        platform_id, counter = recovery_fields(envelope.payload)
         want = ctx.platform_id()
         if not hmac.compare_digest(platform_id, want):
             raise PlatformMismatch(
@@ -588,6 +650,22 @@ class OwnerLaunchEnclave(EnclaveProgram):
         self.committed, self.committed_digest = base, slot.digest
         nxt = fresh.copy(
             counter=slot.value + 1, prev=slot.digest.hex(), time_floor=_issued_floor(state, "")
+        )
+        # The new log segment opens with an epoch record carrying the recovery document.
+        record, head = make_epoch_record(
+            self._log_key(ctx),
+            epoch=nxt.counter,
+            cause="recovery",
+            document=req.recovery,
+            platform_id=want,
+            le_mrsigner=self._mrsigner(ctx),
+            time=_iso(from_seconds(req.now)),
+        )
+        self._epoch_record = record.to_bytes()
+        nxt = nxt.copy(
+            log_count=head.count,
+            log_head=head.hash.hex(),
+            log_cpusvn=self._log_cpusvn(ctx).hex(),
         )
         self.pending = (nxt, state)
         return base, slot.digest
@@ -752,6 +830,11 @@ class OwnerLaunchEnclave(EnclaveProgram):
             raise MalformedInput("launch-enclave LogAppendRequest: facts are not JSON") from None
         if not isinstance(facts, dict):
             raise MalformedInput("launch-enclave LogAppendRequest: facts must be an object")
+        if facts.get("kind") == EPOCH:
+            raise MalformedInput(
+                "launch-enclave LogAppendRequest: epoch records are written by the launch "
+                "enclave itself (after owner recovery or a handover), never by the host"
+            )
         head = LogHead(self.committed.log_count, bytes.fromhex(self.committed.log_head))
         record, head = make_record(self._log_key(ctx), head, facts)
         _nxt, sealed = self._prepare(
@@ -775,6 +858,16 @@ class OwnerLaunchEnclave(EnclaveProgram):
         head = LogHead(self.committed.log_count, bytes.fromhex(self.committed.log_head))
         verify_log(self._log_key(ctx), records, head)
         return LogVerifyReply(count=len(records))
+
+    def _log_attest(self, ctx: EnclaveContext, req: LogAttestRequest) -> LogAttestReply:
+        """LOG_ATTEST: a REPORT for the target enclave (the quoting enclave) whose REPORTDATA
+        binds the collector's nonce, the machine's platform id and the committed log head
+        (:func:`~sgxlaunch.launch.log.attest_reportdata`)."""
+        target = TargetInfo.from_bytes(req.targetinfo)
+        head = LogHead(self.committed.log_count, bytes.fromhex(self.committed.log_head))
+        reportdata = attest_reportdata(req.nonce, ctx.platform_id(), head)
+        report = ctx.ereport(target, reportdata)
+        return LogAttestReply(report=report.to_bytes(), count=head.count, head=head.hash)
 
     def _note_mode(self, ctx: EnclaveContext, req: NoteModeRequest) -> NoteModeReply:
         """NOTE_MODE: verify an owner-signed platform-mode document (threshold of the root's
@@ -807,6 +900,10 @@ class OwnerLaunchEnclave(EnclaveProgram):
         if nxt.counter_owner != me:
             handover = nxt.to_json()
         return NoteModeReply(sealed=sealed, handover=handover, counter=nxt.counter)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _issued_floor(state: TrustedState, floor: str) -> str:

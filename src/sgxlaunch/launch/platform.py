@@ -70,6 +70,8 @@ from sgxlaunch.launch.ecalls import (
     LoadRequest,
     LogAppendReply,
     LogAppendRequest,
+    LogAttestReply,
+    LogAttestRequest,
     LogVerifyReply,
     LogVerifyRequest,
     Message,
@@ -91,9 +93,11 @@ from sgxlaunch.launch.log import (
     MAX_RECORD_BYTES,
     OUTCOME,
     TEARDOWN,
+    LogHead,
     LogTampered,
     check_exactly_once,
     decode_record,
+    export_log,
 )
 from sgxlaunch.policy import MODE_KEY, POLICY_KEY, ROOT_KEY, Store, TrustedState
 from sgxlaunch.policy.state import ROOT_PREVIOUS_KEY
@@ -233,6 +237,26 @@ class PlatformConfig:
                 raise UsageError("a locked-hash platform needs the firmware's hash")
             kwargs["firmware_lepubkeyhash"] = bytes.fromhex(self.firmware_lepubkeyhash)
         return CpuConfig(**kwargs)
+
+
+@dataclass(frozen=True)
+class LogAttestation:
+    """The launch enclave's attestation of its committed log head (:meth:`Platform.attest_log`).
+
+    Attributes:
+        report: the 432-byte REPORT for the target enclave; REPORTDATA is
+            :func:`~sgxlaunch.launch.log.attest_reportdata` of the nonce, the machine's platform
+            id and ``head``.
+        head: the committed record count and chain head the enclave attested.
+        nonce: the nonce.
+        export: the stored records of the segment in the export format, with the attested
+            head in the header (:func:`~sgxlaunch.launch.log.export_log`).
+    """
+
+    report: bytes
+    head: LogHead
+    nonce: bytes
+    export: bytes
 
 
 @dataclass
@@ -637,16 +661,25 @@ class Platform:
         attributes = Attributes(flags=flags, xfrm=sig.attributes.xfrm)
         self.le = load(self.driver.new_process(), image, sig, token=token, attributes=attributes)
         reply = self._le_call(self._load_request(sig, recovery), LoadReply)
-        if reply.sealed is not None:  # recovery: store the new state, then advance
-            changes: dict[str, bytes | None] = {le_sealed_key(sig.mrsigner): reply.sealed}
-            for key in self.store.keys(log_prefix(sig.mrsigner)):
-                blob = self.store.get(key)
-                changes[f"{ARCHIVE_PREFIX}counter-{reply.counter}/{key}"] = blob
-                changes[key] = None
-            self.store.commit(changes)
-            self._le_call(AdvanceRequest(), AdvanceReply)
+        self._open_segment(sig, reply)
         self._note_committed(reply)
         return reply
+
+    def _open_segment(self, sig: Sigstruct, reply: LoadReply) -> None:
+        """After a LOAD that prepared a state (owner recovery, or the first start of a signer
+        the counter was handed to): archive the signer's old log segment, store the prepared
+        state and the new segment's epoch record in one commit, then advance the counter."""
+        if reply.sealed is None:
+            return
+        changes: dict[str, bytes | None] = {le_sealed_key(sig.mrsigner): reply.sealed}
+        for key in self.store.keys(log_prefix(sig.mrsigner)):
+            blob = self.store.get(key)
+            changes[f"{ARCHIVE_PREFIX}counter-{reply.counter}/{key}"] = blob
+            changes[key] = None
+        if reply.record is not None:
+            changes[f"{log_prefix(sig.mrsigner)}{0:016d}"] = reply.record
+        self.store.commit(changes)
+        self._le_call(AdvanceRequest(), AdvanceReply)
 
     def _note_committed(self, reply: LoadReply) -> None:
         """Remember what the launch enclave committed (LOAD ``reply``), to notice later
@@ -654,7 +687,8 @@ class Platform:
         assert self.le_sigstruct is not None
         self._counter_seen = self.machine.load().counter.value
         self._sealed_seen = self.store.get(le_sealed_key(self.le_sigstruct.mrsigner))
-        self._log_count = int(reply.log_count)
+        # A LOAD that opened a segment (``record``) has advanced past the state it reported.
+        self._log_count = int(reply.log_count) + (reply.record is not None)
 
     def _load_request(self, sig: Sigstruct, recovery: bytes | None = None) -> LoadRequest:
         """The LOAD call's request: the home's documents and the enclave's sealed state."""
@@ -707,6 +741,7 @@ class Platform:
                 "the monotonic counter was handed to another launch enclave while this "
                 "platform was open; open the platform again"
             )
+        self._open_segment(self.le_sigstruct, reply)
         self._note_committed(reply)
         self._settle_tail()
 
@@ -1235,6 +1270,68 @@ class Platform:
             reply = self._le_call(LogVerifyRequest(records=tuple(blobs)), LogVerifyReply)
         check_exactly_once([decode_record(blob, index) for index, blob in enumerate(blobs)])
         return reply.count
+
+    def attest_log(self, nonce: bytes, targetinfo: bytes, *, first_seq: int = 0) -> LogAttestation:
+        """The launch enclave's REPORT, for the enclave ``targetinfo`` names (the quoting
+        enclave), binding ``nonce``, the machine's platform id and the committed log head; with
+        the records it attests, exported from ``first_seq`` (read under the same lock).
+
+        Raises:
+            MalformedInput: the nonce is empty or over 64 bytes; TARGETINFO is malformed.
+            UsageError: no launch enclave here; ``first_seq`` is beyond the log.
+            LogTampered: a stored record cannot be exported.
+        """
+        with self._exclusive():
+            blobs = self.log_blobs()
+            reply = self._le_call(
+                LogAttestRequest(nonce=bytes(nonce), targetinfo=bytes(targetinfo)),
+                LogAttestReply,
+            )
+        head = LogHead(reply.count, reply.head)
+        signer = self.le_signer
+        assert signer is not None
+        export = export_log(
+            blobs,
+            platform_id=self.platform_id,
+            le_mrsigner=signer,
+            first_seq=first_seq,
+            attested={"nonce": nonce.hex(), "count": head.count, "head": head.hash.hex()},
+        )
+        return LogAttestation(report=reply.report, head=head, nonce=bytes(nonce), export=export)
+
+    def attest_log_quote(self, nonce: bytes, *, first_seq: int = 0) -> tuple[bytes, LogAttestation]:
+        """A DCAP quote of the launch enclave's attestation of its log head for ``nonce``
+        (:meth:`attest_log` targeted at this platform's quoting enclave, then :meth:`quote`),
+        and the attestation with the records it attests. The PCE and QE are launched first if
+        they are not running (their INIT attempts are in the log before the attested head).
+
+        Raises:
+            MalformedInput: the nonce is empty or over 64 bytes.
+            UsageError: no launch enclave here; ``first_seq`` is beyond the log.
+            PolicyDenied: owner mode, and the policy does not allow the PCE or QE.
+            VerificationFailed: no PCK certificate for the current TCB; the QE refused.
+        """
+        target = self.qe_target_info()
+        attestation = self.attest_log(nonce, target.to_bytes(), first_seq=first_seq)
+        return self.quote(attestation.report), attestation
+
+    def export_log(self, first_seq: int = 0) -> bytes:
+        """The current launch enclave's log segment in the export format, from ``first_seq``.
+
+        Raises:
+            UsageError: no launch enclave here; ``first_seq`` is beyond the log.
+            LogTampered: a stored record cannot be exported.
+        """
+        signer = self.le_signer
+        if signer is None:
+            raise UsageError(
+                "the owner's launch enclave is not set up here (`sgxlaunch platform le-sign`)"
+            )
+        with self._exclusive():
+            blobs = self.log_blobs()
+        return export_log(
+            blobs, platform_id=self.platform_id, le_mrsigner=signer, first_seq=first_seq
+        )
 
     @property
     def log_errors(self) -> list[str]:
