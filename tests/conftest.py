@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+import sgxlaunch.attest.pcs
+import sgxlaunch.cli.author
+from sgxlaunch.sigstruct import generate_key
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_VECTORS = REPO.parent / "shared" / "vectors"
@@ -52,3 +57,28 @@ def _machine_outside_the_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     # No sgxlaunchd unless a test starts one: the default socket lives under XDG_RUNTIME_DIR.
     monkeypatch.delenv("SGXLAUNCH_SOCKET", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
+
+
+_SIGNING_KEYS: list[rsa.RSAPrivateKey] = []
+"""RSA-3072 (e = 3) keys made once per test session and handed out again in later tests."""
+
+
+@pytest.fixture(autouse=True)
+def _pooled_sgx_signing_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making an RSA-3072 key takes 0.5-2 s, and every platform made in-process makes one (the
+    machine's PCE/QE signing key), as does ``key generate``. Within one test each call still
+    gets a key of its own (the n-th call the n-th key of a session-wide pool), so two machines
+    or two authors of one test never share a key; tests only reuse keys of earlier tests, whose
+    files are gone. Subprocesses make real keys."""
+    taken = 0
+
+    def pooled() -> rsa.RSAPrivateKey:
+        nonlocal taken
+        if taken == len(_SIGNING_KEYS):
+            _SIGNING_KEYS.append(generate_key())
+        key = _SIGNING_KEYS[taken]
+        taken += 1
+        return key
+
+    monkeypatch.setattr(sgxlaunch.attest.pcs, "generate_key", pooled)
+    monkeypatch.setattr(sgxlaunch.cli.author, "generate_key", pooled)
