@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sgxlaunch.arch.constants import PAGE_SIZE, AttributeFlag
+from sgxlaunch.driver.owner import MAINLINE_LIMITS, ExecGrant, OwnerLimits
 from sgxlaunch.driver.uapi import PROT_EXEC, PROT_READ, PROT_WRITE, DriverError
 
 # Kernel policy masks (arch/x86/include/asm/sgx.h, spec §1.1).
@@ -69,6 +70,11 @@ class Enclave:
     ``pages_added`` / ``pages_removed`` count the pages EAUGed after EINIT and the pages
     REMOVE_PAGES took out (what the launch log records at teardown); ``mm_list`` holds the
     address spaces that mapped the enclave.
+
+    Owner extension (issue 17): ``owner_limits`` are the limits the owner's policy set at INIT
+    (decoded from the token's KEYID; mainline's until then and in permissive mode);
+    ``exec_grants`` maps the page offsets of an attested-code grant to it; ``configid`` is the
+    instance's SECS.CONFIGID (KSS) as written at ECREATE.
     """
 
     eid: int
@@ -89,6 +95,9 @@ class Enclave:
     pages_added: int = 0
     pages_removed: int = 0
     mm_list: list[Mm] = field(default_factory=list)
+    owner_limits: OwnerLimits = MAINLINE_LIMITS
+    exec_grants: dict[int, ExecGrant] = field(default_factory=dict)
+    configid: bytes = bytes(64)
 
     def zap(self, start: int, end: int) -> None:
         """sgx_zap_enclave_ptes over ``[start, end)`` (linear) in every mm mapping the enclave."""

@@ -17,13 +17,23 @@ INIT recomputes the second half with the SIGSTRUCT it is handed and the policy d
 machine's counter slot (written only by the launch enclave, by the compare-and-set that commits
 a policy), and refuses (EPERM) a token minted for another SIGSTRUCT or under another policy
 (:func:`check_token_binding`).
+
+Per-enclave limits (issue 17). What the owner's policy says about an enclave's dynamic memory,
+unmeasured executable pages and RWX pages reaches the driver in the same KEYID: its first 16
+bytes N are :func:`limits_nonce` — a tag byte, the :class:`DynamicMemory` level, a flag byte and
+13 random bytes (so tokens stay distinct). N is covered by the binding hash *and*, as part of
+KEYID, is an input of the launch key, so user space cannot change a limit without EINIT refusing
+the token's MAC. The driver decodes it with :func:`keyid_limits` after the binding check and keeps
+the result in ``Enclave.owner_limits``; an enclave initialized in permissive mode gets
+:data:`MAINLINE_LIMITS` (mainline's behaviour).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from enum import IntEnum
 
 from sgxlaunch.cpu.machine import Machine, MachineConflict
 from sgxlaunch.errors import UsageError, VerificationFailed
@@ -67,6 +77,122 @@ def check_token_binding(keyid: bytes, sigstruct: bytes, policy_digest: bytes) ->
         )
 
 
+LIMITS_TAG = 0x4C
+"""First byte of a KEYID nonce that carries :class:`OwnerLimits` (``L``)."""
+_FLAG_UNMEASURED_EXEC = 0x01
+_FLAG_RWX_PAGES = 0x02
+_KNOWN_FLAGS = _FLAG_UNMEASURED_EXEC | _FLAG_RWX_PAGES
+
+
+class DynamicMemory(IntEnum):
+    """A rule's ``dynamic_memory`` level (what may happen after EINIT)."""
+
+    NONE = 0
+    """No EAUG after EINIT (SIGBUS on a fault in a hole); the SGX2 ioctls are refused (EPERM)."""
+    DATA = 1
+    """Pages may be added, but dynamic pages and holes are never mapped executable."""
+    ATTESTED_CODE = 2
+    """Dynamic code runs only on pages the launch enclave granted after an attested report."""
+    CODE = 3
+    """Mainline: dynamic pages may be RWX; each dynamic executable mapping is recorded."""
+
+    @property
+    def label(self) -> str:
+        """The policy's spelling: ``none``, ``data``, ``attested-code``, ``code``."""
+        return self.name.lower().replace("_", "-")
+
+    @classmethod
+    def from_label(cls, label: str) -> DynamicMemory:
+        """The level spelled ``label``.
+
+        Raises:
+            UsageError: not one of the four spellings.
+        """
+        for level in cls:
+            if level.label == label:
+                return level
+        raise UsageError(f"dynamic_memory {label!r} is not one of none, data, attested-code, code")
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerLimits:
+    """What the driver enforces for one enclave after owner-mode INIT.
+
+    Attributes:
+        dynamic_memory: the :class:`DynamicMemory` level.
+        unmeasured_exec: EADDed executable pages without SGX_PAGE_MEASURE are allowed.
+        rwx_pages: measured pages that are writable and executable are allowed.
+    """
+
+    dynamic_memory: DynamicMemory = DynamicMemory.CODE
+    unmeasured_exec: bool = True
+    rwx_pages: bool = True
+
+
+MAINLINE_LIMITS = OwnerLimits()
+"""Mainline's behaviour: permissive mode, and policies of ``spec_version`` 1 and 2."""
+
+STRICT_LIMITS = OwnerLimits(DynamicMemory.NONE, unmeasured_exec=False, rwx_pages=False)
+"""The tightest limits (nothing dynamic, no unmeasured or RWX executable pages)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecGrant:
+    """An attested grant to execute dynamic code on ``[start, end)`` (enclave offsets).
+
+    Attributes:
+        start: first byte offset (page aligned).
+        end: end offset (exclusive, page aligned).
+        code_hash: SHA-256 of the code bytes the enclave reported.
+        challenge: the one-time challenge the grant consumed.
+    """
+
+    start: int
+    end: int
+    code_hash: bytes
+    challenge: bytes
+
+
+def limits_nonce(limits: OwnerLimits, random13: bytes) -> bytes:
+    """The 16-byte KEYID nonce carrying ``limits``: tag, level, flags, 13 random bytes.
+
+    Raises:
+        UsageError: ``random13`` is not 13 bytes.
+    """
+    if len(random13) != 13:
+        raise UsageError("a limits nonce takes 13 random bytes")
+    flags = (_FLAG_UNMEASURED_EXEC if limits.unmeasured_exec else 0) | (
+        _FLAG_RWX_PAGES if limits.rwx_pages else 0
+    )
+    return bytes((LIMITS_TAG, int(limits.dynamic_memory), flags)) + bytes(random13)
+
+
+def keyid_limits(keyid: bytes) -> OwnerLimits:
+    """The limits a bound KEYID carries (its first three bytes).
+
+    Raises:
+        VerificationFailed: the KEYID carries no limits, or an unknown level or flag.
+    """
+    if len(keyid) < 3 or keyid[0] != LIMITS_TAG:
+        raise VerificationFailed(
+            "the token's KEYID carries no owner limits",
+            expected=f"KEYID[0] = 0x{LIMITS_TAG:02x}",
+            found=f"KEYID[0] = 0x{keyid[0]:02x}" if keyid else "an empty KEYID",
+        )
+    level, flags = keyid[1], keyid[2]
+    if level > max(DynamicMemory) or flags & ~_KNOWN_FLAGS:
+        raise VerificationFailed(
+            "the token's KEYID carries unknown owner limits",
+            expected=f"level 0..{int(max(DynamicMemory))}, flags within 0x{_KNOWN_FLAGS:02x}",
+            found=f"level {level}, flags 0x{flags:02x}",
+        )
+    return OwnerLimits(
+        DynamicMemory(level),
+        unmeasured_exec=bool(flags & _FLAG_UNMEASURED_EXEC),
+        rwx_pages=bool(flags & _FLAG_RWX_PAGES),
+    )
+
+
 def bind_owner(machine: Machine, expected: bytes | None, new: bytes) -> None:
     """Move the owner binding from ``expected`` (``None``: no owner) to ``new``.
 
@@ -93,9 +219,17 @@ def bind_owner(machine: Machine, expected: bytes | None, new: bytes) -> None:
 
 
 __all__ = [
+    "LIMITS_TAG",
+    "MAINLINE_LIMITS",
+    "STRICT_LIMITS",
     "TOKEN_BINDING_DOMAIN",
+    "DynamicMemory",
+    "ExecGrant",
+    "OwnerLimits",
     "bind_owner",
     "check_token_binding",
+    "keyid_limits",
+    "limits_nonce",
     "token_binding",
     "token_keyid",
 ]
