@@ -44,7 +44,7 @@ def test_policy_round_trips_through_its_canonical_payload() -> None:
     assert rule.isvsvn == (0, 65535)
     assert rule.debug and rule.provisionkey and rule.kss
     assert policy.deny[0].effect == "deny"
-    assert json.loads(payload)["allow"][0] == rule.to_doc()
+    assert json.loads(payload)["allow"][0] == rule.to_doc(policy.spec_version)
 
 
 def test_policy_every_truncation_and_trailing_bytes_refused() -> None:

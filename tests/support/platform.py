@@ -90,8 +90,10 @@ class Owner:
         signers: int = 2,
         expires: str = "2027-06-01T00:00:00Z",
         issued: bool = True,
+        spec_version: str | None = None,
     ) -> bytes:
-        """A policy signed by ``signers`` keys, ``issued`` at the clock's time unless told."""
+        """A policy signed by ``signers`` keys, ``issued`` at the clock's time unless told;
+        ``spec_version`` "2" when issued (else "1") unless told (e.g. "3")."""
         doc: dict[str, Any] = {
             "spec_version": "1",
             "version": version,
@@ -102,6 +104,8 @@ class Owner:
         if issued:
             doc["spec_version"] = "2"
             doc["issued"] = min(format_time(self.clock.now), expires)  # same format: ordered
+        if spec_version is not None:
+            doc["spec_version"] = spec_version
         return sign_payload(
             POLICY_PAYLOAD_TYPE, dumps_canonical(doc), self.keys[:signers]
         ).to_bytes()

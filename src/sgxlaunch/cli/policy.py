@@ -205,6 +205,8 @@ def _rule_field_text(name: str, value: Any) -> str:
         return name
     if name.endswith("_mask"):
         return f"{name}=0x{value:x}"
+    if isinstance(value, list):
+        return f"{name}={','.join(str(v) for v in value)}"
     return f"{name}={value}"
 
 
@@ -409,11 +411,15 @@ def policy_show(policy: str, as_json: bool) -> None:
     if as_json:
         echo_json(info)
         return
-    click.echo(f"launch policy version {parsed.version}, expires {info['expires']}")
+    click.echo(
+        f"launch policy version {parsed.version} (spec_version {parsed.spec_version}), "
+        f"expires {info['expires']}"
+    )
     for effect, rules in (("allow", parsed.allow), ("deny", parsed.deny)):
         click.echo(f"{effect} ({len(rules)}):")
         for rule in rules:
-            fields = " ".join(_rule_field_text(k, v) for k, v in rule.to_doc().items())
+            doc = rule.to_doc(parsed.spec_version)
+            fields = " ".join(_rule_field_text(k, v) for k, v in doc.items())
             click.echo(f"  {rule.id}: {fields}")
     if envelope is not None:
         click.echo(f"signed by {plural(len(envelope.signatures), 'key')}:")

@@ -38,7 +38,13 @@ from sgxlaunch.driver.encl import (
     EnclPage,
 )
 from sgxlaunch.driver.epc import PAGEINFO, EpcPool
-from sgxlaunch.driver.owner import check_token_binding
+from sgxlaunch.driver.owner import (
+    MAINLINE_LIMITS,
+    STRICT_LIMITS,
+    OwnerLimits,
+    check_token_binding,
+    keyid_limits,
+)
 from sgxlaunch.driver.uapi import (
     ADD_PAGES_ARG,
     CREATE_ARG,
@@ -604,14 +610,16 @@ class Ioctls:
                 )
             sig = Sigstruct.from_bytes_raw(sig_bytes)
             self._check_sigstruct(enclave, sig)
+            limits = MAINLINE_LIMITS
             if self.lc.mode == "owner" and self.lc.le_mrenclave is not None:
-                self._check_owner_launch(sig, sig_bytes, token_bytes)
+                limits = self._check_owner_launch(sig, sig_bytes, token_bytes)
             status = self._einit(enclave, sig, sig_bytes, token_bytes)
             if status_box is not None:
                 status_box.append(status)
             if status != SgxStatus.SUCCESS:
                 raise DriverError(errno.EPERM, f"EINIT returned {status.name}", status=status)
             enclave.initialized = True
+            enclave.owner_limits = limits
             enclave.mrenclave = sig.enclavehash
             enclave.mrsigner = sig.mrsigner
             self._notify(process, enclave, name, sig_bytes, token_bytes, 0, status, "")
@@ -657,14 +665,21 @@ class Ioctls:
         if sig.attributes.xfrm & sig.attributemask.xfrm & self.xfrm_reserved_mask:
             raise DriverError(errno.EINVAL, "SIGSTRUCT.ATTRIBUTES.XFRM has reserved bits set")
 
-    def _check_owner_launch(self, sig: Sigstruct, sig_bytes: bytes, token: bytes | None) -> None:
+    def _check_owner_launch(
+        self, sig: Sigstruct, sig_bytes: bytes, token: bytes | None
+    ) -> OwnerLimits:
         """The owner's launch control (sgxlaunch extension; :mod:`sgxlaunch.driver.owner`):
         the launch-enclave signer launches only the launch enclave (hardware would let any
         enclave of that signer run without a token), and a valid token's KEYID binds this
         SIGSTRUCT and the policy digest of the machine's counter slot.
 
+        Returns the limits the enclave gets: those the token's KEYID carries
+        (:func:`~sgxlaunch.driver.owner.keyid_limits`, decoded after the binding check), or
+        :data:`~sgxlaunch.driver.owner.STRICT_LIMITS` for a token with VALID = 0 (the launch
+        enclave itself: EINIT lets only the EINITTOKEN_KEY holder run without a valid token).
+
         Raises:
-            DriverError: EPERM for either refusal.
+            DriverError: EPERM for either refusal, or a KEYID that carries no limits.
         """
         if hmac.compare_digest(sig.mrsigner, self.lc.le_signer or b"") and not (
             hmac.compare_digest(sig.enclavehash, self.lc.le_mrenclave or b"")
@@ -674,12 +689,13 @@ class Ioctls:
                 "owner launch control: the launch-enclave key launches only the launch enclave",
             )
         if token is None or not token[0] & 1:  # VALID = 0: EINIT decides (the launch enclave)
-            return
+            return STRICT_LIMITS
         machine = self.cpu.machine
         policy_digest = bytes(32) if machine is None else machine.load().counter.policy_digest
         keyid = token[_KEYID_OFFSET : _KEYID_OFFSET + 32]
         try:
             check_token_binding(keyid, sig_bytes, policy_digest)
+            return keyid_limits(keyid)
         except VerificationFailed as exc:
             raise DriverError(errno.EPERM, f"owner launch control: {exc.message}") from None
 

@@ -65,7 +65,7 @@ from sgxlaunch.arch.constants import (
 from sgxlaunch.cpu import EnclaveContext, EnclaveImage, EnclaveProgram, ImagePage, program_image
 from sgxlaunch.cpu.faults import EnclaveLeafFailed
 from sgxlaunch.cpu.keys import cmac128
-from sgxlaunch.driver.owner import token_keyid
+from sgxlaunch.driver.owner import OwnerLimits, limits_nonce, token_keyid
 from sgxlaunch.errors import (
     MalformedInput,
     PlatformMismatch,
@@ -773,7 +773,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
             policy_version=decision.policy_version,
             policy_digest=state.policy_digest,
             reasons=(),
-            token=self._token(ctx, maced, req.sigstruct, state.policy_digest),
+            token=self._token(ctx, maced, req.sigstruct, state.policy_digest, decision.limits),
         )
 
     def _minting_for(self, ctx: EnclaveContext) -> _Minting:
@@ -802,14 +802,21 @@ class OwnerLaunchEnclave(EnclaveProgram):
         return self._minting
 
     def _token(
-        self, ctx: EnclaveContext, maced: bytes, sigstruct: bytes, policy_digest: bytes
+        self,
+        ctx: EnclaveContext,
+        maced: bytes,
+        sigstruct: bytes,
+        policy_digest: bytes,
+        limits: OwnerLimits,
     ) -> bytes:
         """Mint an EINITTOKEN (SDM EINIT's token checks; Intel's LE flow, spec §4.7) whose
-        KEYID binds the SIGSTRUCT and the policy (:func:`~sgxlaunch.driver.owner.token_keyid`):
-        ``maced`` (bytes 0..191) ‖ this enclave's LE fields ‖ KEYID ‖ CMAC under the
-        EINITTOKEN key that EGETKEY derives for that KEYID."""
+        KEYID binds the SIGSTRUCT and the policy (:func:`~sgxlaunch.driver.owner.token_keyid`)
+        and carries the allowing rule's ``limits`` in its nonce
+        (:func:`~sgxlaunch.driver.owner.limits_nonce`): ``maced`` (bytes 0..191) ‖ this
+        enclave's LE fields ‖ KEYID ‖ CMAC under the EINITTOKEN key that EGETKEY derives for
+        that KEYID."""
         minting = self._minting_for(ctx)
-        keyid = token_keyid(ctx.rdrand(16), sigstruct, policy_digest)
+        keyid = token_keyid(limits_nonce(limits, ctx.rdrand(13)), sigstruct, policy_digest)
         key = ctx.egetkey(minting.keyrequest_head + keyid + minting.keyrequest_tail)
         return maced + minting.token_le + keyid + cmac128(key, maced)
 

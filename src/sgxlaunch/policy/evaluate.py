@@ -24,10 +24,11 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.arch.structs import Sigstruct
+from sgxlaunch.driver.owner import OwnerLimits
 from sgxlaunch.errors import PolicyDenied, UsageError
 from sgxlaunch.policy import _json
 from sgxlaunch.policy.model import LaunchPolicy, Rule
@@ -131,12 +132,31 @@ class Decision:
         rule: the allowing rule's id; for a denial, the deny rule's id if one matched.
         reasons: every reason for a denial (empty when allowed).
         policy_version: the version of the policy that decided.
+        matched: the allowing rule itself (``None`` for a denial): its :attr:`limits` go into
+            the token's KEYID, its ``code_hashes`` decide attested-code grants.
     """
 
     allowed: bool
     rule: str | None
     reasons: tuple[Reason, ...]
     policy_version: int
+    matched: Rule | None = None
+
+    @property
+    def limits(self) -> OwnerLimits:
+        """The allowing rule's dynamic-memory limits (what the driver enforces after INIT).
+
+        Raises:
+            UsageError: the decision is a denial (no rule's limits apply).
+        """
+        if not self.allowed or self.matched is None:
+            raise UsageError("a denied launch has no owner limits")
+        return self.matched.limits
+
+    @property
+    def code_hashes(self) -> tuple[bytes, ...] | Literal["any"] | None:
+        """The allowing rule's ``code_hashes`` (``None`` unless ``attested-code``)."""
+        return None if self.matched is None else self.matched.code_hashes
 
     def require(self) -> None:
         """Raise unless allowed.
@@ -159,13 +179,29 @@ class Decision:
         )
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready view."""
-        return {
+        """A JSON-ready view (with the allowing rule's ``limits`` when allowed)."""
+        out: dict[str, Any] = {
             "allowed": self.allowed,
             "rule": self.rule,
             "policy_version": self.policy_version,
             "reasons": [r.describe() for r in self.reasons],
         }
+        if self.allowed and self.matched is not None:
+            out["limits"] = describe_limits(self.matched)
+        return out
+
+
+def describe_limits(rule: Rule) -> dict[str, Any]:
+    """An allow rule's dynamic-memory limits, JSON-ready."""
+    hashes = rule.code_hashes
+    return {
+        "dynamic_memory": rule.dynamic_memory.label,
+        "code_hashes": hashes
+        if hashes is None or isinstance(hashes, str)
+        else [h.hex() for h in hashes],
+        "unmeasured_exec": "allow" if rule.unmeasured_exec else "deny",
+        "rwx_pages": "allow" if rule.rwx_pages else "deny",
+    }
 
 
 def _hex_eq(a: bytes, b: bytes) -> bool:
@@ -338,7 +374,7 @@ class PolicyIndex:
             allow_candidates += 1
             problems = identity_mismatches(rule, e) or permission_problems(rule, e)
             if not problems:
-                return Decision(True, rule.id, (), policy.version)
+                return Decision(True, rule.id, (), policy.version, rule)
             reasons_list.extend(problems)
         if not allow_candidates:
             reasons_list.append(

@@ -3,13 +3,15 @@
 Payload (``application/vnd.sgxlaunch.launch-policy+json``, carried in a DSSE envelope)::
 
     {
-     "spec_version": "1",
+     "spec_version": "3",
      "version": 7,
+     "issued": "2026-11-01T00:00:00Z",
      "expires": "2027-01-31T00:00:00Z",
      "allow": [
       {"id": "acme-prod", "mrsigner": "<64 hex>", "isvprodid": 3,
        "isvsvn": {"min": 2, "max": 65535}},
-      {"id": "acme-dev", "mrenclave": "<64 hex>", "debug": true}
+      {"id": "acme-dev", "mrenclave": "<64 hex>", "debug": true,
+       "dynamic_memory": "attested-code", "code_hashes": ["<64 hex>"]}
      ],
      "deny": [
       {"id": "acme-cve-2026-1", "mrsigner": "<64 hex>", "isvprodid": 3,
@@ -28,6 +30,16 @@ Rule fields (every field given must match; fields left out do not constrain):
   ``miscselect_mask`` (integers: the enclave's XFRM / MISCSELECT must have no bit outside the
   mask; left out = not constrained).
 
+* dynamic memory (``allow`` rules only, ``spec_version`` "3"; issue 17) — ``dynamic_memory``:
+  ``"none"`` | ``"data"`` | ``"attested-code"`` | ``"code"`` (default ``"data"``: pages may be
+  added after EINIT but never run as code); ``code_hashes``: a list of SHA-256 code hashes (64
+  hex) or ``"any"`` — only with, and required by, ``attested-code``; ``unmeasured_exec``:
+  ``"deny"`` | ``"allow"`` (default deny: an executable page EADDed without SGX_PAGE_MEASURE
+  makes owner-mode INIT fail); ``rwx_pages``: ``"deny"`` | ``"allow"`` (default deny: a
+  measured page that is writable and executable makes owner-mode INIT fail). Policies of
+  ``spec_version`` "1" and "2" cannot carry these fields and keep meaning what they meant when
+  signed: ``code`` + ``allow`` + ``allow`` (mainline: dynamic code unrestricted).
+
 Rule ids (1–128 characters of ``A–Z a–z 0–9 . _ : -``) are unique across both lists. Unknown
 fields anywhere are refused, so an old verifier never silently ignores a new constraint. Sizes
 are capped before parsing: 64 MiB of payload, 1 000 000 rules.
@@ -39,8 +51,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+from sgxlaunch.driver.owner import DynamicMemory, OwnerLimits
 from sgxlaunch.errors import MalformedInput, UsageError
 from sgxlaunch.policy import _json
 
@@ -48,6 +61,13 @@ POLICY_PAYLOAD_TYPE = "application/vnd.sgxlaunch.launch-policy+json"
 SPEC_VERSION = "1"
 SPEC_VERSION_ISSUED = "2"
 """spec_version of a policy carrying a signed ``issued`` time (required there)."""
+SPEC_VERSION_DYNAMIC = "3"
+"""spec_version whose allow rules carry the dynamic-memory fields (and ``issued``, required)."""
+SPEC_VERSIONS = (SPEC_VERSION, SPEC_VERSION_ISSUED, SPEC_VERSION_DYNAMIC)
+LEGACY_SPEC_VERSIONS = (SPEC_VERSION, SPEC_VERSION_ISSUED)
+"""Versions under which dynamic code is unrestricted (``code`` + ``allow`` + ``allow``)."""
+ANY_CODE = "any"
+"""``code_hashes`` value that allows any reported code (each grant is still recorded)."""
 MAX_POLICY_SIZE = 64 << 20
 MAX_RULES = 1_000_000
 MAX_VERSION = (1 << 63) - 1
@@ -60,8 +80,13 @@ _ZERO32 = bytes(32)
 
 _IDENTITY_FIELDS = ("mrsigner", "mrenclave", "isvprodid", "isvsvn", "isvfamilyid", "isvextprodid")
 _PERMISSION_FIELDS = ("debug", "provisionkey", "kss", "xfrm_mask", "miscselect_mask")
+_DYNAMIC_FIELDS = ("dynamic_memory", "code_hashes", "unmeasured_exec", "rwx_pages")
 ALLOW_FIELDS = ("id", *_IDENTITY_FIELDS, *_PERMISSION_FIELDS)
+"""Allow-rule fields of ``spec_version`` "1" and "2"."""
+ALLOW_FIELDS_DYNAMIC = (*ALLOW_FIELDS, *_DYNAMIC_FIELDS)
+"""Allow-rule fields of ``spec_version`` "3"."""
 DENY_FIELDS = ("id", *_IDENTITY_FIELDS)
+_DENY_ALLOW = ("deny", "allow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +98,11 @@ class Rule:
         effect: ``"allow"`` or ``"deny"``.
         position: the rule's index within its list (ties between matching rules go to the
             lowest position).
+        dynamic_memory, unmeasured_exec, rwx_pages: the allow rule's dynamic-memory limits
+            (the dataclass defaults are mainline's — what a rule of ``spec_version`` "1"/"2"
+            means; :meth:`from_doc` applies spec "3"'s defaults, data/deny/deny).
+        code_hashes: for ``attested-code``, the allowed SHA-256 code hashes or
+            :data:`ANY_CODE`; ``None`` for every other level.
     """
 
     id: str
@@ -89,21 +119,55 @@ class Rule:
     kss: bool = False
     xfrm_mask: int | None = None
     miscselect_mask: int | None = None
+    dynamic_memory: DynamicMemory = DynamicMemory.CODE
+    code_hashes: tuple[bytes, ...] | Literal["any"] | None = None
+    unmeasured_exec: bool = True
+    rwx_pages: bool = True
+
+    @property
+    def limits(self) -> OwnerLimits:
+        """What the driver enforces for an enclave this allow rule launched."""
+        return OwnerLimits(self.dynamic_memory, self.unmeasured_exec, self.rwx_pages)
+
+    def allows_code(self, code_hash: bytes) -> bool:
+        """Whether an ``attested-code`` grant for code hashing to ``code_hash`` is allowed
+        (``code_hashes`` lists it, or is ``"any"``); ``False`` at every other level."""
+        if self.dynamic_memory != DynamicMemory.ATTESTED_CODE or self.code_hashes is None:
+            return False
+        return self.code_hashes == ANY_CODE or bytes(code_hash) in self.code_hashes
 
     @classmethod
-    def from_doc(cls, doc: Any, effect: str, position: int) -> Rule:
-        """Parse one rule object (``effect`` is the list it came from).
+    def from_doc(
+        cls, doc: Any, effect: str, position: int, spec_version: str = SPEC_VERSION_DYNAMIC
+    ) -> Rule:
+        """Parse one rule object (``effect`` is the list it came from, ``spec_version`` the
+        policy's: it decides which fields exist and the dynamic-memory defaults).
 
         Raises:
             MalformedInput: unknown or missing field, wrong type, out-of-range value, no
-                MRSIGNER/MRENCLAVE, an all-zero MRSIGNER/MRENCLAVE, a bad id or SVN range.
+                MRSIGNER/MRENCLAVE, an all-zero MRSIGNER/MRENCLAVE, a bad id or SVN range, a
+                dynamic-memory field under an older ``spec_version``, a bad level, a
+                ``code_hashes`` without ``attested-code`` (or missing with it).
         """
         name = f"{effect}[{position}]"
         obj = _json.expect_object(doc, name)
-        allowed = ALLOW_FIELDS if effect == "allow" else DENY_FIELDS
+        dynamic = spec_version not in LEGACY_SPEC_VERSIONS
+        allowed: tuple[str, ...]
+        if effect != "allow":
+            allowed = DENY_FIELDS
+        else:
+            allowed = ALLOW_FIELDS_DYNAMIC if dynamic else ALLOW_FIELDS
         for key in obj:
             if key not in allowed:
-                raise MalformedInput(f"unknown field {key!r} in {name}", field=f"{name}.{key}")
+                why = ""
+                if effect == "allow" and key in ALLOW_FIELDS_DYNAMIC:
+                    why = (
+                        f" of spec_version {spec_version!r}: it needs spec_version "
+                        f"{SPEC_VERSION_DYNAMIC!r}"
+                    )
+                elif key in ALLOW_FIELDS_DYNAMIC:
+                    why = ": only allow rules carry it"
+                raise MalformedInput(f"unknown field {key!r} in {name}{why}", field=f"{name}.{key}")
         if "id" not in obj:
             raise MalformedInput(f"{name} has no id", field=f"{name}.id")
         rule_id = _json.get_str(obj, "id", name)
@@ -148,10 +212,19 @@ class Rule:
             values["xfrm_mask"] = _json.get_int(obj, "xfrm_mask", name, low=0, high=U64)
         if "miscselect_mask" in obj:
             values["miscselect_mask"] = _json.get_int(obj, "miscselect_mask", name, low=0, high=U32)
+        if effect == "allow" and dynamic:
+            values.update(_dynamic_fields(obj, name))
         return cls(rule_id, effect, position, **values)
 
-    def to_doc(self) -> dict[str, Any]:
-        """The rule as a JSON object (fields left out when unconstrained or default)."""
+    def to_doc(self, spec_version: str = SPEC_VERSION_DYNAMIC) -> dict[str, Any]:
+        """The rule as a JSON object under ``spec_version`` (fields left out when
+        unconstrained or default; under "3" the dynamic-memory fields that differ from
+        data/deny/deny are written, so a rule carried over from an older policy keeps its
+        mainline meaning until the owner tightens it).
+
+        Raises:
+            UsageError: the rule has limits that ``spec_version`` "1"/"2" cannot express.
+        """
         doc: dict[str, Any] = {"id": self.id}
         if self.mrsigner is not None:
             doc["mrsigner"] = self.mrsigner.hex()
@@ -172,7 +245,93 @@ class Rule:
             doc["xfrm_mask"] = self.xfrm_mask
         if self.miscselect_mask is not None:
             doc["miscselect_mask"] = self.miscselect_mask
+        if self.effect != "allow":
+            return doc
+        if spec_version in LEGACY_SPEC_VERSIONS:
+            if self.limits != OwnerLimits() or self.code_hashes is not None:
+                raise UsageError(
+                    f"rule {self.id}: dynamic-memory limits need spec_version "
+                    f"{SPEC_VERSION_DYNAMIC!r}"
+                )
+            return doc
+        if self.dynamic_memory != DynamicMemory.DATA:
+            doc["dynamic_memory"] = self.dynamic_memory.label
+        hashes = self.code_hashes
+        if isinstance(hashes, str):
+            doc["code_hashes"] = hashes
+        elif hashes is not None:
+            doc["code_hashes"] = [h.hex() for h in hashes]
+        if self.unmeasured_exec:
+            doc["unmeasured_exec"] = "allow"
+        if self.rwx_pages:
+            doc["rwx_pages"] = "allow"
         return doc
+
+
+def _dynamic_fields(obj: dict[str, Any], name: str) -> dict[str, Any]:
+    """The dynamic-memory fields of a spec "3" allow rule, with its defaults (data/deny/deny).
+
+    Raises:
+        MalformedInput: a bad level or deny/allow value; ``code_hashes`` without
+            ``attested-code``, missing with it, empty, repeated or not 64 hex.
+    """
+    values: dict[str, Any] = {}
+    level = DynamicMemory.DATA
+    if "dynamic_memory" in obj:
+        label = _json.get_str(obj, "dynamic_memory", name)
+        try:
+            level = DynamicMemory.from_label(label)
+        except UsageError:
+            raise MalformedInput(
+                f"{name}.dynamic_memory must be one of none, data, attested-code, code "
+                f"(found {label!r})",
+                field=f"{name}.dynamic_memory",
+            ) from None
+    values["dynamic_memory"] = level
+    for key in ("unmeasured_exec", "rwx_pages"):
+        value = _json.get_str(obj, key, name) if key in obj else "deny"
+        if value not in _DENY_ALLOW:
+            raise MalformedInput(
+                f"{name}.{key} must be 'deny' or 'allow' (found {value!r})", field=f"{name}.{key}"
+            )
+        values[key] = value == "allow"
+    where = f"{name}.code_hashes"
+    if level != DynamicMemory.ATTESTED_CODE:
+        if "code_hashes" in obj:
+            raise MalformedInput(
+                f"{where} needs dynamic_memory 'attested-code' (this rule has {level.label!r})",
+                field=where,
+            )
+        return values
+    if "code_hashes" not in obj:
+        raise MalformedInput(
+            f"{name} has dynamic_memory 'attested-code' but no code_hashes "
+            f"(a list of SHA-256 hashes, or {ANY_CODE!r})",
+            field=where,
+        )
+    raw = obj["code_hashes"]
+    if raw == ANY_CODE:
+        values["code_hashes"] = ANY_CODE
+        return values
+    if not isinstance(raw, list):
+        raise MalformedInput(
+            f"{where} must be a list of SHA-256 hashes (64 hex) or {ANY_CODE!r}", field=where
+        )
+    if not raw:
+        raise MalformedInput(
+            f"{where} is empty: no code could ever run; use dynamic_memory 'data' instead",
+            field=where,
+        )
+    hashes: list[bytes] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, str):
+            raise MalformedInput(f"{where}[{i}] must be 64 hex characters", field=f"{where}[{i}]")
+        digest = _json.parse_hex(item, 32, f"{where}[{i}]")
+        if digest in hashes:
+            raise MalformedInput(f"{where}[{i}] repeats {item}", field=f"{where}[{i}]")
+        hashes.append(digest)
+    values["code_hashes"] = tuple(hashes)
+    return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +343,10 @@ class LaunchPolicy:
         expires: the instant from which the policy no longer allows anything (aware, UTC).
         allow: allow rules in document order.
         deny: deny rules in document order.
-        issued: when the owner signed it (``spec_version`` "2"), or ``None`` (version "1").
+        issued: when the owner signed it (``spec_version`` "2" and "3"), or ``None`` ("1").
             The launch enclave's time floor is the latest ``issued`` it verified.
+        spec_version: "1", "2" or "3"; left empty, "3" when ``issued`` is given, else "1".
+            Under "1" and "2" dynamic code is unrestricted (:attr:`dynamic_code_unrestricted`).
     """
 
     version: int
@@ -193,6 +354,24 @@ class LaunchPolicy:
     allow: tuple[Rule, ...] = ()
     deny: tuple[Rule, ...] = field(default=())
     issued: datetime | None = None
+    spec_version: str = ""
+
+    def __post_init__(self) -> None:
+        spec = self.spec_version or (SPEC_VERSION if self.issued is None else SPEC_VERSION_DYNAMIC)
+        if spec not in SPEC_VERSIONS:
+            raise UsageError(f"spec_version {spec!r} is not one of {', '.join(SPEC_VERSIONS)}")
+        if (spec == SPEC_VERSION) != (self.issued is None):
+            raise UsageError(
+                f"a policy of spec_version {spec!r} "
+                + ("has no issued time" if spec == SPEC_VERSION else "needs an issued time")
+            )
+        object.__setattr__(self, "spec_version", spec)
+
+    @property
+    def dynamic_code_unrestricted(self) -> bool:
+        """An older ``spec_version`` ("1"/"2"): every allow rule means ``code`` + ``allow`` +
+        ``allow`` (mainline) — ``platform status`` and ``policy explain`` warn about it."""
+        return self.spec_version in LEGACY_SPEC_VERSIONS
 
     @classmethod
     def from_payload(cls, payload: bytes) -> LaunchPolicy:
@@ -216,7 +395,21 @@ class LaunchPolicy:
             optional=("issued",),
             field="policy",
         )
-        _json.check_spec(doc, "policy", SPEC_VERSION, SPEC_VERSION_ISSUED)
+        spec = _json.get_str(doc, "spec_version", "policy")
+        if spec not in SPEC_VERSIONS:
+            raise MalformedInput(
+                f"policy.spec_version must be one of {', '.join(map(repr, SPEC_VERSIONS))} "
+                f"(found {spec!r})",
+                field="policy.spec_version",
+            )
+        if spec != SPEC_VERSION and "issued" not in doc:
+            raise MalformedInput("missing field 'issued' in policy", field="policy.issued")
+        if spec == SPEC_VERSION and "issued" in doc:
+            raise MalformedInput(
+                f"policy.issued needs spec_version {SPEC_VERSION_ISSUED!r} or "
+                f"{SPEC_VERSION_DYNAMIC!r}",
+                field="policy.issued",
+            )
         version = _json.get_int(doc, "version", "policy", low=1, high=MAX_VERSION)
         expires = _json.get_time(doc, "expires", "policy")
         issued = _json.get_issued(doc, expires, "policy") if "issued" in doc else None
@@ -224,22 +417,26 @@ class LaunchPolicy:
         deny_docs = _json.expect_list(doc["deny"], "policy.deny")
         if len(allow_docs) + len(deny_docs) > MAX_RULES:
             raise MalformedInput(f"policy has more than {MAX_RULES} rules", field="policy")
-        allow = tuple(Rule.from_doc(d, "allow", i) for i, d in enumerate(allow_docs))
-        deny = tuple(Rule.from_doc(d, "deny", i) for i, d in enumerate(deny_docs))
+        allow = tuple(Rule.from_doc(d, "allow", i, spec) for i, d in enumerate(allow_docs))
+        deny = tuple(Rule.from_doc(d, "deny", i, spec) for i, d in enumerate(deny_docs))
         _check_unique_ids(allow, deny)
-        return cls(version, expires, allow, deny, issued)
+        return cls(version, expires, allow, deny, issued, spec)
 
     def to_payload(self) -> bytes:
-        """The canonical payload bytes (what gets signed)."""
+        """The canonical payload bytes (what gets signed).
+
+        Raises:
+            UsageError: a rule carries limits its ``spec_version`` cannot express.
+        """
+        spec = self.spec_version
         doc: dict[str, Any] = {
-            "spec_version": SPEC_VERSION,
+            "spec_version": spec,
             "version": self.version,
             "expires": _json.format_time(self.expires),
-            "allow": [r.to_doc() for r in self.allow],
-            "deny": [r.to_doc() for r in self.deny],
+            "allow": [r.to_doc(spec) for r in self.allow],
+            "deny": [r.to_doc(spec) for r in self.deny],
         }
         if self.issued is not None:
-            doc["spec_version"] = SPEC_VERSION_ISSUED
             doc["issued"] = _json.format_time(self.issued)
         return _json.dumps_canonical(doc)
 
@@ -255,7 +452,7 @@ class LaunchPolicy:
         """
         rules = self.allow if effect == "allow" else self.deny
         try:
-            rule = Rule.from_doc(rule_doc, effect, len(rules))
+            rule = Rule.from_doc(rule_doc, effect, len(rules), self.spec_version)
         except MalformedInput as exc:
             raise UsageError(exc.message, detail=exc.detail) from None
         if any(r.id == rule.id for r in (*self.allow, *self.deny)):
@@ -266,12 +463,14 @@ class LaunchPolicy:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view of the whole policy (for ``--json`` output)."""
+        spec = self.spec_version
         return {
+            "spec_version": spec,
             "version": self.version,
             "issued": None if self.issued is None else _json.format_time(self.issued),
             "expires": _json.format_time(self.expires),
-            "allow": [r.to_doc() for r in self.allow],
-            "deny": [r.to_doc() for r in self.deny],
+            "allow": [r.to_doc(spec) for r in self.allow],
+            "deny": [r.to_doc(spec) for r in self.deny],
         }
 
 
