@@ -82,6 +82,9 @@ def log_show(home: str | None, machine: str | None, socket: str | None, as_json:
             if r.get("sgx_status") and r["sgx_status"] != "SUCCESS":
                 line += f" {r['sgx_status']}"
             click.echo(line)
+            pages = r.get("refused_pages")
+            if isinstance(pages, dict):  # the owner's EINIT-time page checks (issue 17)
+                click.echo(f"        {pages.get('count')} pages refused: {r.get('reason')}")
             continue
         who = str(r.get("mrenclave") or "?")[:16]
         if r.get("kind") == "teardown":

@@ -21,6 +21,8 @@ SGX_ATTR_UNPRIV_MASK = (
 )
 SGX_ATTR_PRIV_MASK = AttributeFlag.PROVISIONKEY | AttributeFlag.EINITTOKEN_KEY
 SGX_VA_SLOT_COUNT = 512
+MEASURED_ALL = 0xFFFF
+"""``EnclPage.measured`` of a page whose 16 chunks of 256 bytes were all EEXTENDed."""
 
 
 class Mm(Protocol):
@@ -41,6 +43,10 @@ class EnclPage:
         page_type: REG, TCS or TRIM (the type the driver last set: ADD_PAGES, EAUG,
             MODIFY_TYPES).
         dynamic: added after EINIT (EAUG on a fault), never measured.
+        secinfo_prot: the R/W/X bits of the SECINFO it was EADDed with (TCS and EAUG: 0).
+        measured: bit i set when its 256-byte chunk i was EEXTENDed (SGX_PAGE_MEASURE sets
+            all 16; ENCLAVE_EXTEND sets some): the owner's EINIT-time checks count a page as
+            measured only when all 16 are (:data:`MEASURED_ALL`).
         epc: EPC address while resident, else ``None``.
         backing: (encrypted contents, PCMD) while evicted.
         va_slot: the VA slot holding the version while evicted.
@@ -53,6 +59,13 @@ class EnclPage:
     backing: tuple[bytes, bytes] | None = None
     va_slot: int = 0
     dynamic: bool = False
+    secinfo_prot: int = 0
+    measured: int = 0
+
+    @property
+    def fully_measured(self) -> bool:
+        """Every byte of the page went into MRENCLAVE (all 16 chunks EEXTENDed)."""
+        return self.measured == MEASURED_ALL
 
 
 @dataclass(slots=True)

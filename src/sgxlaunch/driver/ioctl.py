@@ -31,6 +31,7 @@ from sgxlaunch.arch.constants import (
 from sgxlaunch.arch.structs import EinitToken, Secs, Sigstruct
 from sgxlaunch.cpu import CpuFault, PageFault, Processor
 from sgxlaunch.driver.encl import (
+    MEASURED_ALL,
     SGX_ATTR_PRIV_MASK,
     SGX_ATTR_UNPRIV_MASK,
     SGX_VA_SLOT_COUNT,
@@ -38,6 +39,7 @@ from sgxlaunch.driver.encl import (
     EnclPage,
 )
 from sgxlaunch.driver.epc import PAGEINFO, EpcPool
+from sgxlaunch.driver.initpages import PagesRefused, check_initial_pages
 from sgxlaunch.driver.owner import (
     MAINLINE_LIMITS,
     STRICT_LIMITS,
@@ -520,7 +522,14 @@ class Ioctls:
                 cpu.eremove(epc)
             self.pool.free(epc)
             raise DriverError(errno.EIO, f"EADD/EEXTEND faulted: {exc}") from None
-        page = EnclPage(offset, prot, page_type, epc)
+        page = EnclPage(
+            offset,
+            prot,
+            page_type,
+            epc,
+            secinfo_prot=prot if page_type == PageType.REG else 0,
+            measured=MEASURED_ALL if flags & SGX_PAGE_MEASURE else 0,
+        )
         pages[offset] = page
         self.pool.lru[(enclave.eid, offset)] = (enclave, page)
 
@@ -540,6 +549,7 @@ class Ioctls:
                 self.cpu.eextend(enclave.secs_epc, epc + (chunk & (PAGE_SIZE - 1)))
             except CpuFault as exc:
                 raise DriverError(errno.EIO, f"EEXTEND faulted: {exc}") from None
+            page.measured |= 1 << ((chunk & (PAGE_SIZE - 1)) // 256)
         return 0
 
     def _ioc_provision(self, process: Task, enclave: Enclave, arg: int) -> int:
@@ -613,6 +623,7 @@ class Ioctls:
             limits = MAINLINE_LIMITS
             if self.lc.mode == "owner" and self.lc.le_mrenclave is not None:
                 limits = self._check_owner_launch(sig, sig_bytes, token_bytes)
+                check_initial_pages(enclave, limits)
             status = self._einit(enclave, sig, sig_bytes, token_bytes)
             if status_box is not None:
                 status_box.append(status)
@@ -637,6 +648,7 @@ class Ioctls:
                 exc.errno,
                 exc.status,
                 exc.message,
+                exc.pages if isinstance(exc, PagesRefused) else (),
             )
             raise
 
@@ -755,6 +767,7 @@ class Ioctls:
         err: int,
         status: SgxStatus | None,
         reason: str,
+        pages: tuple[int, ...] = (),
     ) -> None:
         attempt = InitAttempt(
             pid=process.pid,
@@ -766,6 +779,7 @@ class Ioctls:
             errno=err,
             status=status,
             reason=reason,
+            refused_pages=pages,
         )
         for observer in list(self.lc.observers):
             observer(attempt)

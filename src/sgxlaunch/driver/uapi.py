@@ -157,6 +157,8 @@ class InitAttempt:
         errno: 0 on success, else the errno returned.
         status: the SGX status EINIT returned (``None`` if EINIT did not run).
         reason: the driver's reason for an errno that did not come from EINIT.
+        refused_pages: the page offsets an owner-mode INIT refused (issue 17's EINIT-time
+            checks: unmeasured executable or measured RWX pages), else empty.
     """
 
     pid: int
@@ -168,3 +170,4 @@ class InitAttempt:
     errno: int
     status: SgxStatus | None
     reason: str
+    refused_pages: tuple[int, ...] = ()

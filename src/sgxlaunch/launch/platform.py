@@ -90,6 +90,7 @@ from sgxlaunch.launch.enclave import (
 )
 from sgxlaunch.launch.log import (
     ATTEMPT,
+    MAX_LIST_ITEMS,
     MAX_RECORD_BYTES,
     OUTCOME,
     TEARDOWN,
@@ -1162,19 +1163,25 @@ class Platform:
         try:
             if self.le is None or seq is None:
                 return
-            self._append(
-                {
-                    "kind": OUTCOME,
-                    "attempt": seq,
-                    "time": self._now(),
-                    "outcome": "initialized" if attempt.errno == 0 else "refused",
-                    "errno": _errno.errorcode.get(attempt.errno, str(attempt.errno))
-                    if attempt.errno
-                    else None,
-                    "sgx_status": None if attempt.status is None else attempt.status.name,
-                    "reason": attempt.reason or None,
+            facts: dict[str, Any] = {
+                "kind": OUTCOME,
+                "attempt": seq,
+                "time": self._now(),
+                "outcome": "initialized" if attempt.errno == 0 else "refused",
+                "errno": _errno.errorcode.get(attempt.errno, str(attempt.errno))
+                if attempt.errno
+                else None,
+                "sgx_status": None if attempt.status is None else attempt.status.name,
+                "reason": attempt.reason or None,
+            }
+            if attempt.refused_pages:
+                # The owner's EINIT-time page checks (issue 17): how many, and where (the
+                # record keeps the first offsets; the reason names them as ranges).
+                facts["refused_pages"] = {
+                    "count": len(attempt.refused_pages),
+                    "offsets": [f"0x{o:x}" for o in attempt.refused_pages[:MAX_LIST_ITEMS]],
                 }
-            )
+            self._append(facts)
         except SgxlaunchError as exc:  # the INIT's own outcome must not be masked
             self._log_errors.append(exc.message)
         finally:

@@ -1,0 +1,210 @@
+"""The owner's EINIT-time page checks (issue 17; ``driver/initpages.py``).
+
+ADD_PAGES records per page whether it was measured in full and its SECINFO R/W/X. Owner-mode
+INIT refuses with EPERM, before EINIT runs, an executable page that was not measured in full
+unless the allowing rule says ``unmeasured_exec: allow``, and a measured RWX page unless it
+says ``rwx_pages: allow``; the refusal reaches the launch log with the page count and offsets.
+Spec "1"/"2" policies (code/allow/allow) and permissive mode behave as mainline.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import pytest
+
+from sgxlaunch.arch.constants import PAGE_SIZE, PageType, SecinfoFlag, secinfo_flags
+from sgxlaunch.arch.structs import Attributes, Sigstruct
+from sgxlaunch.cpu import program_image
+from sgxlaunch.cpu.image import EnclaveImage, ImagePage
+from sgxlaunch.driver import as_sgxs_image
+from sgxlaunch.driver.initpages import describe_offsets
+from sgxlaunch.driver.loader import LoadFailed
+from sgxlaunch.formats.sgxs import SgxsImage
+from sgxlaunch.launch.log import OUTCOME
+from sgxlaunch.launch.platform import Platform
+from sgxlaunch.sigstruct import sign
+from tests.support.cpu import PROD, MemoryProgram
+from tests.support.keys import signer
+from tests.support.platform import Owner, allow_rule
+
+R, W, X = SecinfoFlag.R, SecinfoFlag.W, SecinfoFlag.X
+FIRST_EXTRA = 0x4000  # after program_image's TCS, code, SSA and data pages
+
+
+def _image(extra: list[tuple[int, int]], count: int = 1) -> tuple[SgxsImage, Sigstruct]:
+    """MemoryProgram's image plus ``count`` pages per (SECINFO R/W/X, measured mask) in
+    ``extra``, from :data:`FIRST_EXTRA` on."""
+    base = program_image(MemoryProgram)
+    pages = list(base.pages)
+    offset = FIRST_EXTRA
+    for perms, measured in extra:
+        for _ in range(count):
+            flags = secinfo_flags(PageType.REG, perms)
+            pages.append(ImagePage(offset, flags, bytes(PAGE_SIZE), measured))
+            offset += PAGE_SIZE
+    size = base.size
+    while size < offset:
+        size *= 2
+    image = EnclaveImage(size, base.ssaframesize, tuple(pages), base.tcs_offsets)
+    body = Sigstruct(
+        attributes=Attributes(flags=PROD, xfrm=0x3),
+        attributemask=Attributes(flags=2**64 - 1, xfrm=2**64 - 1),
+        miscmask=2**32 - 1,
+        isvprodid=1,
+        isvsvn=1,
+        enclavehash=image.mrenclave(),
+    )
+    return as_sgxs_image(image), sign(body, signer("app"))
+
+
+def _platform(spec_version: str = "3", **rule: Any) -> Platform:
+    """Owner mode under a policy of ``spec_version`` allowing the "app" signer with
+    ``rule``'s fields."""
+    owner = Owner()
+    owner.set_up_launch_enclave()
+    platform = owner.platform()
+    _, sig = _image([])
+    policy = owner.policy(
+        version=1,
+        allow=[allow_rule(sig, **rule)],
+        issued=spec_version != "1",
+        spec_version=spec_version,
+    )
+    platform.install_policy(policy)
+    platform.set_mode(owner.mode("owner", version=1))
+    return owner.platform()
+
+
+def _refused(platform: Platform, image: SgxsImage, sig: Sigstruct) -> LoadFailed:
+    before = platform.status()["log_records"]
+    with pytest.raises(LoadFailed) as info:
+        platform.run(image, sig)
+    # Owner-mode INIT refused it (kernel: the extension's check in sgx_ioc_enclave_init,
+    # before sgx_encl_init calls EINIT), so no SGX status: EINIT never ran.
+    assert info.value.step == "ENCLAVE_INIT_TOKEN"
+    assert info.value.errno == errno.EPERM and info.value.status is None
+    records = platform.log_records()
+    assert len(records) == before + 2  # the attempt and its outcome
+    return info.value
+
+
+def _outcome(platform: Platform) -> dict[str, Any]:
+    last = platform.log_records()[-1]
+    assert last["kind"] == OUTCOME and last["outcome"] == "refused" and last["errno"] == "EPERM"
+    assert last["sgx_status"] is None
+    return last
+
+
+UNMEASURED_RX = (R | X, 0)
+UNMEASURED_RWX = (R | W | X, 0)
+MEASURED_RWX = (R | W | X, 0xFFFF)
+PARTLY_MEASURED_RX = (R | X, 0x00FF)
+UNMEASURED_RW = (R | W, 0)
+
+
+def test_unmeasured_executable_page_refused_at_einit_under_deny() -> None:
+    platform = _platform()
+    image, sig = _image([UNMEASURED_RX])
+    error = _refused(platform, image, sig)
+    assert "1 page is executable but not measured" in error.message
+    assert f"offsets 0x{FIRST_EXTRA:x}" in error.message
+    assert "unmeasured_exec: deny" in error.message
+    outcome = _outcome(platform)
+    assert outcome["refused_pages"] == {"count": 1, "offsets": [f"0x{FIRST_EXTRA:x}"]}
+    assert "unmeasured_exec: deny" in outcome["reason"]
+    assert platform.verify_log() == len(platform.log_records())
+
+
+def test_unmeasured_executable_page_runs_under_unmeasured_exec_allow() -> None:
+    platform = _platform(unmeasured_exec="allow")
+    image, sig = _image([UNMEASURED_RX])
+    result = platform.run(image, sig)
+    assert result.enclave is not None and result.enclave.mrenclave == sig.enclavehash
+
+
+def test_partly_measured_executable_page_counts_as_unmeasured() -> None:
+    """ENCLAVE_EXTEND over half the page: the other half's code is in no measurement."""
+    platform = _platform()
+    image, sig = _image([PARTLY_MEASURED_RX])
+    assert "executable but not measured" in _refused(platform, image, sig).message
+
+
+def test_measured_rwx_page_refused_at_einit_under_deny() -> None:
+    platform = _platform()
+    image, sig = _image([MEASURED_RWX], count=2)
+    error = _refused(platform, image, sig)
+    end = FIRST_EXTRA + 2 * PAGE_SIZE - 1
+    assert f"2 pages are writable and executable (RWX) at offsets 0x{FIRST_EXTRA:x}-0x{end:x}" in (
+        error.message
+    )
+    assert _outcome(platform)["refused_pages"]["count"] == 2
+
+
+def test_measured_rwx_page_runs_under_rwx_pages_allow() -> None:
+    platform = _platform(rwx_pages="allow")
+    image, sig = _image([MEASURED_RWX])
+    assert platform.run(image, sig).enclave is not None
+
+
+def test_unmeasured_data_pages_need_no_allow() -> None:
+    """An SDK heap (EADD without EEXTEND, RW-): not executable, nothing to refuse."""
+    platform = _platform()
+    image, sig = _image([UNMEASURED_RW], count=4)
+    assert platform.run(image, sig).enclave is not None
+
+
+@pytest.mark.parametrize(
+    "count", [3, 40], ids=["sdk-reserved-mem-executable", "gramine-non-edmm-free-area"]
+)
+def test_unmeasured_rwx_free_area_needs_unmeasured_exec_allow(count: int) -> None:
+    """The Intel SDK's ``ReservedMemExecutable=1`` region and Gramine's free area on a
+    non-EDMM loader: pages EADDed RWX without SGX_PAGE_MEASURE. Refused under the spec "3"
+    defaults (the log keeps the count and the first offsets); launched once the rule says
+    ``unmeasured_exec: allow`` — ``rwx_pages`` is about measured pages and may stay deny."""
+    platform = _platform()
+    image, sig = _image([UNMEASURED_RWX], count=count)
+    error = _refused(platform, image, sig)
+    end = FIRST_EXTRA + count * PAGE_SIZE - 1
+    assert f"{count} pages are executable but not measured" in error.message
+    assert f"0x{FIRST_EXTRA:x}-0x{end:x}" in error.message
+    refused = _outcome(platform)["refused_pages"]
+    assert refused["count"] == count
+    want = [f"0x{FIRST_EXTRA + k * PAGE_SIZE:x}" for k in range(min(count, 8))]
+    assert refused["offsets"] == want
+
+    allowed = _platform(unmeasured_exec="allow")
+    assert allowed.run(image, sig).enclave is not None
+
+
+def test_unmeasured_executable_pages_are_refused_before_rwx_ones() -> None:
+    platform = _platform()
+    image, sig = _image([MEASURED_RWX, UNMEASURED_RX])
+    error = _refused(platform, image, sig)
+    assert "executable but not measured" in error.message
+    assert f"0x{FIRST_EXTRA + PAGE_SIZE:x}" in error.message
+    allowed = _platform(unmeasured_exec="allow")
+    assert "RWX" in _refused(allowed, image, sig).message
+
+
+@pytest.mark.parametrize("spec_version", ["1", "2"])
+def test_an_older_spec_policy_launches_unmeasured_and_rwx_pages(spec_version: str) -> None:
+    """Policies signed before spec "3" keep their meaning: code/allow/allow."""
+    platform = _platform(spec_version)
+    image, sig = _image([UNMEASURED_RWX, MEASURED_RWX, UNMEASURED_RX])
+    assert platform.run(image, sig).enclave is not None
+
+
+def test_permissive_mode_launches_unmeasured_and_rwx_pages() -> None:
+    """Mainline's behaviour: no owner, no EINIT-time page checks."""
+    platform = Owner().platform()
+    image, sig = _image([UNMEASURED_RWX, MEASURED_RWX, UNMEASURED_RX])
+    assert platform.run(image, sig).enclave is not None
+
+
+def test_offsets_are_named_as_ranges_with_a_bound() -> None:
+    offsets = [0x1000, 0x2000, 0x3000, 0x5000] + [0x10000 + 0x2000 * k for k in range(10)]
+    text = describe_offsets(offsets)
+    assert text.startswith("0x1000-0x3fff, 0x5000, 0x10000, 0x12000")
+    assert text.endswith("and 4 more ranges")
