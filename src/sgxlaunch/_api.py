@@ -563,6 +563,7 @@ def run(
         MalformedInput: a file is malformed (named).
     """
     from sgxlaunch.example import shipped_program
+    from sgxlaunch.example_loader import CodeLoader, fetch_and_run
 
     parsed = image if isinstance(image, sgxs.SgxsImage) else read_image(image, size=size)
     sig = read_sigstruct(sigstruct)
@@ -571,7 +572,10 @@ def run(
     output = None
     if program is not None and result.enclave is not None:
         platform.cpu.register_program(result.enclave.mrenclave, program)
-        output = result.enclave.ecall(0, ecall_input)
+        if program is CodeLoader:  # the example loader: fetch code, get it granted, run it
+            output = fetch_and_run(platform, result.enclave, ecall_input)
+        else:
+            output = result.enclave.ecall(0, ecall_input)
     return Launch(result, output)
 
 

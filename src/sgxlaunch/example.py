@@ -51,8 +51,15 @@ class HelloEnclave(EnclaveProgram):
         ).encode()
 
 
-SHIPPED_PROGRAMS: tuple[type[EnclaveProgram], ...] = (HelloEnclave,)
-"""Programs an image may name and have run: the ones that ship with the package."""
+def _shipped() -> tuple[type[EnclaveProgram], ...]:
+    from sgxlaunch.example_loader import CodeLoader
+
+    return (HelloEnclave, CodeLoader)
+
+
+SHIPPED_PROGRAMS: tuple[type[EnclaveProgram], ...] = _shipped()
+"""Programs an image may name and have run: the ones that ship with the package (the example
+enclave, and the example loader of attested-code grants, :mod:`sgxlaunch.example_loader`)."""
 
 
 def example_image() -> bytes:

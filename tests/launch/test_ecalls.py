@@ -24,6 +24,8 @@ from sgxlaunch.launch.ecalls import (
     AdvanceRequest,
     Call,
     CallError,
+    GrantReply,
+    GrantRequest,
     InstallPolicyReply,
     InstallPolicyRequest,
     LoadReply,
@@ -118,6 +120,20 @@ MESSAGES: list[Message] = [
         handed_over=None,
         sealed=b"s" * 40,
         record=b"r" * 80,
+    ),
+    GrantRequest(
+        configid=b"c" * 64,
+        mrenclave=b"\x01" * 32,
+        offset=0x4000,
+        length=0x1000,
+        challenge=b"\x02" * 32,
+        code_hash=b"\x03" * 32,
+        report=b"r" * 432,
+        now=7,
+    ),
+    GrantReply(allowed=1, rule="loader", reasons=(), record=b"rec", sealed=b"s"),
+    GrantReply(
+        allowed=0, rule=None, reasons=("", "report", "a REPORT", "another"), record=b"", sealed=b""
     ),
 ]
 

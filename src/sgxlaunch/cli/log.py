@@ -87,6 +87,26 @@ def log_show(home: str | None, machine: str | None, socket: str | None, as_json:
                 click.echo(f"        {pages.get('count')} pages refused: {r.get('reason')}")
             continue
         who = str(r.get("mrenclave") or "?")[:16]
+        if r.get("kind") == "grant":
+            offset, length = r.get("offset"), r.get("length")
+            span = (
+                f"0x{offset:x}+0x{length:x}"
+                if isinstance(offset, int) and isinstance(length, int)
+                else "?"
+            )
+            click.echo(
+                f"{seq!s:>4}  {r.get('time')}  attested-code grant {r.get('verdict', '?')}: "
+                f"mrenclave {who}… instance {str(r.get('configid') or '?')[:16]}… pages {span} "
+                f"code {r.get('code_hash')}" + (f" (rule {r['rule']})" if r.get("rule") else "")
+            )
+            listed = r.get("reasons")
+            for reason in listed if isinstance(listed, list) else []:
+                if isinstance(reason, dict):
+                    click.echo(
+                        f"        {reason.get('field')}: expected {reason.get('expected')}, "
+                        f"found {reason.get('found')}"
+                    )
+            continue
         if r.get("kind") == "teardown":
             click.echo(
                 f"{seq!s:>4}  {r.get('time')}  teardown of mrenclave {who}…: "

@@ -47,6 +47,7 @@ from sgxlaunch.cpu.edmm import (
 from sgxlaunch.cpu.faults import EnclaveLeafFailed, GeneralProtection, InvalidOpcode, PageFault
 from sgxlaunch.cpu.keys import FusedSecrets, KeyDependencies, cmac128
 from sgxlaunch.cpu.machine import (
+    CounterAccessDenied,
     CounterSlot,
     Machine,
     counter_compare_and_set,
@@ -151,6 +152,10 @@ class _EnclaveExit(Exception):
         self.data = data
 
 
+OWNER_VERDICTS_MAX = 256
+"""How many posted, not yet taken owner verdicts the processor keeps (then the oldest go)."""
+
+
 class EnclaveContext:
     """What a running program sees: its enclave's memory and the ENCLU leaves.
 
@@ -249,6 +254,25 @@ class EnclaveContext:
             GeneralProtection: the processor has no machine.
         """
         return self._enclu.platform_id(self._check())
+
+    def owner_verdict_post(self, digest: bytes) -> None:
+        """Post a 32-byte verdict for the kernel (**emulator extension**, in the same class as
+        the counter slot's policy digest): the owner's launch enclave tells the driver that it
+        granted something (an attested-code grant, :mod:`sgxlaunch.driver.grants`).
+
+        Only the enclave identity that owns the machine's monotonic counter (MRSIGNER and
+        ISVPRODID recorded at EINIT; the owner's launch enclave) may post, and only once the
+        counter is owned. The driver consumes a verdict with
+        :meth:`sgxlaunch.cpu.Processor.owner_verdict_take`, a kernel-side (ENCLS-class) call;
+        nothing user space reaches writes into this mailbox. The mailbox keeps the
+        :data:`OWNER_VERDICTS_MAX` latest verdicts (volatile: gone at reset, like a register).
+
+        Raises:
+            GeneralProtection: the processor has no machine (no counter), or ``digest`` is not
+                32 bytes.
+            CounterAccessDenied: the caller does not own the counter (or nobody does).
+        """
+        self._enclu.owner_verdict_post(self._check(), digest)
 
     # -- ENCLU ------------------------------------------------------------------------------
 
@@ -417,6 +441,8 @@ class Enclu(StateView):
         self.page_fault_handler: PageFaultHandler | None = None
         self.mmu: Mmu | None = None
         self.edmm = EdmmEnclu(state, config, self.operand)
+        self.owner_verdicts: dict[bytes, None] = {}
+        """The owner-verdict mailbox (emulator extension; oldest first)."""
 
     def register_program(self, mrenclave: bytes, program: Callable[[], EnclaveProgram]) -> None:
         """Register the code of enclaves measuring ``mrenclave``.
@@ -612,6 +638,32 @@ class Enclu(StateView):
             next_owner=next_owner,
             policy_digest=policy_digest,
         )
+
+    def owner_verdict_post(self, enclave: SecsState, digest: bytes) -> None:
+        """Post a verdict for the kernel (see :meth:`EnclaveContext.owner_verdict_post`)."""
+        if len(digest) != 32:
+            raise GeneralProtection("an owner verdict is 32 bytes")
+        slot = self._counter_machine().load().counter
+        if not slot.owned or not slot.owned_by(enclave.mrsigner, enclave.isvprodid):
+            raise CounterAccessDenied(
+                "only the enclave that owns the monotonic counter posts owner verdicts",
+                expected=f"MRSIGNER {slot.owner_mrsigner.hex()}, ISVPRODID {slot.owner_isvprodid}",
+                found=f"MRSIGNER {enclave.mrsigner.hex()}, ISVPRODID {enclave.isvprodid}",
+            )
+        verdicts = self.owner_verdicts
+        verdicts.pop(bytes(digest), None)
+        verdicts[bytes(digest)] = None
+        while len(verdicts) > OWNER_VERDICTS_MAX:
+            del verdicts[next(iter(verdicts))]
+
+    def owner_verdict_take(self, digest: bytes) -> bool:
+        """Kernel side: consume the verdict ``digest`` if the owner's enclave posted it (a
+        verdict is taken at most once)."""
+        try:
+            del self.owner_verdicts[bytes(digest)]
+        except KeyError:
+            return False
+        return True
 
     def platform_id(self, enclave: SecsState) -> bytes:
         """The machine's platform id (see :meth:`EnclaveContext.platform_id`)."""

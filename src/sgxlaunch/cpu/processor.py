@@ -100,6 +100,8 @@ class Processor:
         reached from enclaves through :class:`~sgxlaunch.cpu.enclave.EnclaveContext`); ``None``
         on a part without one."""
         rng = random if random is not None else os.urandom
+        self.rng = rng
+        """The injected randomness source (RDRAND's; the driver's ``get_random_bytes`` too)."""
         self._fuses = FusedSecrets.from_seed(seed)
         boot = rng(32)
         paging_key = hashlib.sha256(b"sgxlaunch.cpu/paging/v1\x00" + boot).digest()[:16]
@@ -156,6 +158,9 @@ class Processor:
         )
         self.register_code = enclu.register_code
         self.eenter = enclu.eenter
+        # Emulator extension: the owner-verdict mailbox, kernel side (see
+        # EnclaveContext.owner_verdict_post; only the counter's owner enclave posts).
+        self.owner_verdict_take = enclu.owner_verdict_take
 
     @property
     def native_paging(self) -> bool:

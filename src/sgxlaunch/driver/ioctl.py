@@ -39,6 +39,7 @@ from sgxlaunch.driver.encl import (
     EnclPage,
 )
 from sgxlaunch.driver.epc import PAGEINFO, EpcPool
+from sgxlaunch.driver.grants import Grants, revoke
 from sgxlaunch.driver.initpages import PagesRefused, check_initial_pages
 from sgxlaunch.driver.owner import (
     MAINLINE_LIMITS,
@@ -52,6 +53,8 @@ from sgxlaunch.driver.uapi import (
     CREATE_ARG,
     ENOIOCTLCMD,
     EXTEND_ARG,
+    GRANT_CHALLENGE_ARG,
+    GRANT_EXEC_ARG,
     INIT_ARG,
     INIT_TOKEN_ARG,
     MODIFY_TYPES_ARG,
@@ -64,6 +67,8 @@ from sgxlaunch.driver.uapi import (
     SGX_IOC_ENCLAVE_ADD_PAGES,
     SGX_IOC_ENCLAVE_CREATE,
     SGX_IOC_ENCLAVE_EXTEND,
+    SGX_IOC_ENCLAVE_GRANT_CHALLENGE,
+    SGX_IOC_ENCLAVE_GRANT_EXEC,
     SGX_IOC_ENCLAVE_INIT,
     SGX_IOC_ENCLAVE_INIT_TOKEN,
     SGX_IOC_ENCLAVE_MODIFY_TYPES,
@@ -90,6 +95,7 @@ SGX_EINIT_SLEEP_COUNT = 50
 _U64 = 0xFFFFFFFFFFFFFFFF
 SGX_MISC_RESERVED_MASK = 0xFFFFFFFE  # arch/x86/include/asm/sgx.h: only EXINFO is defined
 _KEYID_OFFSET = 256  # EINITTOKEN.KEYID (SDM Table 38-21)
+_CONFIGID_OFFSET = 192  # SECS.CONFIGID (SDM Table 38-2)
 
 
 class Task(Protocol):
@@ -139,6 +145,7 @@ class Ioctls:
         self.xfrm_reserved_mask = ~(edx << 32 | ecx) & _U64
         self.misc_reserved_mask = (~cpu.cpuid(0x12, 0)[1] | SGX_MISC_RESERVED_MASK) & 0xFFFFFFFF
         self.sgx2 = bool(cpu.cpuid(0x12, 0)[0] & 0x2)
+        self.grants = Grants(cpu, cpu.rng)
 
     def __call__(self, process: Task, enclave: Enclave, cmd: int, arg: int) -> int:
         """sgx_ioctl: one ioctl at a time per enclave (EBUSY), then the command."""
@@ -152,6 +159,8 @@ class Ioctls:
             SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS: self._ioc_restrict_permissions,
             SGX_IOC_ENCLAVE_MODIFY_TYPES: self._ioc_modify_types,
             SGX_IOC_ENCLAVE_REMOVE_PAGES: self._ioc_remove_pages,
+            SGX_IOC_ENCLAVE_GRANT_CHALLENGE: self._ioc_grant_challenge,
+            SGX_IOC_ENCLAVE_GRANT_EXEC: self._ioc_grant_exec,
         }
         # sgx_ioctl: the SGX_ENCL_IOCTL exclusion first, then the command (unknown: ENOIOCTLCMD).
         if enclave.busy:
@@ -295,6 +304,8 @@ class Ioctls:
                         f"page 0x{offset + done:x}: type {page.page_type} cannot become "
                         f"{page_type} (REG→TCS, REG→TRIM, TCS→TRIM only)",
                     )
+                # A page that stops being a regular page ends any attested-code grant on it.
+                revoke(enclave, offset + done, offset + done + PAGE_SIZE)
                 max_prot_restore = page.max_prot
                 if page.page_type == PageType.REG and page_type == SGX_PAGE_TYPE_TCS:
                     if ~page.max_prot & (PROT_READ | PROT_WRITE):
@@ -366,6 +377,7 @@ class Ioctls:
                         errno.EPERM, f"page 0x{offset + done:x}: the TRIM is not yet EACCEPTed"
                     )
                 self.pool.lru.pop((enclave.eid, page.offset), None)
+                revoke(enclave, page.offset, page.offset + PAGE_SIZE)
                 linaddr = enclave.base + offset + done
                 enclave.zap(linaddr, linaddr + PAGE_SIZE)
                 if cpu.eremove(page.epc) == SgxStatus.SUCCESS:
@@ -381,6 +393,34 @@ class Ioctls:
             raise error
         return 0
 
+    # -- attested-code grants (owner extension, issue 17; driver/grants.py) ------------------
+
+    def _ioc_grant_challenge(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_GRANT_CHALLENGE (sgxlaunch extension): owner mode and an
+        initialized attested-code KSS enclave (EINVAL / EPERM, :meth:`Grants.check_ready`),
+        the argument (EFAULT), offset/length as the SGX2 ioctls (EINVAL); then a fresh
+        challenge for the range, copied back."""
+        self.grants.check_ready(enclave, self.lc.mode == "owner")
+        offset, length, _challenge = GRANT_CHALLENGE_ARG.unpack(
+            process.copy_from_user(arg, GRANT_CHALLENGE_ARG.size)
+        )
+        self._validate_offset_length(enclave, offset, length)
+        challenge = self.grants.challenge(enclave, offset, length)
+        process.copy_to_user(arg, GRANT_CHALLENGE_ARG.pack(offset, length, challenge))
+        return 0
+
+    def _ioc_grant_exec(self, process: Task, enclave: Enclave, arg: int) -> int:
+        """SGX_IOC_ENCLAVE_GRANT_EXEC (sgxlaunch extension): the same first checks as
+        GRANT_CHALLENGE, then :meth:`Grants.grant` (EINVAL for the challenge or the pages,
+        EPERM unless the owner's launch enclave granted exactly this)."""
+        self.grants.check_ready(enclave, self.lc.mode == "owner")
+        offset, length, challenge, code_hash, report = GRANT_EXEC_ARG.unpack(
+            process.copy_from_user(arg, GRANT_EXEC_ARG.size)
+        )
+        self._validate_offset_length(enclave, offset, length)
+        self.grants.grant(process.pid, enclave, offset, length, challenge, code_hash, report)
+        return 0
+
     def _ioc_create(self, process: Task, enclave: Enclave, arg: int) -> int:
         """SGX_IOC_ENCLAVE_CREATE (sgx_ioc_enclave_create / sgx_encl_create)."""
         if enclave.created:
@@ -390,6 +430,14 @@ class Ioctls:
         secs = Secs.from_bytes_raw(secs_bytes)
         if secs.size == 0 or secs.size & (secs.size - 1):
             raise DriverError(errno.EINVAL, f"SECS.SIZE 0x{secs.size:x} is not a power of two")
+        configid = secs.configid
+        if self.lc.mode == "owner" and secs.attributes.flags & AttributeFlag.KSS:
+            # Owner extension (issue 17): the instance identity. The driver, not the caller,
+            # chooses SECS.CONFIGID (fresh, random); EREPORT carries it (REPORT offset 192), so
+            # the launch enclave can tell this instance from any other of the same MRENCLAVE.
+            configid = bytes(self.cpu.rng(64))
+            end = _CONFIGID_OFFSET + 64
+            secs_bytes = secs_bytes[:_CONFIGID_OFFSET] + configid + secs_bytes[end:]
         cpu = self.cpu
         epc = self.pool.alloc()
         cpu.write(self.k.secs, secs_bytes)
@@ -407,6 +455,7 @@ class Ioctls:
         enclave.attributes = secs.attributes.flags
         enclave.xfrm = secs.attributes.xfrm
         enclave.attributes_mask = int(SGX_ATTR_UNPRIV_MASK)
+        enclave.configid = configid
         self.vm.by_secs[epc] = enclave
         return 0
 

@@ -25,6 +25,7 @@ from sgxlaunch.arch.constants import (
 from sgxlaunch.cpu import Processor
 from sgxlaunch.driver.encl import Enclave
 from sgxlaunch.driver.epc import EpcPool, KernelScratch
+from sgxlaunch.driver.grants import OwnerService
 from sgxlaunch.driver.ioctl import Ioctls, LaunchControl, Mode
 from sgxlaunch.driver.process import Process
 from sgxlaunch.driver.uapi import InitAttempt
@@ -103,6 +104,18 @@ class SgxDriver:
         """Called with the :class:`InitAttempt` of every INIT before EINIT; one that raises
         :class:`~sgxlaunch.driver.uapi.DriverError` refuses the INIT."""
         return self.launch_control.gates
+
+    @property
+    def owner_service(self) -> OwnerService | None:
+        """The owner-service port the attested-code GRANT_EXEC ioctl asks (the Platform
+        registers the launch enclave's GRANT; :mod:`sgxlaunch.driver.grants`). Privileged
+        (platform bring-up), like launch control. Whatever it returns grants nothing: only the
+        launch enclave's verdict in the processor's mailbox does."""
+        return self.ioctls.grants.service
+
+    @owner_service.setter
+    def owner_service(self, service: OwnerService | None) -> None:
+        self.ioctls.grants.service = service
 
     @property
     def enclaves(self) -> dict[int, Enclave]:
@@ -201,6 +214,8 @@ class SgxDriver:
                 callback(enclave)
         if enclave.created:
             self.vm.by_secs.pop(enclave.secs_epc, None)
+        self.ioctls.grants.forget(enclave)
+        enclave.exec_grants.clear()
         self.epc.release(enclave)
 
     def enter(

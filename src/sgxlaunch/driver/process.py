@@ -21,6 +21,7 @@ from typing import Protocol
 from sgxlaunch.arch.constants import PAGE_SIZE
 from sgxlaunch.cpu import Processor
 from sgxlaunch.driver.encl import Enclave, may_map
+from sgxlaunch.driver.grants import revoke_linear
 from sgxlaunch.driver.uapi import (
     DEV_SGX_ENCLAVE,
     DEV_SGX_PROVISION,
@@ -80,6 +81,8 @@ class Kernel(Protocol):
 class _OpenFile:
     path: str
     enclave: Enclave | None = None
+    users: int = 1
+    """Descriptor tables holding this open file (:meth:`Process.send_fd` adds one)."""
 
 
 @dataclass(slots=True)
@@ -210,10 +213,31 @@ class Process:
         entry = self._fds.pop(fd, None)
         if entry is None:
             raise DriverError(errno.EBADF, f"fd {fd} is not open")
+        entry.users -= 1
         enclave = entry.enclave
-        if enclave is not None and not any(v.enclave is enclave for v in self.vmas):
+        if (
+            enclave is not None
+            and not entry.users
+            and not any(v.enclave is enclave for v in self.vmas)
+        ):
             self._abandon(enclave)
             self.driver.release(enclave)
+
+    def send_fd(self, fd: int, to: Process) -> int:
+        """Pass ``fd`` to process ``to`` (SCM_RIGHTS, or the table a child inherits): the same
+        open file, so ``to`` may map the same enclave. Returns the descriptor's number there.
+
+        Raises:
+            DriverError: EBADF for a bad fd.
+        """
+        entry = self._fds.get(fd)
+        if entry is None:
+            raise DriverError(errno.EBADF, f"fd {fd} is not open")
+        number = to._next_fd
+        to._next_fd += 1
+        entry.users += 1
+        to._fds[number] = entry
+        return number
 
     def is_provision_fd(self, fd: int) -> bool:
         entry = self._fds.get(fd)
@@ -260,6 +284,8 @@ class Process:
             addr = self._next_map
             self._next_map += length + PAGE_SIZE
         self._may_map(enclave, addr, addr + length, prot)
+        if prot & PROT_WRITE:
+            revoke_linear(enclave, addr, addr + length)  # W^X: a writable mapping ends grants
         if flags & MAP_FIXED:
             self.munmap(addr, length)
         self.vmas.append(Vma(addr, addr + length, prot, enclave))
@@ -303,6 +329,9 @@ class Process:
             raise DriverError(errno.ENOMEM, "mprotect of an unmapped range")
         for vma in touched:
             self._may_map(vma.enclave, max(addr, vma.start), min(end, vma.end), prot)
+        if prot & PROT_WRITE:  # W^X in every mm: making a granted page writable ends its grant
+            for vma in touched:
+                revoke_linear(vma.enclave, max(addr, vma.start), min(end, vma.end))
         for vma in self._split(addr, end):
             vma.prot = prot
         for page in self._pte_pages(addr, end):

@@ -9,6 +9,18 @@ extensions, numbered after mainline's last one so they can never collide with it
 * ``SGX_IOC_ENCLAVE_EXTEND`` (0x09): EEXTEND selected 256-byte chunks of pages already added
   without ``SGX_PAGE_MEASURE``. Mainline has no partial-page measurement (the old out-of-tree
   driver's ``mrmask``); SGXS images with partially measured pages need it to load.
+* ``SGX_IOC_ENCLAVE_GRANT_CHALLENGE`` (0x0A, owner mode, issue 17): ``struct
+  sgx_enclave_grant_challenge {__u64 offset; __u64 length; __u8 challenge[32];}`` (48 bytes,
+  in/out): the driver draws a one-time 32-byte challenge for the page range ``[offset, offset +
+  length)`` of this enclave (it replaces any earlier one for the same range) and copies it
+  back.
+* ``SGX_IOC_ENCLAVE_GRANT_EXEC`` (0x0B, owner mode, issue 17): ``struct
+  sgx_enclave_grant_exec {__u64 offset; __u64 length; __u8 challenge[32]; __u8 code_hash[32];
+  __u8 report[432];}`` (512 bytes, in): the enclave's REPORT for the owner's launch enclave
+  with REPORTDATA[0:32] = :func:`sgxlaunch.driver.grants.grant_reportdata`. The driver
+  consumes the challenge, asks the launch enclave (the owner-service port) and, only on the
+  launch enclave's verdict, records an :class:`~sgxlaunch.driver.owner.ExecGrant` for exactly
+  those pages (:mod:`sgxlaunch.driver.grants`).
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ SGX_IOC_ENCLAVE_INIT = _ioc(_IOC_WRITE, 0x02, 8)
 SGX_IOC_ENCLAVE_PROVISION = _ioc(_IOC_WRITE, 0x03, 8)
 SGX_IOC_ENCLAVE_INIT_TOKEN = _ioc(_IOC_READ | _IOC_WRITE, 0x08, 24)
 SGX_IOC_ENCLAVE_EXTEND = _ioc(_IOC_WRITE, 0x09, 16)
+SGX_IOC_ENCLAVE_GRANT_CHALLENGE = _ioc(_IOC_READ | _IOC_WRITE, 0x0A, 48)
+SGX_IOC_ENCLAVE_GRANT_EXEC = _ioc(_IOC_WRITE, 0x0B, 512)
 
 assert SGX_IOC_ENCLAVE_CREATE == 0x4008A400
 assert SGX_IOC_ENCLAVE_ADD_PAGES == 0xC030A401
@@ -63,6 +77,11 @@ INIT_ARG = struct.Struct("<Q")  # {sigstruct}
 PROVISION_ARG = struct.Struct("<Q")  # {fd}
 INIT_TOKEN_ARG = struct.Struct("<3Q")  # {sigstruct, einittoken, result}
 EXTEND_ARG = struct.Struct("<2Q")  # {offset, length}: 256-byte aligned, inside added pages
+GRANT_CHALLENGE_ARG = struct.Struct("<2Q32s")  # {offset, length, challenge[32]}
+GRANT_EXEC_ARG = struct.Struct("<2Q32s32s432s")  # {offset, length, challenge, code_hash, report}
+assert GRANT_CHALLENGE_ARG.size == 48 and GRANT_EXEC_ARG.size == 512
+assert SGX_IOC_ENCLAVE_GRANT_CHALLENGE == 0xC030A40A
+assert SGX_IOC_ENCLAVE_GRANT_EXEC == 0x4200A40B
 RESTRICT_PERMISSIONS_ARG = struct.Struct("<5Q")  # {offset, length, permissions, result, count}
 MODIFY_TYPES_ARG = struct.Struct("<5Q")  # {offset, length, page_type, result, count}
 REMOVE_PAGES_ARG = struct.Struct("<3Q")  # {offset, length, count}

@@ -24,6 +24,7 @@ from sgxlaunch.arch.constants import PAGE_SIZE, PageType, SgxStatus
 from sgxlaunch.cpu import CpuFault, Processor
 from sgxlaunch.driver.encl import Enclave, EnclPage
 from sgxlaunch.driver.epc import PAGEINFO, EpcPool
+from sgxlaunch.driver.grants import revoke_linear
 from sgxlaunch.driver.uapi import (
     PROT_EXEC,
     PROT_READ,
@@ -157,6 +158,8 @@ class EnclaveVm:
             mapped = False
         if not mapped:
             return self._deliver(error_code, linaddr)
+        if prot & PROT_WRITE and enclave.exec_grants:
+            revoke_linear(enclave, linaddr & _PAGE_MASK, (linaddr & _PAGE_MASK) + PAGE_SIZE)
         mm.ptes[linaddr & _PAGE_MASK] = prot
         return True
 
@@ -181,6 +184,8 @@ class EnclaveVm:
         assert found is not None
         if not self.vma_fault(enclave, linaddr, found[0]):
             raise DriverError(errno.EFAULT, f"SIGBUS at 0x{linaddr:x}")
+        if found[0] & PROT_WRITE and enclave.exec_grants:
+            revoke_linear(enclave, page, page + PAGE_SIZE)  # a writable PTE ends the grant
         mm.ptes[page] = found[0]
 
     def _deliver(self, error_code: int, linaddr: int) -> bool:

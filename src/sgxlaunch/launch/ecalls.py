@@ -51,6 +51,7 @@ SIGSTRUCT_SIZE = 1808
 TOKEN_SIZE = 304
 TARGETINFO_SIZE = 512
 REPORT_SIZE = 432
+CONFIGID_SIZE = 64
 MAX_NONCE = 64
 NO_INDEX = 2**64 - 1
 
@@ -69,6 +70,7 @@ class Call(enum.IntEnum):
     NOTE_MODE = 5
     ADVANCE = 6
     LOG_ATTEST = 7
+    GRANT = 8
 
 
 class ErrorCode(enum.IntEnum):
@@ -790,6 +792,59 @@ class AdvanceReply(Message):
     counter: int
 
 
+# -- GRANT ---------------------------------------------------------------------------------------
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class GrantRequest(Message):
+    """GRANT (attested-code, issue 17): what the driver knows of the instance (CONFIGID it
+    wrote at ECREATE, MRENCLAVE), the page range, the one-time challenge it issued, and what
+    user space handed it (the code hash and the enclave's REPORT)."""
+
+    CALL = Call.GRANT
+    FIELDS = (
+        ("configid", "fixed", CONFIGID_SIZE),
+        ("mrenclave", "b32", 0),
+        ("offset", "u64", 0),
+        ("length", "u64", 0),
+        ("challenge", "b32", 0),
+        ("code_hash", "b32", 0),
+        ("report", "fixed", REPORT_SIZE),
+        ("now", "u64", 0),
+    )
+    configid: bytes
+    mrenclave: bytes
+    offset: int
+    length: int
+    challenge: bytes
+    code_hash: bytes
+    report: bytes
+    now: int
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class GrantReply(Message):
+    """The verdict (``allowed``; the rule and reasons as MINT's), the launch-log record the
+    enclave made of it and its sealed next state. A granted verdict reaches the driver only at
+    the ADVANCE that commits the record."""
+
+    CALL = Call.GRANT
+    FIELDS = (
+        ("allowed", "u8", 1),
+        ("rule", "optstr", MAX_TEXT),
+        ("reasons", "strs", 4 * 1024),
+        ("record", "bytes", MAX_ITEM),
+        ("sealed", "bytes", MAX_SEALED),
+    )
+    allowed: int
+    rule: str | None
+    reasons: tuple[str, ...]
+    record: bytes
+    sealed: bytes
+
+
 REQUESTS: dict[Call, type[Message]] = {
     Call.LOAD: LoadRequest,
     Call.INSTALL_POLICY: InstallPolicyRequest,
@@ -799,6 +854,7 @@ REQUESTS: dict[Call, type[Message]] = {
     Call.NOTE_MODE: NoteModeRequest,
     Call.ADVANCE: AdvanceRequest,
     Call.LOG_ATTEST: LogAttestRequest,
+    Call.GRANT: GrantRequest,
 }
 REPLIES: dict[Call, type[Message]] = {
     Call.LOAD: LoadReply,
@@ -809,6 +865,7 @@ REPLIES: dict[Call, type[Message]] = {
     Call.NOTE_MODE: NoteModeReply,
     Call.ADVANCE: AdvanceReply,
     Call.LOG_ATTEST: LogAttestReply,
+    Call.GRANT: GrantReply,
 }
 
 
@@ -874,6 +931,8 @@ __all__ = [
     "Call",
     "CallError",
     "ErrorCode",
+    "GrantReply",
+    "GrantRequest",
     "InstallPolicyReply",
     "InstallPolicyRequest",
     "LoadReply",

@@ -65,7 +65,8 @@ from sgxlaunch.arch.constants import (
 from sgxlaunch.cpu import EnclaveContext, EnclaveImage, EnclaveProgram, ImagePage, program_image
 from sgxlaunch.cpu.faults import EnclaveLeafFailed
 from sgxlaunch.cpu.keys import cmac128
-from sgxlaunch.driver.owner import OwnerLimits, limits_nonce, token_keyid
+from sgxlaunch.driver.grants import grant_reportdata, grant_verdict
+from sgxlaunch.driver.owner import DynamicMemory, OwnerLimits, limits_nonce, token_keyid
 from sgxlaunch.errors import (
     MalformedInput,
     PlatformMismatch,
@@ -79,6 +80,8 @@ from sgxlaunch.launch.ecalls import (
     REQUESTS,
     AdvanceReply,
     AdvanceRequest,
+    GrantReply,
+    GrantRequest,
     InstallPolicyReply,
     InstallPolicyRequest,
     LoadReply,
@@ -100,6 +103,7 @@ from sgxlaunch.launch.ecalls import (
 )
 from sgxlaunch.launch.log import (
     EPOCH,
+    GRANT,
     LogHead,
     LogTampered,
     attest_reportdata,
@@ -122,6 +126,8 @@ _ALL64 = 2**64 - 1
 _ALL32 = 2**32 - 1
 _EINITTOKEN_KEY = int(AttributeFlag.EINITTOKEN_KEY)
 _MODE64 = int(AttributeFlag.MODE64BIT)
+_INIT = int(AttributeFlag.INIT)
+_KSS = int(AttributeFlag.KSS)
 SEAL_ATTRIBUTE_MASK = Attributes(flags=_ALL64 & ~_EINITTOKEN_KEY, xfrm=0)
 """Seal-key ATTRIBUTEMASK: every FLAGS bit but EINITTOKEN_KEY (same key in both modes)."""
 LE_ATTRIBUTES = Attributes(flags=_MODE64 | _EINITTOKEN_KEY, xfrm=0x3)
@@ -320,6 +326,9 @@ class OwnerLaunchEnclave(EnclaveProgram):
         self._floor: tuple[str, datetime | None] = ("", None)
         self._epoch_record: bytes | None = None
         """The epoch record of the state prepared at LOAD (recovery or a handover adopted)."""
+        self._pending_verdict: bytes | None = None
+        """The verdict of a granted GRANT whose record the prepared state commits: posted for
+        the driver at that state's ADVANCE, dropped by any other prepare."""
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -354,6 +363,8 @@ class OwnerLaunchEnclave(EnclaveProgram):
             return self._note_mode(ctx, req)
         if isinstance(req, LogAttestRequest):
             return self._log_attest(ctx, req)
+        if isinstance(req, GrantRequest):
+            return self._grant(ctx, req)
         raise UsageError(f"unknown launch-enclave request {type(req).__name__}")  # pragma: no cover
 
     # -- keys and sealing -------------------------------------------------------------------
@@ -431,6 +442,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
         """The next state (counter + 1, chained to the committed digest), sealed. It takes
         effect only when the host has stored it and called ADVANCE. Its time floor is the
         latest signed ``issued`` of the committed floor and the documents of ``state``."""
+        self._pending_verdict = None
         nxt = self.committed.copy(
             counter=self.committed.counter + 1,
             prev=self.committed_digest.hex(),
@@ -448,6 +460,9 @@ class OwnerLaunchEnclave(EnclaveProgram):
         nxt, state = self.pending
         self._cas(ctx, nxt)
         self.pending = None
+        verdict, self._pending_verdict = self._pending_verdict, None
+        if verdict is not None:  # the grant's record is committed: now the driver may act
+            ctx.owner_verdict_post(verdict)
         if nxt.policy_digest != self.committed.policy_digest:
             self.verified.clear()  # nothing verified under another policy carries over
         self.committed, self.committed_digest, self.state = nxt, nxt.digest(), state
@@ -842,6 +857,11 @@ class OwnerLaunchEnclave(EnclaveProgram):
                 "launch-enclave LogAppendRequest: epoch records are written by the launch "
                 "enclave itself (after owner recovery or a handover), never by the host"
             )
+        if facts.get("kind") == GRANT:
+            raise MalformedInput(
+                "launch-enclave LogAppendRequest: grant records are written by the launch "
+                "enclave itself (its GRANT call), never by the host"
+            )
         head = LogHead(self.committed.log_count, bytes.fromhex(self.committed.log_head))
         record, head = make_record(self._log_key(ctx), head, facts)
         _nxt, sealed = self._prepare(
@@ -875,6 +895,168 @@ class OwnerLaunchEnclave(EnclaveProgram):
         reportdata = attest_reportdata(req.nonce, ctx.platform_id(), head)
         report = ctx.ereport(target, reportdata)
         return LogAttestReply(report=report.to_bytes(), count=head.count, head=head.hash)
+
+    def _grant_report(self, ctx: EnclaveContext, req: GrantRequest) -> Report:
+        """The checks of a grant's REPORT, in order; each failure names what it found.
+
+        1. The REPORT parses strictly (reserved bytes zero).
+        2. Its MAC verifies under this enclave's report key (EGETKEY REPORT_KEY with the
+           REPORT's KEYID, AES-CMAC): it was made on this CPU, this boot, *for this enclave*.
+        3. Its MRENCLAVE is the one the driver names for the instance.
+        4. ATTRIBUTES.KSS is set and its CONFIGID is the one the driver wrote at ECREATE: the
+           same instance, not another of the same MRENCLAVE.
+        5. REPORTDATA is :func:`~sgxlaunch.driver.grants.grant_reportdata` of the driver's
+           challenge, the range and the code hash.
+
+        Raises:
+            MalformedInput: step 1.
+            VerificationFailed: steps 2-5.
+        """
+        report = Report.from_bytes(req.report)
+        if not ctx.verify_report(report):
+            raise VerificationFailed(
+                "the REPORT's MAC does not verify under the launch enclave's report key",
+                expected="a REPORT targeted at the launch enclave on this platform",
+                found="a REPORT for another enclave, from another platform or boot, or altered",
+            )
+        if not hmac.compare_digest(report.mrenclave, req.mrenclave):
+            raise VerificationFailed(
+                "the REPORT comes from another enclave than the one asking",
+                expected=f"MRENCLAVE {req.mrenclave.hex()}",
+                found=f"MRENCLAVE {report.mrenclave.hex()}",
+            )
+        if not report.attributes.flags & _KSS or not hmac.compare_digest(
+            report.configid, req.configid
+        ):
+            raise VerificationFailed(
+                "the REPORT comes from another instance than the one asking",
+                expected=f"KSS and CONFIGID {req.configid.hex()[:32]}…",
+                found=f"KSS={int(bool(report.attributes.flags & _KSS))}, "
+                f"CONFIGID {report.configid.hex()[:32]}…",
+            )
+        want = grant_reportdata(req.challenge, req.offset, req.length, req.code_hash)
+        if not hmac.compare_digest(report.reportdata, want):
+            raise VerificationFailed(
+                "the REPORTDATA does not bind this challenge, page range and code hash",
+                expected=want.hex()[:32] + "…",
+                found=report.reportdata.hex()[:32] + "…",
+            )
+        return report
+
+    def _grant(self, ctx: EnclaveContext, req: GrantRequest) -> GrantReply:
+        """GRANT (attested-code): verify the REPORT (:meth:`_grant_report`), evaluate the
+        policy on the REPORT's identity (deny rules win, then the first matching allow rule),
+        require that rule's ``dynamic_memory`` to be attested-code and the code hash in its
+        ``code_hashes`` (or ``any``); record the event either way; a granted verdict is posted
+        for the driver when the record is committed (ADVANCE)."""
+        assert self.state is not None
+        now = self._now(req.now)
+        facts: dict[str, Any] = {
+            "kind": GRANT,
+            "time": _iso(now),
+            "configid": req.configid.hex(),
+            "offset": req.offset,
+            "length": req.length,
+            "code_hash": req.code_hash.hex(),
+        }
+        reasons: list[str] = []
+        rule: str | None = None
+        try:
+            report = self._grant_report(ctx, req)
+            facts |= {
+                "mrenclave": report.mrenclave.hex(),
+                "mrsigner": report.mrsigner.hex(),
+                "isvprodid": report.isvprodid,
+                "isvsvn": report.isvsvn,
+            }
+            rule, reasons = self._grant_rule(report, req.code_hash, now)
+        except (MalformedInput, VerificationFailed) as exc:
+            facts["mrenclave"] = req.mrenclave.hex()
+            facts["report"] = exc.message
+            found = exc.found if isinstance(exc, VerificationFailed) else None
+            reasons = ["", "report", exc.message, found or "refused"]
+        allowed = not reasons
+        facts |= {
+            "verdict": "granted" if allowed else "refused",
+            "rule": rule,
+            "reasons": [
+                {
+                    "rule": reasons[i] or None,
+                    "field": reasons[i + 1],
+                    "expected": reasons[i + 2],
+                    "found": reasons[i + 3],
+                }
+                for i in range(0, len(reasons), 4)
+            ],
+            "policy_version": self.state.policy.version if self.state.policy else None,
+        }
+        head = LogHead(self.committed.log_count, bytes.fromhex(self.committed.log_head))
+        record, head = make_record(self._log_key(ctx), head, facts)
+        _nxt, sealed = self._prepare(
+            ctx,
+            self.state,
+            log_count=head.count,
+            log_head=head.hash.hex(),
+            log_cpusvn=self._log_cpusvn(ctx).hex(),
+        )
+        if allowed:
+            self._pending_verdict = grant_verdict(
+                req.configid, req.challenge, req.offset, req.length, req.code_hash
+            )
+        return GrantReply(
+            allowed=int(allowed),
+            rule=rule,
+            reasons=tuple(reasons),
+            record=record.to_bytes(),
+            sealed=sealed,
+        )
+
+    def _grant_rule(
+        self, report: Report, code_hash: bytes, now: datetime
+    ) -> tuple[str | None, list[str]]:
+        """The policy's word on a verified grant REPORT: (deciding rule, reasons as MINT's
+        flattened quadruples; empty when granted)."""
+        state = self.state
+        assert state is not None
+        if state.policy is None:
+            return None, ["", "policy", "an installed owner launch policy", "none"]
+        identity = EnclaveIdentity(
+            mrenclave=report.mrenclave,
+            mrsigner=report.mrsigner,
+            isvprodid=report.isvprodid,
+            isvsvn=report.isvsvn,
+            isvfamilyid=report.isvfamilyid,
+            isvextprodid=report.isvextprodid,
+            flags=report.attributes.flags & ~_INIT,
+            xfrm=report.attributes.xfrm,
+            miscselect=report.miscselect,
+        )
+        decision = state.evaluate(identity, now)
+        if not decision.allowed:
+            out: list[str] = []
+            for r in decision.reasons:
+                out += [r.rule or "", r.field, r.expected, r.found]
+            return decision.rule, out
+        matched = decision.matched
+        assert matched is not None  # an allowing decision names its rule
+        level = matched.dynamic_memory
+        if level != DynamicMemory.ATTESTED_CODE:
+            return decision.rule, [
+                decision.rule or "",
+                "dynamic_memory",
+                "attested-code",
+                level.label,
+            ]
+        if not matched.allows_code(code_hash):
+            listed = matched.code_hashes
+            count = 0 if listed is None or isinstance(listed, str) else len(listed)
+            return decision.rule, [
+                decision.rule or "",
+                "code_hashes",
+                f"one of {count} listed code hashes",
+                code_hash.hex(),
+            ]
+        return decision.rule, []
 
     def _note_mode(self, ctx: EnclaveContext, req: NoteModeRequest) -> NoteModeReply:
         """NOTE_MODE: verify an owner-signed platform-mode document (threshold of the root's

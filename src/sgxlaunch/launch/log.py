@@ -71,6 +71,10 @@ OUTCOME = "outcome"
 TEARDOWN = "teardown"
 """A record written when an initialized enclave is torn down: pages added after EINIT (SGX2
 EAUG, not in MRENCLAVE) and pages removed; it stands alone (no pairing)."""
+GRANT = "grant"
+"""An attested-code grant decision (issue 17), written by the launch enclave itself (its GRANT
+ECALL): the instance (MRENCLAVE, MRSIGNER, CONFIGID), the page range, the code hash and the
+verdict; it stands alone. The host can never append one (``LOG_APPEND`` refuses the kind)."""
 EPOCH = "epoch"
 EPOCH_CAUSES = ("recovery", "handover")
 """Why a segment starts with an epoch record: owner recovery, or a new launch-enclave signer."""

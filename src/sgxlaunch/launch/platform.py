@@ -50,6 +50,7 @@ from sgxlaunch.driver import (
     SgxDriver,
     load,
 )
+from sgxlaunch.driver.grants import GrantQuery
 from sgxlaunch.driver.owner import bind_owner
 from sgxlaunch.errors import (
     MalformedInput,
@@ -64,6 +65,8 @@ from sgxlaunch.launch.ecalls import (
     AdvanceRequest,
     CallError,
     ErrorCode,
+    GrantReply,
+    GrantRequest,
     InstallPolicyReply,
     InstallPolicyRequest,
     LoadReply,
@@ -535,6 +538,7 @@ class Platform:
         self.driver.observers.append(self._observe)
         self.driver.gates.append(self._gate)
         self.driver.releases.append(self._teardown)
+        self.driver.owner_service = self._grant_service
         state = self.state
         doc = self.mode_document
         mode_signer = _named_signer(doc) if doc is not None and doc.mode == "owner" else None
@@ -892,7 +896,7 @@ class Platform:
     def _commit_prepared(
         self,
         changes: dict[str, bytes | None],
-        reply: InstallPolicyReply | NoteModeReply | LogAppendReply,
+        reply: InstallPolicyReply | NoteModeReply | LogAppendReply | GrantReply,
     ) -> None:
         """Store the launch enclave's prepared state with ``changes`` in one commit, then let
         it advance the monotonic counter (crash-safe: see the module docstring)."""
@@ -1127,6 +1131,68 @@ class Platform:
             self._commit_prepared({f"{log_prefix(signer)}{seq:016d}": record}, reply)
             self._log_count = seq + 1
             return seq
+
+    def le_target_info(self) -> TargetInfo:
+        """The running launch enclave's TARGETINFO (what an enclave's EREPORT targets when it
+        asks for an attested-code grant): MRENCLAVE, its SECS ATTRIBUTES (INIT set, as after
+        EINIT) and MISCSELECT, as the driver created it.
+
+        Raises:
+            UsageError: no launch enclave is running.
+        """
+        le, sig = self.le, self.le_sigstruct
+        if le is None or sig is None:
+            raise UsageError("the owner's launch enclave is not running here")
+        enclave = le.process._enclave_of(le.fd)
+        return TargetInfo(
+            mrenclave=enclave.mrenclave,
+            attributes=Attributes(
+                flags=enclave.attributes | int(AttributeFlag.INIT), xfrm=enclave.xfrm
+            ),
+            miscselect=sig.miscselect,
+        )
+
+    def _grant_service(self, query: GrantQuery) -> None:
+        """The driver's owner-service port for attested-code grants (issue 17): the launch
+        enclave's GRANT judges the query and makes the log record; the record and the sealed
+        head are stored in one commit, then ADVANCE — at which the launch enclave posts a
+        granted verdict for the driver. Nothing returned here grants anything.
+
+        Raises:
+            PolicyDenied: the launch enclave refused (its reasons in ``detail``); the refusal
+                is in the log.
+            SgxlaunchError: no launch enclave, or the record could not be committed.
+        """
+        with self._exclusive():
+            reply = self._le_call(
+                GrantRequest(
+                    configid=query.configid,
+                    mrenclave=query.mrenclave,
+                    offset=query.offset,
+                    length=query.length,
+                    challenge=query.challenge,
+                    code_hash=query.code_hash,
+                    report=query.report,
+                    now=to_seconds(self.clock()),
+                ),
+                GrantReply,
+            )
+            seq = decode_record(reply.record, -1).get("seq")
+            signer = self.le_signer
+            if not isinstance(seq, int) or signer is None:
+                raise VerificationFailed("the launch enclave returned a record without a seq")
+            self._commit_prepared({f"{log_prefix(signer)}{seq:016d}": reply.record}, reply)
+            self._log_count = seq + 1
+        if not reply.allowed:
+            items = reply.reasons
+            raise PolicyDenied(
+                "attested-code grant refused" + (f" (rule {reply.rule})" if reply.rule else ""),
+                rule=reply.rule,
+                detail=[
+                    f"{items[i + 1]}: expected {items[i + 2]}, found {items[i + 3]}"
+                    for i in range(0, len(items) - 3, 4)
+                ],
+            )
 
     def _release(self) -> None:
         held, self._held = self._held, None
