@@ -10,7 +10,8 @@ from typing import Any
 
 from sgxlaunch.arch import Attributes, Report, Sigstruct, TargetInfo
 from sgxlaunch.arch.constants import PAGE_SIZE, AttributeFlag
-from sgxlaunch.cpu import EnclaveImage, program_code_page
+from sgxlaunch.cpu import EnclaveContext, EnclaveImage, EnclaveProgram, program_code_page
+from sgxlaunch.cpu.machine import CounterAccessDenied
 from sgxlaunch.driver import Enclave, LoadedEnclave, as_sgxs_image, uapi
 from sgxlaunch.example_loader import (
     DYNAMIC_OFFSET,
@@ -221,3 +222,14 @@ def grant_platform(
     )
     platform.set_mode(owner.mode("owner", version=1))
     return owner, owner.platform(), sig
+
+
+class VerdictForger(EnclaveProgram):
+    """ECALL 0: try to post the 32 bytes given as an owner verdict."""
+
+    def ecall(self, ctx: EnclaveContext, function: int, data: bytes) -> bytes:
+        try:
+            ctx.owner_verdict_post(data)
+        except CounterAccessDenied:
+            return b"denied"
+        return b"posted"
