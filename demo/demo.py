@@ -4,8 +4,9 @@ An author signs two enclaves. On a permissive (mainline) platform both launch. T
 keys) installs a launch policy allowing one, and switches the platform to owner launch control.
 Then the allowed enclave launches, the other is refused with its reason, a debug build of the
 allowed one is refused, an older policy is refused, a switch back to permissive with only one
-signature is refused; the launch log shows every attempt and verifies, and a tampered log fails
-naming the record.
+signature is refused; the author's loader fetches code after EINIT, which runs only after the
+owner's launch enclave granted it (dynamic_memory attested-code) and recorded the code hash;
+the launch log shows every attempt and verifies, and a tampered log fails naming the record.
 
 Each step runs ``sgxlaunch`` as a user would, shows what it printed and asserts the outcome; the
 demo exits non-zero as soon as any outcome differs.
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from sgxlaunch.arch.constants import PAGE_SIZE, PageType, secinfo_flags
+from sgxlaunch.cpu import program_code_page
+from sgxlaunch.example_loader import FetchedCode
 from sgxlaunch.formats.sgxs import SgxsImage, SgxsPage, write_sgxs
 
 STEP = 0
@@ -371,6 +374,80 @@ def story() -> int:
     )
     check(status["mode"] == "owner", "the platform is still in owner mode")
 
+    say(
+        "The author's loader fetches code after EINIT. The owner allows it under "
+        "dynamic_memory attested-code: the loader reports the code to the launch enclave, "
+        "which records the grant with the code hash before the driver maps it executable"
+    )
+    loader_mrenclave = sgxlaunch("example", "--loader", "-o", "loader.sgxs", expect=0).strip()
+    sgxlaunch(
+        "sign",
+        "--key",
+        "author.pem",
+        "loader.sgxs",
+        "--isvprodid",
+        "4",
+        "--attributes",
+        "0x84/0x3",  # MODE64BIT | KSS: the driver gives each instance its own CONFIGID
+        "-o",
+        "loader.sig",
+        expect=0,
+    )
+    sgxlaunch("policy", "new", "-o", "policy-v3.json", "--from", "policy-v2.signed.json", expect=0)
+    document = json.loads((WORK / "policy-v3.json").read_text())
+    document["allow"].append(
+        {
+            "id": "loader",
+            "mrenclave": loader_mrenclave,
+            "kss": True,
+            "dynamic_memory": "attested-code",
+            "code_hashes": "any",
+        }
+    )
+    (WORK / "policy-v3.json").write_text(json.dumps(document, indent=1))
+    sgxlaunch(
+        "policy",
+        "sign",
+        "policy-v3.json",
+        "--key",
+        keys[0],
+        "--key",
+        keys[1],
+        "-o",
+        "policy-v3.signed.json",
+        expect=0,
+    )
+    sgxlaunch("platform", "install-policy", "policy-v3.signed.json", home, machine, expect=0)
+    out = json_result(
+        sgxlaunch(
+            "run",
+            "loader.sgxs",
+            "--sig",
+            "loader.sig",
+            "--input",
+            "demo",
+            home,
+            machine,
+            "--json",
+            expect=0,
+        )
+    )
+    check(
+        out["ecall_output"] == "fetched code ran inside the loader: demo",
+        "the fetched code ran, after the launch enclave granted it",
+    )
+    records = json_result(sgxlaunch("log", "show", home, machine, "--json", expect=0, show=False))[
+        "records"
+    ]
+    grants = [r for r in records if r["kind"] == "grant"]
+    fetched = hashlib.sha256(program_code_page(FetchedCode)).hexdigest()
+    check(
+        len(grants) == 1
+        and grants[0]["verdict"] == "granted"
+        and grants[0]["code_hash"] == fetched,
+        "the launch log holds the grant with the fetched code's hash",
+    )
+
     say("The launch log shows every attempt, and verifies")
     records = json_result(sgxlaunch("log", "show", home, machine, "--json", expect=0, show=False))[
         "records"
@@ -383,8 +460,8 @@ def story() -> int:
         "each attempt has its outcome record",
     )
     check(
-        decisions == ["permissive", "permissive", "allowed", "denied", "denied"],
-        "five INIT attempts: 2 permissive, 1 allowed, 2 denied",
+        decisions == ["permissive", "permissive", "allowed", "denied", "denied", "allowed"],
+        "six INIT attempts: 2 permissive, 2 allowed, 2 denied",
     )
     sgxlaunch("log", "verify", home, machine, expect=0)
 
