@@ -22,6 +22,8 @@ import struct
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+import numpy as np
+
 from sgxlaunch.arch.constants import (
     HARDCODED_PKCS1_5_PADDING,
     KEYPOLICY_KSS_MASK,
@@ -443,6 +445,12 @@ class Enclu(StateView):
         self.edmm = EdmmEnclu(state, config, self.operand)
         self.owner_verdicts: dict[bytes, None] = {}
         """The owner-verdict mailbox (emulator extension; oldest first)."""
+        # numpy views of the EPCM arrays and the EPC by page, for multi-page accesses
+        self._valid_np = np.frombuffer(state.valid, dtype=np.uint8)
+        self._blocked_np = np.frombuffer(state.blocked, dtype=np.uint8)
+        self._ptype_np = np.frombuffer(state.ptype, dtype=np.uint8)
+        self._perm_np = np.frombuffer(state.perm, dtype=np.uint8)
+        self._epc_pages_np = state.epc_np.reshape(-1, PAGE)
 
     def register_program(self, mrenclave: bytes, program: Callable[[], EnclaveProgram]) -> None:
         """Register the code of enclaves measuring ``mrenclave``.
@@ -549,8 +557,52 @@ class Enclu(StateView):
                 raise
         return self.run_leaf(enclave, lambda: self.translate(enclave, linaddr, access))
 
+    def _whole_pages(self, enclave: SecsState, linaddr: int, length: int, access: int) -> list[int]:
+        """The EPC indices of a multi-page, page-aligned access when every page passes the
+        checks of :meth:`translate` as they stand (and the page-table walk, with an MMU);
+        ``[]`` otherwise — the caller then goes page by page through :meth:`_page`, which
+        raises or delivers the fault exactly as for a single access. The checks are the same;
+        only the Python work per page is less."""
+        if linaddr & (PAGE - 1) or length & (PAGE - 1) or length < 2 * PAGE:
+            return []
+        count = length >> 12
+        get = enclave.pages.get
+        found = [get(page) for page in range(linaddr, linaddr + length, PAGE)]
+        if None in found:
+            return []
+        index: list[int] = found  # type: ignore[assignment]  # no None (checked above)
+        mmu = self.mmu
+        if mmu is not None:
+            secs = self.epc_base + PAGE * enclave.secs_index
+            walk = mmu.walk
+            if any(walk(secs, page, access) for page in range(linaddr, linaddr + length, PAGE)):
+                return []
+        owner, linaddrs = self._owner, self._linaddr
+        if any(owner[i] is not enclave for i in index) or any(
+            linaddrs[i] != page
+            for i, page in zip(index, range(linaddr, linaddr + length, PAGE), strict=True)
+        ):
+            return []
+        at = np.fromiter(index, dtype=np.intp, count=count)
+        perm = self._perm_np[at]
+        if (
+            not self._valid_np[at].all()
+            or self._blocked_np[at].any()
+            or (self._ptype_np[at] != _PT_REG).any()
+            or (perm & _UNACCEPTED).any()
+            or not (perm & _NEED[access]).all()
+        ):
+            return []
+        return index
+
     def read(self, enclave: SecsState, linaddr: int, length: int) -> bytes:
         """An enclave-mode read of ``enclave``'s memory (``#PF`` if absent or not readable)."""
+        index = self._whole_pages(enclave, linaddr, length, ACCESS_READ)
+        if index:
+            first = index[0]
+            if index == list(range(first, first + len(index))):
+                return bytes(self._epc_view[first * PAGE : (first + len(index)) * PAGE])
+            return self._epc_pages_np[np.array(index, dtype=np.intp)].tobytes()
         out = bytearray()
         epc = self._epc
         while length > 0:
@@ -565,6 +617,15 @@ class Enclu(StateView):
 
     def write(self, enclave: SecsState, linaddr: int, data: bytes | bytearray | memoryview) -> None:
         """An enclave-mode write (``#PF`` if absent or not writable)."""
+        index = self._whole_pages(enclave, linaddr, len(data), ACCESS_WRITE)
+        if index:
+            first = index[0]
+            if index == list(range(first, first + len(index))):
+                self._epc_view[first * PAGE : (first + len(index)) * PAGE] = data
+                return
+            source = np.frombuffer(data, dtype=np.uint8).reshape(len(index), PAGE)
+            self._epc_pages_np[np.array(index, dtype=np.intp)] = source
+            return
         view = memoryview(bytes(data))
         epc = self._epc
         while len(view):
