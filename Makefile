@@ -40,7 +40,7 @@ unit: .venv
 test: .venv lint types unit
 
 bench: .venv
-	for b in measure sdk cpu driver sgx2 policy launch kill9 attest service; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in measure sdk cpu driver sgx2 policy launch kill9 attest service pcl; do $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -204,6 +204,30 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("quote appraisal install", True, signed_appraisal, "--home", home)
     yield go("quote appraisal install", False, garbage, "--home", home)
 
+    # Protected code: the author's side (docs/pcl.md). The launch-enclave quote comes from a
+    # test PCS (tests/support/pcl.py); dcap-qvl verifies it for real.
+    from sgxlaunch.example import example_image
+    from tests.support.pcl import le_quote
+
+    pcl_dir = tmp / "pcl"
+    pcl_dir.mkdir()
+    code_key = pcl_dir / "code.key"
+    code_key.write_bytes(bytes(range(32)))
+    example_sgxs = pcl_dir / "enclave.sgxs"
+    example_sgxs.write_bytes(example_image())
+    encrypted = pcl_dir / "enclave.enc.sgxs"
+    yield go("pcl encrypt", True, example_sgxs, "--code-key-file", code_key, "-o", encrypted)
+    yield go("pcl encrypt", False, encrypted, "--code-key-file", code_key, "-o", pcl_dir / "x")
+    files = le_quote().write(pcl_dir)
+    wrap = (
+        "--code-key-file", code_key, "--le-quote", files["quote"], "--le-public-key",
+        files["public"], "--collateral", files["collateral"], "--root", files["root"],
+        "--release", "mrsigner=" + "ab" * 32 + ",isvprodid=1", "--min-isvsvn", 1,
+        "--at", "2026-11-26T13:00:00Z", "-o", pcl_dir / "wrapped.bin",
+    )  # fmt: skip
+    yield go("pcl wrap", True, *wrap, "--owner-root", files["owner"])
+    yield go("pcl wrap", False, *wrap, "--owner-root", root, "--force")
+
     le_signer = json.loads(go("key mrsigner", True, le_key).stdout)["result"]["mrsigner"]
     mode = tmp / "mode.json"
     yield go(

@@ -122,14 +122,20 @@ def make_quote(
     pcesvn: int = DEFAULT_PCESVN,
     reportdata: bytes = b"\x5a" * 64,
     parts: QuoteParts = QuoteParts(),
+    isv_body: bytes | None = None,
 ) -> bytes:
     """A quote v3 over an ISV report body, with ``pck``'s certificate chain from the PCS
-    (it must have been issued for ``cpusvn``/``pcesvn``)."""
+    (it must have been issued for ``cpusvn``/``pcesvn``); ``isv_body`` replaces the default
+    body (:func:`report_body`) whole."""
     attestation = ec.derive_private_key(0xA77E57, ec.SECP256R1())
     attest_pub = point(attestation.public_key())
     header = struct.pack("<HHIHH", 3, 2, 0, parts.qe_isvsvn, pcesvn) + INTEL_QE_VENDOR_ID
     header += bytes(20)
-    isv = report_body(cpusvn=cpusvn, flags=parts.isv_flags, reportdata=reportdata)
+    isv = (
+        report_body(cpusvn=cpusvn, flags=parts.isv_flags, reportdata=reportdata)
+        if isv_body is None
+        else isv_body
+    )
     binding = hashlib.sha256(attest_pub + QE_AUTH_DATA).digest() + bytes(32)
     qe = report_body(
         cpusvn=cpusvn,

@@ -66,6 +66,10 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("sgxlaunch.cli.owner",),
         "The platform owner's root: k-of-n policy-signing keys, versioned and expiring.",
     ),
+    "pcl": (
+        ("sgxlaunch.cli.pcl",),
+        "Protected code: encrypt an enclave's code, wrap its key for an owner's launch enclave.",
+    ),
     "platform": (
         (
             "sgxlaunch.cli.platform",
