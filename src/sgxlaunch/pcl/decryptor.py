@@ -106,8 +106,8 @@ class PclDecryptor(EnclaveProgram):
         sealed[:, PAGE:] = np.frombuffer(tags, dtype=np.uint8).reshape(count, TAG_SIZE)
         plain = np.empty(count * PAGE, dtype=np.uint8)
         step = PAGE + TAG_SIZE
-        whole = memoryview(sealed.reshape(-1))
-        out = memoryview(plain)
+        whole = sealed.reshape(-1).data
+        out = plain.data
         nonces = page_nonces(header.salt, count).tobytes()
         aads = page_aads(header.salt, header.region_offset, count).tobytes()
         arguments = (
@@ -127,7 +127,7 @@ class PclDecryptor(EnclaveProgram):
                 "(altered ciphertext or tag); nothing was decrypted, nothing runs"
             ) from None
         offset = header.region_offset
-        ctx.write(base + offset, memoryview(plain))
+        ctx.write(base + offset, plain.data)
         self._entry = base + header.entry_offset
         return ProgramOut(ctx.execute(self._entry, request.function, request.data))
 
