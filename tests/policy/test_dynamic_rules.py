@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from sgxlaunch.arch.structs import Attributes, Sigstruct
 from sgxlaunch.driver.owner import MAINLINE_LIMITS, DynamicMemory, OwnerLimits
 from sgxlaunch.errors import MalformedInput, UsageError
 from sgxlaunch.policy import LaunchPolicy, evaluate
 from sgxlaunch.policy._json import dumps_canonical
-from sgxlaunch.policy.evaluate import EnclaveIdentity
+from sgxlaunch.policy.evaluate import EnclaveIdentity, explain_dynamic_memory, kss_allowed
 from sgxlaunch.policy.model import ANY_CODE
 from tests.support.policy import SIGNER_A, policy_doc
 
@@ -212,3 +213,44 @@ def test_the_decision_carries_the_matched_rules_limits() -> None:
     assert not denied.allowed and "limits" not in denied.describe()
     with pytest.raises(UsageError, match="no owner limits"):
         _ = denied.limits
+
+
+@pytest.mark.parametrize(
+    ("flags", "mask", "allowed"),
+    [
+        (0x4, ~0x2 & (2**64 - 1), False),  # sgx_sign's default mask fixes KSS at 0
+        (0x84, ~0x2 & (2**64 - 1), True),  # signed with KSS
+        (0x4, ~0x82 & (2**64 - 1), True),  # the mask leaves KSS to the loader
+    ],
+)
+def test_kss_is_allowed_when_signed_or_left_free_by_the_mask(
+    flags: int, mask: int, allowed: bool
+) -> None:
+    """EINIT compares SECS.ATTRIBUTES and SIGSTRUCT.ATTRIBUTES under ATTRIBUTEMASK (SDM EINIT):
+    KSS can be set at ECREATE only if the SIGSTRUCT sets it or its mask does not cover it."""
+    sig = Sigstruct(
+        attributes=Attributes(flags=flags, xfrm=3), attributemask=Attributes(flags=mask, xfrm=0)
+    )
+    assert kss_allowed(sig) is allowed
+
+
+def test_explain_warns_about_attested_code_without_kss_and_older_specs() -> None:
+    no_kss = Sigstruct(
+        attributes=Attributes(flags=0x4, xfrm=3), attributemask=Attributes(flags=2**64 - 3, xfrm=0)
+    )
+    identity = EnclaveIdentity(bytes(range(32)), SIGNER_A, isvprodid=1, flags=0x4)
+    policy = _spec3(_rule(dynamic_memory="attested-code", code_hashes="any"))
+    out = explain_dynamic_memory(policy, evaluate(policy, identity, NOW), no_kss)
+    assert out["limits"]["dynamic_memory"] == "attested-code"
+    assert any("cannot use attested-code" in w for w in out["warnings"])
+    kss_rule = _spec3(_rule(dynamic_memory="attested-code", code_hashes="any", kss=True))
+    with_kss = Sigstruct(
+        attributes=Attributes(flags=0x84, xfrm=3), attributemask=Attributes(flags=2**64 - 3, xfrm=0)
+    )
+    ok = explain_dynamic_memory(kss_rule, evaluate(kss_rule, identity, NOW), with_kss)
+    assert ok["warnings"] == [] and "code_hashes any" in " ".join(ok["meaning"])
+    legacy = LaunchPolicy.from_payload(dumps_canonical(policy_doc(allow=[_rule()])))
+    denied = evaluate(legacy, EnclaveIdentity(bytes(range(32)), SIGNER_A, isvprodid=9), NOW)
+    out = explain_dynamic_memory(legacy, denied)
+    assert out["limits"] is None and out["meaning"] == []
+    assert "dynamic code is unrestricted" in out["warnings"][0]

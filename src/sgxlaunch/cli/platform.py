@@ -53,6 +53,8 @@ def _print_status(status: dict[str, Any]) -> None:
             f"EXPIRED: the launch policy (version {policy['version']}) expired at "
             f"{policy['expires']}; every launch is denied until the owner installs a newer one"
         )
+    for warning in (policy or {}).get("warnings") or ():
+        click.echo(f"WARNING: {warning}")
     click.echo(f"platform     {status['platform_id']}")
     click.echo(f"mode         {status['mode']}")
     doc = status.get("mode_document")
@@ -77,7 +79,8 @@ def _print_status(status: dict[str, Any]) -> None:
         click.echo("owner root   none")
     if policy:
         click.echo(
-            f"policy       version {policy['version']}, {policy['allow_rules']} allow / "
+            f"policy       version {policy['version']} (spec_version "
+            f"{policy.get('spec_version', '?')}), {policy['allow_rules']} allow / "
             f"{policy['deny_rules']} deny rules, "
             f"{'EXPIRED at' if policy.get('expired') else 'expires'} {policy['expires']}, "
             f"digest {policy['digest'][:16]}…"

@@ -46,8 +46,15 @@ from sgxlaunch.cli._output import set_failure_result
 from sgxlaunch.errors import PolicyDenied, UsageError
 from sgxlaunch.policy import _json
 from sgxlaunch.policy.envelope import MAX_ENVELOPE_SIZE, sign_payload
-from sgxlaunch.policy.evaluate import Decision, EnclaveIdentity, PolicyIndex, Reason
-from sgxlaunch.policy.model import POLICY_PAYLOAD_TYPE, LaunchPolicy
+from sgxlaunch.policy.evaluate import (
+    Decision,
+    EnclaveIdentity,
+    PolicyIndex,
+    Reason,
+    explain_dynamic_memory,
+    legacy_spec_warning,
+)
+from sgxlaunch.policy.model import POLICY_PAYLOAD_TYPE, SPEC_VERSION_DYNAMIC, LaunchPolicy
 from sgxlaunch.policy.state import (
     TrustedState,
     check_envelope,
@@ -164,8 +171,15 @@ def _expired_reason(decision: Decision) -> Reason | None:
     return next((r for r in decision.reasons if r.rule is None and r.field == "expires"), None)
 
 
-def _report_decision(decision: Decision, identity: EnclaveIdentity, as_json: bool) -> None:
-    """Print the verdict (expiry first); a denial exits 1 (with --json: the one JSON object)."""
+def _report_decision(
+    decision: Decision,
+    identity: EnclaveIdentity,
+    as_json: bool,
+    dynamic: dict[str, Any] | None = None,
+) -> None:
+    """Print the verdict (expiry first) and, given ``dynamic``
+    (:func:`~sgxlaunch.policy.evaluate.explain_dynamic_memory`), what it means for the
+    enclave's dynamic memory; a denial exits 1 (with --json: the one JSON object)."""
     expired = _expired_reason(decision)
     if decision.allowed:
         head = f"ALLOWED by rule {decision.rule}"
@@ -178,6 +192,8 @@ def _report_decision(decision: Decision, identity: EnclaveIdentity, as_json: boo
     head += f" (policy version {decision.policy_version})"
     result = decision.describe() | {"enclave": _identity_json(identity)}
     result["policy_expired"] = expired is not None
+    if dynamic is not None:
+        result["dynamic_memory"] = dynamic
     if as_json:
         if decision.allowed:
             echo_json(result)
@@ -192,6 +208,13 @@ def _report_decision(decision: Decision, identity: EnclaveIdentity, as_json: boo
     click.echo(head)
     for reason in decision.reasons:
         click.echo(f"  {reason}")
+    if dynamic is not None:
+        if dynamic["meaning"]:
+            click.echo(f"dynamic memory (policy spec_version {dynamic['spec_version']}):")
+            for line in dynamic["meaning"]:
+                click.echo(f"  {line}")
+        for warning in dynamic["warnings"]:
+            click.echo(f"WARNING: {warning}")
     if not decision.allowed:
         sys.exit(1)
 
@@ -268,12 +291,18 @@ def policy_new(
 ) -> None:
     """Write a new (unsigned) policy document OUTPUT, or one with FROM's rules.
 
+    The policy is of spec_version 3: an allow rule without dynamic-memory fields means
+    dynamic_memory data (pages may be added after EINIT, never run as code),
+    unmeasured_exec deny and rwx_pages deny (see `policy allow --help`); rules taken
+    --from an older policy keep their old meaning (code, allow, allow), written out.
+
     A new policy holds the two rules quoting needs in owner mode: platform-pce and
     platform-qe allow the platform's PCE and QE (signed by the machine's own PCE/QE key,
-    by ISVPRODID, with PROVISIONKEY, never DEBUG); their MRSIGNER comes from the machine
-    file (or --quoting-signer). --no-quoting leaves them out. Without an allow rule every
-    launch is denied. Versions only go up: each policy you install must carry a higher
-    version than the installed one.
+    by ISVPRODID, with PROVISIONKEY, never DEBUG, dynamic_memory none); their MRSIGNER
+    comes from the machine file (or --quoting-signer). --no-quoting leaves them out. The
+    owner's launch enclave needs no rule (it launches without a token, with the strictest
+    limits). Without an allow rule every launch is denied. Versions only go up: each
+    policy you install must carry a higher version than the installed one.
 
     \b
     Examples:
@@ -288,6 +317,15 @@ def policy_new(
     if source is not None:
         old, _ = read_policy_file(source)
         allow, deny, next_version = old.allow, old.deny, old.version + 1
+        if old.dynamic_code_unrestricted and old.allow:
+            click.echo(
+                f"note: {source} is of spec_version {old.spec_version!r}; its allow rules keep "
+                "their meaning in the new spec_version "
+                f"{SPEC_VERSION_DYNAMIC!r} policy: dynamic_memory code, unmeasured_exec allow, "
+                "rwx_pages allow are written out — tighten them (e.g. dynamic_memory data) to "
+                "restrict dynamic code",
+                err=True,
+            )
     until = expiry(expires, valid_days, DEFAULT_POLICY_DAYS, what="the launch policy")
     policy = LaunchPolicy(
         next_version if version is None else version,
@@ -329,6 +367,8 @@ def _with_quoting_rules(
             return policy
         click.echo(f"quoting rules for the PCE/QE signer of {path}: {signer.hex()}", err=True)
     for doc in quoting_rules(signer):
+        if policy.spec_version == SPEC_VERSION_DYNAMIC:
+            doc["dynamic_memory"] = "none"  # the PCE and QE never add pages after EINIT
         policy = policy.with_rule(doc, "allow")
     return policy
 
@@ -341,6 +381,33 @@ def _with_quoting_rules(
 @click.option("--kss", is_flag=True, help="Permit ATTRIBUTES.KSS.")
 @click.option("--xfrm-mask", type=IntParam(64), help="XFRM must lie within this mask.")
 @click.option("--miscselect-mask", type=IntParam(32), help="MISCSELECT within this mask.")
+@click.option(
+    "--dynamic-memory",
+    type=click.Choice(["none", "data", "attested-code", "code"]),
+    help="What the enclave may do after EINIT (spec_version 3; default data).",
+)
+@click.option(
+    "--code-hash",
+    "code_hashes",
+    multiple=True,
+    type=HexBytesParam(32),
+    help="With --dynamic-memory attested-code: SHA-256 of code that may be granted (repeatable).",
+)
+@click.option(
+    "--any-code",
+    is_flag=True,
+    help="With --dynamic-memory attested-code: grant any reported code (each grant logged).",
+)
+@click.option(
+    "--unmeasured-exec",
+    type=click.Choice(["deny", "allow"]),
+    help="Executable pages added without SGX_PAGE_MEASURE (default deny).",
+)
+@click.option(
+    "--rwx-pages",
+    type=click.Choice(["deny", "allow"]),
+    help="Measured writable and executable pages (default deny).",
+)
 @handle_errors
 def policy_allow(
     policy: str,
@@ -352,13 +419,23 @@ def policy_allow(
     kss: bool,
     xfrm_mask: int | None,
     miscselect_mask: int | None,
+    dynamic_memory: str | None,
+    code_hashes: tuple[bytes, ...],
+    any_code: bool,
+    unmeasured_exec: str | None,
+    rwx_pages: str | None,
     **given: Any,
 ) -> None:
     """Append an allow rule to the POLICY document.
 
     Every field given must match; a rule must name an MRSIGNER or an MRENCLAVE (there are
     no wildcards). DEBUG, PROVISIONKEY and KSS enclaves are refused unless the rule
-    permits them.
+    permits them. In a spec_version 3 policy the rule also says what the enclave may do
+    with memory after EINIT: --dynamic-memory none | data (default) | attested-code (with
+    --code-hash ... or --any-code; the enclave needs KSS, so also --kss) | code (mainline),
+    and whether unmeasured executable pages (--unmeasured-exec; the Intel SDK's
+    ReservedMemExecutable and Gramine's non-EDMM free area need allow) and measured RWX
+    pages (--rwx-pages) may be loaded.
 
     \b
     Examples:
@@ -366,8 +443,22 @@ def policy_allow(
           --isvsvn 2..
       sgxlaunch policy allow policy.json --id acme-dev --sigstruct dev.sig \\
           --match mrenclave --debug
+      sgxlaunch policy allow policy.json --id jit --sigstruct loader.sig --kss \\
+          --dynamic-memory attested-code --code-hash 5d41…9c2a
     """
     doc = _rule_doc(rule_id, given, sigstruct, match)
+    if code_hashes and any_code:
+        raise UsageError("give --code-hash or --any-code, not both")
+    if dynamic_memory is not None:
+        doc["dynamic_memory"] = dynamic_memory
+    if any_code:
+        doc["code_hashes"] = "any"
+    elif code_hashes:
+        doc["code_hashes"] = [h.hex() for h in code_hashes]
+    if unmeasured_exec is not None:
+        doc["unmeasured_exec"] = unmeasured_exec
+    if rwx_pages is not None:
+        doc["rwx_pages"] = rwx_pages
     for name, flag in (("debug", debug), ("provisionkey", provisionkey), ("kss", kss)):
         if flag:
             doc[name] = True
@@ -421,6 +512,9 @@ def policy_show(policy: str, as_json: bool) -> None:
             doc = rule.to_doc(parsed.spec_version)
             fields = " ".join(_rule_field_text(k, v) for k, v in doc.items())
             click.echo(f"  {rule.id}: {fields}")
+    warning = legacy_spec_warning(parsed)
+    if warning is not None:
+        click.echo(f"WARNING: {warning}")
     if envelope is not None:
         click.echo(f"signed by {plural(len(envelope.signatures), 'key')}:")
         for sig in envelope.signatures:
@@ -603,7 +697,11 @@ def policy_explain(
     """Say whether the policy allows the enclave of SIGSTRUCT file SIG, and why.
 
     Uses the installed policy unless --policy is given. Exit 0 if allowed, 1 if denied
-    (every reason listed: rule, field, expected vs found), 2 on bad input.
+    (every reason listed: rule, field, expected vs found), 2 on bad input. For an allowed
+    enclave it also says what the rule lets it do with dynamic memory (dynamic_memory,
+    code_hashes, unmeasured_exec, rwx_pages) and warns when that cannot work (attested-code
+    for an enclave that cannot run with KSS) or when the policy's spec_version predates the
+    limits (dynamic code is then unrestricted).
 
     \b
     Examples:
@@ -611,7 +709,8 @@ def policy_explain(
       sgxlaunch policy explain enclave.sig --policy policy.json --json
       sgxlaunch policy explain enclave.sig --policy policy.signed.json --root root.json
     """
-    identity = EnclaveIdentity.from_sigstruct(read_sigstruct(sig))
+    sigstruct = read_sigstruct(sig)
+    identity = EnclaveIdentity.from_sigstruct(sigstruct)
     now = utc_now()
     if policy_file is not None:
         parsed, envelope = read_policy_file(policy_file)
@@ -628,7 +727,10 @@ def policy_explain(
         with open_store(resolve_home(home), create=False) as store:
             state: TrustedState = load_state(store)
         decision = state.evaluate(identity, now)
-    _report_decision(decision, identity, as_json)
+        assert state.policy is not None  # evaluate raised otherwise
+        parsed = state.policy
+    dynamic = explain_dynamic_memory(parsed, decision, sigstruct)
+    _report_decision(decision, identity, as_json, dynamic)
 
 
 def register(main: click.Group) -> None:

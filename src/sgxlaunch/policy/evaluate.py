@@ -28,10 +28,10 @@ from typing import Any, Literal
 
 from sgxlaunch.arch.constants import AttributeFlag
 from sgxlaunch.arch.structs import Sigstruct
-from sgxlaunch.driver.owner import OwnerLimits
+from sgxlaunch.driver.owner import DynamicMemory, OwnerLimits
 from sgxlaunch.errors import PolicyDenied, UsageError
 from sgxlaunch.policy import _json
-from sgxlaunch.policy.model import LaunchPolicy, Rule
+from sgxlaunch.policy.model import SPEC_VERSION_DYNAMIC, LaunchPolicy, Rule
 
 _DEBUG = int(AttributeFlag.DEBUG)
 _PROVISIONKEY = int(AttributeFlag.PROVISIONKEY)
@@ -411,3 +411,105 @@ def evaluate(
     """
     index = policy if isinstance(policy, PolicyIndex) else PolicyIndex(policy)
     return index.evaluate(enclave, now)
+
+
+# -- what a decision means for dynamic memory (``policy explain``, ``platform status``) -----
+
+_LEVEL_MEANING = {
+    DynamicMemory.NONE: (
+        "no pages may be added after EINIT (a fault in an unpopulated part of the range gets "
+        "SIGBUS; RESTRICT_PERMISSIONS, MODIFY_TYPES and REMOVE_PAGES fail with EPERM)"
+    ),
+    DynamicMemory.DATA: (
+        "pages may be added after EINIT (heap, stack, TCS) but a dynamic page or an "
+        "unpopulated part of the range is never mapped executable (EACCES)"
+    ),
+    DynamicMemory.ATTESTED_CODE: (
+        "dynamic code runs only on pages the owner's launch enclave granted after the enclave "
+        "reported the code's hash in a REPORT (one grant per challenge; each grant is logged)"
+    ),
+    DynamicMemory.CODE: (
+        "mainline: dynamic pages may be mapped writable and executable; each dynamic "
+        "executable mapping is recorded"
+    ),
+}
+
+
+def legacy_spec_warning(policy: LaunchPolicy) -> str | None:
+    """The warning for a policy of ``spec_version`` "1"/"2" (dynamic code unrestricted)."""
+    if not policy.dynamic_code_unrestricted:
+        return None
+    return (
+        f"the launch policy (version {policy.version}) is of spec_version "
+        f"{policy.spec_version!r}: dynamic code is unrestricted under it (every allow rule "
+        "means dynamic_memory code, unmeasured_exec allow, rwx_pages allow); install a "
+        f"spec_version {SPEC_VERSION_DYNAMIC!r} policy to restrict it "
+        "(sgxlaunch policy new --from ...)"
+    )
+
+
+def kss_allowed(sig: Sigstruct) -> bool:
+    """Whether an enclave of ``sig`` can run with ATTRIBUTES.KSS: the SIGSTRUCT sets it, or its
+    ATTRIBUTEMASK leaves the bit free (EINIT compares SECS and SIGSTRUCT attributes under the
+    mask, SDM EINIT)."""
+    return bool(sig.attributes.flags & _KSS) or not sig.attributemask.flags & _KSS
+
+
+def explain_dynamic_memory(
+    policy: LaunchPolicy, decision: Decision, sig: Sigstruct | None = None
+) -> dict[str, Any]:
+    """What ``decision`` means for the enclave's dynamic memory, JSON-ready.
+
+    Keys: ``spec_version``; ``limits`` (:func:`describe_limits` of the allowing rule, or
+    ``None`` when denied); ``meaning`` (sentences: the level, unmeasured_exec, rwx_pages);
+    ``warnings`` (an older ``spec_version``; ``attested-code`` for an enclave that cannot run
+    with KSS — ``sig``'s ATTRIBUTES/ATTRIBUTEMASK — or under a rule without ``kss: true``:
+    without KSS the instance has no CONFIGID, so no grant can name it).
+    """
+    warnings: list[str] = []
+    legacy = legacy_spec_warning(policy)
+    if legacy is not None:
+        warnings.append(legacy)
+    rule = decision.matched if decision.allowed else None
+    if rule is None:
+        return {
+            "spec_version": policy.spec_version,
+            "limits": None,
+            "meaning": [],
+            "warnings": warnings,
+        }
+    meaning = [f"dynamic_memory {rule.dynamic_memory.label}: {_LEVEL_MEANING[rule.dynamic_memory]}"]
+    hashes = rule.code_hashes
+    if isinstance(hashes, str):
+        meaning.append("code_hashes any: any reported code may be granted (each grant is logged)")
+    elif hashes is not None:
+        meaning.append(f"code_hashes: only code hashing to one of {len(hashes)} listed SHA-256")
+    meaning.append(
+        "unmeasured_exec allow: executable pages added without SGX_PAGE_MEASURE are accepted"
+        if rule.unmeasured_exec
+        else "unmeasured_exec deny: an executable page added without SGX_PAGE_MEASURE makes "
+        "INIT fail (EPERM)"
+    )
+    meaning.append(
+        "rwx_pages allow: measured writable and executable pages are accepted"
+        if rule.rwx_pages
+        else "rwx_pages deny: a measured writable and executable page makes INIT fail (EPERM)"
+    )
+    if rule.dynamic_memory == DynamicMemory.ATTESTED_CODE:
+        if sig is not None and not kss_allowed(sig):
+            warnings.append(
+                "this enclave's SIGSTRUCT does not allow KSS (ATTRIBUTES.KSS = 0 under its "
+                "ATTRIBUTEMASK), so its instances get no CONFIGID and it cannot use "
+                "attested-code: no dynamic code will ever be granted to it"
+            )
+        elif not rule.kss:
+            warnings.append(
+                f"rule {rule.id} does not say kss: true, so the enclave cannot be launched "
+                "with KSS, which attested-code needs (the instance's CONFIGID)"
+            )
+    return {
+        "spec_version": policy.spec_version,
+        "limits": describe_limits(rule),
+        "meaning": meaning,
+        "warnings": warnings,
+    }

@@ -56,7 +56,13 @@ from sgxlaunch.policy.control import (
     PlatformMismatch,
 )
 from sgxlaunch.policy.envelope import MAX_ENVELOPE_SIZE, Envelope, verify_threshold
-from sgxlaunch.policy.evaluate import Decision, EnclaveIdentity, PolicyIndex, Reason
+from sgxlaunch.policy.evaluate import (
+    Decision,
+    EnclaveIdentity,
+    PolicyIndex,
+    Reason,
+    legacy_spec_warning,
+)
 from sgxlaunch.policy.model import POLICY_PAYLOAD_TYPE, LaunchPolicy
 from sgxlaunch.policy.root import MAX_ROOT_SIZE, ROOT_PAYLOAD_TYPE, OwnerRoot
 from sgxlaunch.policy.store import Store
@@ -450,6 +456,9 @@ class TrustedState:
                 "deny_rules": len(self.policy.deny),
                 "in_force": self.policy_in_force and not expired,
                 "digest": None if self.policy_digest is None else self.policy_digest.hex(),
+                "spec_version": self.policy.spec_version,
+                "dynamic_code_unrestricted": self.policy.dynamic_code_unrestricted,
+                "warnings": [w for w in (legacy_spec_warning(self.policy),) if w is not None],
             },
             "mode": None
             if self.mode is None
