@@ -18,7 +18,7 @@ from sgxlaunch.arch.constants import PAGE_SIZE, PageType, SecinfoFlag, secinfo_f
 from sgxlaunch.arch.structs import Attributes, Sigstruct
 from sgxlaunch.cpu import program_image
 from sgxlaunch.cpu.image import EnclaveImage, ImagePage
-from sgxlaunch.driver import as_sgxs_image
+from sgxlaunch.driver import as_sgxs_image, uapi
 from sgxlaunch.driver.initpages import describe_offsets
 from sgxlaunch.driver.loader import LoadFailed
 from sgxlaunch.formats.sgxs import SgxsImage
@@ -26,6 +26,8 @@ from sgxlaunch.launch.log import OUTCOME
 from sgxlaunch.launch.platform import Platform
 from sgxlaunch.sigstruct import sign
 from tests.support.cpu import PROD, MemoryProgram
+from tests.support.driver import Raw, small_secs
+from tests.support.driver import platform as raw_platform
 from tests.support.keys import signer
 from tests.support.platform import Owner, allow_rule
 
@@ -208,3 +210,34 @@ def test_offsets_are_named_as_ranges_with_a_bound() -> None:
     text = describe_offsets(offsets)
     assert text.startswith("0x1000-0x3fff, 0x5000, 0x10000, 0x12000")
     assert text.endswith("and 4 more ranges")
+
+
+def test_add_pages_records_each_pages_secinfo_permissions_and_measurement() -> None:
+    """What the EINIT-time checks read comes from the ioctls: SECINFO R/W/X as given to
+    ADD_PAGES (a TCS has none), and SGX_PAGE_MEASURE (all 16 chunks) or not."""
+    driver = raw_platform()
+    raw = Raw.open(driver)
+    assert raw.create(small_secs()) == 0
+    rx = secinfo_flags(PageType.REG, R | X)
+    rwx = secinfo_flags(PageType.REG, R | W | X)
+    assert raw.add(0x0000, flags=secinfo_flags(PageType.TCS, 0)) == 0
+    assert raw.add(0x1000, flags=rx) == 0
+    assert raw.add(0x2000, flags=rwx, measure=False) == 0
+    (enclave,) = driver.enclaves.values()
+    pages = enclave.pages
+    assert (pages[0x0000].secinfo_prot, pages[0x0000].fully_measured) == (0, True)
+    assert (pages[0x1000].secinfo_prot, pages[0x1000].fully_measured) == (int(R | X), True)
+    assert (pages[0x2000].secinfo_prot, pages[0x2000].measured) == (int(R | W | X), 0)
+
+
+@pytest.mark.parametrize(("chunks", "measured"), [(15, False), (16, True)])
+def test_extend_over_every_chunk_makes_a_page_measured(chunks: int, measured: bool) -> None:
+    """ENCLAVE_EXTEND (sgxlaunch's partial-page measurement) sets a chunk bit per 256 bytes
+    EEXTENDed; only all sixteen make the page count as measured."""
+    driver = raw_platform()
+    raw = Raw.open(driver)
+    assert raw.create(small_secs()) == 0
+    assert raw.add(0x1000, flags=secinfo_flags(PageType.REG, R | X), measure=False) == 0
+    assert raw.ioctl(uapi.SGX_IOC_ENCLAVE_EXTEND, uapi.EXTEND_ARG.pack(0x1000, 256 * chunks)) == 0
+    (enclave,) = driver.enclaves.values()
+    assert enclave.pages[0x1000].fully_measured is measured
