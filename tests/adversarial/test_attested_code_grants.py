@@ -12,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 import errno
 
+import pytest
+
 from sgxlaunch.arch import Report
 from sgxlaunch.arch.constants import PAGE_SIZE
 from sgxlaunch.cpu import program_image
+from sgxlaunch.driver import DriverError
 from sgxlaunch.driver.grants import GrantQuery, grant_reportdata, grant_verdict
 from sgxlaunch.example_loader import DYNAMIC_OFFSET, LOADER_SIZE, CodeLoader
 from sgxlaunch.launch.ecalls import GrantReply, GrantRequest
@@ -257,3 +260,13 @@ def test_direct_grant_call_with_forged_report_posts_no_verdict() -> None:
     with expect_errno(errno.EPERM):
         loader.grant(challenge, code_hash, fake)
     assert loader.enclave.exec_grants == {}
+
+
+def test_emodpe_without_a_grant_cannot_fetch() -> None:
+    """The enclave EMODPEs X onto its fetched page without asking for a grant: the EPCM has X,
+    but the mapping is RW, so the fetch faults — the page tables decide (spec §6.6)."""
+    _owner, platform, sig = grant_platform()
+    loader = start_loader(platform, sig)
+    loader.place()  # EACCEPT, code, EMODPE +X
+    with pytest.raises(DriverError, match="EFAULT"):
+        loader.run()

@@ -14,7 +14,7 @@ import pytest
 from sgxlaunch._api import run
 from sgxlaunch.arch.constants import PAGE_SIZE
 from sgxlaunch.cpu import program_code_page
-from sgxlaunch.driver import DriverError, as_sgxs_image, uapi
+from sgxlaunch.driver import as_sgxs_image, uapi
 from sgxlaunch.driver.grants import grant_reportdata
 from sgxlaunch.driver.owner import DynamicMemory
 from sgxlaunch.errors import MalformedInput, UsageError
@@ -181,16 +181,6 @@ def test_host_cannot_append_a_grant_record() -> None:
     facts = json.dumps({"kind": GRANT, "verdict": "granted"}).encode()
     with pytest.raises(MalformedInput, match="grant records"):
         platform._le_call(LogAppendRequest(facts=facts, now=0), LogAppendReply)
-
-
-def test_emodpe_without_a_grant_cannot_fetch() -> None:
-    """EMODPE gives the page X in the EPCM, but the mapping is RW: the fetch faults (the
-    page tables decide; spec §6.6)."""
-    _owner, platform, sig = grant_platform()
-    loader = start_loader(platform, sig)
-    loader.place()  # EACCEPT, code, EMODPE +X
-    with pytest.raises(DriverError, match="EFAULT"):
-        loader.run()
 
 
 def test_grant_reportdata_is_domain_separated() -> None:
