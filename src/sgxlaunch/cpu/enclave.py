@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
+import operator
 import struct
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -566,8 +567,8 @@ class Enclu(StateView):
         if linaddr & (PAGE - 1) or length & (PAGE - 1) or length < 2 * PAGE:
             return []
         count = length >> 12
-        get = enclave.pages.get
-        found = [get(page) for page in range(linaddr, linaddr + length, PAGE)]
+        pages = range(linaddr, linaddr + length, PAGE)
+        found = list(map(enclave.pages.get, pages))  # C-level loops from here on
         if None in found:
             return []
         index: list[int] = found  # type: ignore[assignment]  # no None (checked above)
@@ -575,13 +576,10 @@ class Enclu(StateView):
         if mmu is not None:
             secs = self.epc_base + PAGE * enclave.secs_index
             walk = mmu.walk
-            if any(walk(secs, page, access) for page in range(linaddr, linaddr + length, PAGE)):
+            if any(walk(secs, page, access) for page in pages):
                 return []
-        owner, linaddrs = self._owner, self._linaddr
-        if any(owner[i] is not enclave for i in index) or any(
-            linaddrs[i] != page
-            for i, page in zip(index, range(linaddr, linaddr + length, PAGE), strict=True)
-        ):
+        pick = operator.itemgetter(*index)
+        if pick(self._owner).count(enclave) != count or pick(self._linaddr) != tuple(pages):
             return []
         at = np.fromiter(index, dtype=np.intp, count=count)
         perm = self._perm_np[at]
