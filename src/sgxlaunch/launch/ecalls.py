@@ -71,6 +71,12 @@ class Call(enum.IntEnum):
     ADVANCE = 6
     LOG_ATTEST = 7
     GRANT = 8
+    # protected code (issue 20; numbered from 16, apart from the launch-control calls)
+    LE_KEY = 16
+    ADD_CODE_KEY = 17
+    RELEASE_CHALLENGE = 18
+    RELEASE = 19
+    CLAIM = 20
 
 
 class ErrorCode(enum.IntEnum):
@@ -670,18 +676,7 @@ class MintReply(Message):
 
     def reason_dicts(self) -> list[dict[str, Any]]:
         """The reasons as dicts (rule, field, expected, found)."""
-        items = self.reasons
-        if len(items) % 4:
-            raise MalformedInput("launch-enclave MintReply: reasons are not quadruples")
-        return [
-            {
-                "rule": items[i] or None,
-                "field": items[i + 1],
-                "expected": items[i + 2],
-                "found": items[i + 3],
-            }
-            for i in range(0, len(items), 4)
-        ]
+        return _quadruples(self.reasons, "MintReply")
 
 
 # -- LOG_APPEND / LOG_VERIFY ---------------------------------------------------------------------
@@ -845,6 +840,186 @@ class GrantReply(Message):
     sealed: bytes
 
 
+# -- protected code: LE_KEY / ADD_CODE_KEY / RELEASE_CHALLENGE / RELEASE / CLAIM ----------------
+
+X25519_SIZE = 32
+MAX_WRAPPED = 16 << 10
+"""Largest wrapped code key (the release constraint and the box) a request carries."""
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class LeKeyRequest(Message):
+    """LE_KEY: the key-agreement key's sealed blob from the home (absent: make one), and an
+    optional TARGETINFO (the quoting enclave's) for a REPORT binding the public key."""
+
+    CALL = Call.LE_KEY
+    FIELDS = (("sealed", "opt", MAX_SEALED), ("targetinfo", "opt", TARGETINFO_SIZE))
+    sealed: bytes | None
+    targetinfo: bytes | None
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class LeKeyReply(Message):
+    """The X25519 public key; ``sealed`` only when the key was made by this call (the host
+    stores it); ``report`` only when a TARGETINFO was given."""
+
+    CALL = Call.LE_KEY
+    FIELDS = (
+        ("public_key", "b32", 0),
+        ("sealed", "opt", MAX_SEALED),
+        ("report", "opt", REPORT_SIZE),
+    )
+    public_key: bytes
+    sealed: bytes | None
+    report: bytes | None
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class AddCodeKeyRequest(Message):
+    """ADD_CODE_KEY: a wrapped code key (``pcl wrap``) and the key-agreement key's sealed blob."""
+
+    CALL = Call.ADD_CODE_KEY
+    FIELDS = (
+        ("wrapped", "bytes", MAX_WRAPPED),
+        ("le_key", "bytes", MAX_SEALED),
+        ("now", "u64", 0),
+    )
+    wrapped: bytes
+    le_key: bytes
+    now: int
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class AddCodeKeyReply(Message):
+    """The key id, the release constraint (canonical JSON), the code key sealed with the
+    MRENCLAVE policy (the host stores it), and the log record with the sealed state that
+    commits it (stored, then ADVANCE)."""
+
+    CALL = Call.ADD_CODE_KEY
+    FIELDS = (
+        ("key_id", "b32", 0),
+        ("constraint", "bytes", MAX_WRAPPED),
+        ("code_key", "bytes", MAX_SEALED),
+        ("record", "bytes", MAX_ITEM),
+        ("sealed", "bytes", MAX_SEALED),
+    )
+    key_id: bytes
+    constraint: bytes
+    code_key: bytes
+    record: bytes
+    sealed: bytes
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class ReleaseChallengeRequest(Message):
+    CALL = Call.RELEASE_CHALLENGE
+    FIELDS = ()
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class ReleaseChallengeReply(Message):
+    """A fresh one-time challenge and the launch enclave's TARGETINFO (for the requester's
+    EREPORT)."""
+
+    CALL = Call.RELEASE_CHALLENGE
+    FIELDS = (("challenge", "b32", 0), ("targetinfo", "fixed", TARGETINFO_SIZE))
+    challenge: bytes
+    targetinfo: bytes
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class ReleaseRequest(Message):
+    """RELEASE: the requester's REPORT (targeted at the launch enclave), its ephemeral X25519
+    public key, the challenge and key id it asks under, and the code key's sealed blob from
+    the home (absent when the home has none under that id)."""
+
+    CALL = Call.RELEASE
+    FIELDS = (
+        ("report", "fixed", REPORT_SIZE),
+        ("ephemeral_key", "b32", 0),
+        ("challenge", "b32", 0),
+        ("key_id", "b32", 0),
+        ("code_key", "opt", MAX_SEALED),
+        ("now", "u64", 0),
+    )
+    report: bytes
+    ephemeral_key: bytes
+    challenge: bytes
+    key_id: bytes
+    code_key: bytes | None
+    now: int
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class ReleaseReply(Message):
+    """The decision (``released``; ``by_policy`` 1 when the owner's policy refused), the rule
+    that decided, the reasons as (rule, field, expected, found) quadruples flattened, and the
+    log record with the sealed state that commits it. The boxed key is not here: CLAIM gives
+    it once the record is committed."""
+
+    CALL = Call.RELEASE
+    FIELDS = (
+        ("released", "u8", 1),
+        ("by_policy", "u8", 1),
+        ("rule", "optstr", MAX_TEXT),
+        ("policy_version", "u64", 0),
+        ("reasons", "strs", 4 * 64),
+        ("record", "bytes", MAX_ITEM),
+        ("sealed", "bytes", MAX_SEALED),
+    )
+    released: int
+    by_policy: int
+    rule: str | None
+    policy_version: int
+    reasons: tuple[str, ...]
+    record: bytes
+    sealed: bytes
+
+    def reason_dicts(self) -> list[dict[str, Any]]:
+        """The reasons as dicts (rule, field, expected, found)."""
+        return _quadruples(self.reasons, "ReleaseReply")
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class ClaimRequest(Message):
+    CALL = Call.CLAIM
+    FIELDS = ()
+
+
+@_check_fields
+@dataclass(frozen=True, slots=True)
+class ClaimReply(Message):
+    """The code key boxed to the requester's ephemeral key (given once, after ADVANCE
+    committed the release record)."""
+
+    CALL = Call.CLAIM
+    FIELDS = (("boxed", "bytes", MAX_ITEM),)
+    boxed: bytes
+
+
+def _quadruples(items: tuple[str, ...], what: str) -> list[dict[str, Any]]:
+    if len(items) % 4:
+        raise MalformedInput(f"launch-enclave {what}: reasons are not quadruples")
+    return [
+        {
+            "rule": items[i] or None,
+            "field": items[i + 1],
+            "expected": items[i + 2],
+            "found": items[i + 3],
+        }
+        for i in range(0, len(items), 4)
+    ]
+
+
 REQUESTS: dict[Call, type[Message]] = {
     Call.LOAD: LoadRequest,
     Call.INSTALL_POLICY: InstallPolicyRequest,
@@ -855,6 +1030,11 @@ REQUESTS: dict[Call, type[Message]] = {
     Call.ADVANCE: AdvanceRequest,
     Call.LOG_ATTEST: LogAttestRequest,
     Call.GRANT: GrantRequest,
+    Call.LE_KEY: LeKeyRequest,
+    Call.ADD_CODE_KEY: AddCodeKeyRequest,
+    Call.RELEASE_CHALLENGE: ReleaseChallengeRequest,
+    Call.RELEASE: ReleaseRequest,
+    Call.CLAIM: ClaimRequest,
 }
 REPLIES: dict[Call, type[Message]] = {
     Call.LOAD: LoadReply,
@@ -866,6 +1046,11 @@ REPLIES: dict[Call, type[Message]] = {
     Call.ADVANCE: AdvanceReply,
     Call.LOG_ATTEST: LogAttestReply,
     Call.GRANT: GrantReply,
+    Call.LE_KEY: LeKeyReply,
+    Call.ADD_CODE_KEY: AddCodeKeyReply,
+    Call.RELEASE_CHALLENGE: ReleaseChallengeReply,
+    Call.RELEASE: ReleaseReply,
+    Call.CLAIM: ClaimReply,
 }
 
 
@@ -926,15 +1111,21 @@ def decode_reply(call: Call, data: bytes) -> Message | CallError:
 __all__ = [
     "REPLIES",
     "REQUESTS",
+    "AddCodeKeyReply",
+    "AddCodeKeyRequest",
     "AdvanceReply",
     "AdvanceRequest",
     "Call",
     "CallError",
+    "ClaimReply",
+    "ClaimRequest",
     "ErrorCode",
     "GrantReply",
     "GrantRequest",
     "InstallPolicyReply",
     "InstallPolicyRequest",
+    "LeKeyReply",
+    "LeKeyRequest",
     "LoadReply",
     "LoadRequest",
     "LogAppendReply",
@@ -948,6 +1139,10 @@ __all__ = [
     "MintRequest",
     "NoteModeReply",
     "NoteModeRequest",
+    "ReleaseChallengeReply",
+    "ReleaseChallengeRequest",
+    "ReleaseReply",
+    "ReleaseRequest",
     "decode_reply",
     "encode_error",
     "encode_ok",

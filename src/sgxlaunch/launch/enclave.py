@@ -78,12 +78,18 @@ from sgxlaunch.errors import (
 from sgxlaunch.launch.ecalls import (
     NO_INDEX,
     REQUESTS,
+    AddCodeKeyReply,
+    AddCodeKeyRequest,
     AdvanceReply,
     AdvanceRequest,
+    ClaimReply,
+    ClaimRequest,
     GrantReply,
     GrantRequest,
     InstallPolicyReply,
     InstallPolicyRequest,
+    LeKeyReply,
+    LeKeyRequest,
     LoadReply,
     LoadRequest,
     LogAppendReply,
@@ -97,11 +103,17 @@ from sgxlaunch.launch.ecalls import (
     MintRequest,
     NoteModeReply,
     NoteModeRequest,
+    ReleaseChallengeReply,
+    ReleaseChallengeRequest,
+    ReleaseReply,
+    ReleaseRequest,
     encode_error,
     encode_ok,
     from_seconds,
 )
 from sgxlaunch.launch.log import (
+    CODE_KEY_ADDED,
+    CODE_KEY_RELEASE,
     EPOCH,
     GRANT,
     LogHead,
@@ -112,6 +124,7 @@ from sgxlaunch.launch.log import (
     verify_log,
 )
 from sgxlaunch.launch.log import LogRecord as _LogRecord
+from sgxlaunch.pcl import crypto as pcl
 from sgxlaunch.policy import POLICY_KEY, ROOT_KEY, EnclaveIdentity, MemoryStore, TrustedState
 from sgxlaunch.policy.envelope import Envelope
 from sgxlaunch.policy.state import MODE_KEY, check_envelope, check_signatures
@@ -140,6 +153,16 @@ _SEAL_AAD = b"sgxlaunch launch-enclave sealed state v1"
 _SEALED_MAGIC = b"sgxlaunch-sealed/v2\x00"
 _LE_MASK = Attributes(flags=_ALL64 & ~_MODE64, xfrm=0)
 """MASKEDATTRIBUTESLE mask and the EINITTOKEN key request's ATTRIBUTEMASK."""
+_KX_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/key-agreement-key/v1").digest()
+_CODE_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/code-key/v1").digest()
+KX_SEALED_MAGIC = b"sgxlaunch-le-kx-key/v1\x00"
+"""Head of the key-agreement key's sealed blob (MRENCLAVE policy)."""
+CODE_KEY_SEALED_MAGIC = b"sgxlaunch-code-key/v1\x00"
+"""Head of a code key's sealed blob (MRENCLAVE policy)."""
+MAX_CHALLENGES = 256
+"""Outstanding release challenges one launch-enclave instance keeps (then the oldest goes)."""
+_INIT = int(AttributeFlag.INIT)
+_DEBUG = int(AttributeFlag.DEBUG)
 
 
 def _time(text: Any) -> datetime:
@@ -329,6 +352,13 @@ class OwnerLaunchEnclave(EnclaveProgram):
         self._pending_verdict: bytes | None = None
         """The verdict of a granted GRANT whose record the prepared state commits: posted for
         the driver at that state's ADVANCE, dropped by any other prepare."""
+        self._kx: tuple[bytes, bytes] | None = None
+        """(sealed blob, private key) of the key-agreement key last unsealed or made."""
+        self._challenges: dict[bytes, None] = {}
+        """Outstanding one-time release challenges (insertion-ordered)."""
+        self._unclaimed: tuple[bytes, bytes] | None = None
+        """(digest of the state whose log record released it, boxed code key): CLAIM hands
+        the box out once that state is the committed one."""
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -365,6 +395,16 @@ class OwnerLaunchEnclave(EnclaveProgram):
             return self._log_attest(ctx, req)
         if isinstance(req, GrantRequest):
             return self._grant(ctx, req)
+        if isinstance(req, LeKeyRequest):
+            return self._le_key(ctx, req)
+        if isinstance(req, AddCodeKeyRequest):
+            return self._add_code_key(ctx, req)
+        if isinstance(req, ReleaseChallengeRequest):
+            return self._release_challenge(ctx)
+        if isinstance(req, ReleaseRequest):
+            return self._release(ctx, req)
+        if isinstance(req, ClaimRequest):
+            return self._claim()
         raise UsageError(f"unknown launch-enclave request {type(req).__name__}")  # pragma: no cover
 
     # -- keys and sealing -------------------------------------------------------------------
@@ -852,26 +892,33 @@ class OwnerLaunchEnclave(EnclaveProgram):
             raise MalformedInput("launch-enclave LogAppendRequest: facts are not JSON") from None
         if not isinstance(facts, dict):
             raise MalformedInput("launch-enclave LogAppendRequest: facts must be an object")
-        if facts.get("kind") == EPOCH:
+        if facts.get("kind") in (EPOCH, CODE_KEY_ADDED, CODE_KEY_RELEASE):
             raise MalformedInput(
-                "launch-enclave LogAppendRequest: epoch records are written by the launch "
-                "enclave itself (after owner recovery or a handover), never by the host"
+                f"launch-enclave LogAppendRequest: {facts['kind']} records are written by the "
+                "launch enclave itself, never by the host"
             )
         if facts.get("kind") == GRANT:
             raise MalformedInput(
                 "launch-enclave LogAppendRequest: grant records are written by the launch "
                 "enclave itself (its GRANT call), never by the host"
             )
+        record, sealed, _digest = self._append_own(ctx, facts)
+        return LogAppendReply(record=record, sealed=sealed)
+
+    def _append_own(self, ctx: EnclaveContext, facts: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
+        """Chain one record after the committed head and prepare the state that commits it:
+        (record, sealed state, digest of that state). It takes effect at ADVANCE."""
+        assert self.state is not None
         head = LogHead(self.committed.log_count, bytes.fromhex(self.committed.log_head))
         record, head = make_record(self._log_key(ctx), head, facts)
-        _nxt, sealed = self._prepare(
+        nxt, sealed = self._prepare(
             ctx,
             self.state,
             log_count=head.count,
             log_head=head.hash.hex(),
             log_cpusvn=self._log_cpusvn(ctx).hex(),
         )
-        return LogAppendReply(record=record.to_bytes(), sealed=sealed)
+        return record.to_bytes(), sealed, nxt.digest()
 
     def _log_verify(self, ctx: EnclaveContext, req: LogVerifyRequest) -> LogVerifyReply:
         records = []
@@ -1089,6 +1136,327 @@ class OwnerLaunchEnclave(EnclaveProgram):
         if nxt.counter_owner != me:
             handover = nxt.to_json()
         return NoteModeReply(sealed=sealed, handover=handover, counter=nxt.counter)
+
+    # -- protected code (issue 20) ----------------------------------------------------------
+
+    def _mrenclave_seal_key(self, ctx: EnclaveContext, keyid: bytes, cpusvn: bytes) -> bytes:
+        """EGETKEY(SEAL_KEY, **MRENCLAVE** policy) for ``cpusvn``: only this exact enclave
+        image derives it — not another enclave its signer signed (the MRSIGNER policy of the
+        sealed state would let those in), and not this image signed by someone else either
+        (MRSIGNER is not a dependency, but EINIT would need the owner's launch key for it).
+        ATTRIBUTEMASK leaves EINITTOKEN_KEY out, so both modes derive the same key."""
+        me = self._me(ctx)
+        return ctx.egetkey(
+            KeyRequest(
+                keyname=KeyName.SEAL,
+                keypolicy=int(KeyPolicy.MRENCLAVE),
+                isvsvn=me.isvsvn,
+                cpusvn=cpusvn,
+                attributemask=SEAL_ATTRIBUTE_MASK,
+                keyid=keyid,
+                miscmask=_ALL32,
+            )
+        )
+
+    def _seal_mrenclave(
+        self, ctx: EnclaveContext, keyid: bytes, magic: bytes, plain: bytes, aad: bytes
+    ) -> bytes:
+        """``magic ‖ CPUSVN ‖ nonce ‖ AES-GCM(MRENCLAVE seal key, plain, magic ‖ CPUSVN ‖
+        aad)``."""
+        cpusvn = self._me(ctx).cpusvn
+        key = self._mrenclave_seal_key(ctx, keyid, cpusvn)
+        nonce = ctx.rdrand(12)
+        head = magic + cpusvn
+        return head + nonce + AESGCM(key).encrypt(nonce, plain, head + aad)
+
+    def _unseal_mrenclave(
+        self, ctx: EnclaveContext, keyid: bytes, magic: bytes, blob: bytes, aad: bytes, what: str
+    ) -> bytes:
+        """Open a blob of :meth:`_seal_mrenclave`.
+
+        Raises:
+            VerificationFailed: it does not unseal (altered, another enclave's, another
+                platform's or owner epoch's, a CPUSVN beyond this CPU's); the message never
+                carries the blob's content.
+        """
+        size = len(magic) + 16
+        head, body = blob[:size], blob[size:]
+        try:
+            if not head.startswith(magic) or len(head) != size or len(body) < 12 + 16:
+                raise InvalidTag
+            key = self._mrenclave_seal_key(ctx, keyid, head[len(magic) :])
+            return AESGCM(key).decrypt(body[:12], body[12:], head + aad)
+        except (InvalidTag, EnclaveLeafFailed):
+            raise VerificationFailed(
+                f"the {what} does not unseal: it was altered, or sealed by another enclave "
+                "(the MRENCLAVE policy: only this launch-enclave image opens it), another "
+                "platform or owner epoch, or under a CPUSVN beyond this CPU's"
+            ) from None
+
+    def _kx_private(self, ctx: EnclaveContext, sealed: bytes) -> bytes:
+        """The key-agreement private key in ``sealed`` (cached for the same blob)."""
+        if self._kx is not None and hmac.compare_digest(self._kx[0], sealed):
+            return self._kx[1]
+        private = self._unseal_mrenclave(
+            ctx, _KX_KEYID, KX_SEALED_MAGIC, sealed, b"", "launch enclave's key-agreement key"
+        )
+        if len(private) != pcl.PRIVATE_KEY_SIZE:
+            raise VerificationFailed("the sealed key-agreement key has the wrong length")
+        self._kx = (bytes(sealed), private)
+        return private
+
+    def _le_key(self, ctx: EnclaveContext, req: LeKeyRequest) -> LeKeyReply:
+        """LE_KEY: unseal the key-agreement key (X25519), or make one inside the enclave
+        (RDRAND) and seal it with the MRENCLAVE policy; with a TARGETINFO, a REPORT for that
+        enclave whose REPORTDATA = SHA-256(LE_KEY_REPORTDATA_DOMAIN ‖ public key) ‖ 0³²."""
+        made = None
+        if req.sealed is not None:
+            private = self._kx_private(ctx, req.sealed)
+        else:
+            private = pcl.private_key(ctx.rdrand)
+            made = self._seal_mrenclave(ctx, _KX_KEYID, KX_SEALED_MAGIC, private, b"")
+            self._kx = (made, private)
+        public = pcl.public_key(private)
+        report = None
+        if req.targetinfo is not None:
+            target = TargetInfo.from_bytes(req.targetinfo)
+            report = ctx.ereport(target, pcl.le_key_reportdata(public)).to_bytes()
+        return LeKeyReply(public_key=public, sealed=made, report=report)
+
+    def _add_code_key(self, ctx: EnclaveContext, req: AddCodeKeyRequest) -> AddCodeKeyReply:
+        """ADD_CODE_KEY: unwrap an author's wrapped code key with the key-agreement key
+        (:meth:`sgxlaunch.pcl.crypto.WrappedKey.unwrap`: for this key, the box opens with the
+        release constraint as associated data, K has the file's key id), seal K with its
+        constraint under the MRENCLAVE policy (the key id in the associated data, so a blob
+        cannot be filed under another id), and log the addition."""
+        wrapped = pcl.WrappedKey.from_bytes(req.wrapped)
+        code_key = wrapped.unwrap(self._kx_private(ctx, req.le_key))
+        constraint = wrapped.constraint.to_bytes()
+        sealed_key = self._seal_mrenclave(
+            ctx, _CODE_KEYID, CODE_KEY_SEALED_MAGIC, code_key + constraint, wrapped.key_id
+        )
+        record, sealed, _digest = self._append_own(
+            ctx,
+            {
+                "kind": CODE_KEY_ADDED,
+                "time": _iso(self._now(req.now)),
+                "key_id": wrapped.key_id.hex(),
+                "constraint": wrapped.constraint.describe(),
+            },
+        )
+        return AddCodeKeyReply(
+            key_id=wrapped.key_id,
+            constraint=constraint,
+            code_key=sealed_key,
+            record=record,
+            sealed=sealed,
+        )
+
+    def _release_challenge(self, ctx: EnclaveContext) -> ReleaseChallengeReply:
+        """RELEASE_CHALLENGE: a fresh one-time challenge (kept in enclave memory until one
+        RELEASE uses it) and this enclave's TARGETINFO."""
+        challenge = ctx.rdrand(pcl.CHALLENGE_SIZE)
+        if len(self._challenges) >= MAX_CHALLENGES:
+            del self._challenges[next(iter(self._challenges))]
+        self._challenges[challenge] = None
+        me = self._me(ctx)
+        target = TargetInfo(
+            mrenclave=me.mrenclave,
+            attributes=me.attributes,
+            miscselect=me.miscselect,
+            configsvn=me.configsvn,
+            configid=me.configid,
+        )
+        return ReleaseChallengeReply(challenge=challenge, targetinfo=target.to_bytes())
+
+    def _release(self, ctx: EnclaveContext, req: ReleaseRequest) -> ReleaseReply:
+        """RELEASE: decide whether the requester gets the code key; every decision is a log
+        record this enclave writes itself (the host commits it, then ADVANCE, then CLAIM).
+
+        Checks, in order (the first that fails refuses; the challenge is used up whatever
+        the outcome):
+
+        1. the challenge is one this instance issued and no RELEASE has used;
+        2. the REPORT's MAC verifies under this enclave's report key (EGETKEY REPORT_KEY with
+           the REPORT's KEYID: it was made by EREPORT on this CPU, this boot, targeted at this
+           enclave — SDM EREPORT/EGETKEY);
+        3. REPORTDATA = :func:`sgxlaunch.pcl.crypto.release_reportdata` (challenge, ephemeral
+           key, key id);
+        4. ATTRIBUTES.DEBUG is clear;
+        5. a code key with that id is installed (its blob unseals, its id matches);
+        6. the author's release constraint (MRENCLAVE, or MRSIGNER + ISVPRODID; minimum ISVSVN);
+        7. the owner's policy in force allows the REPORT's identity (deny rules win) and the
+           first allow rule that matches it says ``protected_code: allow``.
+
+        Then K is boxed to the ephemeral key (:func:`sgxlaunch.pcl.crypto.seal_box`, domain
+        RELEASE, AAD = challenge ‖ key id).
+        """
+        report = Report.from_bytes_raw(req.report)
+        challenge, key_id = req.challenge, req.key_id
+        facts: dict[str, Any] = {
+            "kind": CODE_KEY_RELEASE,
+            "time": _iso(self._now(req.now)),
+            "key_id": key_id.hex(),
+            "mrenclave": report.mrenclave.hex(),
+            "mrsigner": report.mrsigner.hex(),
+            "isvprodid": report.isvprodid,
+            "isvsvn": report.isvsvn,
+            "debug": bool(report.attributes.flags & _DEBUG),
+        }
+        rule: str | None = None
+        policy_version = 0
+        by_policy = False
+        reasons: list[tuple[str, str, str, str]] = []
+        boxed = None
+        known = challenge in self._challenges
+        self._challenges.pop(challenge, None)  # one use, whatever the outcome
+        if not known:
+            reasons.append(("", "challenge", "one this launch enclave issued, unused", "unknown"))
+        elif not ctx.verify_report(report):
+            reasons.append(
+                (
+                    "",
+                    "report",
+                    "a REPORT made on this CPU for this launch enclave (its MAC verifies)",
+                    "a MAC that does not verify",
+                )
+            )
+        elif not hmac.compare_digest(
+            report.reportdata, pcl.release_reportdata(challenge, req.ephemeral_key, key_id)
+        ):
+            reasons.append(
+                (
+                    "",
+                    "reportdata",
+                    "SHA-256(release domain ‖ challenge ‖ ephemeral key ‖ key id)",
+                    "other REPORTDATA",
+                )
+            )
+        elif report.attributes.flags & _DEBUG:
+            reasons.append(("", "attributes.debug", "DEBUG=0", "DEBUG=1"))
+        else:
+            code_key, constraint, found = self._code_key(ctx, req.code_key, key_id)
+            if code_key is None or constraint is None:
+                reasons.append(("", "key_id", "an installed code key", found))
+            else:
+                try:
+                    constraint.check(
+                        mrenclave=report.mrenclave,
+                        mrsigner=report.mrsigner,
+                        isvprodid=report.isvprodid,
+                        isvsvn=report.isvsvn,
+                        flags=report.attributes.flags,
+                    )
+                except VerificationFailed as exc:
+                    reasons.append(
+                        ("", "release constraint", exc.expected or "", exc.found or exc.message)
+                    )
+                else:
+                    rule, policy_version, refusal = self._release_rule(report, req.now)
+                    if refusal:
+                        by_policy = True
+                        reasons.extend(refusal)
+                    else:
+                        boxed = pcl.seal_box(
+                            req.ephemeral_key,
+                            code_key,
+                            domain=pcl.RELEASE_DOMAIN,
+                            aad=pcl.release_aad(challenge, key_id),
+                            random=ctx.rdrand,
+                        )
+        facts |= {
+            "outcome": "released" if boxed is not None else "refused",
+            "rule": rule,
+            "policy_version": policy_version or None,
+            "reasons": [
+                {"rule": r or None, "field": f, "expected": e, "found": x} for r, f, e, x in reasons
+            ],
+        }
+        record, sealed, digest = self._append_own(ctx, facts)
+        self._unclaimed = None if boxed is None else (digest, boxed)
+        return ReleaseReply(
+            released=int(boxed is not None),
+            by_policy=int(by_policy),
+            rule=rule,
+            policy_version=policy_version,
+            reasons=tuple(item for reason in reasons for item in reason),
+            record=record,
+            sealed=sealed,
+        )
+
+    def _code_key(
+        self, ctx: EnclaveContext, blob: bytes | None, key_id: bytes
+    ) -> tuple[bytes | None, pcl.ReleaseConstraint | None, str]:
+        """The installed code key ``key_id`` and its constraint, or (None, None, why not)."""
+        if blob is None:
+            return None, None, "none installed under this id"
+        try:
+            plain = self._unseal_mrenclave(
+                ctx, _CODE_KEYID, CODE_KEY_SEALED_MAGIC, blob, key_id, "code key"
+            )
+            code_key, constraint = plain[: pcl.KEY_SIZE], plain[pcl.KEY_SIZE :]
+            pcl.check_key_id(code_key, key_id)
+            return code_key, pcl.ReleaseConstraint.from_bytes(constraint), ""
+        except (VerificationFailed, MalformedInput):
+            return None, None, "a stored blob that does not unseal for this id"
+
+    def _release_rule(
+        self, report: Report, host_seconds: int
+    ) -> tuple[str | None, int, list[tuple[str, str, str, str]]]:
+        """The owner's verdict on releasing to the REPORT's identity: (rule, policy version,
+        reasons; none when allowed). The identity is the REPORT's (ATTRIBUTES without INIT,
+        which EINIT sets: the SECS attributes MINT evaluated)."""
+        state = self.state
+        if state is None or state.policy is None or state.policy_digest is None:
+            return None, 0, [("", "policy", "an installed owner launch policy", "none")]
+        identity = EnclaveIdentity(
+            mrenclave=report.mrenclave,
+            mrsigner=report.mrsigner,
+            isvprodid=report.isvprodid,
+            isvsvn=report.isvsvn,
+            isvfamilyid=report.isvfamilyid,
+            isvextprodid=report.isvextprodid,
+            flags=report.attributes.flags & ~_INIT,
+            xfrm=report.attributes.xfrm,
+            miscselect=report.miscselect,
+        )
+        decision = state.evaluate(identity, self._now(host_seconds))
+        if not decision.allowed:
+            return (
+                decision.rule,
+                decision.policy_version,
+                [(r.rule or "", r.field, r.expected, r.found) for r in decision.reasons],
+            )
+        allow = next((r for r in state.policy.allow if r.id == decision.rule), None)
+        if allow is None or getattr(allow, "protected_code", "deny") != "allow":
+            return (
+                decision.rule,
+                decision.policy_version,
+                [
+                    (
+                        decision.rule or "",
+                        "protected_code",
+                        "allow (in the first allow rule matching the enclave)",
+                        "deny",
+                    )
+                ],
+            )
+        return decision.rule, decision.policy_version, []
+
+    def _claim(self) -> ClaimReply:
+        """CLAIM: the boxed code key of the last RELEASE, once the state holding its log
+        record is the committed one (the host stored it and ADVANCE moved the counter); once.
+
+        Raises:
+            UsageError: nothing released, or its record is not committed.
+        """
+        unclaimed, self._unclaimed = self._unclaimed, None
+        if unclaimed is None or not hmac.compare_digest(unclaimed[0], self.committed_digest):
+            raise UsageError(
+                "no release to claim: the last RELEASE refused, or its log record was not "
+                "committed (store it, then ADVANCE)"
+            )
+        return ClaimReply(boxed=unclaimed[1])
 
 
 def _iso(when: datetime) -> str:

@@ -19,7 +19,9 @@ before EINIT) and its *outcome* (``"kind": "outcome"``, ``"attempt": <seq>``, af
 ``"outcome": "unknown"``, appended when the process that made the attempt died before writing
 it). :func:`check_exactly_once` checks the pairing on verified records. A *teardown* record
 (``"kind": "teardown"``) closes an initialized enclave's life with the number of pages added
-after EINIT (SGX2) and removed; it stands alone.
+after EINIT (SGX2) and removed; it stands alone. So do the protected-code records the launch
+enclave writes itself: ``code-key-added`` and ``code-key-release`` (every release and every
+refusal of a code key, :mod:`sgxlaunch.launch.enclave`).
 
 Records are bounded by construction (:func:`bound_facts`, applied by :func:`make_record`): text
 is cut at :data:`MAX_TEXT` characters, lists keep their first :data:`MAX_LIST_ITEMS` items and a
@@ -76,6 +78,13 @@ GRANT = "grant"
 ECALL): the instance (MRENCLAVE, MRSIGNER, CONFIGID), the page range, the code hash and the
 verdict; it stands alone. The host can never append one (``LOG_APPEND`` refuses the kind)."""
 EPOCH = "epoch"
+CODE_KEY_ADDED = "code-key-added"
+"""A record the launch enclave writes when it accepted an author's wrapped code key (key id
+and release constraint; never the key); it stands alone."""
+CODE_KEY_RELEASE = "code-key-release"
+"""A record the launch enclave writes for every protected-code key request it decided
+(``outcome`` released / refused, the requester's identity, the rule and the reasons); it
+stands alone. The host can append neither kind (``LOG_APPEND`` refuses them)."""
 EPOCH_CAUSES = ("recovery", "handover")
 """Why a segment starts with an epoch record: owner recovery, or a new launch-enclave signer."""
 MAX_EPOCH_DOCUMENT = 32 << 10
@@ -695,6 +704,8 @@ def parse_records(blobs: Iterable[bytes]) -> list[LogRecord]:
 __all__ = [
     "ATTEMPT",
     "ATTEST_DOMAIN",
+    "CODE_KEY_ADDED",
+    "CODE_KEY_RELEASE",
     "EMPTY_HEAD",
     "EPOCH",
     "EPOCH_CAUSES",

@@ -61,14 +61,20 @@ from sgxlaunch.errors import (
 )
 from sgxlaunch.formats.sgxs import SgxsImage
 from sgxlaunch.launch.ecalls import (
+    AddCodeKeyReply,
+    AddCodeKeyRequest,
     AdvanceReply,
     AdvanceRequest,
     CallError,
+    ClaimReply,
+    ClaimRequest,
     ErrorCode,
     GrantReply,
     GrantRequest,
     InstallPolicyReply,
     InstallPolicyRequest,
+    LeKeyReply,
+    LeKeyRequest,
     LoadReply,
     LoadRequest,
     LogAppendReply,
@@ -82,6 +88,10 @@ from sgxlaunch.launch.ecalls import (
     MintRequest,
     NoteModeReply,
     NoteModeRequest,
+    ReleaseChallengeReply,
+    ReleaseChallengeRequest,
+    ReleaseReply,
+    ReleaseRequest,
     decode_reply,
     error_class,
     to_seconds,
@@ -120,6 +130,10 @@ LE_SIGSTRUCT_PREFIX = "platform/le-sigstruct/"
 LE_ACTIVE_KEY = "platform/le-active"
 LE_SEALED_PREFIX = "platform/le-sealed/"
 LOG_PREFIX = "log/"
+LE_KX_KEY = "pcl/le-key"
+"""The launch enclave's key-agreement key, sealed with its MRENCLAVE policy (issue 20)."""
+CODE_KEY_PREFIX = "pcl/code-key/"
+"""Installed code keys, ``pcl/code-key/<key id hex>``, each sealed with the MRENCLAVE policy."""
 
 
 def le_sigstruct_key(mrsigner: bytes) -> str:
@@ -130,6 +144,11 @@ def le_sigstruct_key(mrsigner: bytes) -> str:
 def le_sealed_key(mrsigner: bytes) -> str:
     """Store key of that launch enclave's sealed state (its seal key depends on MRSIGNER)."""
     return LE_SEALED_PREFIX + mrsigner.hex()
+
+
+def code_key_key(key_id: bytes) -> str:
+    """Store key of the installed code key ``key_id`` (sealed by the launch enclave)."""
+    return CODE_KEY_PREFIX + bytes(key_id).hex()
 
 
 def log_prefix(mrsigner: bytes) -> str:
@@ -896,7 +915,12 @@ class Platform:
     def _commit_prepared(
         self,
         changes: dict[str, bytes | None],
-        reply: InstallPolicyReply | NoteModeReply | LogAppendReply | GrantReply,
+        reply: InstallPolicyReply
+        | NoteModeReply
+        | LogAppendReply
+        | GrantReply
+        | AddCodeKeyReply
+        | ReleaseReply,
     ) -> None:
         """Store the launch enclave's prepared state with ``changes`` in one commit, then let
         it advance the monotonic counter (crash-safe: see the module docstring)."""
@@ -1410,6 +1434,153 @@ class Platform:
     def log_errors(self) -> list[str]:
         """Records that could not be written (should stay empty)."""
         return list(self._log_errors)
+
+    # -- protected code (issue 20: the launch enclave's side) -----------------------------------
+
+    def _le_key(self, targetinfo: bytes | None = None) -> LeKeyReply:
+        """LE_KEY under the lock: the launch enclave unseals its key-agreement key from the
+        home, or makes one (then it is stored)."""
+        with self._exclusive():
+            if self.blocked is not None:
+                raise UsageError(f"the platform is blocked: {self.blocked}")
+            reply = self._le_call(
+                LeKeyRequest(sealed=self.store.get(LE_KX_KEY), targetinfo=targetinfo), LeKeyReply
+            )
+            if reply.sealed is not None:
+                self.store.commit({LE_KX_KEY: reply.sealed})
+            return reply
+
+    def le_public_key(self) -> bytes:
+        """The launch enclave's X25519 key-agreement public key (made inside it, and sealed
+        with its MRENCLAVE policy, on first use).
+
+        Raises:
+            UsageError: no launch enclave here; the platform is blocked.
+            VerificationFailed: the stored key does not unseal (altered, or another enclave's).
+        """
+        return self._le_key().public_key
+
+    def le_key_quote(self) -> tuple[bytes, bytes]:
+        """A DCAP quote of the launch enclave whose REPORTDATA binds its key-agreement public
+        key (SHA-256(``LE_KEY_REPORTDATA_DOMAIN`` ‖ key) ‖ 32 zero bytes), and the key: what
+        an author verifies before wrapping a code key (``pcl wrap``).
+
+        Raises:
+            UsageError, VerificationFailed: as :meth:`le_public_key` and :meth:`quote`.
+            PolicyDenied: owner mode, and the policy does not allow the PCE or QE.
+        """
+        target = self.qe_target_info()
+        reply = self._le_key(target.to_bytes())
+        assert reply.report is not None
+        return self.quote(reply.report), reply.public_key
+
+    @_serialized
+    def add_code_key(self, wrapped: bytes) -> dict[str, Any]:
+        """Hand an author's wrapped code key (``pcl wrap``) to the launch enclave, which
+        unwraps it with its key-agreement key, checks its key id and keeps it sealed with its
+        MRENCLAVE policy (stored under ``pcl/code-key/<key id>``); logged.
+
+        Raises:
+            MalformedInput: not a wrapped key.
+            VerificationFailed: wrapped for another launch enclave; the box does not open; the
+                key id does not match; the stored key-agreement key does not unseal.
+            UsageError: no key-agreement key yet (nothing can have been wrapped for it).
+        """
+        if self.blocked is not None:
+            raise UsageError(f"the platform is blocked: {self.blocked}")
+        le_key = self.store.get(LE_KX_KEY)
+        if le_key is None:
+            raise UsageError(
+                "this launch enclave has no key-agreement key yet, so no code key can have been "
+                "wrapped for it: export its quote first (`sgxlaunch platform le-key-quote`)"
+            )
+        reply = self._le_call(
+            AddCodeKeyRequest(wrapped=bytes(wrapped), le_key=le_key, now=to_seconds(self.clock())),
+            AddCodeKeyReply,
+        )
+        seq = self._commit_record(reply, {code_key_key(reply.key_id): reply.code_key})
+        from sgxlaunch.pcl.crypto import ReleaseConstraint
+
+        return {
+            "key_id": reply.key_id.hex(),
+            "constraint": ReleaseConstraint.from_bytes(reply.constraint).describe(),
+            "log_seq": seq,
+        }
+
+    def code_key_ids(self) -> list[str]:
+        """The key ids (hex) of the code keys installed here."""
+        return [key[len(CODE_KEY_PREFIX) :] for key in self.store.keys(CODE_KEY_PREFIX)]
+
+    def _commit_record(
+        self, reply: AddCodeKeyReply | ReleaseReply, changes: dict[str, bytes | None]
+    ) -> int:
+        """Store a record the launch enclave wrote itself, with its prepared state and
+        ``changes``, in one commit; then ADVANCE. Returns the record's ``seq``."""
+        seq = decode_record(reply.record, -1).get("seq")
+        signer = self.le_signer
+        if not isinstance(seq, int) or signer is None:
+            raise VerificationFailed("the launch enclave returned a record without a seq")
+        changes[f"{log_prefix(signer)}{seq:016d}"] = reply.record
+        self._commit_prepared(changes, reply)
+        self._log_count = seq + 1
+        return seq
+
+    @_serialized
+    def release_challenge(self) -> tuple[bytes, bytes]:
+        """A one-time release challenge from the launch enclave and its TARGETINFO (512
+        bytes): what a decryptor's REQUEST needs."""
+        reply = self._le_call(ReleaseChallengeRequest(), ReleaseChallengeReply)
+        return reply.targetinfo, reply.challenge
+
+    @_serialized
+    def release_code_key(
+        self, report: bytes, ephemeral_key: bytes, challenge: bytes, key_id: bytes
+    ) -> bytes:
+        """Ask the launch enclave to release code key ``key_id`` to the enclave whose REPORT
+        (targeted at the launch enclave) binds ``challenge``, ``ephemeral_key`` and the key id.
+        The decision is logged (committed before the key is handed out); returns K boxed to
+        ``ephemeral_key``.
+
+        Raises:
+            PolicyDenied: the owner's policy refuses (no allow rule, a deny rule, or the first
+                matching allow rule lacks ``protected_code: allow``); logged.
+            VerificationFailed: the challenge, the REPORT, its REPORTDATA, DEBUG, the key or
+                the author's constraint refuses; logged.
+            MalformedInput: a field has the wrong length (nothing logged).
+        """
+        if self.blocked is not None:
+            raise UsageError(f"the platform is blocked: {self.blocked}")
+        reply = self._le_call(
+            ReleaseRequest(
+                report=bytes(report),
+                ephemeral_key=bytes(ephemeral_key),
+                challenge=bytes(challenge),
+                key_id=bytes(key_id),
+                code_key=self.store.get(code_key_key(key_id)),
+                now=to_seconds(self.clock()),
+            ),
+            ReleaseReply,
+        )
+        self._commit_record(reply, {})
+        if not reply.released:
+            reasons = reply.reason_dicts()
+            detail = [
+                f"{r.get('field')}: expected {r.get('expected')}, found {r.get('found')}"
+                + (f" [rule {r['rule']}]" if r.get("rule") else "")
+                for r in reasons
+            ]
+            if reply.by_policy:
+                raise PolicyDenied(
+                    "the owner's launch enclave refused to release the code key: the owner's "
+                    "policy does not allow it" + (f" (rule {reply.rule})" if reply.rule else ""),
+                    rule=reply.rule,
+                    detail=detail,
+                    reasons=[_reason(r) for r in reasons],
+                )
+            raise VerificationFailed(
+                "the owner's launch enclave refused to release the code key", detail=detail
+            )
+        return self._le_call(ClaimRequest(), ClaimReply).boxed
 
     # -- quoting (the PCE and QE: sgxlaunch.attest.quoting) -------------------------------------
 
