@@ -127,3 +127,62 @@ def policy3(
 
 def report_of(asked: Asked) -> Report:
     return Report.from_bytes(asked.report)
+
+
+SEED = b"pcl-platform-seed-for-tests-01"
+
+
+def pcl_owner(
+    *, quoting: bool = False, seed: bytes = SEED, allow: list[dict[str, Any]] | None = None
+) -> Owner:
+    """An owner-mode platform (memory store) with the launch enclave set up, policy version 1
+    (spec "2", ``allow`` plus the PCE/QE rules when ``quoting``: the machine is then
+    provisioned as ``platform init`` provisions it)."""
+    owner = Owner(seed=seed)
+    rules = list(allow or [])
+    if quoting:
+        from sgxlaunch.attest.pcs import EmulatedPcs
+        from sgxlaunch.attest.quoting import quoting_rules
+        from tests.support.quoting import provision
+
+        provision(owner.machine)
+        rules += quoting_rules(EmulatedPcs(owner.machine).qe_mrsigner)
+        owner.platform().quoter().provision()
+    owner.set_up_launch_enclave()
+    platform = owner.platform()
+    platform.install_policy(owner.policy(version=1, allow=rules))
+    platform.set_mode(owner.mode("owner", version=1))
+    return owner
+
+
+def protected_rule(sig: Sigstruct, rule_id: str = "protected", **extra: Any) -> dict[str, Any]:
+    """An allow rule for ``sig``'s MRSIGNER and ISVPRODID saying ``protected_code: allow``."""
+    return {
+        "id": rule_id,
+        "mrsigner": sig.mrsigner.hex(),
+        "isvprodid": sig.isvprodid,
+        "protected_code": "allow",
+        **extra,
+    }
+
+
+@dataclass
+class Installed:
+    """A platform holding one code key released to requesters of key ``app``, ISVPRODID 7,
+    ISVSVN ≥ ``min_isvsvn``; the policy in force (version 2) allows them protected code."""
+
+    owner: Owner
+    key: bytes
+    key_id: bytes
+    sig: Sigstruct
+
+
+def installed(seed: bytes, *, min_isvsvn: int = 0, debug_rule: bool = False) -> Installed:
+    owner = pcl_owner(seed=seed)
+    platform = owner.platform()
+    _image, sig = requester(platform)
+    extra = {"debug": True} if debug_rule else {}
+    platform.install_policy(policy3(owner, version=2, allow=[protected_rule(sig, **extra)]))
+    key = code_key(seed)
+    platform.add_code_key(wrap(platform, key, by_signer(sig, min_isvsvn)))
+    return Installed(owner, key, crypto.key_id(key), sig)

@@ -266,6 +266,17 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("platform mode", True, mode, "--home", home)
     yield go("platform status", True, "--home", home)
 
+    # Protected code (docs/pcl.md): the launch enclave's key quote, a key wrapped to it.
+    le_quote, le_pub = tmp / "le.quote", tmp / "le.pub"
+    yield go("platform le-key-quote", True, "-o", le_quote, "--public-key-out", le_pub,
+             "--home", home)  # fmt: skip
+    yield go("platform le-key-quote", False, "-o", le_quote, "--public-key-out", le_pub,
+             "--home", home)  # exists: never overwritten  # fmt: skip
+    wrapped = tmp / "wrapped.bin"
+    wrapped.write_bytes(_wrapped_code_key(le_pub.read_bytes(), gen / "case1_defaults.sig"))
+    yield go("platform add-code-key", True, wrapped, "--home", home)
+    yield go("platform add-code-key", False, garbage, "--home", home)
+
     _lose_sealed_state(home, le_signer)  # a damaged home: the platform refuses to start
     shown = go("machine show", True)
     yield shown
@@ -335,6 +346,19 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("machine tcb-recovery", False, "--cpusvn", cpusvn.hex())  # not above the published
     yield go("machine cpusvn-update", True, "--cpusvn", raised)
     yield go("machine cpusvn-update", False, "--cpusvn", cpusvn.hex())  # a rollback
+
+
+def _wrapped_code_key(le_public_key: bytes, sigstruct: Path) -> bytes:
+    """A code key wrapped for ``le_public_key``, released only to the enclave of ``sigstruct``
+    (as ``pcl wrap`` makes it, without the quote check)."""
+    import os
+
+    from sgxlaunch.arch import Sigstruct
+    from sgxlaunch.pcl.crypto import ReleaseConstraint, WrappedKey
+
+    sig = Sigstruct.from_bytes(sigstruct.read_bytes())
+    constraint = ReleaseConstraint(None, sig.mrsigner, sig.isvprodid, 0)
+    return WrappedKey.wrap(os.urandom(32), le_public_key, constraint, random=os.urandom).to_bytes()
 
 
 def _remote_verify(

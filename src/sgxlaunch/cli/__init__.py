@@ -75,6 +75,7 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
             "sgxlaunch.cli.platform",
             "sgxlaunch.cli.machine",
             "sgxlaunch.cli.pcs",
+            "sgxlaunch.cli.codekeys",
         ),
         "The emulated SGX platform kept under --home: its CPU, driver and owner control.",
     ),

@@ -86,6 +86,12 @@ def log_show(home: str | None, machine: str | None, socket: str | None, as_json:
             if isinstance(pages, dict):  # the owner's EINIT-time page checks (issue 17)
                 click.echo(f"        {pages.get('count')} pages refused: {r.get('reason')}")
             continue
+        if r.get("kind") == "code-key-added":
+            click.echo(
+                f"{seq!s:>4}  {r.get('time')}  code key {str(r.get('key_id'))[:16]}… added; "
+                f"released only to {_constraint_text(r.get('constraint'))}"
+            )
+            continue
         who = str(r.get("mrenclave") or "?")[:16]
         if r.get("kind") == "grant":
             offset, length = r.get("offset"), r.get("length")
@@ -99,13 +105,16 @@ def log_show(home: str | None, machine: str | None, socket: str | None, as_json:
                 f"mrenclave {who}… instance {str(r.get('configid') or '?')[:16]}… pages {span} "
                 f"code {r.get('code_hash')}" + (f" (rule {r['rule']})" if r.get("rule") else "")
             )
-            listed = r.get("reasons")
-            for reason in listed if isinstance(listed, list) else []:
-                if isinstance(reason, dict):
-                    click.echo(
-                        f"        {reason.get('field')}: expected {reason.get('expected')}, "
-                        f"found {reason.get('found')}"
-                    )
+            _echo_reasons(r)
+            continue
+        if r.get("kind") == "code-key-release":
+            outcome = "released" if r.get("outcome") == "released" else "REFUSED"
+            rule = f" (rule {r['rule']})" if r.get("rule") else ""
+            click.echo(
+                f"{seq!s:>4}  {r.get('time')}  code key {str(r.get('key_id'))[:16]}… {outcome} "
+                f"to mrenclave {who}… isvsvn {r.get('isvsvn')}{rule}"
+            )
+            _echo_reasons(r)
             continue
         if r.get("kind") == "teardown":
             click.echo(
@@ -118,21 +127,37 @@ def log_show(home: str | None, machine: str | None, socket: str | None, as_json:
             f"{seq!s:>4}  {r.get('time')}  {r.get('mode', '?')!s:<10} "
             f"{r.get('decision', '?')!s:<11} {r.get('kind', 'attempt')!s:<11} mrenclave {who}…"
         )
-        listed = r.get("reasons")
-        reasons: list[Any] = listed if isinstance(listed, list) else []
-        for reason in reasons:
-            if isinstance(reason, dict):
-                click.echo(
-                    f"        {reason.get('field')}: expected {reason.get('expected')}, "
-                    f"found {reason.get('found')}"
-                )
-        total = r.get("reasons_total")
-        if isinstance(total, int) and total > len(reasons):
-            click.echo(
-                f"        … {total - len(reasons)} more reasons ({r.get('reasons_by_field')})"
-            )
+        _echo_reasons(r)
     if not records:
         click.echo("(no records)", err=True)
+
+
+def _echo_reasons(r: dict[str, Any]) -> None:
+    listed = r.get("reasons")
+    reasons: list[Any] = listed if isinstance(listed, list) else []
+    for reason in reasons:
+        if isinstance(reason, dict):
+            click.echo(
+                f"        {reason.get('field')}: expected {reason.get('expected')}, "
+                f"found {reason.get('found')}"
+            )
+    total = r.get("reasons_total")
+    if isinstance(total, int) and total > len(reasons):
+        click.echo(f"        … {total - len(reasons)} more reasons ({r.get('reasons_by_field')})")
+
+
+def _constraint_text(constraint: Any) -> str:
+    """A release constraint as logged: who may receive the code key."""
+    if not isinstance(constraint, dict):
+        return "?"
+    if "mrenclave" in constraint:
+        who = f"mrenclave {str(constraint['mrenclave'])[:16]}…"
+    else:
+        who = (
+            f"mrsigner {str(constraint.get('mrsigner'))[:16]}… "
+            f"isvprodid {constraint.get('isvprodid')}"
+        )
+    return f"{who}, ISVSVN >= {constraint.get('min_isvsvn')}, non-debug"
 
 
 @log_group.command("export")

@@ -153,8 +153,8 @@ _SEAL_AAD = b"sgxlaunch launch-enclave sealed state v1"
 _SEALED_MAGIC = b"sgxlaunch-sealed/v2\x00"
 _LE_MASK = Attributes(flags=_ALL64 & ~_MODE64, xfrm=0)
 """MASKEDATTRIBUTESLE mask and the EINITTOKEN key request's ATTRIBUTEMASK."""
-_KX_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/key-agreement-key/v1").digest()
-_CODE_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/code-key/v1").digest()
+KX_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/key-agreement-key/v1").digest()
+CODE_KEYID = hashlib.sha256(b"sgxlaunch/launch-enclave/code-key/v1").digest()
 KX_SEALED_MAGIC = b"sgxlaunch-le-kx-key/v1\x00"
 """Head of the key-agreement key's sealed blob (MRENCLAVE policy)."""
 CODE_KEY_SEALED_MAGIC = b"sgxlaunch-code-key/v1\x00"
@@ -1198,7 +1198,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
         if self._kx is not None and hmac.compare_digest(self._kx[0], sealed):
             return self._kx[1]
         private = self._unseal_mrenclave(
-            ctx, _KX_KEYID, KX_SEALED_MAGIC, sealed, b"", "launch enclave's key-agreement key"
+            ctx, KX_KEYID, KX_SEALED_MAGIC, sealed, b"", "launch enclave's key-agreement key"
         )
         if len(private) != pcl.PRIVATE_KEY_SIZE:
             raise VerificationFailed("the sealed key-agreement key has the wrong length")
@@ -1214,7 +1214,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
             private = self._kx_private(ctx, req.sealed)
         else:
             private = pcl.private_key(ctx.rdrand)
-            made = self._seal_mrenclave(ctx, _KX_KEYID, KX_SEALED_MAGIC, private, b"")
+            made = self._seal_mrenclave(ctx, KX_KEYID, KX_SEALED_MAGIC, private, b"")
             self._kx = (made, private)
         public = pcl.public_key(private)
         report = None
@@ -1233,7 +1233,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
         code_key = wrapped.unwrap(self._kx_private(ctx, req.le_key))
         constraint = wrapped.constraint.to_bytes()
         sealed_key = self._seal_mrenclave(
-            ctx, _CODE_KEYID, CODE_KEY_SEALED_MAGIC, code_key + constraint, wrapped.key_id
+            ctx, CODE_KEYID, CODE_KEY_SEALED_MAGIC, code_key + constraint, wrapped.key_id
         )
         record, sealed, _digest = self._append_own(
             ctx,
@@ -1392,7 +1392,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
             return None, None, "none installed under this id"
         try:
             plain = self._unseal_mrenclave(
-                ctx, _CODE_KEYID, CODE_KEY_SEALED_MAGIC, blob, key_id, "code key"
+                ctx, CODE_KEYID, CODE_KEY_SEALED_MAGIC, blob, key_id, "code key"
             )
             code_key, constraint = plain[: pcl.KEY_SIZE], plain[pcl.KEY_SIZE :]
             pcl.check_key_id(code_key, key_id)

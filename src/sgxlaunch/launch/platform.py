@@ -1582,6 +1582,43 @@ class Platform:
             )
         return self._le_call(ClaimRequest(), ClaimReply).boxed
 
+    def unlock_protected(
+        self, enclave: LoadedEnclave, function: int = 0, data: bytes = b""
+    ) -> bytes:
+        """Run a protected enclave's program (REQUEST → RELEASE → UNLOCK): its decryptor
+        makes a REPORT for the launch enclave binding a fresh challenge, an ephemeral key and
+        the key id; the launch enclave decides and logs (:meth:`release_code_key`); the
+        decryptor opens the box, decrypts and checks every page in place, then runs the
+        protected program's ECALL ``function`` with ``data``. Returns its output.
+
+        Raises:
+            PolicyDenied, VerificationFailed: the release was refused (logged).
+            VerificationFailed: the decryptor refused (a tampered page, a key id mismatch).
+            MalformedInput: a reply is not one.
+        """
+        from sgxlaunch.pcl import ecalls as pcl_calls
+
+        targetinfo, challenge = self.release_challenge()
+        body = pcl_calls.decode_reply(
+            pcl_calls.Call.REQUEST,
+            enclave.ecall(
+                int(pcl_calls.Call.REQUEST),
+                pcl_calls.RequestIn(targetinfo=targetinfo, challenge=challenge).encode(),
+            ),
+        )
+        request = pcl_calls.RequestOut.decode(body)
+        boxed = self.release_code_key(
+            request.report, request.ephemeral_public_key, challenge, request.key_id
+        )
+        body = pcl_calls.decode_reply(
+            pcl_calls.Call.UNLOCK,
+            enclave.ecall(
+                int(pcl_calls.Call.UNLOCK),
+                pcl_calls.UnlockIn(box=boxed, function=function, data=bytes(data)).encode(),
+            ),
+        )
+        return pcl_calls.ProgramOut.decode(body).output
+
     # -- quoting (the PCE and QE: sgxlaunch.attest.quoting) -------------------------------------
 
     def quoter(self) -> Quoter:
