@@ -102,7 +102,7 @@ def test_another_enclaves_report_asking_is_refused() -> None:
             isvsvn=sig.isvsvn,
             enclavehash=sig.enclavehash,
         ),
-        signer("other-author"),
+        signer("other"),
     )
     allow = [allow_rule(inst.sig, "protected", protected_code="allow")]
     allow.append(allow_rule(other_sig, "other", protected_code="allow"))

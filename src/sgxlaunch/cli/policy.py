@@ -408,6 +408,12 @@ def _with_quoting_rules(
     type=click.Choice(["deny", "allow"]),
     help="Measured writable and executable pages (default deny).",
 )
+@click.option(
+    "--protected-code",
+    type=click.Choice(["deny", "allow"]),
+    help="Whether the launch enclave may release protected-code keys to enclaves this rule "
+    "matches first (spec_version 3; default deny).",
+)
 @handle_errors
 def policy_allow(
     policy: str,
@@ -424,6 +430,7 @@ def policy_allow(
     any_code: bool,
     unmeasured_exec: str | None,
     rwx_pages: str | None,
+    protected_code: str | None,
     **given: Any,
 ) -> None:
     """Append an allow rule to the POLICY document.
@@ -435,7 +442,9 @@ def policy_allow(
     --code-hash ... or --any-code; the enclave needs KSS, so also --kss) | code (mainline),
     and whether unmeasured executable pages (--unmeasured-exec; the Intel SDK's
     ReservedMemExecutable and Gramine's non-EDMM free area need allow) and measured RWX
-    pages (--rwx-pages) may be loaded.
+    pages (--rwx-pages) may be loaded, and whether the owner's launch enclave may release
+    protected-code keys (`pcl`) to the enclaves it matches first (--protected-code; an
+    encrypted image also needs --rwx-pages allow for its in-place decryption).
 
     \b
     Examples:
@@ -466,6 +475,8 @@ def policy_allow(
         doc["xfrm_mask"] = xfrm_mask
     if miscselect_mask is not None:
         doc["miscselect_mask"] = miscselect_mask
+    if protected_code is not None:
+        doc["protected_code"] = protected_code
     _add_rule(policy, doc, "allow")
 
 

@@ -1427,8 +1427,8 @@ class OwnerLaunchEnclave(EnclaveProgram):
                 decision.policy_version,
                 [(r.rule or "", r.field, r.expected, r.found) for r in decision.reasons],
             )
-        allow = next((r for r in state.policy.allow if r.id == decision.rule), None)
-        if allow is None or getattr(allow, "protected_code", "deny") != "allow":
+        allow = decision.matched
+        if allow is None or not allow.protected_code:
             return (
                 decision.rule,
                 decision.policy_version,

@@ -39,6 +39,11 @@ Rule fields (every field given must match; fields left out do not constrain):
   measured page that is writable and executable makes owner-mode INIT fail). Policies of
   ``spec_version`` "1" and "2" cannot carry these fields and keep meaning what they meant when
   signed: ``code`` + ``allow`` + ``allow`` (mainline: dynamic code unrestricted).
+* protected code (``allow`` rules only, ``spec_version`` "3"; issue 20) — ``protected_code``:
+  ``"deny"`` | ``"allow"``: whether the owner's launch enclave may release an author's code key
+  to an enclave this rule is the first allow rule to match (deny rules still win). Default
+  deny in **every** ``spec_version``: policies of "1" and "2" cannot carry it, so under them
+  no code key is ever released.
 
 Rule ids (1–128 characters of ``A–Z a–z 0–9 . _ : -``) are unique across both lists. Unknown
 fields anywhere are refused, so an old verifier never silently ignores a new constraint. Sizes
@@ -83,7 +88,7 @@ _PERMISSION_FIELDS = ("debug", "provisionkey", "kss", "xfrm_mask", "miscselect_m
 _DYNAMIC_FIELDS = ("dynamic_memory", "code_hashes", "unmeasured_exec", "rwx_pages")
 ALLOW_FIELDS = ("id", *_IDENTITY_FIELDS, *_PERMISSION_FIELDS)
 """Allow-rule fields of ``spec_version`` "1" and "2"."""
-ALLOW_FIELDS_DYNAMIC = (*ALLOW_FIELDS, *_DYNAMIC_FIELDS)
+ALLOW_FIELDS_DYNAMIC = (*ALLOW_FIELDS, *_DYNAMIC_FIELDS, "protected_code")
 """Allow-rule fields of ``spec_version`` "3"."""
 DENY_FIELDS = ("id", *_IDENTITY_FIELDS)
 _DENY_ALLOW = ("deny", "allow")
@@ -103,6 +108,8 @@ class Rule:
             means; :meth:`from_doc` applies spec "3"'s defaults, data/deny/deny).
         code_hashes: for ``attested-code``, the allowed SHA-256 code hashes or
             :data:`ANY_CODE`; ``None`` for every other level.
+        protected_code: whether a protected-code key may be released to an enclave this
+            allow rule matches first (default ``False`` — deny — in every spec_version).
     """
 
     id: str
@@ -123,6 +130,7 @@ class Rule:
     code_hashes: tuple[bytes, ...] | Literal["any"] | None = None
     unmeasured_exec: bool = True
     rwx_pages: bool = True
+    protected_code: bool = False
 
     @property
     def limits(self) -> OwnerLimits:
@@ -253,6 +261,10 @@ class Rule:
                     f"rule {self.id}: dynamic-memory limits need spec_version "
                     f"{SPEC_VERSION_DYNAMIC!r}"
                 )
+            if self.protected_code:
+                raise UsageError(
+                    f"rule {self.id}: protected_code needs spec_version {SPEC_VERSION_DYNAMIC!r}"
+                )
             return doc
         if self.dynamic_memory != DynamicMemory.DATA:
             doc["dynamic_memory"] = self.dynamic_memory.label
@@ -265,6 +277,8 @@ class Rule:
             doc["unmeasured_exec"] = "allow"
         if self.rwx_pages:
             doc["rwx_pages"] = "allow"
+        if self.protected_code:
+            doc["protected_code"] = "allow"
         return doc
 
 
@@ -288,7 +302,7 @@ def _dynamic_fields(obj: dict[str, Any], name: str) -> dict[str, Any]:
                 field=f"{name}.dynamic_memory",
             ) from None
     values["dynamic_memory"] = level
-    for key in ("unmeasured_exec", "rwx_pages"):
+    for key in ("unmeasured_exec", "rwx_pages", "protected_code"):
         value = _json.get_str(obj, key, name) if key in obj else "deny"
         if value not in _DENY_ALLOW:
             raise MalformedInput(
