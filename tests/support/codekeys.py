@@ -181,7 +181,7 @@ def installed(seed: bytes, *, min_isvsvn: int = 0, debug_rule: bool = False) -> 
     owner = pcl_owner(seed=seed)
     platform = owner.platform()
     _image, sig = requester(platform)
-    extra = {"debug": True} if debug_rule else {}
+    extra: dict[str, Any] = {"debug": True} if debug_rule else {}
     platform.install_policy(policy3(owner, version=2, allow=[protected_rule(sig, **extra)]))
     key = code_key(seed)
     platform.add_code_key(wrap(platform, key, by_signer(sig, min_isvsvn)))
