@@ -208,6 +208,7 @@ def test_the_decision_carries_the_matched_rules_limits() -> None:
         "code_hashes": [HASH.hex()],
         "unmeasured_exec": "allow",
         "rwx_pages": "deny",
+        "protected_code": "deny",
     }
     denied = evaluate(policy, EnclaveIdentity(bytes(range(32)), SIGNER_A, isvprodid=2), NOW)
     assert not denied.allowed and "limits" not in denied.describe()

@@ -192,7 +192,7 @@ class Decision:
 
 
 def describe_limits(rule: Rule) -> dict[str, Any]:
-    """An allow rule's dynamic-memory limits, JSON-ready."""
+    """An allow rule's dynamic-memory limits and its ``protected_code`` permission, JSON-ready."""
     hashes = rule.code_hashes
     return {
         "dynamic_memory": rule.dynamic_memory.label,
@@ -201,6 +201,7 @@ def describe_limits(rule: Rule) -> dict[str, Any]:
         else [h.hex() for h in hashes],
         "unmeasured_exec": "allow" if rule.unmeasured_exec else "deny",
         "rwx_pages": "allow" if rule.rwx_pages else "deny",
+        "protected_code": "allow" if rule.protected_code else "deny",
     }
 
 
