@@ -36,7 +36,7 @@ def test_protected_code_is_denied_unless_a_spec_3_rule_says_allow(spec: str) -> 
 
 
 def test_allow_and_deny_parse_and_round_trip() -> None:
-    rules = [
+    rules: list[dict[str, Any]] = [
         {"id": "a", "mrsigner": SIGNER, "protected_code": "allow"},
         {"id": "b", "mrsigner": SIGNER, "isvprodid": 2, "protected_code": "deny"},
     ]
