@@ -555,19 +555,34 @@ def run(
 ) -> Launch:
     """Load and initialize an enclave on ``platform`` (in owner mode through the owner's
     launch enclave, logged either way); if the image runs a program that ships with
-    sgxlaunch (the example enclave), make ECALL 0 with ``ecall_input``.
+    sgxlaunch (the example enclave), make ECALL 0 with ``ecall_input``. A protected image
+    (``pcl encrypt``) gets its code key from the owner's launch enclave first
+    (:meth:`Platform.unlock_protected`: REQUEST → RELEASE → UNLOCK, the release logged).
 
     Raises:
-        PolicyDenied: the owner's policy refuses it (the attempt is logged).
+        PolicyDenied: the owner's policy refuses it (the attempt is logged), or refuses to
+            release a protected image's code key (logged).
+        VerificationFailed: the launch enclave (logged) or the decryptor refused a protected
+            image's key.
         LoadFailed: the driver or EINIT refused it (errno, SGX status, why).
         MalformedInput: a file is malformed (named).
     """
-    from sgxlaunch.example import shipped_program
+    from sgxlaunch.example import SHIPPED_PROGRAMS, shipped_program
     from sgxlaunch.example_loader import CodeLoader, fetch_and_run
+    from sgxlaunch.pcl.format import find_header
 
     parsed = image if isinstance(image, sgxs.SgxsImage) else read_image(image, size=size)
     sig = read_sigstruct(sigstruct)
     result = platform.run(parsed, sig, token=token)
+    if find_header(parsed) is not None and result.enclave is not None:
+        # A protected image (`pcl encrypt`): its decryptor asks the owner's launch enclave for
+        # the code key (REQUEST → RELEASE → UNLOCK), then runs the shipped program it hides.
+        from sgxlaunch.pcl.decryptor import PclDecryptor
+
+        platform.cpu.register_program(result.enclave.mrenclave, PclDecryptor)
+        for shipped in SHIPPED_PROGRAMS:
+            platform.cpu.register_code(shipped)
+        return Launch(result, platform.unlock_protected(result.enclave, 0, ecall_input))
     program = shipped_program(parsed)
     output = None
     if program is not None and result.enclave is not None:

@@ -18,7 +18,7 @@ import pytest
 
 from sgxlaunch.errors import SgxlaunchError
 from sgxlaunch.pcl import crypto
-from tests.support.pcl import ask, by_signer, code_key, installed, release, requester, wrap
+from tests.support.codekeys import ask, by_signer, code_key, installed, release, requester, wrap
 from tests.support.pcl_cli import Scenario, pcl_scenario
 from tests.support.platform import Owner
 

@@ -26,9 +26,7 @@ from sgxlaunch.launch.platform import LE_KX_KEY, code_key_key, le_sealed_key
 from sgxlaunch.pcl import crypto
 from sgxlaunch.policy import POLICY_KEY
 from sgxlaunch.sigstruct import sign
-from tests.support.cpu import DEBUG
-from tests.support.keys import signer
-from tests.support.pcl import (
+from tests.support.codekeys import (
     ECALL_RAW_REPORT,
     Installed,
     ask,
@@ -41,6 +39,8 @@ from tests.support.pcl import (
     requester,
     wrap,
 )
+from tests.support.cpu import DEBUG
+from tests.support.keys import signer
 from tests.support.platform import allow_rule
 
 

@@ -11,7 +11,7 @@ from sgxlaunch.launch.ecalls import ClaimReply, ClaimRequest
 from sgxlaunch.launch.enclave import KX_SEALED_MAGIC
 from sgxlaunch.launch.platform import LE_KX_KEY, code_key_key
 from sgxlaunch.pcl import crypto
-from tests.support.pcl import (
+from tests.support.codekeys import (
     ask,
     by_signer,
     code_key,

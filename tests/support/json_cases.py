@@ -267,10 +267,10 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("platform status", True, "--home", home)
 
     # Protected code (docs/pcl.md): the launch enclave's key quote, a key wrapped to it.
-    le_quote, le_pub = tmp / "le.quote", tmp / "le.pub"
-    yield go("platform le-key-quote", True, "-o", le_quote, "--public-key-out", le_pub,
+    le_quote_file, le_pub = tmp / "le.quote", tmp / "le.pub"
+    yield go("platform le-key-quote", True, "-o", le_quote_file, "--public-key-out", le_pub,
              "--home", home)  # fmt: skip
-    yield go("platform le-key-quote", False, "-o", le_quote, "--public-key-out", le_pub,
+    yield go("platform le-key-quote", False, "-o", le_quote_file, "--public-key-out", le_pub,
              "--home", home)  # exists: never overwritten  # fmt: skip
     wrapped = tmp / "wrapped.bin"
     wrapped.write_bytes(_wrapped_code_key(le_pub.read_bytes(), gen / "case1_defaults.sig"))
