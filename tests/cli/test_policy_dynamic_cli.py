@@ -133,6 +133,7 @@ def test_explain_states_the_dynamic_memory_decision(files: Path) -> None:
         "code_hashes": None,
         "unmeasured_exec": "deny",
         "rwx_pages": "deny",
+        "protected_code": "deny",
     }
     assert doc["dynamic_memory"]["limits"] == doc["limits"]
     assert doc["dynamic_memory"]["warnings"] == []
