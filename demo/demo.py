@@ -6,7 +6,10 @@ Then the allowed enclave launches, the other is refused with its reason, a debug
 allowed one is refused, an older policy is refused, a switch back to permissive with only one
 signature is refused; the author's loader fetches code after EINIT, which runs only after the
 owner's launch enclave granted it (dynamic_memory attested-code) and recorded the code hash;
-the launch log shows every attempt and verifies, and a tampered log fails naming the record.
+the launch log shows every attempt and verifies. Protected code: the author encrypts the
+example enclave and wraps its key to the owner's launch enclave after checking its quote; the
+enclave runs while the owner's rule says protected_code: allow and is refused at release after
+the owner revokes it (both decisions in the log). A tampered log fails naming the record.
 
 Each step runs ``sgxlaunch`` as a user would, shows what it printed and asserts the outcome; the
 demo exits non-zero as soon as any outcome differs.
@@ -125,6 +128,91 @@ def build_enclave(path: Path, message: bytes) -> None:
         SgxsPage(3 * PAGE_SIZE, secinfo_flags(PageType.REG, 0b011), bytes(PAGE_SIZE), 0xFFFF),
     )
     path.write_bytes(write_sgxs(SgxsImage(ssaframesize=1, size=0x10000, pages=pages)))
+
+
+def protected_code(home: str, machine: str, keys: list[str], author: str) -> None:
+    """Protected code (docs/pcl.md): the author encrypts the example enclave and wraps its key
+    to the owner's launch enclave after checking its quote; the launch enclave releases the key
+    only under the author's constraint and the owner's rule, and logs each decision."""
+    running_daemon = SOCKET is not None and DAEMON is not None
+    if running_daemon:  # these owner commands open the home themselves
+        stop_daemon()
+    say(
+        "Protected code: the author encrypts the example enclave; the key is the author's "
+        "alone (a file, never an argument)"
+    )
+    key_file = WORK / "code.key"
+    key_file.write_bytes(os.urandom(32))
+    key_file.chmod(0o600)
+    sgxlaunch("pcl", "encrypt", "hello.sgxs", "--code-key-file", "code.key", "-o",
+              "hello.enc.sgxs", expect=0)  # fmt: skip
+    sgxlaunch("sign", "--key", "author.pem", "hello.enc.sgxs", "-o", "hello.enc.sig", expect=0)
+
+    say(
+        "The owner allows it (protected_code: allow, and the RWX pages in-place decryption "
+        "needs) and exports the launch enclave's key-agreement key in a quote"
+    )
+    sgxlaunch("policy", "new", "-o", "policy-v4.json", "--from", "policy-v3.signed.json", expect=0)
+    sgxlaunch("policy", "new", "-o", "quoting.json", machine, expect=0, show=False)
+    document = json.loads((WORK / "policy-v4.json").read_text())
+    known = {rule["id"] for rule in document["allow"]}
+    document["allow"] += [
+        rule
+        for rule in json.loads((WORK / "quoting.json").read_text())["allow"]
+        if rule["id"] not in known
+    ]  # the PCE and QE rules: the quote is made by the platform's quoting enclave
+    (WORK / "policy-v4.json").write_text(json.dumps(document, indent=1))
+    sgxlaunch("policy", "allow", "policy-v4.json", "--id", "protected-hello", "--mrsigner",
+              author, "--isvprodid", "0", "--protected-code", "allow", "--rwx-pages", "allow",
+              expect=0)  # fmt: skip
+    sgxlaunch("policy", "sign", "policy-v4.json", "--key", keys[0], "--key", keys[2], "-o",
+              "policy-v4.signed.json", expect=0)  # fmt: skip
+    sgxlaunch("platform", "install-policy", "policy-v4.signed.json", home, machine, expect=0)
+    sgxlaunch("platform", "le-key-quote", "-o", "le.quote", "--public-key-out", "le.pub",
+              home, machine, expect=0)  # fmt: skip
+    sgxlaunch("platform", "root", "-o", "pcs-root.der", machine, expect=0)
+    sgxlaunch("platform", "collateral", "-o", "collateral.json", machine, expect=0)
+
+    say(
+        "The author verifies the quote (the owner's launch enclave for this owner root, not "
+        "DEBUG, binding that key) and wraps the code key to it, for its own signer only"
+    )
+    sgxlaunch("pcl", "wrap", "--code-key-file", "code.key", "--le-quote", "le.quote",
+              "--le-public-key", "le.pub", "--collateral", "collateral.json", "--root",
+              "pcs-root.der", "--owner-root", "root.json", "--release",
+              f"mrsigner={author},isvprodid=0", "--min-isvsvn", "0", "-o", "wrapped.bin",
+              expect=0)  # fmt: skip
+
+    say("The owner hands the wrapped key to the launch enclave, which keeps it sealed")
+    out = sgxlaunch("platform", "add-code-key", "wrapped.bin", home, machine, expect=0)
+    check("installed" in out, "the launch enclave unwrapped and sealed the key")
+    check(
+        key_file.read_bytes().hex() not in (WORK / "home" / "state.sqlite3").read_bytes().hex(),
+        "the key is nowhere in the home in clear",
+    )
+
+    say("The protected enclave runs: its decryptor gets the key from the launch enclave")
+    out = sgxlaunch("run", "hello.enc.sgxs", "--sig", "hello.enc.sig", "--input", "secret",
+                    home, machine, expect=0)  # fmt: skip
+    check("ecall 0: hello, secret, from inside enclave" in out, "the decrypted program answers")
+
+    say("The owner revokes protected code (policy v5): the next launch is refused at release")
+    document = json.loads((WORK / "policy-v4.json").read_text())
+    for rule in document["allow"]:
+        rule.pop("protected_code", None)
+    document["version"] = 5
+    (WORK / "policy-v5.json").write_text(json.dumps(document, indent=1))
+    sgxlaunch("policy", "sign", "policy-v5.json", "--key", keys[1], "--key", keys[2], "-o",
+              "policy-v5.signed.json", expect=0)  # fmt: skip
+    sgxlaunch("platform", "install-policy", "policy-v5.signed.json", home, machine, expect=0)
+    sgxlaunch("run", "hello.enc.sgxs", "--sig", "hello.enc.sig", home, machine, expect=1)
+    records = json_result(sgxlaunch("log", "show", home, machine, "--json", expect=0, show=False))[
+        "records"
+    ]
+    releases = [r["outcome"] for r in records if r["kind"] == "code-key-release"]
+    check(releases == ["released", "refused"], "the launch log holds the release and the refusal")
+    if running_daemon:
+        start_daemon(home, machine)
 
 
 def main() -> int:
@@ -464,6 +552,8 @@ def story() -> int:
         "six INIT attempts: 2 permissive, 2 allowed, 2 denied",
     )
     sgxlaunch("log", "verify", home, machine, expect=0)
+
+    protected_code(home, machine, keys, author)
 
     say("Someone with write access to the state edits a record: verification names it")
     database = WORK / "home" / "state.sqlite3"
