@@ -108,9 +108,14 @@ class SelftestEnclave(EnclaveProgram):
         raise AssertionError(f"unknown op {op}")
 
 
-def selftest_image(heap_size: int = ENCL_HEAP_SIZE_DEFAULT, size: int = 0x10000) -> EnclaveImage:
-    """The test enclave: TCS1, TCS2, code (R-X, binds the program), data (RW-: buffer, scratch,
-    SSA frames), heap (RW-, unmeasured); SIZE the smallest power of two with room after it."""
+def selftest_image(
+    heap_size: int = ENCL_HEAP_SIZE_DEFAULT,
+    size: int = 0x10000,
+    program: type[EnclaveProgram] | None = None,
+) -> EnclaveImage:
+    """The test enclave: TCS1, TCS2, code (R-X, binds the program — :class:`SelftestEnclave`
+    unless ``program`` is given), data (RW-: buffer, scratch, SSA frames), heap (RW-,
+    unmeasured); SIZE the smallest power of two with room after it."""
     rw = secinfo_flags(PageType.REG, SecinfoFlag.R | SecinfoFlag.W)
     pages = [
         ImagePage(
@@ -122,7 +127,7 @@ def selftest_image(heap_size: int = ENCL_HEAP_SIZE_DEFAULT, size: int = 0x10000)
         ImagePage(
             CODE,
             secinfo_flags(PageType.REG, SecinfoFlag.R | SecinfoFlag.X),
-            program_code_page(SelftestEnclave),
+            program_code_page(program or SelftestEnclave),
         ),
     ]
     zero = bytes(PAGE_SIZE)
@@ -145,13 +150,19 @@ class Selftest:
     """main.c's fixture: the loaded enclave, ``run``, ``ENCL_CALL`` and the ioctls."""
 
     def __init__(
-        self, driver: SgxDriver, heap_size: int = ENCL_HEAP_SIZE_DEFAULT, size: int = 0x10000
+        self,
+        driver: SgxDriver,
+        heap_size: int = ENCL_HEAP_SIZE_DEFAULT,
+        size: int = 0x10000,
+        *,
+        program: type[SelftestEnclave] = SelftestEnclave,
+        premap: int | None = None,
     ) -> None:
-        image = selftest_image(heap_size, size)
+        image = selftest_image(heap_size, size, program)
         sig = sign_image(image, "app")
-        driver.cpu.register_program(sig.enclavehash, SelftestEnclave)
+        driver.cpu.register_program(sig.enclavehash, program)
         self.driver = driver
-        self.encl: LoadedEnclave = load(driver.new_process(), image, sig)
+        self.encl: LoadedEnclave = load(driver.new_process(), image, sig, premap=premap)
         self.process = self.encl.process
         self.fd = self.encl.fd
         self.encl_base = self.encl.baseaddr

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sgxlaunch.arch.constants import PAGE_SIZE, AttributeFlag
+from sgxlaunch.driver import dynamic
+from sgxlaunch.driver.dynamic import DriverEvents
 from sgxlaunch.driver.owner import MAINLINE_LIMITS, ExecGrant, OwnerLimits
 from sgxlaunch.driver.uapi import PROT_EXEC, PROT_READ, PROT_WRITE, DriverError
 
@@ -87,7 +89,8 @@ class Enclave:
     Owner extension (issue 17): ``owner_limits`` are the limits the owner's policy set at INIT
     (decoded from the token's KEYID; mainline's until then and in permissive mode);
     ``exec_grants`` maps the page offsets of an attested-code grant to it; ``configid`` is the
-    instance's SECS.CONFIGID (KSS) as written at ECREATE.
+    instance's SECS.CONFIGID (KSS) as written at ECREATE; ``events`` is the driver's queue of
+    dynamic-memory decisions (:mod:`sgxlaunch.driver.dynamic`; ``None``: not recorded).
     """
 
     eid: int
@@ -111,6 +114,7 @@ class Enclave:
     owner_limits: OwnerLimits = MAINLINE_LIMITS
     exec_grants: dict[int, ExecGrant] = field(default_factory=dict)
     configid: bytes = bytes(64)
+    events: DriverEvents | None = None
 
     def zap(self, start: int, end: int) -> None:
         """sgx_zap_enclave_ptes over ``[start, end)`` (linear) in every mm mapping the enclave."""
@@ -123,11 +127,24 @@ class Enclave:
         return bool(self.attributes & AttributeFlag.DEBUG)
 
 
-def may_map(enclave: Enclave, start: int, end: int, prot: int, *, read_implies_exec: bool) -> None:
-    """sgx_encl_may_map: READ_IMPLIES_EXEC, ELRANGE after INIT, each page's max protection.
+def may_map(
+    enclave: Enclave,
+    start: int,
+    end: int,
+    prot: int,
+    *,
+    read_implies_exec: bool,
+    syscall: str = "mmap",
+    pid: int = 0,
+) -> None:
+    """sgx_encl_may_map: READ_IMPLIES_EXEC, ELRANGE after INIT, each page's max protection;
+    then the owner's dynamic-memory check (:func:`sgxlaunch.driver.dynamic.check_map`).
+
+    Under ``data`` and ``attested-code`` a dynamic page's X bit is the owner check's to decide
+    (its ``max_prot`` is RW, door 1), so the per-page check looks at its R and W only.
 
     Raises:
-        DriverError: EACCES for each of the three checks, in that order.
+        DriverError: EACCES for each of the four checks, in that order.
     """
     if read_implies_exec:
         raise DriverError(errno.EACCES, "READ_IMPLIES_EXEC personality")
@@ -136,10 +153,12 @@ def may_map(enclave: Enclave, start: int, end: int, prot: int, *, read_implies_e
     want = prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
     pages = enclave.pages
     base = enclave.base
+    dynamic_x = PROT_EXEC if dynamic.x_bit_from_policy(enclave) else 0
     for address in range(start, end, PAGE_SIZE):
         page = pages.get(address - base)
-        if page is not None and want & ~page.max_prot:
+        if page is not None and want & ~(page.max_prot | (dynamic_x if page.dynamic else 0)):
             raise DriverError(
                 errno.EACCES,
                 f"page 0x{address - enclave.base:x} does not allow protection 0x{prot:x}",
             )
+    dynamic.check_map(enclave, start, end, prot, syscall=syscall, pid=pid)

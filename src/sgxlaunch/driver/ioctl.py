@@ -30,6 +30,7 @@ from sgxlaunch.arch.constants import (
 )
 from sgxlaunch.arch.structs import EinitToken, Secs, Sigstruct
 from sgxlaunch.cpu import CpuFault, PageFault, Processor
+from sgxlaunch.driver import dynamic
 from sgxlaunch.driver.encl import (
     MEASURED_ALL,
     SGX_ATTR_PRIV_MASK,
@@ -215,13 +216,14 @@ class Ioctls:
     def _ioc_restrict_permissions(self, process: Task, enclave: Enclave, arg: int) -> int:
         """SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS (sgx_ioc_enclave_restrict_permissions).
 
-        Before the loop (nothing copied back): sgx2_ready (ENODEV / EINVAL), the argument
-        (EFAULT), offset/length (EINVAL), permissions beyond R|W|X (EINVAL), W without R
-        (EINVAL), non-zero ``result`` or ``count`` (EINVAL). Per page: load (EFAULT), not a
-        REG page → EINVAL, EMODPR with SECINFO = permissions: a fault → EFAULT, an SGX code →
-        ``result`` and EFAULT; ETRACK (EFAULT). ``count`` = bytes done, copied back with
-        ``result`` whenever the loop ran. Neither ``vm_max_prot_bits`` nor any PTE changes:
-        the enclave EACCEPTs (REG|PR|perms).
+        Before the loop (nothing copied back): sgx2_ready (ENODEV / EINVAL), the argument (EFAULT),
+        offset/length (EINVAL), permissions beyond R|W|X (EINVAL), W without R (EINVAL), non-zero
+        ``result`` or ``count`` (EINVAL); then the owner's ``dynamic_memory none`` (EPERM,
+        :func:`~sgxlaunch.driver.dynamic.check_sgx2_ioctl`). Per page: load (EFAULT), not a REG page
+        → EINVAL, EMODPR with SECINFO = permissions: a fault → EFAULT, an SGX code → ``result`` and
+        EFAULT; ETRACK (EFAULT). ``count`` = bytes done, copied back with ``result`` whenever the
+        loop ran. Neither ``vm_max_prot_bits`` nor any PTE changes: the enclave EACCEPTs
+        (REG|PR|perms).
         """
         self._sgx2_ready(enclave)
         offset, length, permissions, result, count = RESTRICT_PERMISSIONS_ARG.unpack(
@@ -234,6 +236,7 @@ class Ioctls:
             raise DriverError(errno.EINVAL, "permissions with W but not R")
         if result or count:
             raise DriverError(errno.EINVAL, "result and count must be zero on input")
+        dynamic.check_sgx2_ioctl(enclave, "RESTRICT_PERMISSIONS", offset, length, process.pid)
         cpu = self.cpu
         secinfo = permissions & SGX_SECINFO_PERMISSION_MASK
         cpu.write(self.k.secinfo, secinfo.to_bytes(64, "little"))
@@ -269,13 +272,13 @@ class Ioctls:
         """SGX_IOC_ENCLAVE_MODIFY_TYPES (sgx_ioc_enclave_modify_types).
 
         Before the loop: sgx2_ready, the argument, offset/length, ``page_type`` beyond 8 bits,
-        non-zero ``result``/``count`` (nothing copied back); then, inside
-        sgx_enclave_modify_types (so the struct is copied back, count 0), a type other than
-        TCS or TRIM → EINVAL. Per page: load (EFAULT); only REG→TCS, REG→TRIM and TCS→TRIM
-        (else EINVAL); REG→TCS needs ``vm_max_prot_bits`` ⊇ RW (else EPERM), sets it to RW and
-        zaps the page's PTEs; EMODT with SECINFO = type << 8: a fault → EFAULT, an SGX code →
-        ``result`` and EFAULT (both restore the old maximum protection); ETRACK (EFAULT); the
-        page's type := the new type. The enclave EACCEPTs (TCS|MODIFIED) or (TRIM|MODIFIED).
+        non-zero ``result``/``count`` (nothing copied back); then, inside sgx_enclave_modify_types
+        (so the struct is copied back, count 0), a type other than TCS or TRIM → EINVAL, then the
+        owner's ``dynamic_memory none`` → EPERM. Per page: load (EFAULT); only REG→TCS, REG→TRIM and
+        TCS→TRIM (else EINVAL); REG→TCS needs ``vm_max_prot_bits`` ⊇ RW (else EPERM), sets it to RW
+        and zaps the page's PTEs; EMODT with SECINFO = type << 8: a fault → EFAULT, an SGX code →
+        ``result`` and EFAULT (both restore the old maximum protection); ETRACK (EFAULT); the page's
+        type := the new type. The enclave EACCEPTs (TCS|MODIFIED) or (TRIM|MODIFIED).
         """
         self._sgx2_ready(enclave)
         offset, length, page_type, result, count = MODIFY_TYPES_ARG.unpack(
@@ -292,6 +295,7 @@ class Ioctls:
         try:
             if page_type not in (SGX_PAGE_TYPE_TCS, SGX_PAGE_TYPE_TRIM):
                 raise DriverError(errno.EINVAL, f"page_type {page_type} is not TCS (1) or TRIM (4)")
+            dynamic.check_sgx2_ioctl(enclave, "MODIFY_TYPES", offset, length, process.pid)
             cpu.write(self.k.secinfo, (page_type << 8).to_bytes(64, "little"))
             while done < length:
                 page = self._load_page(enclave, offset + done)
@@ -339,14 +343,15 @@ class Ioctls:
     def _ioc_remove_pages(self, process: Task, enclave: Enclave, arg: int) -> int:
         """SGX_IOC_ENCLAVE_REMOVE_PAGES (sgx_ioc_enclave_remove_pages).
 
-        Before the loop: sgx2_ready, the argument, offset/length, non-zero ``count`` (EINVAL).
-        Per page: load (EFAULT); not TRIM → EPERM; the EMODPR(RWX) probe must #PF — it does
-        only once the enclave has EACCEPTed the TRIM (EPCM.MODIFIED = 0, so the MODIFIED check
-        passes and the PT check faults, SDM EMODPR steps 6-7); a status (NOT_MODIFIABLE: not
-        yet accepted) or any other fault → EPERM; the page leaves the LRU, its PTEs are zapped,
-        EREMOVE frees it (a failing EREMOVE leaks the EPC page, as mainline WARNs and moves
-        on); the page leaves the enclave (VA pages stay). ``count`` copied back once the loop
-        ran. The address is a hole again: a later access EAUGs a fresh page there.
+        Before the loop: sgx2_ready, the argument, offset/length, non-zero ``count`` (EINVAL), the
+        owner's ``dynamic_memory none`` (EPERM). Per page: load (EFAULT); not TRIM → EPERM; the
+        EMODPR(RWX) probe must #PF — it does only once the enclave has EACCEPTed the TRIM
+        (EPCM.MODIFIED = 0, so the MODIFIED check passes and the PT check faults, SDM EMODPR steps
+        6-7); a status (NOT_MODIFIABLE: not yet accepted) or any other fault → EPERM; the page
+        leaves the LRU, its PTEs are zapped, EREMOVE frees it (a failing EREMOVE leaks the EPC page,
+        as mainline WARNs and moves on); the page leaves the enclave (VA pages stay). ``count``
+        copied back once the loop ran. The address is a hole again: a later access EAUGs a fresh
+        page there.
         """
         self._sgx2_ready(enclave)
         offset, length, count = REMOVE_PAGES_ARG.unpack(
@@ -355,6 +360,7 @@ class Ioctls:
         self._validate_offset_length(enclave, offset, length)
         if count:
             raise DriverError(errno.EINVAL, "count must be zero on input")
+        dynamic.check_sgx2_ioctl(enclave, "REMOVE_PAGES", offset, length, process.pid)
         cpu = self.cpu
         done = 0
         error: DriverError | None = None

@@ -23,6 +23,7 @@ from sgxlaunch.arch.constants import (
     MSR_IA32_FEATURE_CONTROL,
 )
 from sgxlaunch.cpu import Processor
+from sgxlaunch.driver.dynamic import DriverEvents
 from sgxlaunch.driver.encl import Enclave
 from sgxlaunch.driver.epc import EpcPool, KernelScratch
 from sgxlaunch.driver.grants import OwnerService
@@ -73,6 +74,9 @@ class SgxDriver:
         self.epc = EpcPool(cpu, KernelScratch.allocate(cpu))
         self.vm = EnclaveVm(cpu, self.epc)
         self.ioctls = Ioctls(cpu, self.epc, self.vm, self.launch_control)
+        self.events = DriverEvents()
+        """What the driver decided about enclaves' dynamic memory (owner limits, issue 17;
+        :mod:`sgxlaunch.driver.dynamic`)."""
         self.releases: list[Callable[[Enclave], None]] = []
         """Called with each initialized enclave as it is torn down (the launch log's
         teardown record)."""
@@ -190,7 +194,7 @@ class SgxDriver:
         return Process(self, pid)
 
     def new_enclave(self) -> Enclave:
-        enclave = Enclave(eid=self._next_eid)
+        enclave = Enclave(eid=self._next_eid, events=self.events)
         self._next_eid += 1
         return enclave
 

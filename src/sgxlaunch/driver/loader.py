@@ -155,6 +155,7 @@ def load(
     provision: bool = False,
     attributes: Attributes | None = None,
     post_add: tuple[tuple[int, int], ...] = (),
+    premap: int | None = None,
 ) -> LoadedEnclave:
     """Create, add, measure and initialize an enclave through the ioctls.
 
@@ -170,6 +171,10 @@ def load(
         post_add: ``(offset, pages)`` ranges to add after EINIT (an SDK enclave's POST_ADD
             layout, SGX2): each is mapped RW (as the PSW's ``enclave_alloc``) and its pages
             faulted in, which EAUGs them; they stay PENDING until the enclave EACCEPTs them.
+        premap: map the whole ELRANGE with these PROT_* bits before ECREATE, as Gramine's
+            ``create_enclave`` maps it RWX (``../shared/reference/sgx2-spec.md`` §6.2: before
+            INIT nothing exists to refuse it); the added pages are mapped over it after INIT
+            as usual, and the holes stay in that mapping.
 
     Raises:
         LoadFailed: naming the failed step and why (errno, SGX status, the check in words).
@@ -180,6 +185,13 @@ def load(
     scratch: list[int] = []
     try:
         base = process.reserve(image.size)
+        if premap is not None:
+            try:
+                process.mmap(base, image.size, premap, MAP_SHARED | MAP_FIXED, fd)
+            except DriverError as exc:
+                raise LoadFailed(
+                    "mmap", exc, [f"mapping ELRANGE before ECREATE: {exc.message}"]
+                ) from None
         secs = secs_for(
             sig,
             size=image.size,

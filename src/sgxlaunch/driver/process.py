@@ -20,6 +20,7 @@ from typing import Protocol
 
 from sgxlaunch.arch.constants import PAGE_SIZE
 from sgxlaunch.cpu import Processor
+from sgxlaunch.driver import dynamic
 from sgxlaunch.driver.encl import Enclave, may_map
 from sgxlaunch.driver.grants import revoke_linear
 from sgxlaunch.driver.uapi import (
@@ -262,8 +263,18 @@ class Process:
 
     # -- mappings --------------------------------------------------------------------------
 
-    def _may_map(self, enclave: Enclave, start: int, end: int, prot: int) -> None:
-        may_map(enclave, start, end, prot, read_implies_exec=self.read_implies_exec)
+    def _may_map(
+        self, enclave: Enclave, start: int, end: int, prot: int, syscall: str = "mmap"
+    ) -> None:
+        may_map(
+            enclave,
+            start,
+            end,
+            prot,
+            read_implies_exec=self.read_implies_exec,
+            syscall=syscall,
+            pid=self.pid,
+        )
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int) -> int:
         """mmap(2) of an enclave fd (``addr`` 0 lets the kernel choose).
@@ -286,6 +297,8 @@ class Process:
         self._may_map(enclave, addr, addr + length, prot)
         if prot & PROT_WRITE:
             revoke_linear(enclave, addr, addr + length)  # W^X: a writable mapping ends grants
+        if prot & PROT_EXEC:  # the owner's record of dynamic executable mappings
+            dynamic.note_map(enclave, addr, addr + length, prot, syscall="mmap", pid=self.pid)
         if flags & MAP_FIXED:
             self.munmap(addr, length)
         self.vmas.append(Vma(addr, addr + length, prot, enclave))
@@ -328,10 +341,20 @@ class Process:
         if not touched:
             raise DriverError(errno.ENOMEM, "mprotect of an unmapped range")
         for vma in touched:
-            self._may_map(vma.enclave, max(addr, vma.start), min(end, vma.end), prot)
+            self._may_map(vma.enclave, max(addr, vma.start), min(end, vma.end), prot, "mprotect")
         if prot & PROT_WRITE:  # W^X in every mm: making a granted page writable ends its grant
             for vma in touched:
                 revoke_linear(vma.enclave, max(addr, vma.start), min(end, vma.end))
+        if prot & PROT_EXEC:  # every check passed: record dynamic executable mappings
+            for vma in touched:
+                dynamic.note_map(
+                    vma.enclave,
+                    max(addr, vma.start),
+                    min(end, vma.end),
+                    prot,
+                    syscall="mprotect",
+                    pid=self.pid,
+                )
         for vma in self._split(addr, end):
             vma.prot = prot
         for page in self._pte_pages(addr, end):

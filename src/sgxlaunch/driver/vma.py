@@ -22,9 +22,11 @@ from typing import Protocol
 
 from sgxlaunch.arch.constants import PAGE_SIZE, PageType, SgxStatus
 from sgxlaunch.cpu import CpuFault, Processor
+from sgxlaunch.driver import dynamic
 from sgxlaunch.driver.encl import Enclave, EnclPage
 from sgxlaunch.driver.epc import PAGEINFO, EpcPool
 from sgxlaunch.driver.grants import revoke_linear
+from sgxlaunch.driver.owner import DynamicMemory
 from sgxlaunch.driver.uapi import (
     PROT_EXEC,
     PROT_READ,
@@ -43,7 +45,8 @@ ACCESS_FETCH = 16
 """What an enclave access asks of the page tables (the processor's ``walk`` argument)."""
 
 _PAGE_MASK = ~(PAGE_SIZE - 1)
-_RWX = PROT_READ | PROT_WRITE | PROT_EXEC
+_RW = PROT_READ | PROT_WRITE
+_RWX = _RW | PROT_EXEC
 _NEED = {ACCESS_READ: PROT_READ, ACCESS_WRITE: PROT_WRITE, ACCESS_FETCH: PROT_EXEC}
 _CODE = {
     ACCESS_READ: X86_PF_USER,
@@ -72,6 +75,7 @@ class UserMm(Protocol):
     address → protection of a present PTE) and its enclave VMAs."""
 
     ptes: dict[int, int]
+    pid: int
 
     def find_vma(self, address: int) -> tuple[int, Enclave] | None:
         """``(prot, enclave)`` of the enclave VMA covering ``address``, else ``None``."""
@@ -147,9 +151,11 @@ class EnclaveVm:
             return self._deliver(error_code, linaddr)
         assert found is not None
         prot = found[0]
+        offset = (linaddr - enclave.base) & _PAGE_MASK
+        added = offset not in enclave.pages
         try:
-            if self.sgx2 and (linaddr - enclave.base) & _PAGE_MASK not in enclave.pages:
-                mapped = self.eaug_page(enclave, (linaddr - enclave.base) & _PAGE_MASK)
+            if self.sgx2 and added:
+                mapped = self.eaug_page(enclave, offset, mm.pid)
             else:
                 mapped = self.vma_fault(enclave, linaddr, prot)
         except DriverError:
@@ -158,9 +164,20 @@ class EnclaveVm:
             mapped = False
         if not mapped:
             return self._deliver(error_code, linaddr)
+        page = linaddr & _PAGE_MASK
+        if prot & PROT_EXEC and enclave.pages[offset].dynamic:
+            # Door 3 (owner limits): a dynamic page's PTE is executable only if the policy
+            # allows it; a fetch it does not allow faults to user space instead of looping.
+            prot = dynamic.pte_prot(enclave, offset, prot, added=added, pid=mm.pid)
+            if error_code & X86_PF_INSTR and not prot & PROT_EXEC:
+                if prot & PROT_WRITE and enclave.exec_grants:
+                    revoke_linear(enclave, page, page + PAGE_SIZE)
+                mm.ptes[page] = prot
+                dynamic.refuse_fetch(enclave, offset, mm.pid)
+                return self._deliver(X86_PF_USER | X86_PF_INSTR | X86_PF_PROT, linaddr)
         if prot & PROT_WRITE and enclave.exec_grants:
-            revoke_linear(enclave, linaddr & _PAGE_MASK, (linaddr & _PAGE_MASK) + PAGE_SIZE)
-        mm.ptes[linaddr & _PAGE_MASK] = prot
+            revoke_linear(enclave, page, page + PAGE_SIZE)  # a writable PTE ends the grant
+        mm.ptes[page] = prot
         return True
 
     def user_fault(self, mm: UserMm, enclave: Enclave, linaddr: int, write: bool) -> None:
@@ -182,11 +199,16 @@ class EnclaveVm:
         if _access_error(found, enclave, code):
             raise DriverError(errno.EFAULT, f"SIGSEGV at 0x{linaddr:x} (error code 0x{code:x})")
         assert found is not None
-        if not self.vma_fault(enclave, linaddr, found[0]):
+        prot = found[0]
+        offset = page - enclave.base
+        added = offset not in enclave.pages
+        if not self.vma_fault(enclave, linaddr, prot, mm.pid):
             raise DriverError(errno.EFAULT, f"SIGBUS at 0x{linaddr:x}")
-        if found[0] & PROT_WRITE and enclave.exec_grants:
+        if prot & PROT_EXEC and enclave.pages[offset].dynamic:
+            prot = dynamic.pte_prot(enclave, offset, prot, added=added, pid=mm.pid)
+        if prot & PROT_WRITE and enclave.exec_grants:
             revoke_linear(enclave, page, page + PAGE_SIZE)  # a writable PTE ends the grant
-        mm.ptes[page] = found[0]
+        mm.ptes[page] = prot
 
     def _deliver(self, error_code: int, linaddr: int) -> bool:
         deliver = self.current.deliver
@@ -205,21 +227,26 @@ class EnclaveVm:
             return False
         return self.vma_fault(enclave, linaddr, PROT_READ | PROT_WRITE)
 
-    def vma_fault(self, enclave: Enclave, linaddr: int, vma_prot: int) -> bool:
+    def vma_fault(self, enclave: Enclave, linaddr: int, vma_prot: int, pid: int = 0) -> bool:
         """sgx_vma_fault for a not-present page of a VMA with ``vma_prot``.
 
         * no page there: on an SGX2 part :meth:`eaug_page`; otherwise SIGBUS (False);
         * ``sgx_encl_load_page_in_vma``: the VMA asks for more than the page's
           ``vm_max_prot_bits`` → SIGBUS; an evicted page is reloaded (ELDU; a refused
-          backing raises the reload's :class:`DriverError`, SIGBUS).
+          backing raises the reload's :class:`DriverError`, SIGBUS). A dynamic page's X bit is
+          left to the PTE (:func:`~sgxlaunch.driver.dynamic.pte_prot`) when the owner's limits
+          decide it (door 3: a dynamic page in an executable VMA gets a non-executable PTE,
+          not a SIGBUS).
         """
         offset = (linaddr - enclave.base) & _PAGE_MASK
         page = enclave.pages.get(offset)
         if page is None:
             if self.sgx2:
-                return self.eaug_page(enclave, offset)
+                return self.eaug_page(enclave, offset, pid)
             return False
         wanted = vma_prot & _RWX
+        if page.dynamic and dynamic.x_bit_from_policy(enclave):
+            wanted &= ~PROT_EXEC
         if page.max_prot & wanted != wanted:
             return False
         if page.epc is None:
@@ -228,11 +255,14 @@ class EnclaveVm:
             self.pool.touch(enclave, page)
         return True
 
-    def eaug_page(self, enclave: Enclave, offset: int) -> bool:
+    def eaug_page(self, enclave: Enclave, offset: int, pid: int = 0) -> bool:
         """sgx_encl_eaug_page: add a page where the enclave has none (spec §5).
 
-        Uninitialized enclave → SIGBUS; the new page's ``vm_max_prot_bits`` is RWX ("the
-        enclave decides the permissions by the means of EACCEPT, EACCEPTCOPY and EMODPE");
+        Uninitialized enclave → SIGBUS; the owner's ``dynamic_memory none`` → SIGBUS
+        (:func:`~sgxlaunch.driver.dynamic.eaug_allowed`, recorded); the new page's
+        ``vm_max_prot_bits`` is RWX ("the enclave decides the permissions by the means of
+        EACCEPT, EACCEPTCOPY and EMODPE") — RW under the owner's ``data`` and
+        ``attested-code`` (:func:`~sgxlaunch.driver.dynamic.eaug_max_prot`, door 1);
         a VA slot is grown for it as for EADD; EAUG with PAGEINFO {LINADDR, SRCPGE 0, SECINFO 0,
         SECS}; a faulting EAUG → SIGBUS with the EPC page freed. Mainline allocates with
         ``reclaim = false`` and answers VM_FAULT_NOPAGE when the EPC is full, so the access is
@@ -244,6 +274,9 @@ class EnclaveVm:
         """
         if not enclave.initialized:
             return False
+        level = enclave.owner_limits.dynamic_memory
+        if level == DynamicMemory.NONE:
+            return dynamic.eaug_allowed(enclave, offset, pid)  # False, recorded
         pool = self.pool
         pages = enclave.pages
         free = pool.free_list
@@ -261,7 +294,8 @@ class EnclaveVm:
         except CpuFault:
             pool.free(epc)
             return False
-        page = EnclPage(offset, _RWX, PageType.REG, epc, dynamic=True)
+        max_prot = _RWX if level == DynamicMemory.CODE else _RW  # dynamic.eaug_max_prot
+        page = EnclPage(offset, max_prot, PageType.REG, epc, dynamic=True)
         pages[offset] = page
         enclave.pages_added += 1
         pool.lru[(enclave.eid, offset)] = (enclave, page)
