@@ -4,7 +4,8 @@ An author signs two enclaves. On a permissive (mainline) platform both launch. T
 keys) installs a launch policy allowing one, and switches the platform to owner launch control.
 Then the allowed enclave launches, the other is refused with its reason, a debug build of the
 allowed one is refused, an older policy is refused, a switch back to permissive with only one
-signature is refused; the author's loader fetches code after EINIT, which runs only after the
+signature is refused; the author's loader fetches code after EINIT, which the driver refuses to
+map executable under dynamic_memory data (the refusal is logged) and which runs only after the
 owner's launch enclave granted it (dynamic_memory attested-code) and recorded the code hash;
 the launch log shows every attempt and verifies. Protected code: the author encrypts the
 example enclave and wraps its key to the owner's launch enclave after checking its quote; the
@@ -463,9 +464,9 @@ def story() -> int:
     check(status["mode"] == "owner", "the platform is still in owner mode")
 
     say(
-        "The author's loader fetches code after EINIT. The owner allows it under "
-        "dynamic_memory attested-code: the loader reports the code to the launch enclave, "
-        "which records the grant with the code hash before the driver maps it executable"
+        "The author's loader fetches code after EINIT. Under the new policy default, "
+        "dynamic_memory data, it may grow but the driver never maps its dynamic pages "
+        "executable: the fetched code is refused (EACCES), and the refusal is in the log"
     )
     loader_mrenclave = sgxlaunch("example", "--loader", "-o", "loader.sgxs", expect=0).strip()
     sgxlaunch(
@@ -481,31 +482,57 @@ def story() -> int:
         "loader.sig",
         expect=0,
     )
-    sgxlaunch("policy", "new", "-o", "policy-v3.json", "--from", "policy-v2.signed.json", expect=0)
-    document = json.loads((WORK / "policy-v3.json").read_text())
-    document["allow"].append(
-        {
-            "id": "loader",
-            "mrenclave": loader_mrenclave,
-            "kss": True,
-            "dynamic_memory": "attested-code",
-            "code_hashes": "any",
-        }
-    )
-    (WORK / "policy-v3.json").write_text(json.dumps(document, indent=1))
+
+    def install_loader_policy(version: int, base: str, rule: dict[str, Any]) -> None:
+        """Policy v``version`` from ``base`` with ``rule`` as its loader rule, signed by 2
+        of 3 and installed (each dynamic-memory level is one more scene: add a call)."""
+        name = f"policy-v{version}"
+        sgxlaunch("policy", "new", "-o", f"{name}.json", "--from", base, expect=0)
+        document = json.loads((WORK / f"{name}.json").read_text())
+        document["allow"] = [r for r in document["allow"] if r.get("id") != rule["id"]]
+        document["allow"].append(rule)
+        (WORK / f"{name}.json").write_text(json.dumps(document, indent=1))
+        sgxlaunch(
+            "policy",
+            "sign",
+            f"{name}.json",
+            "--key",
+            keys[0],
+            "--key",
+            keys[1],
+            "-o",
+            f"{name}.signed.json",
+            expect=0,
+        )
+        sgxlaunch("platform", "install-policy", f"{name}.signed.json", home, machine, expect=0)
+
+    def log_records() -> list[dict[str, Any]]:
+        shown = sgxlaunch("log", "show", home, machine, "--json", expect=0, show=False)
+        records: list[dict[str, Any]] = json_result(shown)["records"]
+        return records
+
+    loader_rule = {"id": "loader", "mrenclave": loader_mrenclave, "kss": True}
+    install_loader_policy(3, "policy-v2.signed.json", {**loader_rule, "dynamic_memory": "data"})
     sgxlaunch(
-        "policy",
-        "sign",
-        "policy-v3.json",
-        "--key",
-        keys[0],
-        "--key",
-        keys[1],
-        "-o",
-        "policy-v3.signed.json",
-        expect=0,
+        "run", "loader.sgxs", "--sig", "loader.sig", "--input", "demo", home, machine, expect=1
     )
-    sgxlaunch("platform", "install-policy", "policy-v3.signed.json", home, machine, expect=0)
+    dynamic = [r for r in log_records() if r["kind"] == "dynamic"]
+    check(
+        [(r["level"], r["action"], r["prot"], r["outcome"], r["errno"]) for r in dynamic]
+        == [("data", "mprotect", "r-x", "refused", "EACCES")],
+        "the driver refused the R-X mapping of the fetched code (EACCES); the log records it",
+    )
+
+    say(
+        "The owner allows the loader under dynamic_memory attested-code: the loader reports "
+        "the code to the launch enclave, which records the grant with the code hash before "
+        "the driver maps it executable"
+    )
+    install_loader_policy(
+        4,
+        "policy-v3.signed.json",
+        {**loader_rule, "dynamic_memory": "attested-code", "code_hashes": "any"},
+    )
     out = json_result(
         sgxlaunch(
             "run",
@@ -548,8 +575,9 @@ def story() -> int:
         "each attempt has its outcome record",
     )
     check(
-        decisions == ["permissive", "permissive", "allowed", "denied", "denied", "allowed"],
-        "six INIT attempts: 2 permissive, 2 allowed, 2 denied",
+        decisions
+        == ["permissive", "permissive", "allowed", "denied", "denied", "allowed", "allowed"],
+        "seven INIT attempts: 2 permissive, 3 allowed, 2 denied",
     )
     sgxlaunch("log", "verify", home, machine, expect=0)
 

@@ -555,9 +555,12 @@ def run(
 ) -> Launch:
     """Load and initialize an enclave on ``platform`` (in owner mode through the owner's
     launch enclave, logged either way); if the image runs a program that ships with
-    sgxlaunch (the example enclave), make ECALL 0 with ``ecall_input``. A protected image
-    (``pcl encrypt``) gets its code key from the owner's launch enclave first
-    (:meth:`Platform.unlock_protected`: REQUEST → RELEASE → UNLOCK, the release logged).
+    sgxlaunch (the example enclave), make ECALL 0 with ``ecall_input`` (the example loader:
+    fetch code, ask for a grant where the driver offers one, map it R-X and run it). A protected
+    image (``pcl encrypt``) gets its code key from the owner's launch enclave first
+    (:meth:`Platform.unlock_protected`: REQUEST → RELEASE → UNLOCK, the release logged). What
+    the driver decided meanwhile about the enclave's dynamic memory under the owner's limits is
+    in the launch log before this returns or raises (``dynamic`` records).
 
     Raises:
         PolicyDenied: the owner's policy refuses it (the attempt is logged), or refuses to
@@ -565,6 +568,8 @@ def run(
         VerificationFailed: the launch enclave (logged) or the decryptor refused a protected
             image's key.
         LoadFailed: the driver or EINIT refused it (errno, SGX status, why).
+        DriverError: the driver refused a step of the example loader (EACCES for the R-X
+            mapping under ``dynamic_memory: data``, EPERM for a refused grant).
         MalformedInput: a file is malformed (named).
     """
     from sgxlaunch.example import SHIPPED_PROGRAMS, shipped_program
@@ -587,10 +592,13 @@ def run(
     output = None
     if program is not None and result.enclave is not None:
         platform.cpu.register_program(result.enclave.mrenclave, program)
-        if program is CodeLoader:  # the example loader: fetch code, get it granted, run it
-            output = fetch_and_run(platform, result.enclave, ecall_input)
-        else:
-            output = result.enclave.ecall(0, ecall_input)
+        try:
+            if program is CodeLoader:  # the example loader: fetch code, get it granted, run it
+                output = fetch_and_run(platform, result.enclave, ecall_input)
+            else:
+                output = result.enclave.ecall(0, ecall_input)
+        finally:  # what the driver decided about dynamic memory meanwhile: into the log
+            platform.forward_driver_events()
     return Launch(result, output)
 
 

@@ -65,8 +65,16 @@ def test_grant_lets_the_loader_run_its_fetched_code_and_is_logged() -> None:
     assert grants[DYNAMIC_OFFSET].code_hash == code_hash
     loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RX)
     assert loader.run(data=b"x") == b"fetched code ran inside the loader: x"
-    record = platform.log_records()[-1]
+    *_, record, mapped = platform.log_records()
     assert record["kind"] == GRANT
+    # then the driver's record of the R-X mapping the grant allowed (forwarded by the Platform)
+    assert (mapped["kind"], mapped["action"], mapped["prot"], mapped["outcome"]) == (
+        "dynamic",
+        "mprotect",
+        "r-x",
+        "allowed",
+    )
+    assert mapped["code_hash"] == code_hash.hex() and mapped["level"] == "attested-code"
     assert record["verdict"] == "granted"
     assert record["code_hash"] == code_hash.hex()
     assert record["configid"] == loader.enclave.configid.hex()
@@ -202,6 +210,11 @@ def test_run_of_the_example_loader_fetches_gets_a_grant_and_runs() -> None:
     _owner, platform, sig = grant_platform()
     launch = run(platform, as_sgxs_image(loader_image()), sig, ecall_input=b"cli")
     assert launch.ecall_output == b"fetched code ran inside the loader: cli"
-    record = platform.log_records()[-1]
+    *_, record, mapped = platform.log_records()  # the grant, then the R-X mapping it allowed
     assert record["kind"] == GRANT and record["verdict"] == "granted"
+    assert (mapped["kind"], mapped["outcome"], mapped["code_hash"]) == (
+        "dynamic",
+        "allowed",
+        record["code_hash"],
+    )
     assert record["code_hash"] == hashlib.sha256(CODE).hexdigest()

@@ -14,9 +14,9 @@ from __future__ import annotations
 import struct
 
 from sgxlaunch.arch.constants import PAGE_SIZE
-from sgxlaunch.cpu import EnclaveContext, EnclaveProgram
+from sgxlaunch.cpu import EnclaveContext, EnclaveImage, EnclaveProgram
 from sgxlaunch.cpu.image import program_code_page
-from sgxlaunch.driver import DriverError, Enclave, SgxDriver, uapi
+from sgxlaunch.driver import DriverError, Enclave, LoadedEnclave, SgxDriver, uapi
 from sgxlaunch.driver.dynamic import DriverEvent
 from sgxlaunch.driver.owner import OwnerLimits
 from tests.support.kselftest import (
@@ -37,6 +37,7 @@ from tests.support.kselftest import (
     TCS2,
     Selftest,
     SelftestEnclave,
+    selftest_image,
 )
 
 ENCL_OP_PUT_PAGE = 0x100
@@ -73,20 +74,40 @@ class LoaderEnclave(SelftestEnclave):
         return super().ecall(ctx, function, data)
 
 
+LOADER_SIZE = 0x20000
+
+
+def loader_image() -> EnclaveImage:
+    """The loader enclave's image (the selftest layout, 128 KiB: room for dynamic pages)."""
+    return selftest_image(size=LOADER_SIZE, program=LoaderEnclave)
+
+
 class Loader(Selftest):
     """The loader enclave, loaded (``premap``: ELRANGE mapped with that protection before
-    ECREATE, as Gramine does), initialized, with ``limits`` as its owner limits."""
+    ECREATE, as Gramine does), initialized, with ``limits`` as its owner limits — or, with
+    ``loaded``, the :func:`loader_image` enclave some launcher (a Platform) loaded, with the
+    limits its INIT gave it."""
 
     def __init__(
-        self, driver: SgxDriver, limits: OwnerLimits, *, premap: int | None = None
+        self,
+        driver: SgxDriver,
+        limits: OwnerLimits | None = None,
+        *,
+        premap: int | None = None,
+        loaded: LoadedEnclave | None = None,
     ) -> None:
-        super().__init__(driver, size=0x20000, program=LoaderEnclave, premap=premap)
+        super().__init__(
+            driver, size=LOADER_SIZE, program=LoaderEnclave, premap=premap, loaded=loaded
+        )
         driver.cpu.register_code(FetchedCode)
         self.enclave: Enclave = next(
-            e for e in driver.enclaves.values() if e.base == self.encl_base
+            e
+            for e in driver.enclaves.values()
+            if e.base == self.encl_base and self.process in e.mm_list
         )
         assert self.enclave.initialized
-        self.enclave.owner_limits = limits  # as owner-mode INIT stores them (token KEYID)
+        if limits is not None:
+            self.enclave.owner_limits = limits  # as owner-mode INIT stores them (token KEYID)
         self._next_hole = self.encl_base + self.total_size()
         driver.events.drain()  # start each scenario with an empty queue
 
@@ -217,6 +238,7 @@ __all__ = [
     "ENCL_OP_EXECUTE",
     "ENCL_OP_PUT_PAGE",
     "FETCHED_OUTPUT",
+    "LOADER_SIZE",
     "PENDING_RW",
     "FetchedCode",
     "Loader",
@@ -224,4 +246,5 @@ __all__ = [
     "R",
     "W",
     "X",
+    "loader_image",
 ]

@@ -157,12 +157,17 @@ class Selftest:
         *,
         program: type[SelftestEnclave] = SelftestEnclave,
         premap: int | None = None,
+        loaded: LoadedEnclave | None = None,
     ) -> None:
-        image = selftest_image(heap_size, size, program)
-        sig = sign_image(image, "app")
-        driver.cpu.register_program(sig.enclavehash, program)
+        """Load the enclave (``loaded``: one already loaded from :func:`selftest_image` with
+        the same ``heap_size``, e.g. through a Platform)."""
         self.driver = driver
-        self.encl: LoadedEnclave = load(driver.new_process(), image, sig, premap=premap)
+        if loaded is None:
+            image = selftest_image(heap_size, size, program)
+            sig = sign_image(image, "app")
+            driver.cpu.register_program(sig.enclavehash, program)
+            loaded = load(driver.new_process(), image, sig, premap=premap)
+        self.encl: LoadedEnclave = loaded
         self.process = self.encl.process
         self.fd = self.encl.fd
         self.encl_base = self.encl.baseaddr

@@ -94,12 +94,7 @@ def log_show(home: str | None, machine: str | None, socket: str | None, as_json:
             continue
         who = str(r.get("mrenclave") or "?")[:16]
         if r.get("kind") == "grant":
-            offset, length = r.get("offset"), r.get("length")
-            span = (
-                f"0x{offset:x}+0x{length:x}"
-                if isinstance(offset, int) and isinstance(length, int)
-                else "?"
-            )
+            span = _span(r)
             click.echo(
                 f"{seq!s:>4}  {r.get('time')}  attested-code grant {r.get('verdict', '?')}: "
                 f"mrenclave {who}… instance {str(r.get('configid') or '?')[:16]}… pages {span} "
@@ -115,6 +110,11 @@ def log_show(home: str | None, machine: str | None, socket: str | None, as_json:
                 f"to mrenclave {who}… isvsvn {r.get('isvsvn')}{rule}"
             )
             _echo_reasons(r)
+            continue
+        if r.get("kind") == "dynamic":
+            click.echo(_dynamic_line(seq, r, who))
+            if r.get("code_hash"):
+                click.echo(f"        code sha256 {r['code_hash']}")
             continue
         if r.get("kind") == "teardown":
             click.echo(
@@ -158,6 +158,26 @@ def _constraint_text(constraint: Any) -> str:
             f"isvprodid {constraint.get('isvprodid')}"
         )
     return f"{who}, ISVSVN >= {constraint.get('min_isvsvn')}, non-debug"
+def _span(r: dict[str, Any]) -> str:
+    """A grant's or dynamic record's page range: ``0xOFFSET+0xLENGTH``."""
+    offset, length = r.get("offset"), r.get("length")
+    if isinstance(offset, int) and isinstance(length, int):
+        return f"0x{offset:x}+0x{length:x}"
+    return "?"
+
+
+def _dynamic_line(seq: object, r: dict[str, Any], who: str) -> str:
+    """One ``dynamic`` record (the driver's decision about dynamic memory, issue 17)."""
+    head = f"{seq!s:>4}  {r.get('time')}  dynamic"
+    if r.get("outcome") == "dropped":
+        return f"{head}  the driver's event queue dropped {r.get('dropped')} events"
+    line = (
+        f"{head}  {r.get('level', '?')!s:<13} {r.get('action')} {r.get('prot')} {_span(r)} "
+        f"{r.get('outcome')}"
+    )
+    if r.get("errno") or r.get("signal"):
+        line += f" {r.get('errno') or r.get('signal')}"
+    return line + f"  mrenclave {who}…"
 
 
 @log_group.command("export")

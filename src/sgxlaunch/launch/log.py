@@ -21,7 +21,9 @@ it). :func:`check_exactly_once` checks the pairing on verified records. A *teard
 (``"kind": "teardown"``) closes an initialized enclave's life with the number of pages added
 after EINIT (SGX2) and removed; it stands alone. So do the protected-code records the launch
 enclave writes itself: ``code-key-added`` and ``code-key-release`` (every release and every
-refusal of a code key, :mod:`sgxlaunch.launch.enclave`).
+refusal of a code key, :mod:`sgxlaunch.launch.enclave`). A *dynamic* record (``"kind":
+"dynamic"``) is one decision of the driver about an enclave's dynamic memory under the owner's
+limits (issue 17), forwarded by the Platform from the driver's event queue; it stands alone too.
 
 Records are bounded by construction (:func:`bound_facts`, applied by :func:`make_record`): text
 is cut at :data:`MAX_TEXT` characters, lists keep their first :data:`MAX_LIST_ITEMS` items and a
@@ -77,6 +79,11 @@ GRANT = "grant"
 """An attested-code grant decision (issue 17), written by the launch enclave itself (its GRANT
 ECALL): the instance (MRENCLAVE, MRSIGNER, CONFIGID), the page range, the code hash and the
 verdict; it stands alone. The host can never append one (``LOG_APPEND`` refuses the kind)."""
+DYNAMIC = "dynamic"
+"""What the driver decided about an enclave's dynamic memory under the owner's limits (issue
+17; ``driver/dynamic.py``): a refusal, a dynamic executable mapping allowed, a page added with
+its exec bit withheld — forwarded from the driver's event queue by the Platform; or how many
+events the queue dropped. It stands alone (no pairing)."""
 EPOCH = "epoch"
 CODE_KEY_ADDED = "code-key-added"
 """A record the launch enclave writes when it accepted an author's wrapped code key (key id
@@ -706,6 +713,7 @@ __all__ = [
     "ATTEST_DOMAIN",
     "CODE_KEY_ADDED",
     "CODE_KEY_RELEASE",
+    "DYNAMIC",
     "EMPTY_HEAD",
     "EPOCH",
     "EPOCH_CAUSES",

@@ -50,6 +50,7 @@ from sgxlaunch.driver import (
     SgxDriver,
     load,
 )
+from sgxlaunch.driver.dynamic import DriverEvent
 from sgxlaunch.driver.grants import GrantQuery
 from sgxlaunch.driver.owner import bind_owner
 from sgxlaunch.errors import (
@@ -103,6 +104,7 @@ from sgxlaunch.launch.enclave import (
 )
 from sgxlaunch.launch.log import (
     ATTEMPT,
+    DYNAMIC,
     MAX_LIST_ITEMS,
     MAX_RECORD_BYTES,
     OUTCOME,
@@ -373,6 +375,7 @@ class Platform:
         self._log_count = 0
         self._attempt_seq: int | None = None
         self._held: contextlib.ExitStack | None = None
+        self._unforwarded: list[dict[str, Any]] = []
         with store.locked():
             self._open(machine, random, maintenance)
 
@@ -390,6 +393,7 @@ class Platform:
             machine=machine,
         )
         self.driver = SgxDriver(self.cpu)
+        self.driver.events.clock = self._seconds
         self.le: LoadedEnclave | None = None
         self.le_sigstruct: Sigstruct | None = None
         self._context: dict[str, Any] | None = None
@@ -871,6 +875,9 @@ class Platform:
     def _now(self) -> str:
         return _iso(self.clock())
 
+    def _seconds(self) -> float:
+        return self.clock().timestamp()
+
     # -- owner operations ----------------------------------------------------------------------
 
     @_serialized
@@ -1235,6 +1242,7 @@ class Platform:
         held = contextlib.ExitStack()
         try:
             held.enter_context(self._exclusive())
+            self._forward_events()  # first: nothing may come between an attempt and its outcome
             self._attempt_seq = self._append(self._attempt_facts(attempt))
         except SgxlaunchError as exc:
             held.close()
@@ -1288,6 +1296,7 @@ class Platform:
             return
         try:
             with self._exclusive():
+                self._forward_events()
                 self._append(
                     {
                         "kind": TEARDOWN,
@@ -1300,6 +1309,47 @@ class Platform:
                 )
         except SgxlaunchError as exc:  # teardown goes ahead; the failure is reported
             self._log_errors.append(exc.message)
+
+    def forward_driver_events(self) -> int:
+        """Write what the driver decided about dynamic memory since the last call into the
+        launch log (``dynamic`` records, ``docs/launch.md``). The Platform also does it before
+        each INIT attempt, each teardown record and each :meth:`log_records`. Returns how many
+        records were written."""
+        if self.le is None:
+            return 0
+        with self._exclusive():
+            return self._forward_events()
+
+    def _forward_events(self) -> int:
+        """Under the lock: drain the driver's event queue into ``dynamic`` records. Not while
+        an INIT attempt awaits its outcome (the pair stays adjacent; the events wait). Records
+        that could not be written are kept (in order) for the next call; the failure is kept
+        in :attr:`log_errors`."""
+        events = self.driver.events
+        if self.le is None or self._attempt_seq is not None:
+            return 0
+        pending, self._unforwarded = self._unforwarded, []
+        if events.pending():
+            drained, dropped = events.drain()
+            pending += [_event_facts(e) for e in drained]
+            if dropped:
+                pending.append(
+                    {
+                        "kind": DYNAMIC,
+                        "time": self._now(),
+                        "action": "queue",
+                        "outcome": "dropped",
+                        "dropped": dropped,
+                    }
+                )
+        for written, facts in enumerate(pending):
+            try:
+                self._append(facts)
+            except SgxlaunchError as exc:
+                self._log_errors.append(exc.message)
+                self._unforwarded = pending[written:]
+                return written
+        return len(pending)
 
     def _attempt_facts(self, attempt: InitAttempt) -> dict[str, Any]:
         sig = None
@@ -1344,8 +1394,10 @@ class Platform:
     def log_records(self) -> list[dict[str, Any]]:
         """The stored records, decoded (not verified: see :meth:`verify_log`); a record that
         does not decode comes back flagged ``malformed`` (:func:`~sgxlaunch.launch.log.
-        decode_record`), never raising."""
+        decode_record`), never raising. This platform's pending driver events are written
+        first (:meth:`forward_driver_events`)."""
         with self._exclusive():
+            self._forward_events()
             blobs = self.log_blobs()
         return [decode_record(blob, index) for index, blob in enumerate(blobs)]
 
@@ -1691,6 +1743,31 @@ class Platform:
             "counter": self.machine.load().counter.value,
             "blocked": self.blocked,
         }
+
+
+def _prot(prot: int) -> str:
+    return "".join(c if prot & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4)))
+
+
+def _event_facts(event: DriverEvent) -> dict[str, Any]:
+    """A driver event (``driver/dynamic.py``) as a ``dynamic`` record's facts."""
+    return {
+        "kind": DYNAMIC,
+        "time": _iso(datetime.fromtimestamp(event.time, UTC)),
+        "pid": event.pid,
+        "mrenclave": event.mrenclave.hex(),
+        "mrsigner": event.mrsigner.hex(),
+        "configid": event.configid.hex() if any(event.configid) else None,
+        "level": event.level.label,
+        "action": event.action,
+        "offset": event.start,
+        "length": event.end - event.start,
+        "prot": _prot(event.prot),
+        "outcome": event.outcome,
+        "errno": _errno.errorcode.get(event.errno, str(event.errno)) if event.errno else None,
+        "signal": event.signal or None,
+        "code_hash": None if event.code_hash is None else event.code_hash.hex(),
+    }
 
 
 def take_ownership(store: Store, machine: Machine, data: bytes, now: datetime) -> TrustedState:
