@@ -24,6 +24,8 @@ from sgxlaunch.launch.ecalls import GrantReply, GrantRequest
 from sgxlaunch.launch.log import GRANT
 from tests.support.driver import expect_errno
 from tests.support.grants import (
+    RW,
+    RX,
     Loader,
     VerdictForger,
     dynamic_policy,
@@ -164,6 +166,28 @@ def test_forged_reportdata_refused() -> None:
     assert loader.enclave.exec_grants == {}
 
 
+def test_write_to_granted_page_then_execute_without_new_grant_refused() -> None:
+    """After a grant ran, user space makes the page writable (the grant ends everywhere), the
+    enclave patches the code, the page is made R-X again: the mapping is refused (EACCES) and
+    the patched code never runs; only a new challenge and grant bring execution back."""
+    _owner, platform, sig = grant_platform()
+    loader = start_loader(platform, sig)
+    loader.place()
+    loader.attested_grant()
+    loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RX)
+    assert loader.run(data=b"1").endswith(b"1")
+    loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RW)
+    assert loader.enclave.exec_grants == {}
+    loader.write(DYNAMIC_OFFSET + 4000, b"patched")
+    with expect_errno(errno.EACCES):
+        loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RX)
+    with pytest.raises(DriverError, match="EFAULT"):
+        loader.run()
+    loader.attested_grant()
+    loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RX)
+    assert loader.run(data=b"2").endswith(b"2")
+
+
 def test_granting_pages_of_another_enclave_refused() -> None:
     """User space takes instance A's grant material to instance B's fd: A's challenge is not
     outstanding for B (EINVAL); B's challenge reported by A carries A's CONFIGID, not B's
@@ -264,9 +288,12 @@ def test_direct_grant_call_with_forged_report_posts_no_verdict() -> None:
 
 def test_emodpe_without_a_grant_cannot_fetch() -> None:
     """The enclave EMODPEs X onto its fetched page without asking for a grant: the EPCM has X,
-    but the mapping is RW, so the fetch faults — the page tables decide (spec §6.6)."""
+    but the mapping is RW, so the fetch faults, and without a grant the driver refuses to map
+    the page R-X (EACCES) — the page tables decide (spec §6.6)."""
     _owner, platform, sig = grant_platform()
     loader = start_loader(platform, sig)
     loader.place()  # EACCEPT, code, EMODPE +X
     with pytest.raises(DriverError, match="EFAULT"):
         loader.run()
+    with expect_errno(errno.EACCES):  # no grant: the dynamic page is never mapped R-X
+        loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RX)
