@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from sgxlaunch.attest.quoting import QUOTING_RULE_IDS
+from sgxlaunch.driver.loader import LoadFailed
 from tests.support.cli import run
 from tests.support.cli_json import document_of
 from tests.support.home import make_disk_home
+from tests.support.pages import UNMEASURED_RX, image_with_pages
 from tests.support.platform import allow_rule, author_enclave
 
 CODE_HASH = hashlib.sha256(b"the loader's fetched code").hexdigest()
@@ -214,3 +216,24 @@ def test_platform_status_warns_about_an_older_spec_policy(tmp_path: Path) -> Non
     policy = document_of(run("platform", "status", *where, "--json"))["result"]["policy"]
     assert policy["spec_version"] == "3" and policy["dynamic_code_unrestricted"] is False
     assert policy["warnings"] == []
+
+
+def test_log_show_lists_the_limits_of_each_launch_and_the_refused_pages(
+    tmp_path: Path,
+) -> None:
+    """Under a spec "3" policy the attempt record names the token's limits; an INIT the
+    EINIT-time checks refused shows how many pages and where."""
+    disk = make_disk_home(tmp_path)
+    where = ("--home", disk.home, "--machine", disk.machine)
+    image, sig = image_with_pages([])
+    platform = disk.open()
+    platform.install_policy(disk.owner.policy(version=2, allow=[allow_rule(sig)], spec_version="3"))
+    platform.run(image, sig)
+    bad_image, bad_sig = image_with_pages([UNMEASURED_RX], count=2)
+    with pytest.raises(LoadFailed):
+        platform.run(bad_image, bad_sig)
+    shown = run("log", "show", *where)
+    assert shown.exit_code == 0, shown.output
+    assert "dynamic_memory data, unmeasured_exec deny, rwx_pages deny" in shown.output
+    assert "2 pages refused: " in shown.output
+    assert "2 pages are executable but not measured" in shown.output

@@ -14,51 +14,29 @@ from typing import Any
 
 import pytest
 
-from sgxlaunch.arch.constants import PAGE_SIZE, PageType, SecinfoFlag, secinfo_flags
-from sgxlaunch.arch.structs import Attributes, Sigstruct
-from sgxlaunch.cpu import program_image
-from sgxlaunch.cpu.image import EnclaveImage, ImagePage
-from sgxlaunch.driver import as_sgxs_image, uapi
+from sgxlaunch.arch.constants import PAGE_SIZE, PageType, secinfo_flags
+from sgxlaunch.arch.structs import Sigstruct
+from sgxlaunch.driver import uapi
 from sgxlaunch.driver.initpages import describe_offsets
 from sgxlaunch.driver.loader import LoadFailed
 from sgxlaunch.formats.sgxs import SgxsImage
 from sgxlaunch.launch.log import OUTCOME
 from sgxlaunch.launch.platform import Platform
-from sgxlaunch.sigstruct import sign
-from tests.support.cpu import PROD, MemoryProgram
 from tests.support.driver import Raw, small_secs
 from tests.support.driver import platform as raw_platform
-from tests.support.keys import signer
+from tests.support.pages import (
+    FIRST_EXTRA,
+    MEASURED_RWX,
+    PARTLY_MEASURED_RX,
+    UNMEASURED_RW,
+    UNMEASURED_RWX,
+    UNMEASURED_RX,
+    R,
+    W,
+    X,
+    image_with_pages,
+)
 from tests.support.platform import Owner, allow_rule
-
-R, W, X = SecinfoFlag.R, SecinfoFlag.W, SecinfoFlag.X
-FIRST_EXTRA = 0x4000  # after program_image's TCS, code, SSA and data pages
-
-
-def _image(extra: list[tuple[int, int]], count: int = 1) -> tuple[SgxsImage, Sigstruct]:
-    """MemoryProgram's image plus ``count`` pages per (SECINFO R/W/X, measured mask) in
-    ``extra``, from :data:`FIRST_EXTRA` on."""
-    base = program_image(MemoryProgram)
-    pages = list(base.pages)
-    offset = FIRST_EXTRA
-    for perms, measured in extra:
-        for _ in range(count):
-            flags = secinfo_flags(PageType.REG, perms)
-            pages.append(ImagePage(offset, flags, bytes(PAGE_SIZE), measured))
-            offset += PAGE_SIZE
-    size = base.size
-    while size < offset:
-        size *= 2
-    image = EnclaveImage(size, base.ssaframesize, tuple(pages), base.tcs_offsets)
-    body = Sigstruct(
-        attributes=Attributes(flags=PROD, xfrm=0x3),
-        attributemask=Attributes(flags=2**64 - 1, xfrm=2**64 - 1),
-        miscmask=2**32 - 1,
-        isvprodid=1,
-        isvsvn=1,
-        enclavehash=image.mrenclave(),
-    )
-    return as_sgxs_image(image), sign(body, signer("app"))
 
 
 def _platform(spec_version: str = "3", **rule: Any) -> Platform:
@@ -67,7 +45,7 @@ def _platform(spec_version: str = "3", **rule: Any) -> Platform:
     owner = Owner()
     owner.set_up_launch_enclave()
     platform = owner.platform()
-    _, sig = _image([])
+    _, sig = image_with_pages([])
     policy = owner.policy(
         version=1,
         allow=[allow_rule(sig, **rule)],
@@ -99,16 +77,9 @@ def _outcome(platform: Platform) -> dict[str, Any]:
     return last
 
 
-UNMEASURED_RX = (R | X, 0)
-UNMEASURED_RWX = (R | W | X, 0)
-MEASURED_RWX = (R | W | X, 0xFFFF)
-PARTLY_MEASURED_RX = (R | X, 0x00FF)
-UNMEASURED_RW = (R | W, 0)
-
-
 def test_unmeasured_executable_page_refused_at_einit_under_deny() -> None:
     platform = _platform()
-    image, sig = _image([UNMEASURED_RX])
+    image, sig = image_with_pages([UNMEASURED_RX])
     error = _refused(platform, image, sig)
     assert "1 page is executable but not measured" in error.message
     assert f"offsets 0x{FIRST_EXTRA:x}" in error.message
@@ -121,7 +92,7 @@ def test_unmeasured_executable_page_refused_at_einit_under_deny() -> None:
 
 def test_unmeasured_executable_page_runs_under_unmeasured_exec_allow() -> None:
     platform = _platform(unmeasured_exec="allow")
-    image, sig = _image([UNMEASURED_RX])
+    image, sig = image_with_pages([UNMEASURED_RX])
     result = platform.run(image, sig)
     assert result.enclave is not None and result.enclave.mrenclave == sig.enclavehash
 
@@ -129,13 +100,13 @@ def test_unmeasured_executable_page_runs_under_unmeasured_exec_allow() -> None:
 def test_partly_measured_executable_page_counts_as_unmeasured() -> None:
     """ENCLAVE_EXTEND over half the page: the other half's code is in no measurement."""
     platform = _platform()
-    image, sig = _image([PARTLY_MEASURED_RX])
+    image, sig = image_with_pages([PARTLY_MEASURED_RX])
     assert "executable but not measured" in _refused(platform, image, sig).message
 
 
 def test_measured_rwx_page_refused_at_einit_under_deny() -> None:
     platform = _platform()
-    image, sig = _image([MEASURED_RWX], count=2)
+    image, sig = image_with_pages([MEASURED_RWX], count=2)
     error = _refused(platform, image, sig)
     end = FIRST_EXTRA + 2 * PAGE_SIZE - 1
     assert f"2 pages are writable and executable (RWX) at offsets 0x{FIRST_EXTRA:x}-0x{end:x}" in (
@@ -146,14 +117,14 @@ def test_measured_rwx_page_refused_at_einit_under_deny() -> None:
 
 def test_measured_rwx_page_runs_under_rwx_pages_allow() -> None:
     platform = _platform(rwx_pages="allow")
-    image, sig = _image([MEASURED_RWX])
+    image, sig = image_with_pages([MEASURED_RWX])
     assert platform.run(image, sig).enclave is not None
 
 
 def test_unmeasured_data_pages_need_no_allow() -> None:
     """An SDK heap (EADD without EEXTEND, RW-): not executable, nothing to refuse."""
     platform = _platform()
-    image, sig = _image([UNMEASURED_RW], count=4)
+    image, sig = image_with_pages([UNMEASURED_RW], count=4)
     assert platform.run(image, sig).enclave is not None
 
 
@@ -166,7 +137,7 @@ def test_unmeasured_rwx_free_area_needs_unmeasured_exec_allow(count: int) -> Non
     defaults (the log keeps the count and the first offsets); launched once the rule says
     ``unmeasured_exec: allow`` — ``rwx_pages`` is about measured pages and may stay deny."""
     platform = _platform()
-    image, sig = _image([UNMEASURED_RWX], count=count)
+    image, sig = image_with_pages([UNMEASURED_RWX], count=count)
     error = _refused(platform, image, sig)
     end = FIRST_EXTRA + count * PAGE_SIZE - 1
     assert f"{count} pages are executable but not measured" in error.message
@@ -182,7 +153,7 @@ def test_unmeasured_rwx_free_area_needs_unmeasured_exec_allow(count: int) -> Non
 
 def test_unmeasured_executable_pages_are_refused_before_rwx_ones() -> None:
     platform = _platform()
-    image, sig = _image([MEASURED_RWX, UNMEASURED_RX])
+    image, sig = image_with_pages([MEASURED_RWX, UNMEASURED_RX])
     error = _refused(platform, image, sig)
     assert "executable but not measured" in error.message
     assert f"0x{FIRST_EXTRA + PAGE_SIZE:x}" in error.message
@@ -194,14 +165,14 @@ def test_unmeasured_executable_pages_are_refused_before_rwx_ones() -> None:
 def test_an_older_spec_policy_launches_unmeasured_and_rwx_pages(spec_version: str) -> None:
     """Policies signed before spec "3" keep their meaning: code/allow/allow."""
     platform = _platform(spec_version)
-    image, sig = _image([UNMEASURED_RWX, MEASURED_RWX, UNMEASURED_RX])
+    image, sig = image_with_pages([UNMEASURED_RWX, MEASURED_RWX, UNMEASURED_RX])
     assert platform.run(image, sig).enclave is not None
 
 
 def test_permissive_mode_launches_unmeasured_and_rwx_pages() -> None:
     """Mainline's behaviour: no owner, no EINIT-time page checks."""
     platform = Owner().platform()
-    image, sig = _image([UNMEASURED_RWX, MEASURED_RWX, UNMEASURED_RX])
+    image, sig = image_with_pages([UNMEASURED_RWX, MEASURED_RWX, UNMEASURED_RX])
     assert platform.run(image, sig).enclave is not None
 
 

@@ -76,6 +76,22 @@ def test_the_matched_rules_limits_reach_the_driver(
     assert token_keyid[0] == LIMITS_TAG and token_keyid[1] == int(limits.dynamic_memory)
 
 
+def test_the_attempt_record_names_the_limits_the_token_carries() -> None:
+    """The launch log's attempt record says which limits the enclave was launched under
+    (decoded from the token's KEYID, as the driver decodes them)."""
+    _, platform = _owner_mode("3", dynamic_memory="none", rwx_pages="allow")
+    image, sig = author_enclave(MemoryProgram)
+    platform.run(image, sig)
+    attempt = platform.log_records()[-2]
+    assert attempt["kind"] == "attempt" and attempt["mrenclave"] == sig.enclavehash.hex()
+    assert attempt["token_limits"] == {
+        "dynamic_memory": "none",
+        "unmeasured_exec": "deny",
+        "rwx_pages": "allow",
+    }
+    assert platform.verify_log() == len(platform.log_records())
+
+
 def test_an_older_spec_policy_gives_mainline_limits() -> None:
     _, platform = _owner_mode(None)  # spec_version "2" (issued)
     image, sig = author_enclave(MemoryProgram)

@@ -127,6 +127,12 @@ def log_show(home: str | None, machine: str | None, socket: str | None, as_json:
             f"{seq!s:>4}  {r.get('time')}  {r.get('mode', '?')!s:<10} "
             f"{r.get('decision', '?')!s:<11} {r.get('kind', 'attempt')!s:<11} mrenclave {who}…"
         )
+        limits = r.get("token_limits")
+        if isinstance(limits, dict):  # what the token lets the enclave do after EINIT
+            click.echo(
+                f"        dynamic_memory {limits.get('dynamic_memory')}, unmeasured_exec "
+                f"{limits.get('unmeasured_exec')}, rwx_pages {limits.get('rwx_pages')}"
+            )
         _echo_reasons(r)
     if not records:
         click.echo("(no records)", err=True)

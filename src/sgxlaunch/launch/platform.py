@@ -52,7 +52,7 @@ from sgxlaunch.driver import (
 )
 from sgxlaunch.driver.dynamic import DriverEvent
 from sgxlaunch.driver.grants import GrantQuery
-from sgxlaunch.driver.owner import bind_owner
+from sgxlaunch.driver.owner import bind_owner, keyid_limits
 from sgxlaunch.errors import (
     MalformedInput,
     PolicyDenied,
@@ -1376,6 +1376,7 @@ class Platform:
             "policy_version": context.get("policy_version"),
             "policy_digest": context.get("policy_digest"),
             "token_keyid": keyid,
+            "token_limits": _token_limits(keyid),
         }
 
     def log_blobs(self, signer: bytes | None = None) -> list[bytes]:
@@ -1873,6 +1874,22 @@ def _stored_signer(stored: bytes | None) -> bytes | None:
             f"{LE_ACTIVE_KEY} in the home is not 64 lower-case hex digits", field=LE_ACTIVE_KEY
         )
     return bytes.fromhex(stored.decode())
+
+
+def _token_limits(keyid: Any) -> dict[str, str] | None:
+    """The owner limits a token's KEYID (hex) carries (:func:`~sgxlaunch.driver.owner.
+    keyid_limits`: what the driver enforces if the INIT succeeds), or ``None``."""
+    if not isinstance(keyid, str):
+        return None
+    try:
+        limits = keyid_limits(bytes.fromhex(keyid))
+    except (ValueError, VerificationFailed):
+        return None
+    return {
+        "dynamic_memory": limits.dynamic_memory.label,
+        "unmeasured_exec": "allow" if limits.unmeasured_exec else "deny",
+        "rwx_pages": "allow" if limits.rwx_pages else "deny",
+    }
 
 
 def _keyid(token: bytes) -> str | None:
