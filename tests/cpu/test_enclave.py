@@ -249,6 +249,51 @@ def test_egetkey_every_key_name_allowed(probe: Launched) -> None:
     assert len(keys) == len(KeyName)
 
 
+def test_einittoken_key_is_the_sdm_dependency_set() -> None:
+    """EGETKEY(EINITTOKEN_KEY) is derive_key over the SDM's EINITTOKEN dependencies (ISVPRODID,
+    ISVSVN, OWNEREPOCH, masked ATTRIBUTES, MRSIGNER, KEYID, the seal fuses, CPUSVN, masked
+    MISCSELECT, SECS.PADDING; every other field zero): the one-step packing the fast path uses
+    is the KeyDependencies serialization, and every KEYID gives another key."""
+    from sgxlaunch.cpu.keys import KeyDependencies, einittoken_dependencies
+
+    proc = cpu()
+    le = launch(proc, KeyProbe, "le", isvsvn=2, flags=PROD | int(AttributeFlag.EINITTOKEN_KEY))
+    info = proc.secs_info(le.enclave.secs)
+    secs = proc.state.secs_state[(le.enclave.secs - proc.epc_base) >> 12]
+    keys = set()
+    for keyid in (bytes(32), bytes(range(32)), b"\xff" * 32):
+        request = {
+            "keyname": KeyName.EINITTOKEN,
+            "isvsvn": 1,
+            "cpusvn": proc.cpusvn,
+            "keyid": keyid,
+            "attributemask": Attributes(flags=2**64 - 1, xfrm=0x3),
+            "miscmask": 0xFFFFFFFF,
+        }
+        status, key = _getkey(le, **request)
+        assert status == SgxStatus.SUCCESS
+        fields = {
+            "isvprodid": info["isvprodid"],
+            "isvsvn": 1,
+            "sgxownerepoch": proc.config.owner_epoch,
+            "attributes_flags": info["attributes_flags"],
+            "attributes_xfrm": info["attributes_xfrm"] & 0x3,
+            "mrsigner": info["mrsigner"],
+            "keyid": keyid,
+            "seal_key_fuses": proc._fuses.seal_fuses,
+            "cpusvn": proc.cpusvn,
+            "miscselect": info["miscselect"],
+            "padding": secs.padding,
+        }
+        reference = KeyDependencies(keyname=KeyName.EINITTOKEN, **fields).to_bytes()  # type: ignore[arg-type]
+        assert einittoken_dependencies(**fields) == reference  # type: ignore[arg-type]
+        assert key == proc._fuses.derive_bytes(reference)
+        keys.add(key)
+    assert len(keys) == 3
+    with pytest.raises(UsageError, match="keyid must be 32 bytes"):
+        einittoken_dependencies(**{**fields, "keyid": bytes(31)})  # type: ignore[arg-type]
+
+
 def test_egetkey_refuses_unknown_keyname(probe: Launched) -> None:
     assert _getkey(probe, keyname=5)[0] == SgxStatus.INVALID_KEYNAME
 

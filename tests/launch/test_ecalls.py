@@ -321,3 +321,21 @@ def test_error_replies() -> None:
     assert ok == AdvanceReply(counter=1)
     with pytest.raises(MalformedInput, match="empty"):
         decode_reply(Call.MINT, b"")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [m for m in MESSAGES if type(m) in REPLIES.values()],
+    ids=lambda m: type(m).__name__,
+)
+def test_ok_reply_decodes_after_its_status_byte(message: Message) -> None:
+    """``encode_ok`` puts the status byte before the encoding; ``decode_reply`` reads the
+    reply from offset 1 of the same buffer, with the same checks (a trailing byte refused)."""
+    data = encode_ok(message)
+    assert data == b"\x00" + message.encode_reference()
+    assert decode_reply(message.CALL, data) == message
+    with pytest.raises(MalformedInput, match="trailing bytes"):
+        decode_reply(message.CALL, data + b"\x00")
+    if len(data) > 1:
+        with pytest.raises(MalformedInput):
+            decode_reply(message.CALL, data[:-1])

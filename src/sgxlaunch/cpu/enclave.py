@@ -48,7 +48,7 @@ from sgxlaunch.cpu.edmm import (
     EdmmEnclu,
 )
 from sgxlaunch.cpu.faults import EnclaveLeafFailed, GeneralProtection, InvalidOpcode, PageFault
-from sgxlaunch.cpu.keys import FusedSecrets, KeyDependencies, cmac128
+from sgxlaunch.cpu.keys import FusedSecrets, KeyDependencies, cmac128, einittoken_dependencies
 from sgxlaunch.cpu.machine import (
     CounterAccessDenied,
     CounterSlot,
@@ -71,6 +71,19 @@ _EINITTOKEN_KEY = int(AttributeFlag.EINITTOKEN_KEY)
 _PROVISIONKEY = int(AttributeFlag.PROVISIONKEY)
 _PT_REG = int(PageType.REG)
 _UNACCEPTED = EPCM_PENDING | EPCM_MODIFIED
+_KEYREQUEST = struct.Struct("<HHH2s16sQQ32sIH434s")
+"""KEYREQUEST flat (spec §1.9): KEYNAME, KEYPOLICY, ISVSVN, reserved, CPUSVN, ATTRIBUTEMASK
+(FLAGS, XFRM), KEYID, MISCMASK, CONFIGSVN, reserved."""
+assert _KEYREQUEST.size == KeyRequest.SIZE
+_ZERO2 = bytes(2)
+_ZERO434 = bytes(434)
+_DERIVED_KEYNAMES = frozenset(
+    (KeyName.SEAL, KeyName.EINITTOKEN, KeyName.PROVISION, KeyName.PROVISION_SEAL)
+)
+_PROVISIONING_KEYNAMES = frozenset((KeyName.PROVISION, KeyName.PROVISION_SEAL))
+_REPORT_KEY = int(KeyName.REPORT)
+_SEAL_KEY = int(KeyName.SEAL)
+_EINITTOKEN_KEYNAME = int(KeyName.EINITTOKEN)
 _NEED = {ACCESS_READ: int(SecinfoFlag.R), ACCESS_WRITE: int(SecinfoFlag.W), ACCESS_FETCH: 4}
 _MAX_DELIVERIES = 8
 """How often one access (or one ENCLU leaf) may fault to the OS and be retried before the
@@ -798,143 +811,146 @@ class Enclu(StateView):
         )
 
     def egetkey(self, enclave: SecsState, keyrequest: KeyRequest | bytes) -> bytes:
-        """EGETKEY for the running ``enclave`` (see :meth:`EnclaveContext.egetkey`)."""
-        req = (
-            keyrequest
-            if isinstance(keyrequest, KeyRequest)
-            else KeyRequest.from_bytes_raw(keyrequest)
-        )
-        if req.nonzero_reserved() is not None:
-            raise GeneralProtection("KEYREQUEST reserved fields are set")
-        if req.keypolicy & KEYPOLICY_RESERVED_MASK:
-            raise GeneralProtection("KEYREQUEST.KEYPOLICY reserved bits are set")
-        if not enclave.attributes & _KSS and (req.keypolicy & KEYPOLICY_KSS_MASK or req.configsvn):
-            raise GeneralProtection("KSS key policies and CONFIGSVN need SECS.ATTRIBUTES.KSS")
-        return self._derive(enclave, req)
+        """EGETKEY for the running ``enclave`` (see :meth:`EnclaveContext.egetkey`).
 
-    def _derive(self, enclave: SecsState, req: KeyRequest) -> bytes:
-        name = req.keyname
-        cfg = self.config
-        if name == KeyName.REPORT:
+        The 512-byte KEYREQUEST is unpacked once, flat (:data:`_KEYREQUEST`, the layout of
+        :class:`~sgxlaunch.arch.structs.KeyRequest`), and checked field by field in the SDM's
+        order; no structure object is built on the way."""
+        data = keyrequest.to_bytes() if isinstance(keyrequest, KeyRequest) else keyrequest
+        if len(data) != KeyRequest.SIZE:
+            KeyRequest.from_bytes_raw(data)  # raises MalformedInput naming the length
+        (
+            name,
+            policy,
+            isvsvn,
+            reserved1,
+            cpusvn,
+            mask_flags,
+            mask_xfrm,
+            keyid,
+            miscmask,
+            configsvn,
+            reserved2,
+        ) = _KEYREQUEST.unpack(data)
+        if reserved1 != _ZERO2 or reserved2 != _ZERO434:
+            raise GeneralProtection("KEYREQUEST reserved fields are set")
+        if policy & KEYPOLICY_RESERVED_MASK:
+            raise GeneralProtection("KEYREQUEST.KEYPOLICY reserved bits are set")
+        if not enclave.attributes & _KSS and (policy & KEYPOLICY_KSS_MASK or configsvn):
+            raise GeneralProtection("KSS key policies and CONFIGSVN need SECS.ATTRIBUTES.KSS")
+        if name == _REPORT_KEY:
             return self.report_key(
                 mrenclave=enclave.mrenclave,
                 attributes=Attributes(flags=enclave.attributes, xfrm=enclave.xfrm),
                 miscselect=enclave.miscselect,
                 configid=enclave.configid,
                 configsvn=enclave.configsvn,
-                keyid=req.keyid,
+                keyid=keyid,
             )
-        if name not in (
-            KeyName.SEAL,
-            KeyName.EINITTOKEN,
-            KeyName.PROVISION,
-            KeyName.PROVISION_SEAL,
-        ):
+        if name not in _DERIVED_KEYNAMES:
             raise EnclaveLeafFailed(SgxStatus.INVALID_KEYNAME, f"KEYNAME {name}")
-        if name == KeyName.EINITTOKEN and not enclave.attributes & _EINITTOKEN_KEY:
+        if name == _EINITTOKEN_KEYNAME and not enclave.attributes & _EINITTOKEN_KEY:
             raise EnclaveLeafFailed(SgxStatus.INVALID_ATTRIBUTE, "EINITTOKEN_KEY attribute not set")
-        if name in (KeyName.PROVISION, KeyName.PROVISION_SEAL) and not (
-            enclave.attributes & _PROVISIONKEY
-        ):
+        if name in _PROVISIONING_KEYNAMES and not enclave.attributes & _PROVISIONKEY:
             raise EnclaveLeafFailed(SgxStatus.INVALID_ATTRIBUTE, "PROVISIONKEY attribute not set")
-        if cpusvn_beyond(req.cpusvn, cfg.cpusvn):
+        cfg = self.config
+        if cpusvn_beyond(cpusvn, cfg.cpusvn):
             raise EnclaveLeafFailed(SgxStatus.INVALID_CPUSVN, "KEYREQUEST.CPUSVN beyond the CPU's")
-        if req.isvsvn > enclave.isvsvn:
+        if isvsvn > enclave.isvsvn:
             raise EnclaveLeafFailed(SgxStatus.INVALID_ISVSVN, "KEYREQUEST.ISVSVN above the SECS's")
-        if name == KeyName.SEAL and req.configsvn > enclave.configsvn:
+        if name == _SEAL_KEY and configsvn > enclave.configsvn:
             raise EnclaveLeafFailed(
                 SgxStatus.INVALID_ISVSVN, "KEYREQUEST.CONFIGSVN above the SECS's"
             )
-        mask = req.attributemask
-        attr_flags = (mask.flags | _REQUIRED_SEALING_MASK) & enclave.attributes
-        attr_xfrm = mask.xfrm & enclave.xfrm
-        miscselect = req.miscmask & enclave.miscselect
-        if name == KeyName.EINITTOKEN:
-            deps = KeyDependencies(
-                keyname=KeyName.EINITTOKEN,
-                isvprodid=enclave.isvprodid,
-                isvsvn=req.isvsvn,
-                sgxownerepoch=cfg.owner_epoch,
-                attributes_flags=attr_flags,
-                attributes_xfrm=attr_xfrm,
-                mrsigner=enclave.mrsigner,
-                keyid=req.keyid,
-                seal_key_fuses=self._fuses.seal_fuses,
-                cpusvn=req.cpusvn,
-                miscselect=miscselect,
-                padding=enclave.padding,
+        attr_flags = (mask_flags | _REQUIRED_SEALING_MASK) & enclave.attributes
+        attr_xfrm = mask_xfrm & enclave.xfrm
+        miscselect = miscmask & enclave.miscselect
+        fuses = self._fuses
+        if name == _EINITTOKEN_KEYNAME:
+            return fuses.derive_bytes(
+                einittoken_dependencies(
+                    isvprodid=enclave.isvprodid,
+                    isvsvn=isvsvn,
+                    sgxownerepoch=cfg.owner_epoch,
+                    attributes_flags=attr_flags,
+                    attributes_xfrm=attr_xfrm,
+                    mrsigner=enclave.mrsigner,
+                    keyid=keyid,
+                    seal_key_fuses=fuses.seal_fuses,
+                    cpusvn=cpusvn,
+                    miscselect=miscselect,
+                    padding=enclave.padding,
+                )
             )
-        elif name == KeyName.SEAL:
-            policy = req.keypolicy
+        if name == _SEAL_KEY:
             use_config = bool(policy & KeyPolicy.CONFIGID)
             deps = KeyDependencies(
                 keyname=KeyName.SEAL,
                 isvfamilyid=enclave.isvfamilyid if policy & KeyPolicy.ISVFAMILYID else bytes(16),
                 isvextprodid=enclave.isvextprodid if policy & KeyPolicy.ISVEXTPRODID else bytes(16),
                 isvprodid=0 if policy & KeyPolicy.NOISVPRODID else enclave.isvprodid,
-                isvsvn=req.isvsvn,
+                isvsvn=isvsvn,
                 sgxownerepoch=cfg.owner_epoch,
                 attributes_flags=attr_flags,
                 attributes_xfrm=attr_xfrm,
-                attributesmask_flags=mask.flags,
-                attributesmask_xfrm=mask.xfrm,
+                attributesmask_flags=mask_flags,
+                attributesmask_xfrm=mask_xfrm,
                 mrenclave=enclave.mrenclave if policy & KeyPolicy.MRENCLAVE else bytes(32),
                 mrsigner=enclave.mrsigner if policy & KeyPolicy.MRSIGNER else bytes(32),
-                keyid=req.keyid,
-                seal_key_fuses=self._fuses.seal_fuses,
-                cpusvn=req.cpusvn,
+                keyid=keyid,
+                seal_key_fuses=fuses.seal_fuses,
+                cpusvn=cpusvn,
                 miscselect=miscselect,
-                miscmask=~req.miscmask & 0xFFFFFFFF,
+                miscmask=~miscmask & 0xFFFFFFFF,
                 padding=enclave.padding,
                 keypolicy=policy,
                 configid=enclave.configid if use_config else bytes(64),
-                configsvn=req.configsvn if use_config else 0,
+                configsvn=configsvn if use_config else 0,
             )
         elif name == KeyName.PROVISION_SEAL:
             # SDM EGETKEY, PROVISION_SEAL_KEY: owner-independent (no OWNEREPOCH) but bound to
             # this CPU's seal fuses; KEYPOLICY's KSS bits apply as for SEAL_KEY, and KEYPOLICY
             # itself is a dependency. MRENCLAVE and KEYID are not.
-            policy = req.keypolicy
             use_config = bool(policy & KeyPolicy.CONFIGID)
             deps = KeyDependencies(
                 keyname=KeyName.PROVISION_SEAL,
                 isvfamilyid=enclave.isvfamilyid if policy & KeyPolicy.ISVFAMILYID else bytes(16),
                 isvextprodid=enclave.isvextprodid if policy & KeyPolicy.ISVEXTPRODID else bytes(16),
                 isvprodid=0 if policy & KeyPolicy.NOISVPRODID else enclave.isvprodid,
-                isvsvn=req.isvsvn,
+                isvsvn=isvsvn,
                 sgxownerepoch=bytes(16),
                 attributes_flags=attr_flags,
                 attributes_xfrm=attr_xfrm,
-                attributesmask_flags=mask.flags,
-                attributesmask_xfrm=mask.xfrm,
+                attributesmask_flags=mask_flags,
+                attributesmask_xfrm=mask_xfrm,
                 mrsigner=enclave.mrsigner,
-                seal_key_fuses=self._fuses.seal_fuses,
-                cpusvn=req.cpusvn,
+                seal_key_fuses=fuses.seal_fuses,
+                cpusvn=cpusvn,
                 miscselect=miscselect,
-                miscmask=~req.miscmask & 0xFFFFFFFF,
+                miscmask=~miscmask & 0xFFFFFFFF,
                 padding=enclave.padding,
                 keypolicy=policy,
                 configid=enclave.configid if use_config else bytes(64),
-                configsvn=req.configsvn if use_config else 0,
+                configsvn=configsvn if use_config else 0,
             )
         else:
             deps = KeyDependencies(  # PROVISION_KEY: neither the owner epoch nor the fuses
                 keyname=KeyName.PROVISION,
                 isvprodid=enclave.isvprodid,
-                isvsvn=req.isvsvn,
+                isvsvn=isvsvn,
                 sgxownerepoch=bytes(16),
                 attributes_flags=attr_flags,
                 attributes_xfrm=attr_xfrm,
-                attributesmask_flags=mask.flags,
-                attributesmask_xfrm=mask.xfrm,
+                attributesmask_flags=mask_flags,
+                attributesmask_xfrm=mask_xfrm,
                 mrsigner=enclave.mrsigner,
                 seal_key_fuses=bytes(16),
-                cpusvn=req.cpusvn,
+                cpusvn=cpusvn,
                 miscselect=miscselect,
-                miscmask=~req.miscmask & 0xFFFFFFFF,
+                miscmask=~miscmask & 0xFFFFFFFF,
                 padding=enclave.padding,
             )
-        return self._fuses.derive(deps)
+        return fuses.derive(deps)
 
     # -- EENTER -----------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
-from sgxlaunch.arch.constants import HARDCODED_PKCS1_5_PADDING
+from sgxlaunch.arch.constants import HARDCODED_PKCS1_5_PADDING, KeyName
 from sgxlaunch.errors import UsageError
 
 _DEPS = struct.Struct("<H16s16sHH16sQQQQ32s32s32s16s16sII352sH64sHBB")
@@ -99,8 +99,13 @@ class FusedSecrets:
 
     def derive(self, dependencies: KeyDependencies) -> bytes:
         """``derive_key`` under this CPU's root key (from the prepared CMAC state)."""
+        return self.derive_bytes(dependencies.to_bytes())
+
+    def derive_bytes(self, dependencies: bytes) -> bytes:
+        """``derive_key`` of dependencies already serialized (644 bytes: the output of
+        :meth:`KeyDependencies.to_bytes` or :func:`einittoken_dependencies`)."""
         mac = self._root_mac.copy()
-        mac.update(dependencies.to_bytes())
+        mac.update(dependencies)
         return mac.finalize()
 
 
@@ -189,6 +194,82 @@ _BYTE_WIDTHS = (16, 16, 16, 32, 32, 32, 16, 16, 352, 64)
 _BYTE_FIELDS = operator.attrgetter(*_BYTE_NAMES)
 
 
+_Z16 = bytes(16)
+_Z32 = bytes(32)
+_Z64 = bytes(64)
+_EINITTOKEN_KEYNAME = int(KeyName.EINITTOKEN)
+
+
+def einittoken_dependencies(
+    *,
+    isvprodid: int,
+    isvsvn: int,
+    sgxownerepoch: bytes,
+    attributes_flags: int,
+    attributes_xfrm: int,
+    mrsigner: bytes,
+    keyid: bytes,
+    seal_key_fuses: bytes,
+    cpusvn: bytes,
+    miscselect: int,
+    padding: bytes,
+) -> bytes:
+    """The serialized dependencies of an EINITTOKEN_KEY (EGETKEY and EINIT): exactly
+    ``KeyDependencies(keyname=EINITTOKEN, <these fields>).to_bytes()``, packed in one step
+    (every other field at its zero default), for the launch enclave's per-token derivation.
+
+    Raises:
+        UsageError: a byte field does not have its exact width.
+    """
+    if (
+        len(sgxownerepoch) != 16
+        or len(mrsigner) != 32
+        or len(keyid) != 32
+        or len(seal_key_fuses) != 16
+        or len(cpusvn) != 16
+        or len(padding) != 352
+    ):
+        return KeyDependencies(  # names the field at fault
+            keyname=_EINITTOKEN_KEYNAME,
+            isvprodid=isvprodid,
+            isvsvn=isvsvn,
+            sgxownerepoch=sgxownerepoch,
+            attributes_flags=attributes_flags,
+            attributes_xfrm=attributes_xfrm,
+            mrsigner=mrsigner,
+            keyid=keyid,
+            seal_key_fuses=seal_key_fuses,
+            cpusvn=cpusvn,
+            miscselect=miscselect,
+            padding=padding,
+        ).to_bytes()
+    return _DEPS.pack(
+        _EINITTOKEN_KEYNAME,
+        _Z16,
+        _Z16,
+        isvprodid,
+        isvsvn,
+        sgxownerepoch,
+        attributes_flags,
+        attributes_xfrm,
+        0,
+        0,
+        _Z32,
+        mrsigner,
+        keyid,
+        seal_key_fuses,
+        cpusvn,
+        miscselect,
+        0,
+        padding,
+        0,
+        _Z64,
+        0,
+        0,
+        0,
+    )
+
+
 def cmac128(key: bytes, data: bytes) -> bytes:
     """AES-128-CMAC of ``data`` (16 bytes)."""
     mac = CMAC(algorithms.AES(key))
@@ -214,6 +295,7 @@ __all__ = [
     "KeyDependencies",
     "cmac128",
     "derive_key",
+    "einittoken_dependencies",
     "root_key_from_seed",
     "seal_fuses_from_seed",
 ]

@@ -405,10 +405,10 @@ class Process:
         Raises:
             DriverError: EFAULT when the address is not mapped to an enclave TCS.
         """
-        vma = next((v for v in self.vmas if v.start <= tcs_address < v.end), None)
-        if vma is None:
+        found = self.find_vma(tcs_address)
+        if found is None:
             raise DriverError(errno.EFAULT, f"SIGSEGV: 0x{tcs_address:x} is not mapped")
-        return self.driver.enter(self, vma.enclave, tcs_address, function, data)
+        return self.driver.enter(self, found[1], tcs_address, function, data)
 
     def vdso_sgx_enter_enclave(self, leaf: int, run: EnclaveRun, data: bytes = b"") -> int:
         """``__vdso_sgx_enter_enclave`` (:mod:`sgxlaunch.driver.vdso`): EENTER on ``run.tcs``

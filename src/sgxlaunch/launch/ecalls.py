@@ -31,7 +31,6 @@ Times travel as whole seconds since the Unix epoch (``u64``).
 from __future__ import annotations
 
 import enum
-import operator
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -127,6 +126,8 @@ def error_class(code: int) -> type[SgxlaunchError]:
 
 
 def to_seconds(when: datetime) -> int:
+    if when.tzinfo is not None:
+        return int(when.timestamp())  # an aware time's timestamp does not depend on its zone
     return int(when.astimezone(UTC).timestamp())
 
 
@@ -260,86 +261,8 @@ class _Refused(Exception):
     reference codec (which names the field, or encodes the odd value as it always did) runs."""
 
 
-_Decoder = Callable[[bytes, int, list[Any]], int]
-_Encoder = Callable[[Any, list[bytes]], None]
 _FIXED_KINDS = ("u8", "u64", "b32", "fixed")
-
-
-def _fixed_run(run: list[tuple[str, str, int]]) -> tuple[_Decoder, _Encoder]:
-    """One ``struct.Struct`` for consecutive fixed-width fields (``fixed`` is its u32 length
-    and its bytes), with the checks that follow the unpack: a ``u8`` limit, a ``fixed``
-    length."""
-    fmt = "<"
-    keep: list[int] = []  # positions of the field values in the unpacked tuple
-    u8_limits: list[tuple[int, int]] = []
-    lengths: list[tuple[int, int]] = []  # (position of the u32 length, the required length)
-    widths: list[tuple[int, int]] = []  # (field index, exact byte length) checked on encode
-    pos = 0
-    for index, (_name, kind, limit) in enumerate(run):
-        if kind == "u8":
-            fmt += "B"
-            if limit:
-                u8_limits.append((pos, limit))
-        elif kind == "u64":
-            fmt += "Q"
-        elif kind == "b32":
-            fmt += "32s"
-            widths.append((index, 32))
-        else:
-            fmt += f"I{limit}s"
-            lengths.append((pos, limit))
-            widths.append((index, limit))
-            pos += 1
-        keep.append(pos)
-        pos += 1
-    packer = struct.Struct(fmt)
-    size = packer.size
-    unpack_from = packer.unpack_from
-    pack = packer.pack
-    getter = operator.attrgetter(*(name for name, _k, _l in run))
-    single = len(run) == 1
-    all_kept = not lengths
-    # Where the encoder inserts each ``fixed`` field's u32 length (last first, so that the
-    # earlier positions stay valid).
-    inserts = [
-        (index, limit)
-        for index, (_n, kind, limit) in reversed(list(enumerate(run)))
-        if kind == "fixed"
-    ]
-
-    def decode(data: bytes, at: int, out: list[Any]) -> int:
-        end = at + size
-        if end > len(data):
-            raise _Refused
-        values = unpack_from(data, at)
-        for i, limit in u8_limits:
-            if values[i] > limit:
-                raise _Refused
-        for i, length in lengths:
-            if values[i] != length:
-                raise _Refused
-        if all_kept:
-            out.extend(values)
-        else:
-            out.extend([values[i] for i in keep])
-        return end
-
-    def encode(message: Any, out: list[bytes]) -> None:
-        values = (getter(message),) if single else getter(message)
-        for index, width in widths:
-            if len(values[index]) != width:
-                raise _Refused
-        if inserts:
-            items = list(values)
-            for index, length in inserts:
-                items.insert(index, length)
-            values = tuple(items)
-        try:
-            out.append(pack(*values))
-        except struct.error:
-            raise _Refused from None
-
-    return decode, encode
+_FIXED_FORMATS = {"u8": "B", "u64": "Q", "b32": "32s"}
 
 
 def _take_blob(data: bytes, at: int, limit: int) -> tuple[bytes, int]:
@@ -361,148 +284,191 @@ def _take_text(data: bytes, at: int, limit: int) -> tuple[str, int]:
         raise _Refused from None
 
 
-def _variable(name: str, kind: str, limit: int) -> tuple[_Decoder, _Encoder]:
-    """The decoder and encoder of one variable-length field (see the module's table)."""
-    if kind not in ("bytes", "str", "opt", "optstr", "opt32", "list", "strs"):
-        raise AssertionError(kind)  # pragma: no cover - the FIELDS tables are fixed
-    optional = kind in ("opt", "opt32", "optstr")
-    fixed32 = kind == "opt32"
-    text = kind in ("str", "optstr", "strs")
-    items = kind in ("list", "strs")
-    take: Callable[[bytes, int, int], tuple[Any, int]] = _take_text if text else _take_blob
-    item_limit = MAX_TEXT if text else MAX_ITEM
-    unpack_u32 = _U32.unpack_from
-
-    def decode(data: bytes, at: int, out: list[Any]) -> int:
-        size = len(data)
-        if optional:
-            if at >= size or data[at] > 1:
-                raise _Refused
-            if not data[at]:
-                out.append(None)
-                return at + 1
-            at += 1
-            if fixed32:
-                end = at + 32
-                if end > size:
-                    raise _Refused
-                out.append(data[at:end])
-                return end
-        start = at + 4
-        if start > size:
-            raise _Refused
-        n: int = unpack_u32(data, at)[0]
-        if n > limit:
-            raise _Refused
-        if items:
-            values = []
-            for _ in range(n):
-                value, start = take(data, start, item_limit)
-                values.append(value)
-            out.append(tuple(values))
-            return start
-        end = start + n
-        if end > size:
-            raise _Refused
-        raw = data[start:end]
-        if text:
-            try:
-                out.append(raw.decode())
-            except UnicodeDecodeError:
-                raise _Refused from None
-        else:
-            out.append(raw)
-        return end
-
-    getter = operator.attrgetter(name)
-
-    def encode(message: Any, out: list[bytes]) -> None:
-        value = getter(message)
-        if optional:
-            if value is None:
-                out.append(b"\x00")
-                return
-            out.append(b"\x01")
-            if fixed32:
-                if value.__class__ is not bytes or len(value) != 32:
-                    raise _Refused
-                out.append(value)
-                return
-        if items:
-            out.append(_U32.pack(len(value)))
-            for item in value:
-                if text:
-                    if item.__class__ is not str:
-                        raise _Refused
-                    item = item.encode()
-                elif item.__class__ is not bytes:
-                    raise _Refused
-                out.append(_U32.pack(len(item)))
-                out.append(item)
-            return
-        if text:
-            if value.__class__ is not str:
-                raise _Refused
-            value = value.encode()
-        elif value.__class__ is not bytes:
-            raise _Refused
-        out.append(_U32.pack(len(value)))
-        out.append(value)
-
-    return decode, encode
+def _blob_lines(out: list[str], var: str, limit: int, text: bool, pad: str) -> None:
+    """Decoder source: a u32 length (at most ``limit``) and that many bytes into ``var``."""
+    out += [
+        f"{pad}start = at + 4",
+        f"{pad}if start > size: raise _Refused",
+        f"{pad}(n,) = _u32(data, at)",
+        f"{pad}if n > {limit}: raise _Refused",
+        f"{pad}at = start + n",
+        f"{pad}if at > size: raise _Refused",
+        f"{pad}{var} = data[start:at]" + (".decode()" if text else ""),
+    ]
 
 
-def _compile(fields: tuple[tuple[str, str, int], ...]) -> tuple[list[_Decoder], list[_Encoder]]:
-    """The decoders and encoders of a FIELDS table: consecutive fixed-width fields share one
-    ``struct.Struct``, each variable-length field has its own pair."""
-    decoders: list[_Decoder] = []
-    encoders: list[_Encoder] = []
-    run: list[tuple[str, str, int]] = []
-    for name, kind, limit in fields:
-        if kind in _FIXED_KINDS:
-            run.append((name, kind, limit))
+def _generate(
+    cls: type[Message],
+) -> tuple[Callable[[bytes, int], Any], Callable[[Any, bytes], bytes]]:
+    """The compiled codec of one message type: ``decode(data, at)`` (the message encoded in
+    ``data[at:]``, nothing after it) and ``encode(message, head)`` (``head`` then the
+    encoding), generated as straight-line Python from the FIELDS table, with the same checks
+    as :func:`_read`, in the same order (limits before reads, exact length). Consecutive
+    fixed-width fields are one ``struct.Struct``. Both raise :class:`_Refused` where the
+    reference codec must run (it names the field, or encodes the odd value as it always
+    did)."""
+    namespace: dict[str, Any] = {
+        "_Refused": _Refused,
+        "_cls": cls,
+        "_u32": _U32.unpack_from,
+        "_pack32": _U32.pack,
+        "_take_blob": _take_blob,
+        "_take_text": _take_text,
+        "_struct_error": struct.error,
+    }
+    dec = ["def decode(data, at):", " try:", "  size = len(data)"]
+    enc = ["def encode(m, head):", " out = [head]", " try:", "  pass"]
+    values: list[str] = []
+    fields = cls.FIELDS
+    i = 0
+    while i < len(fields):
+        if fields[i][1] in _FIXED_KINDS:
+            run: list[tuple[int, str, str, int]] = []
+            while i < len(fields) and fields[i][1] in _FIXED_KINDS:
+                name, kind, limit = fields[i]
+                run.append((i, name, kind, limit))
+                i += 1
+            fmt = "<" + "".join(
+                f"I{limit}s" if kind == "fixed" else _FIXED_FORMATS[kind]
+                for _i, _n, kind, limit in run
+            )
+            packer = struct.Struct(fmt)
+            struct_name = f"_s{len(namespace)}"
+            namespace[struct_name] = packer
+            targets: list[str] = []
+            checks: list[str] = []
+            pack_args: list[str] = []
+            for index, name, kind, limit in run:
+                var = f"v{index}"
+                values.append(var)
+                enc.append(f"  {var} = m.{name}")
+                if kind == "fixed":
+                    targets += [f"n{index}", var]
+                    checks.append(f"  if n{index} != {limit}: raise _Refused")
+                    enc.append(f"  if len({var}) != {limit}: raise _Refused")
+                    pack_args += [str(limit), var]
+                    continue
+                targets.append(var)
+                pack_args.append(var)
+                if kind == "u8" and limit:
+                    checks.append(f"  if {var} > {limit}: raise _Refused")
+                elif kind == "b32":
+                    enc.append(f"  if len({var}) != 32: raise _Refused")
+            dec += [
+                f"  end = at + {packer.size}",
+                "  if end > size: raise _Refused",
+                f"  ({', '.join(targets)},) = {struct_name}.unpack_from(data, at)",
+                *checks,
+                "  at = end",
+            ]
+            enc.append(f"  out.append({struct_name}.pack({', '.join(pack_args)}))")
             continue
-        if run:
-            decode, encode = _fixed_run(run)
-            decoders.append(decode)
-            encoders.append(encode)
-            run = []
-        decode, encode = _variable(name, kind, limit)
-        decoders.append(decode)
-        encoders.append(encode)
-    if run:
-        decode, encode = _fixed_run(run)
-        decoders.append(decode)
-        encoders.append(encode)
-    return decoders, encoders
+        name, kind, limit = fields[i]
+        var = f"v{i}"
+        values.append(var)
+        i += 1
+        text = kind in ("str", "optstr", "strs")
+        enc.append(f"  {var} = m.{name}")
+        if kind in ("opt", "opt32", "optstr"):
+            dec += [
+                "  if at >= size: raise _Refused",
+                "  present = data[at]",
+                "  if present > 1: raise _Refused",
+                "  at += 1",
+                "  if not present:",
+                f"   {var} = None",
+                "  else:",
+            ]
+            if kind == "opt32":
+                dec += ["   end = at + 32", "   if end > size: raise _Refused"]
+                dec += [f"   {var} = data[at:end]", "   at = end"]
+            else:
+                _blob_lines(dec, var, limit, text, "   ")
+            enc += [f"  if {var} is None:", "   out.append(b'\\x00')", "  else:"]
+            if kind == "opt32":
+                enc += [
+                    f"   if {var}.__class__ is not bytes or len({var}) != 32: raise _Refused",
+                    f"   out += (b'\\x01', {var})",
+                ]
+            else:
+                typ = "str" if text else "bytes"
+                enc.append(f"   if {var}.__class__ is not {typ}: raise _Refused")
+                if text:
+                    enc.append(f"   {var} = {var}.encode()")
+                enc.append(f"   out += (b'\\x01', _pack32(len({var})), {var})")
+        elif kind in ("bytes", "str"):
+            _blob_lines(dec, var, limit, text, "  ")
+            typ = "str" if text else "bytes"
+            enc.append(f"  if {var}.__class__ is not {typ}: raise _Refused")
+            if text:
+                enc.append(f"  {var} = {var}.encode()")
+            enc.append(f"  out += (_pack32(len({var})), {var})")
+        elif kind in ("list", "strs"):
+            take = "_take_text" if text else "_take_blob"
+            item_limit = MAX_TEXT if text else MAX_ITEM
+            dec += [
+                "  start = at + 4",
+                "  if start > size: raise _Refused",
+                "  (n,) = _u32(data, at)",
+                f"  if n > {limit}: raise _Refused",
+                "  items = []",
+                "  for _ in range(n):",
+                f"   item, start = {take}(data, start, {item_limit})",
+                "   items.append(item)",
+                f"  {var} = tuple(items)",
+                "  at = start",
+            ]
+            typ = "str" if text else "bytes"
+            enc += [
+                f"  out.append(_pack32(len({var})))",
+                f"  for item in {var}:",
+                f"   if item.__class__ is not {typ}: raise _Refused",
+            ]
+            if text:
+                enc.append("   item = item.encode()")
+            enc.append("   out += (_pack32(len(item)), item)")
+        else:  # pragma: no cover - the FIELDS tables are fixed
+            raise AssertionError(kind)
+    dec += [
+        "  if at != size: raise _Refused",
+        " except UnicodeDecodeError:",
+        "  raise _Refused from None",
+        f" return _cls({', '.join(values)})",
+    ]
+    enc += [
+        " except _struct_error:",
+        "  raise _Refused from None",
+        " return b''.join(out)",
+    ]
+    exec("\n".join(dec), namespace)  # noqa: S102 - source generated above from FIELDS only
+    exec("\n".join(enc), namespace)  # noqa: S102
+    return namespace["decode"], namespace["encode"]
 
 
 class Message:
     """Base of every request and reply: ``FIELDS`` drives the codec.
 
-    Each message type's codec is compiled once from its table (:func:`_compile`): the encoder
-    and decoder run without per-field dispatch on the kind. Whenever the compiled decoder
-    refuses its input, the reference decoder (:func:`_read` per field, which names the field
-    and why) parses it again and raises; whenever the compiled encoder meets a value it does
-    not take, the reference encoder (:func:`_write` per field) encodes it. The two are kept
-    equal by a differential test (``tests/launch/test_ecalls.py``).
+    Each message type's codec is compiled once from its table (:func:`_generate`): the
+    encoder and decoder are straight-line code without per-field dispatch on the kind.
+    Whenever the compiled decoder refuses its input, the reference decoder (:func:`_read` per
+    field, which names the field and why) parses it again and raises; whenever the compiled
+    encoder meets a value it does not take, the reference encoder (:func:`_write` per field)
+    encodes it. The two are kept equal by a differential test (``tests/launch/test_ecalls.py``).
     """
 
     __slots__ = ()
 
     FIELDS: ClassVar[tuple[tuple[str, str, int], ...]] = ()
     CALL: ClassVar[Call]
-    _DECODERS: ClassVar[list[_Decoder]] = []
-    _ENCODERS: ClassVar[list[_Encoder]] = []
+    _DECODE: ClassVar[Callable[[bytes, int], Any]]
+    _ENCODE: ClassVar[Callable[[Any, bytes], bytes]]
 
-    def encode(self) -> bytes:
-        out: list[bytes] = []
+    def encode(self, head: bytes = b"") -> bytes:
+        """The encoding, after ``head`` (a reply's status byte)."""
         try:
-            for encode in self._ENCODERS:
-                encode(self, out)
+            return self.__class__._ENCODE(self, head)
         except _Refused:
-            return self.encode_reference()
-        return b"".join(out)
+            return head + self.encode_reference()
 
     def encode_reference(self) -> bytes:
         """The encoding, field by field (:func:`_write`)."""
@@ -512,26 +478,22 @@ class Message:
         return b"".join(out)
 
     @classmethod
-    def decode(cls, data: bytes) -> Self:
-        """Parse strictly (limits before reads, exact length).
+    def decode(cls, data: bytes, at: int = 0) -> Self:
+        """Parse ``data[at:]`` strictly (limits before reads, exact length).
 
         Raises:
             MalformedInput: naming the call and the field.
         """
-        data = bytes(data)
-        values: list[Any] = []
-        at = 0
+        if data.__class__ is not bytes:
+            data = bytes(data)
         try:
-            for decode in cls._DECODERS:
-                at = decode(data, at, values)
+            message: Self = cls._DECODE(data, at)
         except _Refused:
-            at = -1
-        if at != len(data):
-            cls.decode_reference(data)  # raises, naming the field
+            cls.decode_reference(data[at:])  # raises, naming the field
             raise MalformedInput(  # pragma: no cover - the two decoders agree (tested)
                 f"launch-enclave {cls.__name__}: refused"
-            )
-        return cls(*values)
+            ) from None
+        return message
 
     @classmethod
     def decode_reference(cls, data: bytes) -> Self:
@@ -551,7 +513,9 @@ def _check_fields(cls: type[Message]) -> type[Message]:
     """Check that the dataclass's fields are ``FIELDS`` in order, and compile the codec."""
     names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
     assert names == tuple(name for name, _k, _l in cls.FIELDS), cls.__name__
-    cls._DECODERS, cls._ENCODERS = _compile(cls.FIELDS)
+    decode, encode = _generate(cls)
+    cls._DECODE = staticmethod(decode)
+    cls._ENCODE = staticmethod(encode)
     return cls
 
 
@@ -1058,7 +1022,7 @@ REPLIES: dict[Call, type[Message]] = {
 
 
 def encode_ok(reply: Message) -> bytes:
-    return b"\x00" + reply.encode()
+    return reply.encode(b"\x00")
 
 
 def _clip(text: str) -> str:
@@ -1095,7 +1059,7 @@ def decode_reply(call: Call, data: bytes) -> Message | CallError:
     if not data:
         raise MalformedInput(f"launch-enclave reply to {call.name} is empty")
     if data[0] == 0:
-        return REPLIES[call].decode(data[1:])
+        return REPLIES[call].decode(data, 1)
     r = _Reader(bytes(data[1:]), f"launch-enclave error reply to {call.name}")
     message = r.text("message", MAX_TEXT)
     count = r.u32("detail")

@@ -347,6 +347,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
         self._identity: Report | None = None
         self._minting: _Minting | None = None
         self._floor: tuple[str, datetime | None] = ("", None)
+        self._last_now: tuple[int, datetime | None] = (-1, None)
         self._epoch_record: bytes | None = None
         """The epoch record of the state prepared at LOAD (recovery or a handover adopted)."""
         self._pending_verdict: bytes | None = None
@@ -459,8 +460,14 @@ class OwnerLaunchEnclave(EnclaveProgram):
 
     def _now(self, host_seconds: int) -> datetime:
         """The host's time, never earlier than the time floor: the latest signed ``issued``
-        of the documents this enclave verified (the host clock itself is never kept)."""
-        now = from_seconds(host_seconds)
+        of the documents this enclave verified (the host clock itself is never sealed; the
+        last conversion is kept in memory only)."""
+        last_seconds, last = self._last_now
+        if host_seconds == last_seconds and last is not None:
+            now = last  # the same whole second as the previous call: the same datetime
+        else:
+            now = from_seconds(host_seconds)
+            self._last_now = (host_seconds, now)
         floor = self.committed.time_floor
         if floor:
             text, floor_time = self._floor
