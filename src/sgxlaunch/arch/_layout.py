@@ -308,7 +308,41 @@ def finalize(cls: _S) -> _S:
         else (_KIND_BYTES, f.size)
         for f in fields
     )
+    setattr(cls, "from_bytes_raw", classmethod(_compile_raw_parser(cls)))  # noqa: B010
     return cls
+
+
+def _compile_raw_parser(cls: type[Structure]) -> Any:
+    """``from_bytes_raw`` of one structure as straight-line code: one unpack, then each slot
+    set through its descriptor (no ``__init__``: raw values are valid by construction), the
+    nested structures parsed the same way. The result equals :meth:`Structure.from_bytes_raw`
+    (the generic version, which also names a wrong length)."""
+    generic = Structure.from_bytes_raw.__func__  # type: ignore[attr-defined]
+    namespace: dict[str, Any] = {
+        "_size": cls.SIZE,
+        "_generic": generic,
+        "_unpack": cls._STRUCT.unpack,
+        "_new": object.__new__,
+    }
+    nested = dict(cls._NESTED)
+    values = [f"v{i}" for i in range(len(cls._NAMES))]
+    lines = [
+        "def from_bytes_raw(cls, data):",
+        " if len(data) != _size:",
+        "  return _generic(cls, data)",
+        f" ({', '.join(values)},) = _unpack(data)",
+        " obj = _new(cls)",
+    ]
+    for i, name in enumerate(cls._NAMES):
+        namespace[f"_set{i}"] = cls.__dict__[name].__set__
+        if i in nested:
+            namespace[f"_nested{i}"] = nested[i]
+            lines.append(f" _set{i}(obj, _nested{i}.from_bytes_raw(v{i}))")
+        else:
+            lines.append(f" _set{i}(obj, v{i})")
+    lines.append(" return obj")
+    exec("\n".join(lines), namespace)  # noqa: S102 - source generated above from FIELDS only
+    return namespace["from_bytes_raw"]
 
 
 def zeros(n: int) -> Any:

@@ -70,6 +70,7 @@ _KSS = int(AttributeFlag.KSS)
 _EINITTOKEN_KEY = int(AttributeFlag.EINITTOKEN_KEY)
 _PROVISIONKEY = int(AttributeFlag.PROVISIONKEY)
 _PT_REG = int(PageType.REG)
+_PT_TCS = int(PageType.TCS)
 _UNACCEPTED = EPCM_PENDING | EPCM_MODIFIED
 _KEYREQUEST = struct.Struct("<HHH2s16sQQ32sIH434s")
 """KEYREQUEST flat (spec §1.9): KEYNAME, KEYPOLICY, ISVSVN, reserved, CPUSVN, ATTRIBUTEMASK
@@ -977,7 +978,7 @@ class Enclu(StateView):
         i = (tcs - self.epc_base) >> 12
         if (
             not self._valid[i]
-            or self._ptype[i] != PageType.TCS
+            or self._ptype[i] != _PT_TCS
             or self._blocked[i]
             or self._perm[i] & _UNACCEPTED
         ):
@@ -1009,7 +1010,7 @@ class Enclu(StateView):
         _STATE.pack_into(epc, base, 1)
         enclave.threads += 1
         try:
-            result = program.ecall(ctx, function, bytes(data))
+            result = program.ecall(ctx, function, data if data.__class__ is bytes else bytes(data))
         except _EnclaveExit as leave:
             result = leave.data
         finally:
@@ -1019,7 +1020,7 @@ class Enclu(StateView):
                 enclave.tracking_threads -= 1
             if self._valid[i] and self._owner[i] is enclave:
                 _STATE.pack_into(epc, base, 0)
-        return bytes(result)
+        return result if result.__class__ is bytes else bytes(result)
 
 
 __all__ = ["PROGRAM_PAGE_MAGIC", "EnclaveContext", "EnclaveProgram", "Enclu", "Mmu"]

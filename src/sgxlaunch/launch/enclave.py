@@ -773,17 +773,20 @@ class OwnerLaunchEnclave(EnclaveProgram):
         variant = entry.variants.get((flags, xfrm))
         if variant is None:
             signed = entry.identity
-            identity = EnclaveIdentity(
-                mrenclave=signed.mrenclave,
-                mrsigner=signed.mrsigner,
-                isvprodid=signed.isvprodid,
-                isvsvn=signed.isvsvn,
-                isvfamilyid=signed.isvfamilyid,
-                isvextprodid=signed.isvextprodid,
-                flags=flags,
-                xfrm=xfrm,
-                miscselect=signed.miscselect,
-            )
+            if flags == signed.flags and xfrm == signed.xfrm:
+                identity = signed  # run with the SIGSTRUCT's own ATTRIBUTES (the usual case)
+            else:
+                identity = EnclaveIdentity(
+                    mrenclave=signed.mrenclave,
+                    mrsigner=signed.mrsigner,
+                    isvprodid=signed.isvprodid,
+                    isvsvn=signed.isvsvn,
+                    isvfamilyid=signed.isvfamilyid,
+                    isvextprodid=signed.isvextprodid,
+                    flags=flags,
+                    xfrm=xfrm,
+                    miscselect=signed.miscselect,
+                )
             # VALID = 1 ‖ reserved ‖ ATTRIBUTES ‖ MRENCLAVE ‖ reserved ‖ MRSIGNER ‖ reserved
             maced = b"".join(
                 (
