@@ -285,13 +285,13 @@ def test_einittoken_key_is_the_sdm_dependency_set() -> None:
             "miscselect": info["miscselect"],
             "padding": secs.padding,
         }
-        reference = KeyDependencies(keyname=KeyName.EINITTOKEN, **fields).to_bytes()  # type: ignore[arg-type]
-        assert einittoken_dependencies(**fields) == reference  # type: ignore[arg-type]
+        reference = KeyDependencies(keyname=KeyName.EINITTOKEN, **fields).to_bytes()
+        assert einittoken_dependencies(**fields) == reference
         assert key == proc._fuses.derive_bytes(reference)
         keys.add(key)
     assert len(keys) == 3
     with pytest.raises(UsageError, match="keyid must be 32 bytes"):
-        einittoken_dependencies(**{**fields, "keyid": bytes(31)})  # type: ignore[arg-type]
+        einittoken_dependencies(**{**fields, "keyid": bytes(31)})
 
 
 def test_egetkey_refuses_unknown_keyname(probe: Launched) -> None:
