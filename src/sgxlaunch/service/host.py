@@ -1,11 +1,15 @@
 """The daemon's platform: opened once, held for the daemon's life, driven from one thread.
 
 Every operation that touches the platform (the emulated CPU, the launch enclave, the store's
-writes) runs on one worker thread, one at a time: that thread owns the platform and its SQLite
-connection, and the queue in front of it is the serialization the issue asks for. Callers hand
-it parsed, bounded inputs only (requests are read and parsed before they reach it). Reads that
-need no CPU (the stored log records) do not go through it: :func:`read_log_page` opens its own
-read connection.
+writes) runs one at a time, holding the platform lock: on one worker thread, which owns the
+platform and its SQLite connection, and the queue in front of it is the serialization the issue
+asks for. A *short* operation — bounded, in memory only (no store, no file, no waiting): a
+token mint, one ECALL of the running launch enclave — runs on the calling thread (the event
+loop's) instead when nothing is queued or running, which saves the hand-off to the worker and
+back (two thread wake-ups and the contention for the GIL between them cost more than the
+mint). Callers hand it parsed, bounded inputs only (requests are read and parsed before they
+reach it). Reads that need no CPU (the stored log records) do not go through it:
+:func:`read_log_page` opens its own read connection.
 
 The platform is opened as the command line opens it: normally first; if the home does not
 verify, the error is kept (operations that the command line runs on a normally opened platform
@@ -36,6 +40,8 @@ from sgxlaunch.store import STATE_FILE, FileMachine, open_store
 from sgxlaunch.store.sqlite import SqliteStore
 
 T = TypeVar("T")
+_KEYID = next(slice(f.offset, f.offset + f.size) for f in EinitToken.FIELDS if f.name == "keyid")
+"""Where an EINITTOKEN's KEYID is (a mint's reply names it)."""
 
 
 def utc_now() -> datetime:
@@ -50,6 +56,11 @@ class PlatformHost:
         self.home = home
         self.machine_path = machine
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgxlaunchd-platform")
+        self._lock = threading.Lock()
+        """Held while an operation runs (on the worker, or inline for a short one)."""
+        self._count_lock = threading.Lock()
+        self._outstanding = 0
+        """Operations handed to the worker and not finished (queued or running)."""
         self._platform: Platform | None = None
         self._open_error: SgxlaunchError | None = None
         self._maintenance_error: SgxlaunchError | None = None
@@ -99,18 +110,42 @@ class PlatformHost:
 
     # -- dispatch ----------------------------------------------------------------------
 
-    async def call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the platform thread (after the operations queued before it)."""
+    async def call(self, fn: Callable[[], T], *, short: bool = False) -> T:
+        """Run ``fn`` on the platform, after the operations queued before it.
 
-        def job() -> T:
-            self.busy = True
+        ``fn`` runs on the platform thread; with ``short`` (``fn`` is bounded and in memory
+        only: it neither reads nor writes the store or any file and never waits) it runs here,
+        on the calling thread, when no operation is queued or running — the order is the same
+        (nothing was before it) and so is the serialization (the platform lock is held). A
+        short operation that finds the worker busy queues behind it like any other.
+        """
+        if short and self._outstanding == 0 and self._lock.acquire(blocking=False):
             try:
-                return fn()
+                return self._run(fn)
             finally:
-                self.busy = False
-                self.le_signer = None if self._platform is None else self._platform.le_signer
+                self._lock.release()
+        with self._count_lock:
+            self._outstanding += 1
+        future = self._executor.submit(self._locked, fn)
+        future.add_done_callback(self._finished)
+        return await asyncio.wrap_future(future)
 
-        return await asyncio.wrap_future(self._executor.submit(job))
+    def _locked(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            return self._run(fn)
+
+    def _finished(self, _future: object) -> None:
+        """(On the worker once ``fn`` has returned, or where a queued job was cancelled.)"""
+        with self._count_lock:
+            self._outstanding -= 1
+
+    def _run(self, fn: Callable[[], T]) -> T:
+        self.busy = True
+        try:
+            return fn()
+        finally:
+            self.busy = False
+            self.le_signer = None if self._platform is None else self._platform.le_signer
 
     def _opened(self, *, maintenance: bool = False) -> Platform:
         """The platform as the command line would open it (normally, or in maintenance).
@@ -164,7 +199,7 @@ class PlatformHost:
             "policy_version": reply.policy_version or None,
             "policy_digest": None if reply.policy_digest is None else reply.policy_digest.hex(),
             "token": None if token is None else token.hex(),
-            "token_keyid": None if token is None else EinitToken.from_bytes_raw(token).keyid.hex(),
+            "token_keyid": None if token is None else token[_KEYID].hex(),
         }
         if not reply.allowed:
             denied = PolicyDenied(
