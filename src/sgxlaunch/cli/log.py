@@ -164,6 +164,8 @@ def _constraint_text(constraint: Any) -> str:
             f"isvprodid {constraint.get('isvprodid')}"
         )
     return f"{who}, ISVSVN >= {constraint.get('min_isvsvn')}, non-debug"
+
+
 def _span(r: dict[str, Any]) -> str:
     """A grant's or dynamic record's page range: ``0xOFFSET+0xLENGTH``."""
     offset, length = r.get("offset"), r.get("length")
