@@ -153,22 +153,22 @@ def protected_code(home: str, machine: str, keys: list[str], author: str) -> Non
         "The owner allows it (protected_code: allow, and the RWX pages in-place decryption "
         "needs) and exports the launch enclave's key-agreement key in a quote"
     )
-    sgxlaunch("policy", "new", "-o", "policy-v4.json", "--from", "policy-v3.signed.json", expect=0)
+    sgxlaunch("policy", "new", "-o", "policy-v5.json", "--from", "policy-v4.signed.json", expect=0)
     sgxlaunch("policy", "new", "-o", "quoting.json", machine, expect=0, show=False)
-    document = json.loads((WORK / "policy-v4.json").read_text())
+    document = json.loads((WORK / "policy-v5.json").read_text())
     known = {rule["id"] for rule in document["allow"]}
     document["allow"] += [
         rule
         for rule in json.loads((WORK / "quoting.json").read_text())["allow"]
         if rule["id"] not in known
     ]  # the PCE and QE rules: the quote is made by the platform's quoting enclave
-    (WORK / "policy-v4.json").write_text(json.dumps(document, indent=1))
-    sgxlaunch("policy", "allow", "policy-v4.json", "--id", "protected-hello", "--mrsigner",
+    (WORK / "policy-v5.json").write_text(json.dumps(document, indent=1))
+    sgxlaunch("policy", "allow", "policy-v5.json", "--id", "protected-hello", "--mrsigner",
               author, "--isvprodid", "0", "--protected-code", "allow", "--rwx-pages", "allow",
               expect=0)  # fmt: skip
-    sgxlaunch("policy", "sign", "policy-v4.json", "--key", keys[0], "--key", keys[2], "-o",
-              "policy-v4.signed.json", expect=0)  # fmt: skip
-    sgxlaunch("platform", "install-policy", "policy-v4.signed.json", home, machine, expect=0)
+    sgxlaunch("policy", "sign", "policy-v5.json", "--key", keys[0], "--key", keys[2], "-o",
+              "policy-v5.signed.json", expect=0)  # fmt: skip
+    sgxlaunch("platform", "install-policy", "policy-v5.signed.json", home, machine, expect=0)
     sgxlaunch("platform", "le-key-quote", "-o", "le.quote", "--public-key-out", "le.pub",
               home, machine, expect=0)  # fmt: skip
     sgxlaunch("platform", "root", "-o", "pcs-root.der", machine, expect=0)
@@ -197,15 +197,15 @@ def protected_code(home: str, machine: str, keys: list[str], author: str) -> Non
                     home, machine, expect=0)  # fmt: skip
     check("ecall 0: hello, secret, from inside enclave" in out, "the decrypted program answers")
 
-    say("The owner revokes protected code (policy v5): the next launch is refused at release")
-    document = json.loads((WORK / "policy-v4.json").read_text())
+    say("The owner revokes protected code (policy v6): the next launch is refused at release")
+    document = json.loads((WORK / "policy-v5.json").read_text())
     for rule in document["allow"]:
         rule.pop("protected_code", None)
-    document["version"] = 5
-    (WORK / "policy-v5.json").write_text(json.dumps(document, indent=1))
-    sgxlaunch("policy", "sign", "policy-v5.json", "--key", keys[1], "--key", keys[2], "-o",
-              "policy-v5.signed.json", expect=0)  # fmt: skip
-    sgxlaunch("platform", "install-policy", "policy-v5.signed.json", home, machine, expect=0)
+    document["version"] = 6
+    (WORK / "policy-v6.json").write_text(json.dumps(document, indent=1))
+    sgxlaunch("policy", "sign", "policy-v6.json", "--key", keys[1], "--key", keys[2], "-o",
+              "policy-v6.signed.json", expect=0)  # fmt: skip
+    sgxlaunch("platform", "install-policy", "policy-v6.signed.json", home, machine, expect=0)
     sgxlaunch("run", "hello.enc.sgxs", "--sig", "hello.enc.sig", home, machine, expect=1)
     records = json_result(sgxlaunch("log", "show", home, machine, "--json", expect=0, show=False))[
         "records"
