@@ -161,7 +161,6 @@ CODE_KEY_SEALED_MAGIC = b"sgxlaunch-code-key/v1\x00"
 """Head of a code key's sealed blob (MRENCLAVE policy)."""
 MAX_CHALLENGES = 256
 """Outstanding release challenges one launch-enclave instance keeps (then the oldest goes)."""
-_INIT = int(AttributeFlag.INIT)
 _DEBUG = int(AttributeFlag.DEBUG)
 
 
@@ -178,6 +177,22 @@ def _time(text: Any) -> datetime:
 
 
 _STATE_DOMAIN = b"sgxlaunch/launch-enclave/state/v1\x00"
+
+
+def _report_identity(report: Report) -> EnclaveIdentity:
+    """The identity the policy judges for a verified REPORT: its fields, ATTRIBUTES without
+    INIT (which EINIT sets; MINT evaluated the SECS attributes before it)."""
+    return EnclaveIdentity(
+        mrenclave=report.mrenclave,
+        mrsigner=report.mrsigner,
+        isvprodid=report.isvprodid,
+        isvsvn=report.isvsvn,
+        isvfamilyid=report.isvfamilyid,
+        isvextprodid=report.isvextprodid,
+        flags=report.attributes.flags & ~_INIT,
+        xfrm=report.attributes.xfrm,
+        miscselect=report.miscselect,
+    )
 
 
 @dataclass
@@ -1077,17 +1092,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
         assert state is not None
         if state.policy is None:
             return None, ["", "policy", "an installed owner launch policy", "none"]
-        identity = EnclaveIdentity(
-            mrenclave=report.mrenclave,
-            mrsigner=report.mrsigner,
-            isvprodid=report.isvprodid,
-            isvsvn=report.isvsvn,
-            isvfamilyid=report.isvfamilyid,
-            isvextprodid=report.isvextprodid,
-            flags=report.attributes.flags & ~_INIT,
-            xfrm=report.attributes.xfrm,
-            miscselect=report.miscselect,
-        )
+        identity = _report_identity(report)
         decision = state.evaluate(identity, now)
         if not decision.allowed:
             out: list[str] = []
@@ -1419,17 +1424,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
         state = self.state
         if state is None or state.policy is None or state.policy_digest is None:
             return None, 0, [("", "policy", "an installed owner launch policy", "none")]
-        identity = EnclaveIdentity(
-            mrenclave=report.mrenclave,
-            mrsigner=report.mrsigner,
-            isvprodid=report.isvprodid,
-            isvsvn=report.isvsvn,
-            isvfamilyid=report.isvfamilyid,
-            isvextprodid=report.isvextprodid,
-            flags=report.attributes.flags & ~_INIT,
-            xfrm=report.attributes.xfrm,
-            miscselect=report.miscselect,
-        )
+        identity = _report_identity(report)
         decision = state.evaluate(identity, self._now(host_seconds))
         if not decision.allowed:
             return (
