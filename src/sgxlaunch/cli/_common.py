@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 import click
 
 from sgxlaunch.cli._output import echo_json as echo_json
-from sgxlaunch.cli._output import echo_json_error, error_kind, set_failure_result
+from sgxlaunch.cli._output import echo_json_error, error_kind, error_message, set_failure_result
 
 if TYPE_CHECKING:
     from sgxlaunch.arch import Sigstruct
@@ -77,7 +77,7 @@ def fail(error: SgxlaunchError, *, as_json: bool = False) -> NoReturn:
     if as_json:
         echo_json_error(
             kind,
-            str(error).split("\n", 1)[0],
+            error_message(error),
             error.exit_code,
             detail=list(error.detail),
             extra=_error_fields(error),

@@ -93,6 +93,18 @@ def error_kind(error: BaseException) -> str:
     return "usage"
 
 
+def error_message(error: BaseException) -> str:
+    """The error's ``message`` in JSON: what the command line prints before the ``detail``
+    lines — the whole of it, also where it holds line breaks (a file name, an outside library's
+    words), so a reader (or sgxlaunchd's client) has exactly what stderr shows."""
+    text = str(error)
+    detail = getattr(error, "detail", ())
+    if detail:
+        suffix = "\n" + "\n".join("  " + line for line in detail)
+        text = text.removesuffix(suffix)
+    return text
+
+
 def echo_json_error(
     kind: str,
     message: str,

@@ -28,8 +28,8 @@ from sgxlaunch.errors import PolicyDenied, UsageError
 from sgxlaunch.formats import sgxs
 from sgxlaunch.launch.platform import Platform
 from sgxlaunch.policy import MemoryStore, Store
-from sgxlaunch.service.client import b64
-from sgxlaunch.service.results import denial_result, refusal_result
+from sgxlaunch.service.client import RemoteError, b64
+from sgxlaunch.service.results import denial_result, log_warnings, refusal_result
 
 
 @click.command("run")
@@ -122,7 +122,13 @@ def run(
                 body["sigstruct_fd"] = 1
             if token_path is not None:
                 body["token_fd"] = len(fds) - 1
-            _report(client.call("POST", "/v1/run", body, fds=fds), sig, as_json)
+            try:
+                result, warnings = client.call_warned("POST", "/v1/run", body, fds=fds)
+            except RemoteError as exc:
+                _warn(exc.warnings)
+                raise
+            _warn(warnings)
+            _report(result, sig, as_json)
     else:
         with open_platform(home, machine) as platform:
             _run_and_report(platform, parsed_image, sig, token, ecall_input, as_json)
@@ -182,8 +188,13 @@ def _run(
     try:
         return run(platform, image, sig, token=token, ecall_input=ecall_input)
     finally:
-        for problem in platform.log_errors:
-            click.echo(f"sgxlaunch: warning: the attempt was not logged: {problem}", err=True)
+        _warn(log_warnings(platform.log_errors))
+
+
+def _warn(warnings: list[str]) -> None:
+    """A launch's warnings on stderr (made here, or sent by sgxlaunchd: the same words)."""
+    for warning in warnings:
+        click.echo(f"sgxlaunch: warning: {warning}", err=True)
 
 
 def register(main: click.Group) -> None:

@@ -2,12 +2,13 @@
 
 Every response body is the command line's JSON document (``docs/json.md``):
 ``{"schema": "sgxlaunch/1", "command", "ok", "result" | "error"}``; errors of the service itself
-(403, 404, 405, 408, 413, 429, 503) use the same ``error`` object with kind ``usage`` and exit
-code 2. The HTTP status says the rest: 200 ok; 400 a bad request (``usage`` /
-``malformed_input``); 422 a request refused on its merits (``verification_failed``, ``denied``,
-``launch_failed``). Each request is handled in this order: the caller's role (from the
-connection's peer credentials), the owner rate limit, the whole body read within its bounds,
-the inputs parsed (off the event loop), and only then the platform thread.
+(403, 404, 405, 408, 409, 413, 429, 503) use the same ``error`` object with kind ``refused``,
+its ``reason`` (:data:`REFUSAL_REASONS`) and, where waiting helps, ``retry_after``; exit code 2.
+The HTTP status says the rest: 200 ok; 400 a bad request (``usage`` / ``malformed_input``); 422
+a request refused on its merits (``verification_failed``, ``denied``, ``launch_failed``). Each
+request is handled in this order: the caller's role (from the connection's peer credentials),
+the owner rate limit, the whole body read within its bounds, the inputs parsed (off the event
+loop), and only then the platform thread.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,12 +36,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from sgxlaunch.cli._common import _error_fields
-from sgxlaunch.cli._output import SCHEMA, error_kind, shaped
+from sgxlaunch.cli._output import SCHEMA, error_kind, error_message, shaped
 from sgxlaunch.errors import MalformedInput, SgxlaunchError, UsageError
 from sgxlaunch.service.client import HOME_HEADER, MACHINE_HEADER
 from sgxlaunch.service.config import LAUNCH, OWNER, READ, ServiceConfig
 from sgxlaunch.service.host import PlatformHost, read_log_page
-from sgxlaunch.service.results import failure_result
+from sgxlaunch.service.results import WARNING_HEADER, failure_result, warnings_of
 
 MAX_PAGE = 1000
 """Most log records one page returns."""
@@ -210,7 +211,7 @@ def error_document(command: str, error: SgxlaunchError) -> dict[str, Any]:
         "ok": False,
         "error": {
             "kind": error_kind(error),
-            "message": str(error).split("\n", 1)[0],
+            "message": error_message(error),
             "detail": list(error.detail),
             "exit_code": error.exit_code,
             **_error_fields(error),
@@ -222,13 +223,37 @@ def error_document(command: str, error: SgxlaunchError) -> dict[str, Any]:
     return doc
 
 
-def refusal_document(command: str, message: str) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
-        "command": command,
-        "ok": False,
-        "error": {"kind": "usage", "message": message, "detail": [], "exit_code": 2},
+REFUSAL_REASONS = {
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    409: "other_platform",
+    413: "too_large",
+    429: "rate_limited",
+    503: "unavailable",
+}
+"""The service's own refusals (error kind ``refused``): the HTTP status and its ``reason``."""
+
+
+def refusal_document(
+    command: str, message: str, status: int | None = None, retry_after: int | None = None
+) -> dict[str, Any]:
+    """The error document of a request the service refuses before the platform sees it:
+    kind ``refused`` with its ``reason`` (and ``retry_after``, seconds) for a status of
+    :data:`REFUSAL_REASONS`; otherwise (a 400) kind ``usage``. Exit code 2 either way."""
+    reason = None if status is None else REFUSAL_REASONS.get(status)
+    error: dict[str, Any] = {
+        "kind": "usage" if reason is None else "refused",
+        "message": message,
+        "detail": [],
+        "exit_code": 2,
     }
+    if reason is not None:
+        error["reason"] = reason
+        if retry_after is not None:
+            error["retry_after"] = retry_after
+    return {"schema": SCHEMA, "command": command, "ok": False, "error": error}
 
 
 def _json_response(
@@ -236,6 +261,17 @@ def _json_response(
 ) -> Response:
     body = json.dumps(doc, separators=(",", ":")).encode()
     return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _warned(
+    response: Response, exc: BaseException | None, warnings: Sequence[str] = ()
+) -> Response:
+    """``response`` with one :data:`WARNING_HEADER` per warning (``warnings``, or those ``exc``
+    carries), each a JSON string: the command line prints them on stderr as it does
+    in-process."""
+    for warning in [*warnings, *([] if exc is None else warnings_of(exc))]:
+        response.headers.append(WARNING_HEADER, json.dumps(warning))
+    return response
 
 
 class RateLimiter:
@@ -641,15 +677,17 @@ class Service:
                 headers = dict(exc.headers)
                 if op.body and "Connection" not in headers and not await self._discard(request):
                     headers["Connection"] = "close"
-                return _json_response(
-                    exc.status, refusal_document(op.command, exc.message), headers
+                retry = exc.headers.get("Retry-After")
+                doc = refusal_document(
+                    op.command, exc.message, exc.status, None if retry is None else int(retry)
                 )
+                return _json_response(exc.status, doc, headers)
             except ClientDisconnect:
                 status, outcome = 499, "disconnected"
                 return Response(status_code=400)
             except SgxlaunchError as exc:
                 status, outcome = (400 if exc.exit_code == 2 else 422), error_kind(exc)
-                return _json_response(status, error_document(op.command, exc))
+                return _warned(_json_response(status, error_document(op.command, exc)), exc)
             except OSError as exc:
                 status, outcome = 400, "usage"
                 error = UsageError(f"request: {exc.strerror or exc}")
@@ -689,7 +727,10 @@ class Service:
         image, sig, token, ecall_input = await anyio.to_thread.run_sync(
             parse_run, body, conn.fds, self.limits.max_body_bytes
         )
-        return await self.on_platform(lambda: self.host.run(image, sig, token, ecall_input))
+        result, warnings = await self.on_platform(
+            lambda: self.host.run(image, sig, token, ecall_input)
+        )
+        return _warned(_json_response(200, document("run", result)), None, warnings)
 
     async def token(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
         sig, attributes = parse_token(body, conn.fds, self.limits.max_body_bytes)
@@ -822,7 +863,7 @@ def build_app(service: Service) -> Starlette:
             outcome="not_found",
             us=0,
         )
-        return _json_response(code, refusal_document("", message))
+        return _json_response(code, refusal_document("", message, code))
 
     return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
 

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sgxlaunch.errors import SgxlaunchError, UsageError
+from sgxlaunch.service.results import WARNING_HEADER
 
 SOCKET_ENV = "SGXLAUNCH_SOCKET"
 SOCKET_NAME = "sgxlaunchd.sock"
@@ -43,9 +44,10 @@ class RemoteError(SgxlaunchError):
     Attributes:
         remote_kind: the error's ``kind``. remote_fields: its machine-readable fields.
         remote_result: the failure ``result`` beside it, if any. status: the HTTP status.
+        warnings: what the command line prints as warnings for the operation (in order).
     """
 
-    def __init__(self, document: dict[str, Any], status: int) -> None:
+    def __init__(self, document: dict[str, Any], status: int, warnings: Sequence[str] = ()) -> None:
         error = document.get("error") or {}
         detail = error.get("detail") or []
         super().__init__(str(error.get("message", "sgxlaunchd failed")), detail=list(detail))
@@ -57,6 +59,7 @@ class RemoteError(SgxlaunchError):
         result = document.get("result")
         self.remote_result = result if isinstance(result, dict) else None
         self.status = status
+        self.warnings = list(warnings)
 
 
 def _connect(path: str, fds: Sequence[int], timeout: float | None) -> socket.socket:
@@ -115,6 +118,18 @@ class DaemonClient:
         Raises:
             UsageError: the daemon cannot be reached.
         """
+        status, data, _warnings = self._exchange(method, target, body, fds=fds)
+        return status, data
+
+    def _exchange(
+        self,
+        method: str,
+        target: str,
+        body: dict[str, Any] | None = None,
+        *,
+        fds: Sequence[int] = (),
+    ) -> tuple[int, bytes, list[str]]:
+        """One request; the status, the raw body and the warnings (:data:`WARNING_HEADER`)."""
         payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         reuse = self.keep_alive and not fds
         head = [f"{method} {target} HTTP/1.1", "Host: sgxlaunchd"]
@@ -136,6 +151,7 @@ class DaemonClient:
             response.begin()
             data = response.read()
             status = response.status
+            warnings = [_warning(v) for v in response.headers.get_all(WARNING_HEADER) or ()]
         except (http.client.HTTPException, OSError) as exc:
             if sock is not None:
                 sock.close()
@@ -147,7 +163,7 @@ class DaemonClient:
         else:
             sock.close()
             self._sock = None
-        return status, data
+        return status, data, warnings
 
     def call(
         self,
@@ -163,7 +179,19 @@ class DaemonClient:
             RemoteError: the daemon reported an error (its document).
             UsageError: the daemon cannot be reached or did not answer with a document.
         """
-        status, data = self.raw(method, target, body, fds=fds)
+        return self.call_warned(method, target, body, fds=fds)[0]
+
+    def call_warned(
+        self,
+        method: str,
+        target: str,
+        body: dict[str, Any] | None = None,
+        *,
+        fds: Sequence[int] = (),
+    ) -> tuple[dict[str, Any], list[str]]:
+        """As :meth:`call`, with the warnings the daemon sent beside the result (a
+        :class:`RemoteError` carries its own in ``warnings``)."""
+        status, data, warnings = self._exchange(method, target, body, fds=fds)
         try:
             document = json.loads(data)
         except ValueError:
@@ -173,14 +201,23 @@ class DaemonClient:
         if not isinstance(document, dict) or "ok" not in document:
             raise UsageError(f"{self.path}: sgxlaunchd answered HTTP {status} without a document")
         if not document["ok"]:
-            raise RemoteError(document, status)
+            raise RemoteError(document, status, warnings)
         result = document.get("result")
-        return result if isinstance(result, dict) else {}
+        return (result if isinstance(result, dict) else {}), warnings
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _warning(value: str) -> str:
+    """A :data:`WARNING_HEADER` value (a JSON string) as text; a value that is not one, as is."""
+    try:
+        text = json.loads(value)
+    except ValueError:
+        return value
+    return text if isinstance(text, str) else value
 
 
 def b64(data: bytes) -> str:

@@ -35,7 +35,13 @@ from sgxlaunch.errors import PolicyDenied, SgxlaunchError, UsageError
 from sgxlaunch.formats.sgxs import SgxsImage
 from sgxlaunch.launch.log import LogTampered, decode_record
 from sgxlaunch.launch.platform import Platform, log_prefix
-from sgxlaunch.service.results import attach, denial_result, refusal_result
+from sgxlaunch.service.results import (
+    attach,
+    attach_warnings,
+    denial_result,
+    log_warnings,
+    refusal_result,
+)
 from sgxlaunch.store import STATE_FILE, FileMachine, open_store
 from sgxlaunch.store.sqlite import SqliteStore
 
@@ -168,20 +174,28 @@ class PlatformHost:
 
     def run(
         self, image: SgxsImage, sig: Sigstruct, token: bytes | None, ecall_input: bytes
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The launch's ``describe()`` and its warnings (the command line's ``run`` prints them
+        on stderr: records of this launch that could not be written); a failure carries both."""
         from sgxlaunch._api import run
 
         platform = self._opened()
+        seen = len(platform.log_errors)
         try:
             launch = run(platform, image, sig, token=token, ecall_input=ecall_input)
         except PolicyDenied as exc:
             attach(exc, denial_result(exc, platform.mode, sig))
+            attach_warnings(exc, log_warnings(platform.log_errors[seen:]))
             raise
         except LoadFailed as exc:
             attach(exc, refusal_result(exc, platform.mode, sig))
+            attach_warnings(exc, log_warnings(platform.log_errors[seen:]))
+            raise
+        except SgxlaunchError as exc:
+            attach_warnings(exc, log_warnings(platform.log_errors[seen:]))
             raise
         result: dict[str, Any] = launch.describe()
-        return result
+        return result, log_warnings(platform.log_errors[seen:])
 
     def mint(self, sigstruct: bytes, attributes: Attributes | None) -> dict[str, Any]:
         """A token for ``sigstruct`` (all 1808 bytes): the launch enclave's decision; a denial

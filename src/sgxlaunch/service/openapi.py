@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from sgxlaunch.service.app import OPERATIONS
+from sgxlaunch.service.results import WARNING_HEADER
 
 _B64 = {"type": "string", "contentEncoding": "base64"}
 _FD = {
@@ -115,16 +116,38 @@ _QUERY: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
+_WARNING = {
+    "description": "Once per warning the command line prints on stderr for this operation "
+    "(`sgxlaunch: warning: …`; run: a launch-log record that could not be written), as a JSON "
+    "string.",
+    "schema": {"type": "string"},
+}
+
 _STATUS = {
     "400": "A bad request (error kind usage or malformed_input, exit code 2).",
-    "403": "The caller's uid and groups do not hold the operation's role (recorded).",
-    "408": "The request head or body did not arrive in time.",
-    "409": "The caller named another home or machine than the one served.",
-    "413": "The body is over the limit (refused from Content-Length, unread).",
+    "403": "The caller's uid and groups do not hold the operation's role (recorded; error kind "
+    "refused, reason forbidden).",
+    "408": "The request head or body did not arrive in time (refused, reason timeout).",
+    "409": "The caller named another home or machine than the one served (refused, reason "
+    "other_platform).",
+    "413": "The body is over the limit (refused from Content-Length, unread; refused, reason "
+    "too_large).",
     "422": "Refused on its merits (verification_failed, denied, launch_failed; exit code 1).",
-    "429": "Too many owner operations from this uid (Retry-After).",
-    "503": "Too many connections, or shutting down (Retry-After).",
+    "429": "Too many owner operations from this uid (refused, reason rate_limited; Retry-After "
+    "and retry_after).",
+    "503": "Too many connections, or shutting down (refused, reason unavailable; Retry-After "
+    "and retry_after).",
 }
+
+
+def _error_schema() -> dict[str, Any]:
+    """The command line's error object (``sgxlaunch/cli/output.schema.json``): one shape, one
+    definition."""
+    from importlib import resources
+
+    text = resources.files("sgxlaunch.cli").joinpath("output.schema.json").read_text()
+    error: dict[str, Any] = json.loads(text)["$defs"]["error"]
+    return error
 
 
 @functools.cache
@@ -162,6 +185,9 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         }
+        if op.name == "run":
+            for code in ("200", "422"):
+                entry["responses"][code]["headers"] = {WARNING_HEADER: _WARNING}
         if op.name in _BODIES:
             entry["requestBody"] = {
                 "required": True,
@@ -192,24 +218,7 @@ def openapi_document() -> dict[str, Any]:
                         "error": {"$ref": "#/components/schemas/Error"},
                     },
                 },
-                "Error": {
-                    "type": "object",
-                    "required": ["kind", "message", "detail", "exit_code"],
-                    "properties": {
-                        "kind": {
-                            "enum": [
-                                "usage",
-                                "malformed_input",
-                                "verification_failed",
-                                "denied",
-                                "launch_failed",
-                            ]
-                        },
-                        "message": {"type": "string"},
-                        "detail": {"type": "array", "items": {"type": "string"}},
-                        "exit_code": {"enum": [1, 2]},
-                    },
-                },
+                "Error": _error_schema(),
             }
         },
     }

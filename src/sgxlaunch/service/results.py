@@ -12,6 +12,11 @@ if TYPE_CHECKING:
 
 FAILURE_RESULT = "failure_result"
 """Attribute under which an error carries its failure ``result`` across the daemon."""
+WARNINGS = "sgxlaunch_warnings"
+"""Attribute under which an error carries the warnings of its operation across the daemon."""
+WARNING_HEADER = "Sgxlaunch-Warning"
+"""A response header, once per warning the command line prints on stderr for the operation
+(``sgxlaunch: warning: …``), its text as a JSON string (ASCII)."""
 
 
 def denial_result(exc: PolicyDenied, mode: str, sig: Sigstruct) -> dict[str, Any]:
@@ -47,9 +52,34 @@ def attach(exc: BaseException, result: dict[str, Any]) -> None:
     setattr(exc, FAILURE_RESULT, result)
 
 
+def attach_warnings(exc: BaseException, warnings: list[str]) -> None:
+    """Let ``exc`` carry the warnings its operation raised (read back with :func:`warnings_of`)."""
+    setattr(exc, WARNINGS, list(warnings))
+
+
+def warnings_of(exc: BaseException) -> list[str]:
+    value = getattr(exc, WARNINGS, None)
+    return [str(w) for w in value] if isinstance(value, list) else []
+
+
+def log_warnings(problems: list[str]) -> list[str]:
+    """``run``'s warnings: launch-log records that could not be written (the driver went on in
+    permissive mode, or refused the launch in owner mode)."""
+    return [f"the attempt was not logged: {problem}" for problem in problems]
+
+
 def failure_result(exc: BaseException) -> dict[str, Any] | None:
     value = getattr(exc, FAILURE_RESULT, None)
     return value if isinstance(value, dict) else None
 
 
-__all__ = ["attach", "denial_result", "failure_result", "refusal_result"]
+__all__ = [
+    "WARNING_HEADER",
+    "attach",
+    "attach_warnings",
+    "denial_result",
+    "failure_result",
+    "log_warnings",
+    "refusal_result",
+    "warnings_of",
+]

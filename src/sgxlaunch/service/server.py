@@ -106,7 +106,8 @@ def receive_fds(sock: socket.socket, max_fds: int) -> list[int]:
 def _refusal(status: int, reason: str, message: str, retry_after: int | None) -> bytes:
     from sgxlaunch.service.app import refusal_document
 
-    body = json.dumps(refusal_document("", message), separators=(",", ":")).encode()
+    document = refusal_document("", message, status, retry_after)
+    body = json.dumps(document, separators=(",", ":")).encode()
     head = [
         f"HTTP/1.1 {status} {reason}",
         "content-type: application/json",
