@@ -135,9 +135,6 @@ def protected_code(home: str, machine: str, keys: list[str], author: str) -> Non
     """Protected code (docs/pcl.md): the author encrypts the example enclave and wraps its key
     to the owner's launch enclave after checking its quote; the launch enclave releases the key
     only under the author's constraint and the owner's rule, and logs each decision."""
-    running_daemon = SOCKET is not None and DAEMON is not None
-    if running_daemon:  # these owner commands open the home themselves
-        stop_daemon()
     say(
         "Protected code: the author encrypts the example enclave; the key is the author's "
         "alone (a file, never an argument)"
@@ -212,8 +209,6 @@ def protected_code(home: str, machine: str, keys: list[str], author: str) -> Non
     ]
     releases = [r["outcome"] for r in records if r["kind"] == "code-key-release"]
     check(releases == ["released", "refused"], "the launch log holds the release and the refusal")
-    if running_daemon:
-        start_daemon(home, machine)
 
 
 def main() -> int:

@@ -15,31 +15,20 @@ from click.testing import CliRunner
 
 from sgxlaunch.cli import main
 from sgxlaunch.service.client import DaemonClient, RemoteError
-from tests.support.home import DiskHome, make_disk_home
 from tests.support.logfault import MESSAGE, daemon_argv, refuse_launch_records
-from tests.support.parity import SCHEMA, Both, result_of
+from tests.support.parity import SCHEMA, Both, chdir_inputs, made_disk_home, result_of
 from tests.support.service import as_user, shared_dir
-
-
-def _made(tmp_path: Path) -> DiskHome:
-    (tmp_path / "made").mkdir()
-    return make_disk_home(tmp_path / "made")
 
 
 @pytest.fixture
 def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("SGXLAUNCH_MACHINE", raising=False)
-    monkeypatch.delenv("SGXLAUNCH_SOCKET", raising=False)
-    path = tmp_path / "in"
-    path.mkdir()
-    monkeypatch.chdir(path)
-    return path
+    return chdir_inputs(tmp_path, monkeypatch)
 
 
 def test_multi_line_messages_are_carried_whole(tmp_path: Path, inputs: Path) -> None:
     """A file name with a line break makes the message two lines; the daemon's error object
     carries both (before: only the first, so stderr lost the rest)."""
-    disk = _made(tmp_path)
+    disk = made_disk_home(tmp_path)
     both = Both.start(disk.home, disk.machine, tmp_path)
     try:
         (inputs / "bad\npolicy.json").write_bytes(b"\x00 not a policy")
@@ -63,7 +52,7 @@ def test_run_warns_of_unlogged_attempts_both_ways(tmp_path: Path, inputs: Path) 
     """A store that refuses launch records (a full disk): in owner mode the launch is refused
     (EIO) and in permissive mode it goes ahead — with the same warning both ways (before: the
     daemon's run said nothing)."""
-    disk = _made(tmp_path)
+    disk = made_disk_home(tmp_path)
     both = Both.start(disk.home, disk.machine, tmp_path, argv=daemon_argv)
     undo = refuse_launch_records()
     try:
@@ -91,7 +80,7 @@ def test_run_warns_of_unlogged_attempts_both_ways(tmp_path: Path, inputs: Path) 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Both]:
-    disk = _made(tmp_path)
+    disk = made_disk_home(tmp_path)
     both = Both.start(disk.home, disk.machine, tmp_path)
     yield both
     both.stop()

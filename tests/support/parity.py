@@ -17,6 +17,7 @@ import jsonschema
 from click.testing import CliRunner, Result
 
 from sgxlaunch.cli import main
+from tests.support.home import DiskHome, make_disk_home
 from tests.support.service import Daemon, start_daemon
 
 TIME = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)")
@@ -26,15 +27,35 @@ PID = re.compile(rb'"pid": \d+')
 """Emulated process ids count from each command's start in-process, from the daemon's start."""
 MSRS = re.compile(rb'("launch_key_msrs": "|MSR hash     )[0-9a-f]{64}')
 """The launch-key MSRs are volatile CPU state the daemon's running CPU keeps."""
+CONFIGID = re.compile(rb'("configid": ")[0-9a-f]{128}')
+"""The driver gives each KSS enclave instance a fresh CONFIGID (the example loader's)."""
 SCHEMA = json.loads(resources.files("sgxlaunch.cli").joinpath("output.schema.json").read_text())
 
 
 def normal(text: bytes, extra: tuple[re.Pattern[bytes], ...] = ()) -> str:
     text = PID.sub(b'"pid": <pid>', TIME.sub(b"<time>", text))
     text = MSRS.sub(rb"\1<msrs>", text)
+    text = CONFIGID.sub(rb"\1<configid>", text)
     for pattern in extra:
         text = pattern.sub(b"<varies>", text)
     return KEYID.sub(rb"\1<keyid>", text).decode()
+
+
+def chdir_inputs(tmp_path: Path, monkeypatch: Any) -> Path:
+    """A directory of inputs, made the working directory (file names in messages are then the
+    same both ways), with no machine or socket from the environment."""
+    monkeypatch.delenv("SGXLAUNCH_MACHINE", raising=False)
+    monkeypatch.delenv("SGXLAUNCH_SOCKET", raising=False)
+    path = tmp_path / "in"
+    path.mkdir()
+    monkeypatch.chdir(path)
+    return path
+
+
+def made_disk_home(tmp_path: Path) -> DiskHome:
+    """An owner-mode platform on disk (``tests.support.home``) under ``tmp_path/made``."""
+    (tmp_path / "made").mkdir()
+    return make_disk_home(tmp_path / "made")
 
 
 def copy_platform(home: Path, machine: Path, into: Path) -> tuple[Path, Path]:

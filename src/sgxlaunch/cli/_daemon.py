@@ -14,6 +14,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sgxlaunch.service.client import SOCKET_ENV, DaemonClient, default_socket
 from sgxlaunch.store.home import HOME_ENV
@@ -56,4 +57,13 @@ def opened(*paths: str | None) -> Iterator[list[int]]:
             os.close(fd)
 
 
-__all__ = ["daemon_client", "opened"]
+def send_file(
+    client: DaemonClient, target: str, path: str, field: str = "document"
+) -> dict[str, Any]:
+    """``POST target`` with the file ``path`` passed as a descriptor (``<field>_fd``) and named
+    as its ``source`` (the daemon's messages name it as the command line does)."""
+    with opened(path) as fds:
+        return client.call("POST", target, {f"{field}_fd": 0, "source": path}, fds=fds)
+
+
+__all__ = ["daemon_client", "opened", "send_file"]

@@ -5,6 +5,7 @@ these commands see only the public key, the quote and the wrapped file."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import click
@@ -17,8 +18,10 @@ from sgxlaunch.cli._common import (
     json_option,
     machine_option,
     output_option,
+    socket_option,
     write_output,
 )
+from sgxlaunch.cli._daemon import daemon_client, send_file
 from sgxlaunch.cli._home import open_platform, read_platform_input
 from sgxlaunch.cli.platform import platform_group
 
@@ -35,6 +38,7 @@ from sgxlaunch.cli.platform import platform_group
 @click.option("--force", is_flag=True, help="Overwrite the output files.")
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
 def le_key_quote(
@@ -43,6 +47,7 @@ def le_key_quote(
     force: bool,
     home: str | None,
     machine: str | None,
+    socket: str | None,
     as_json: bool,
 ) -> None:
     """Write a quote of the launch enclave binding its key-agreement public key, and the key.
@@ -57,9 +62,15 @@ def le_key_quote(
       sgxlaunch platform le-key-quote -o le.quote --public-key-out le.pub
       sgxlaunch platform root -o root.der; sgxlaunch platform collateral -o collateral.json
     """
-    with open_platform(home, machine) as platform:
-        quote, public_key = platform.le_key_quote()
-        signer = platform.le_signer
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        answer = client.call("POST", "/v1/launch-enclave/key-quote")
+        quote, public_key = base64.b64decode(answer["quote"]), bytes.fromhex(answer["public_key"])
+        signer = None if answer["le_mrsigner"] is None else bytes.fromhex(answer["le_mrsigner"])
+    else:
+        with open_platform(home, machine) as platform:
+            quote, public_key = platform.le_key_quote()
+            signer = platform.le_signer
     write_output(output, quote, force=force)
     write_output(public_key_out, public_key, force=force)
     facts = {
@@ -80,9 +91,12 @@ def le_key_quote(
 @click.argument("wrapped", type=click.Path(exists=True, dir_okay=False))
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
-def add_code_key(wrapped: str, home: str | None, machine: str | None, as_json: bool) -> None:
+def add_code_key(
+    wrapped: str, home: str | None, machine: str | None, socket: str | None, as_json: bool
+) -> None:
     """Hand a wrapped code key (`sgxlaunch pcl wrap`) to the launch enclave.
 
     The launch enclave unwraps it with its key-agreement key, checks the key id and the
@@ -96,8 +110,12 @@ def add_code_key(wrapped: str, home: str | None, machine: str | None, as_json: b
       sgxlaunch platform add-code-key wrapped.bin
     """
     data = read_platform_input(wrapped)
-    with open_platform(home, machine) as platform, about(wrapped):
-        result = platform.add_code_key(data)
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        result = send_file(client, "/v1/code-keys", wrapped, "wrapped")
+    else:
+        with open_platform(home, machine) as platform, about(wrapped):
+            result = platform.add_code_key(data)
     if as_json:
         echo_json(result)
         return

@@ -2,17 +2,23 @@
 recovery (``platform take-ownership``, ``recovery sign|apply``).
 
 ``machine …`` commands need the machine file itself (``--machine``; in the attacker model it
-belongs to another user) and stand for someone at the machine; they never go through a daemon.
+belongs to another user) and stand for someone at the machine; they never go through a daemon,
+and the two that change the machine or the home under it (``clear-ownership``, ``migrate``)
+refuse while sgxlaunchd holds them. ``platform take-ownership`` and ``recovery apply`` are the
+owner's operations on the platform: they go to sgxlaunchd when it serves the platform
+(docs/service.md).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
 from sgxlaunch.cli._common import (
     HexBytesParam,
+    about,
     echo_json,
     handle_errors,
     home_option,
@@ -20,9 +26,11 @@ from sgxlaunch.cli._common import (
     machine_option,
     output_option,
     signing_keys_option,
+    socket_option,
     utc_now,
     write_output,
 )
+from sgxlaunch.cli._daemon import daemon_client, send_file
 from sgxlaunch.cli._home import open_platform, read_platform_input
 from sgxlaunch.cli.platform import platform_group
 from sgxlaunch.errors import UsageError
@@ -34,6 +42,7 @@ from sgxlaunch.launch.platform import (
     take_ownership,
 )
 from sgxlaunch.policy.envelope import sign_payload
+from sgxlaunch.service.lock import refuse_if_served, served_by
 from sgxlaunch.store import FileMachine, load_signer, open_store, resolve_home, resolve_machine
 
 
@@ -83,8 +92,18 @@ def machine_show(machine: str | None, as_json: bool) -> None:
 @handle_errors
 def machine_clear_ownership(machine: str | None, yes: bool) -> None:
     """Clear the owner binding: OWNEREPOCH + 1 (every sealed blob and token made before is
-    dead) and the monotonic counter back to 0. Then take ownership again."""
-    file_machine = FileMachine(resolve_machine(machine))
+    dead) and the monotonic counter back to 0. Then take ownership again.
+
+    Refused while sgxlaunchd serves the machine: stop it first."""
+    machine_path = resolve_machine(machine)
+    _refuse_if_served(
+        "machine clear-ownership",
+        None,
+        machine_path,
+        "clearing ownership kills the running launch enclave's sealed state under it, and it "
+        "is the machine administrator's act at the machine, never a request to the daemon",
+    )
+    file_machine = FileMachine(machine_path)
     state = file_machine.load()
     file_machine.swap(state, state.cleared())
     click.echo(
@@ -105,6 +124,13 @@ def machine_migrate(home: str | None, machine: str | None, seed: bytes | None) -
     NEW seed (the old one must be assumed read), and print what the owner runs next."""
     home_path = resolve_home(home)
     machine_path = resolve_machine(machine)
+    _refuse_if_served(
+        "machine migrate",
+        home_path,
+        machine_path,
+        "migrating rewrites the home the daemon has open, and it is the machine "
+        "administrator's act at the machine, never a request to the daemon",
+    )
     with open_store(home_path, create=False) as store:
         config = legacy_config(store)
         if config is None:
@@ -139,13 +165,22 @@ def machine_migrate(home: str | None, machine: str | None, seed: bytes | None) -
 @click.argument("root", type=click.Path(exists=True, dir_okay=False))
 @home_option
 @machine_option
+@socket_option
 @handle_errors
-def platform_take_ownership(root: str, home: str | None, machine: str | None) -> None:
+def platform_take_ownership(
+    root: str, home: str | None, machine: str | None, socket: str | None
+) -> None:
     """Take ownership of a machine without an owner (or restore the home's copy of the root
     the machine is bound to); prints the bound root digest."""
     data = read_platform_input(root)
-    with open_store(resolve_home(home)) as store:
-        take_ownership(store, FileMachine(resolve_machine(machine)), data, utc_now())
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        send_file(client, "/v1/ownership", root)
+    else:
+        home_path, machine_path = resolve_home(home), resolve_machine(machine)
+        refuse_if_served(home_path, machine_path)
+        with open_store(home_path) as store, about(root):
+            take_ownership(store, FileMachine(machine_path), data, utc_now())
     click.echo(root_digest_of(data).hex())
 
 
@@ -175,17 +210,40 @@ def recovery_sign(platform_id: bytes, counter: int, keys: tuple[str, ...], out: 
 @click.argument("document", type=click.Path(exists=True, dir_okay=False))
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
-def recovery_apply(document: str, home: str | None, machine: str | None, as_json: bool) -> None:
+def recovery_apply(
+    document: str, home: str | None, machine: str | None, socket: str | None, as_json: bool
+) -> None:
     """Commit the documents now in the home as the launch enclave's state (counter + 1)."""
     data = read_platform_input(document)
-    with open_platform(home, machine, maintenance=True) as platform:
-        result = platform.recover(data)
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        result = send_file(client, "/v1/recovery", document)
+    else:
+        with open_platform(home, machine, maintenance=True) as platform, about(document):
+            result = platform.recover(data)
     if as_json:
         echo_json(result)
     else:
         click.echo(f"recovered at counter {result['counter']}")
+
+
+def _refuse_if_served(command: str, home: Path | None, machine: Path, why: str) -> None:
+    """Refuse a physical-presence command while sgxlaunchd holds the machine (or home).
+
+    Raises:
+        UsageError: naming the daemon, why, and what to do instead.
+    """
+    holder = served_by(home, machine)
+    if holder is not None:
+        pid = holder.get("pid")
+        raise UsageError(
+            f"{command}: sgxlaunchd (pid {pid}, socket {holder.get('socket')}) holds this "
+            f"platform; {why}. Stop the daemon first (`systemctl stop sgxlaunchd`, or "
+            f"`kill -TERM {pid}`), run this again, then start the daemon"
+        )
 
 
 def register(main: click.Group) -> None:

@@ -23,7 +23,7 @@ from sgxlaunch.cli._common import (
     utc_now,
     write_output,
 )
-from sgxlaunch.cli._daemon import daemon_client, opened
+from sgxlaunch.cli._daemon import daemon_client, send_file
 from sgxlaunch.cli._home import open_platform, read_platform_input
 from sgxlaunch.cli.policy import install_policy_file
 from sgxlaunch.cpu.machine import MemoryMachine
@@ -245,15 +245,25 @@ def platform_le_sign(
 @platform_group.command("le-image")
 @home_option
 @machine_option
+@socket_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @handle_errors
-def platform_le_image(home: str | None, machine: str | None, output: str) -> None:
+def platform_le_image(
+    home: str | None, machine: str | None, socket: str | None, output: str
+) -> None:
     """Write the launch enclave's SGXS image (to sign elsewhere, e.g. with gendata/catsig);
     install the result with `platform le-install`."""
-    with open_platform(home, machine) as platform:
-        if platform.state is None:
-            raise UsageError("install an owner root first (`sgxlaunch owner install`)")
-        image = launch_enclave_image(root_digest_of(platform.state.root_envelope))
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        root = base64.b64decode(client.call("GET", "/v1/owner/root")["root"])
+    else:
+        # Only the owner root is read, as `le-sign` reads it (a platform that does not start
+        # normally still has one: the launch enclave is what the owner rebuilds it with).
+        with open_platform(home, machine, maintenance=True) as platform:
+            if platform.state is None:
+                raise UsageError("install an owner root first (`sgxlaunch owner install`)")
+            root = platform.state.root_envelope
+    image = launch_enclave_image(root_digest_of(root))
     write_output(output, image.sgxs())
     click.echo(
         "sign it with these SIGSTRUCT fields (EINITTOKEN_KEY outside ATTRIBUTEMASK), e.g.:\n"
@@ -279,8 +289,7 @@ def platform_le_install(
         parsed = Sigstruct.from_bytes(read_platform_input(sig))
     client = daemon_client(home, machine, socket)
     if client is not None:
-        with opened(sig) as fds:
-            client.call("POST", "/v1/launch-enclave", {"sigstruct_fd": 0, "source": sig}, fds=fds)
+        send_file(client, "/v1/launch-enclave", sig, "sigstruct")
     else:
         with (
             open_platform(home, machine, maintenance=True) as platform,
@@ -326,8 +335,7 @@ def platform_mode(
     data = read_platform_input(file)
     client = daemon_client(home, machine, socket)
     if client is not None:
-        with opened(file) as fds:
-            result = client.call("POST", "/v1/mode", {"document_fd": 0, "source": file}, fds=fds)
+        result = send_file(client, "/v1/mode", file)
     else:
         with (
             open_platform(home, machine, maintenance=True) as platform,

@@ -162,6 +162,41 @@ OPERATIONS = (
         body=True,
     ),
     Operation(
+        "le_key_quote",
+        "POST",
+        "/v1/launch-enclave/key-quote",
+        LAUNCH,
+        "platform le-key-quote",
+        "A quote of the launch enclave binding its key-agreement public key, and the key.",
+    ),
+    Operation(
+        "add_code_key",
+        "POST",
+        "/v1/code-keys",
+        OWNER,
+        "platform add-code-key",
+        "Hand a wrapped code key to the launch enclave (kept sealed; logged).",
+        body=True,
+    ),
+    Operation(
+        "take_ownership",
+        "POST",
+        "/v1/ownership",
+        OWNER,
+        "platform take-ownership",
+        "Bind a machine without an owner to an owner root, or restore the home's copy of it.",
+        body=True,
+    ),
+    Operation(
+        "recover",
+        "POST",
+        "/v1/recovery",
+        OWNER,
+        "recovery apply",
+        "Owner recovery from a refused start, with a recovery document.",
+        body=True,
+    ),
+    Operation(
         "owner_root",
         "GET",
         "/v1/owner/root",
@@ -497,12 +532,15 @@ def _source(body: dict[str, Any]) -> str | None:
     return given
 
 
-def parse_document(body: dict[str, Any], fds: list[int], limit: int) -> tuple[bytes, str]:
-    """``POST /v1/policy``, ``/v1/mode``: a signed document (``document``) and its name."""
-    _known(body, {"document", "document_fd", "source"})
-    data = _field_bytes(body, "document", fds, limit)
+def parse_document(
+    body: dict[str, Any], fds: list[int], limit: int, name: str = "document"
+) -> tuple[bytes, str]:
+    """``POST /v1/policy``, ``/v1/mode``, ``/v1/ownership``, ``/v1/recovery``: a signed
+    document (``document``; ``/v1/code-keys``: ``wrapped``) and its name."""
+    _known(body, {name, name + "_fd", "source"})
+    data = _field_bytes(body, name, fds, limit)
     assert data is not None
-    return data, _source(body) or "request field document"
+    return data, _source(body) or f"request field {name}"
 
 
 def parse_sigstruct(body: dict[str, Any], fds: list[int], limit: int) -> tuple[Any, str | None]:
@@ -759,6 +797,21 @@ class Service:
     async def launch_enclave(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
         sig, source = parse_sigstruct(body, conn.fds, self.limits.max_body_bytes)
         return await self.on_platform(lambda: self.host.set_launch_enclave(sig, source))
+
+    async def le_key_quote(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
+        return await self.on_platform(self.host.le_key_quote)
+
+    async def add_code_key(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
+        data, source = parse_document(body, conn.fds, self.limits.max_body_bytes, "wrapped")
+        return await self.on_platform(lambda: self.host.add_code_key(data, source))
+
+    async def take_ownership(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
+        data, source = parse_document(body, conn.fds, self.limits.max_body_bytes)
+        return await self.on_platform(lambda: self.host.take_ownership(data, source))
+
+    async def recover(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
+        data, source = parse_document(body, conn.fds, self.limits.max_body_bytes)
+        return await self.on_platform(lambda: self.host.recover(data, source))
 
     async def owner_root(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
         root = await self.on_platform(self.host.owner_root)

@@ -291,6 +291,50 @@ class PlatformHost:
         self._open()
         return {"mrsigner": sig.mrsigner.hex()}
 
+    def le_key_quote(self) -> dict[str, Any]:
+        """``platform le-key-quote``: the launch enclave's key-agreement public key and a quote
+        binding it (base64), as the command line writes them."""
+        import base64
+        import hashlib
+
+        platform = self._opened()
+        quote, public_key = platform.le_key_quote()
+        signer = platform.le_signer
+        return {
+            "quote": base64.b64encode(quote).decode(),
+            "public_key": public_key.hex(),
+            "quote_sha256": hashlib.sha256(quote).hexdigest(),
+            "le_mrsigner": None if signer is None else signer.hex(),
+        }
+
+    def add_code_key(self, data: bytes, source: str) -> dict[str, Any]:
+        """``platform add-code-key``: the launch enclave unwraps and seals the key (logged)."""
+        platform = self._opened()
+        with about(source):
+            return platform.add_code_key(data)
+
+    def take_ownership(self, data: bytes, source: str) -> dict[str, Any]:
+        """``platform take-ownership``: bind the machine to the root (or restore the home's
+        copy), then reopen the platform over the new state."""
+        from sgxlaunch.launch.enclave import root_digest_of
+        from sgxlaunch.launch.platform import take_ownership
+
+        assert self._store is not None
+        with about(source):
+            take_ownership(self._store, FileMachine(self.machine_path), data, utc_now())
+        self._open()
+        return {"root_digest": root_digest_of(data).hex()}
+
+    def recover(self, data: bytes, source: str) -> dict[str, Any]:
+        """``recovery apply``: the counter's launch enclave commits the home's documents as
+        its state (counter + 1); the platform is reopened, normally now."""
+        self._open()  # a fresh platform for each attempt, as each command opens one
+        try:
+            with about(source):
+                return self._opened(maintenance=True).recover(data)
+        finally:
+            self._open()
+
     def verify_log(self) -> dict[str, Any]:
         try:
             count = self._opened().verify_log()

@@ -87,6 +87,27 @@ _BODIES: dict[str, dict[str, Any]] = {
             "source": _SOURCE,
         },
     },
+    "add_code_key": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            **_binary("wrapped", "The wrapped code key (`sgxlaunch pcl wrap`)"),
+            "source": _SOURCE,
+        },
+    },
+    "take_ownership": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {**_binary("document", "The signed owner root envelope"), "source": _SOURCE},
+    },
+    "recover": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            **_binary("document", "The recovery document (`sgxlaunch recovery sign`)"),
+            "source": _SOURCE,
+        },
+    },
     "launch_enclave": {
         "type": "object",
         "additionalProperties": False,
