@@ -32,10 +32,14 @@ types: .venv
 	$(BIN)/mypy --strict
 
 # The whole suite, then the processor and driver suites again on the pure-Python paging leaves
-# (the native fast path is optional; both must behave the same).
+# (the native fast path is optional; both must behave the same). Both runs spread the test files
+# over one pytest-xdist worker per core (a whole file to one worker, so a module's fixtures are
+# made once); a plain `pytest FILE` while iterating stays in one process.
+PYTEST_PARALLEL := -n auto --dist loadfile
+
 unit: .venv
-	$(BIN)/pytest
-	SGXLAUNCH_PURE_PYTHON=1 $(BIN)/pytest tests/cpu tests/driver
+	$(BIN)/pytest $(PYTEST_PARALLEL)
+	SGXLAUNCH_PURE_PYTHON=1 $(BIN)/pytest $(PYTEST_PARALLEL) tests/cpu tests/driver
 
 test: .venv lint types unit
 
