@@ -4,6 +4,7 @@ refusals in the one error shape (kind ``refused`` and its ``reason``)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterator
@@ -144,3 +145,24 @@ def test_refusal_documents_for_every_reason() -> None:
     bad = refusal_document("", "Content-Length is not a number", 400)
     _validate(bad)
     assert bad["error"]["kind"] == "usage" and "reason" not in bad["error"]
+
+
+def test_log_export_and_attest_refuse_bad_requests_naming_the_field(served: Both) -> None:
+    client = served.daemon.client()
+    for body, field in (
+        ({"nonce": "zz"}, "nonce"),
+        ({"nonce": "ab" * 65}, "nonce"),
+        ({"nonce": "01", "from": -1}, "from"),
+        ({"nonce": "01", "extra": 1}, "extra"),
+    ):
+        with pytest.raises(RemoteError) as refused:
+            client.call("POST", "/v1/log/attest", body)
+        assert refused.value.status == 400, body
+        assert refused.value.remote_kind == "malformed_input"
+        assert refused.value.remote_fields["field"] == field
+    status, data = client.raw("GET", "/v1/log/export?from=x")
+    assert status == 400 and json.loads(data)["error"]["field"] == "from"
+    # a good request: the whole log (empty here) in the export format
+    exported = client.call("GET", "/v1/log/export")
+    lines = base64.b64decode(exported["export"]).splitlines()
+    assert json.loads(lines[0])["count"] == len(lines) - 1

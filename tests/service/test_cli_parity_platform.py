@@ -27,6 +27,8 @@ from tests.support.parity import Both, chdir_inputs, made_disk_home, result_of
 from tests.support.pcl_cli import pcl_scenario
 from tests.support.platform import Owner
 
+HEAD = re.compile(rb'(?<="head": ")[0-9a-f]{64}')
+"""The log's chain head covers records holding fresh randomness (a token's KEYID)."""
 QUOTE_SHA = re.compile(rb"(?<=\"quote_sha256\": \")[0-9a-f]{64}")
 """A quote's ECDSA signature takes a fresh nonce: two quotes of one REPORT differ."""
 
@@ -86,6 +88,23 @@ def test_protected_code_and_attested_code_both_ways(tmp_path: Path, inputs: Path
         kinds = [r["kind"] for r in result_of(there)["result"]["records"]]
         assert "grant" in kinds and "code-key-release" in kinds and "code-key-added" in kinds
         both.compare("log", "verify", expect=0)
+        _here, there = both.compare("log", "export", "-o", "log.jsonl", "--force", "--json")
+        assert result_of(there)["result"]["records"] == len(kinds)
+        assert (inputs / "log.jsonl").read_bytes().count(b"\n") == len(kinds) + 1
+        both.compare("log", "export", "-o", "log.jsonl", "--from", "999", "--force", expect=2)
+        attest = ("log", "attest", "-o", "head.quote", "--force", "--nonce")
+        _here, there = both.compare(*attest, "5f1c0a9e", "--json", expect=0, varies=(HEAD,))
+        attested = result_of(there)["result"]
+        assert attested["count"] > len(kinds)  # the PCE and QE launched first
+        # what the daemon wrote (last) verifies remotely, as a collector checks it
+        remote_machine = both.remote[1]
+        _cli("platform", "root", "-o", "pcs-root.der", "--machine", remote_machine)
+        _cli("platform", "collateral", "-o", "collateral.json", "--machine", remote_machine)
+        _cli("log", "verify", "--records", "head.quote.records.jsonl", "--quote", "head.quote",
+             "--collateral", "collateral.json", "--root", "pcs-root.der", "--nonce", "5f1c0a9e",
+             "--le-mrsigner", attested["le_mrsigner"], "--owner-root", s.tmp / "root.json",
+             "--platform-id", attested["platform_id"])  # fmt: skip
+        both.compare(*attest, "", "--json", expect=2)
         # Last: in-process, each quoting command launches the PCE and QE afresh (their
         # launch records), the daemon's keep running (recorded once), so the logs part here.
         quote = ("platform", "le-key-quote", "-o", "le.quote", "--public-key-out", "le.pub")
@@ -126,6 +145,8 @@ def test_le_image_and_take_ownership_both_ways(tmp_path: Path, inputs: Path) -> 
         assert "already has an owner" in there.stderr and "bound owner root digest" in there.stderr
         both.compare("platform", "take-ownership", "garbage.json", expect=2)
         both.compare("platform", "status", "--json", expect=0)
+        # quoting the log head needs the PCE and QE, which this owner's policy does not allow
+        both.compare("log", "attest", "--nonce", "01", "-o", "h.quote", "--json", expect=1)
     finally:
         both.stop()
 

@@ -4,6 +4,7 @@ and attested for a remote collector, and verified there with no home and no MAC 
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from sgxlaunch.cli._documents import TimeParam
 from sgxlaunch.cli._home import open_platform
 from sgxlaunch.cli._output import set_failure_result
 from sgxlaunch.errors import UsageError
-from sgxlaunch.launch.log import MAX_NONCE, LogTampered
+from sgxlaunch.launch.log import MAX_NONCE, LogHead, LogTampered
 
 _NONCE_HELP = "The collector's nonce: 1 to 64 bytes as hex (a fresh one for every attestation)."
 
@@ -201,6 +202,7 @@ def _dynamic_line(seq: object, r: dict[str, Any], who: str) -> str:
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
 def log_export(
@@ -209,6 +211,7 @@ def log_export(
     force: bool,
     home: str | None,
     machine: str | None,
+    socket: str | None,
     as_json: bool,
 ) -> None:
     """Export the launch log's records for a remote collector (JSON lines, no MAC key).
@@ -223,8 +226,12 @@ def log_export(
       sgxlaunch log export -o log.jsonl
       sgxlaunch log export --from 120 -o new.jsonl
     """
-    with open_platform(home, machine) as platform:
-        data = platform.export_log(first_seq)
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        data = base64.b64decode(client.call("GET", f"/v1/log/export?from={first_seq}")["export"])
+    else:
+        with open_platform(home, machine) as platform:
+            data = platform.export_log(first_seq)
     write_output(output, data, force=force)
     count = data.count(b"\n") - 1
     if as_json:
@@ -254,6 +261,7 @@ def log_export(
 @click.option("--force", is_flag=True, help="Overwrite the output files.")
 @home_option
 @machine_option
+@socket_option
 @json_option
 @handle_errors
 def log_attest(
@@ -264,6 +272,7 @@ def log_attest(
     force: bool,
     home: str | None,
     machine: str | None,
+    socket: str | None,
     as_json: bool,
 ) -> None:
     """Quote the launch log's head for a remote collector, and write the records it attests.
@@ -284,13 +293,22 @@ def log_attest(
     for path in (output, records_path):
         if Path(path).exists() and not force:
             raise UsageError(f"{path}: exists; use --force to overwrite it")
-    with open_platform(home, machine) as platform:
-        quote, attestation = platform.attest_log_quote(nonce, first_seq=first_seq)
-        platform_id = platform.platform_id
-        signer = platform.le_signer
-    write_output(records_path, attestation.export, force=force)
+    client = daemon_client(home, machine, socket)
+    if client is not None:
+        body = {"nonce": nonce.hex(), "from": first_seq}
+        answer = client.call("POST", "/v1/log/attest", body)
+        quote, export = base64.b64decode(answer["quote"]), base64.b64decode(answer["export"])
+        platform_id = bytes.fromhex(answer["platform_id"])
+        signer = None if answer["le_mrsigner"] is None else bytes.fromhex(answer["le_mrsigner"])
+        head = LogHead(answer["count"], bytes.fromhex(answer["head"]))
+    else:
+        with open_platform(home, machine) as platform:
+            quote, attestation = platform.attest_log_quote(nonce, first_seq=first_seq)
+            platform_id = platform.platform_id
+            signer = platform.le_signer
+        export, head = attestation.export, attestation.head
+    write_output(records_path, export, force=force)
     write_output(output, quote, force=force)
-    head = attestation.head
     result = {
         "output": output,
         "records_out": records_path,

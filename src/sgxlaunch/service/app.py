@@ -221,6 +221,23 @@ OPERATIONS = (
         "Verify the launch log inside the launch enclave.",
     ),
     Operation(
+        "log_export",
+        "GET",
+        "/v1/log/export",
+        READ,
+        "log export",
+        "The launch log's records in the export format, for a remote collector.",
+    ),
+    Operation(
+        "log_attest",
+        "POST",
+        "/v1/log/attest",
+        READ,
+        "log attest",
+        "A quote of the launch log's head for a nonce, and the records it attests.",
+        body=True,
+    ),
+    Operation(
         "log_follow",
         "GET",
         "/v1/log/follow",
@@ -520,6 +537,27 @@ def parse_token(body: dict[str, Any], fds: list[int], limit: int) -> tuple[bytes
             )
         attributes = Attributes(flags=given["flags"], xfrm=given["xfrm"])
     return sig, attributes
+
+
+def parse_log_attest(body: dict[str, Any]) -> tuple[bytes, int]:
+    """``POST /v1/log/attest``: ``nonce`` (hex, at most ``MAX_NONCE`` bytes; the launch enclave
+    refuses an empty one) and ``from`` (the first record, default 0)."""
+    from sgxlaunch.launch.log import MAX_NONCE
+
+    _known(body, {"nonce", "from"})
+    text, first = body.get("nonce"), body.get("from", 0)
+    if (
+        not isinstance(text, str)
+        or len(text) > 2 * MAX_NONCE
+        or len(text) % 2
+        or any(c not in "0123456789abcdefABCDEF" for c in text)
+    ):
+        raise MalformedInput(
+            f"expected up to {MAX_NONCE} bytes as hex", source="request", field="nonce"
+        )
+    if type(first) is not int or not 0 <= first < 1 << 63:
+        raise MalformedInput("expected a non-negative integer", source="request", field="from")
+    return bytes.fromhex(text), first
 
 
 def _source(body: dict[str, Any]) -> str | None:
@@ -841,6 +879,16 @@ class Service:
             "records": records,
             "next": end if end < count else None,
         }
+
+    async def log_export(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
+        first = request.query_params.get("from", "0")
+        if not first.isdigit() or len(first) > 12:
+            raise MalformedInput("expected a non-negative integer", source="query", field="from")
+        return await self.on_platform(lambda: self.host.export_log(int(first)))
+
+    async def log_attest(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
+        nonce, first = parse_log_attest(body)
+        return await self.on_platform(lambda: self.host.attest_log(nonce, first))
 
     async def log_verify(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
         return await self.on_platform(self.host.verify_log)

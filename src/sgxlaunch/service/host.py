@@ -335,6 +335,31 @@ class PlatformHost:
         finally:
             self._open()
 
+    def export_log(self, first_seq: int) -> dict[str, Any]:
+        """``log export``: the records from ``first_seq`` in the export format (base64)."""
+        import base64
+
+        data = self._opened().export_log(first_seq)
+        return {"export": base64.b64encode(data).decode(), "first_seq": first_seq}
+
+    def attest_log(self, nonce: bytes, first_seq: int) -> dict[str, Any]:
+        """``log attest``: the launch enclave's quote of its log head for ``nonce`` and the
+        records it attests (base64), with the facts the command line prints."""
+        import base64
+
+        platform = self._opened()
+        quote, attestation = platform.attest_log_quote(nonce, first_seq=first_seq)
+        signer = platform.le_signer
+        return {
+            "quote": base64.b64encode(quote).decode(),
+            "export": base64.b64encode(attestation.export).decode(),
+            "platform_id": platform.platform_id.hex(),
+            "le_mrsigner": None if signer is None else signer.hex(),
+            "count": attestation.head.count,
+            "head": attestation.head.hash.hex(),
+            "first_seq": first_seq,
+        }
+
     def verify_log(self) -> dict[str, Any]:
         try:
             count = self._opened().verify_log()

@@ -108,6 +108,15 @@ _BODIES: dict[str, dict[str, Any]] = {
             "source": _SOURCE,
         },
     },
+    "log_attest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["nonce"],
+        "properties": {
+            "nonce": {"type": "string", "description": "1 to 64 bytes as hex."},
+            "from": {"type": "integer", "minimum": 0, "description": "First record to attest."},
+        },
+    },
     "launch_enclave": {
         "type": "object",
         "additionalProperties": False,
@@ -126,6 +135,14 @@ _QUERY: dict[str, list[dict[str, Any]]] = {
             "in": "query",
             "schema": {"type": "integer", "minimum": 0, "maximum": 1000},
         },
+    ],
+    "log_export": [
+        {
+            "name": "from",
+            "in": "query",
+            "description": "First record to export (default 0).",
+            "schema": {"type": "integer", "minimum": 0},
+        }
     ],
     "log_follow": [
         {
