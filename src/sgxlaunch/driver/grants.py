@@ -24,8 +24,9 @@ pages. The protocol (``docs/driver.md`` "Attested-code grants"):
    slot's policy digest).
 5. The driver takes that exact verdict from the mailbox (:meth:`Processor.owner_verdict_take`);
    what the port returned is never trusted. With it, ``enclave.exec_grants`` maps every page of
-   the range to one :class:`~sgxlaunch.driver.owner.ExecGrant`; without it, EPERM and nothing
-   changes.
+   the range to one :class:`~sgxlaunch.driver.owner.ExecGrant` and the range's PTEs are zapped
+   again (none installed while the launch enclave judged survives); without it, EPERM and
+   nothing changes.
 
 W^X across address spaces: a grant ends (:func:`revoke`: all its pages, PTEs zapped in every
 mm of ``enclave.mm_list``) when any of its pages is mapped or mprotected writable in any mm, when
@@ -283,6 +284,10 @@ class Grants:
         grant = ExecGrant(offset, offset + length, bytes(code_hash), bytes(challenge))
         for page_offset in range(offset, offset + length, PAGE_SIZE):
             enclave.exec_grants[page_offset] = grant
+        # Zap again now that the grant is in place: a PTE installed while the launch enclave
+        # judged (a store through a writable VMA, when there was no grant yet to end) must not
+        # outlive it — the next writable fault sees the grant and ends it (W^X).
+        enclave.zap(enclave.base + offset, enclave.base + offset + length)
         return grant
 
 
