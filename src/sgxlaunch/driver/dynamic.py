@@ -347,11 +347,15 @@ def note_map(
 
 def pte_prot(enclave: Enclave, offset: int, vma_prot: int, *, added: bool, pid: int = 0) -> int:
     """The protection of the PTE the fault path installs for the dynamic page at ``offset`` in
-    an executable VMA with ``vma_prot`` (door 3): X only if :func:`exec_allowed`. A page just
-    EAUGed (``added``) into an executable VMA is recorded: allowed (``code``, a granted page)
-    or :data:`NO_EXEC`."""
+    an executable VMA with ``vma_prot`` (door 3): X only if :func:`exec_allowed`. Recorded: a
+    page just EAUGed (``added``) into an executable VMA — allowed (``code``, a granted page) or
+    :data:`NO_EXEC` —, and under ``code`` every executable PTE installed for an existing
+    dynamic page (one EAUGed through a non-executable mapping, say in another process, then
+    faulted in through an executable VMA made before INIT, where no mmap or mprotect was
+    recorded). Under ``attested-code`` an executable PTE needs a grant, whose record the launch
+    enclave writes itself."""
     allowed = exec_allowed(enclave, offset, vma_prot)
-    if added:
+    if added or (allowed and enclave.owner_limits.dynamic_memory == _CODE):
         grant = enclave.exec_grants.get(offset)
         record(
             enclave,
