@@ -39,6 +39,13 @@ from tests.support.platform import author_enclave
 SECOND = DYNAMIC_OFFSET + PAGE_SIZE
 
 
+def _vma_prot(loader: Loader, offset: int = DYNAMIC_OFFSET) -> int:
+    found = loader.process.find_vma(loader.loaded.baseaddr + offset)
+    assert found is not None
+    prot: int = found[0]
+    return prot
+
+
 def _refused_in_log(loader: Loader, why: str) -> None:
     record = loader.platform.log_records()[-1]
     assert record["kind"] == GRANT
@@ -179,8 +186,9 @@ def test_write_to_granted_page_then_execute_without_new_grant_refused() -> None:
     loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RW)
     assert loader.enclave.exec_grants == {}
     loader.write(DYNAMIC_OFFSET + 4000, b"patched")
-    with expect_errno(errno.EACCES):
+    with expect_errno(errno.EACCES):  # sgx_vma_mprotect → sgx_encl_may_map: no grant
         loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RX)
+    assert _vma_prot(loader) == RW  # the refusal changed nothing
     with pytest.raises(DriverError, match="EFAULT"):
         loader.run()
     loader.attested_grant()
@@ -296,4 +304,5 @@ def test_emodpe_without_a_grant_cannot_fetch() -> None:
     with pytest.raises(DriverError, match="EFAULT"):
         loader.run()
     with expect_errno(errno.EACCES):  # no grant: the dynamic page is never mapped R-X
-        loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RX)
+        loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RX)  # (sgx_encl_may_map's owner check)
+    assert _vma_prot(loader) == RW and loader.enclave.exec_grants == {}

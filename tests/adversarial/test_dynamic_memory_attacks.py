@@ -39,6 +39,13 @@ def _epcm_x(t: Loader, address: int) -> bool:
     return bool(t.driver.cpu.epcm(epc).permissions & X)
 
 
+def _vma_prot(t: Loader, address: int) -> int:
+    found = t.process.find_vma(address)
+    assert found is not None
+    prot: int = found[0]
+    return prot
+
+
 @pytest.mark.parametrize("limits", [DATA, ATTESTED], ids=["data", "attested-code"])
 def test_emodpe_without_a_grant_fetch_faults(driver: SgxDriver, limits: OwnerLimits) -> None:
     """The enclave EMODPEs X onto its dynamic page and writes code there: the EPCM has X, but
@@ -47,7 +54,8 @@ def test_emodpe_without_a_grant_fetch_faults(driver: SgxDriver, limits: OwnerLim
     code = t.add_pages()
     t.fetch_code(code)
     assert _epcm_x(t, code)
-    assert t.mprotect(code, 1, R | X) == errno.EACCES
+    assert t.mprotect(code, 1, R | X) == errno.EACCES  # sgx_vma_mprotect → sgx_encl_may_map
+    assert _vma_prot(t, code) == R | W  # the refusal changed nothing
     assert t.execute(code) == b""
     t.expect_exception(FETCH_FAULT, code)
 
@@ -94,7 +102,8 @@ def test_second_mapping_of_the_enclave_fd_cannot_execute(driver: SgxDriver) -> N
     code = t.add_pages()
     t.fetch_code(code)
     t.events()
-    assert t.mmap(code, 1, R | X) == errno.EACCES
+    assert t.mmap(code, 1, R | X) == errno.EACCES  # sgx_mmap → sgx_encl_may_map
+    assert _vma_prot(t, code) == R | W  # MAP_FIXED refused: the first mapping is still there
     assert [(e.action, e.outcome) for e in t.events()] == [("mmap", REFUSED)]
 
 
