@@ -16,14 +16,26 @@ import errno
 import pytest
 
 from sgxlaunch.arch.constants import PAGE_SIZE
+from sgxlaunch.cpu import EnclaveContext, EnclaveProgram, program_code_page
 from sgxlaunch.driver import DriverError, uapi
 from sgxlaunch.driver.grants import GrantQuery
 from sgxlaunch.example_loader import DYNAMIC_OFFSET
 from sgxlaunch.launch.ecalls import AdvanceReply, AdvanceRequest, GrantReply, GrantRequest
 from sgxlaunch.launch.log import GRANT, LogTampered
 from sgxlaunch.launch.platform import le_sealed_key
+from tests.support.cpu import DEBUG
 from tests.support.driver import expect_errno
-from tests.support.grants import RX, Loader, grant_platform, start_loader
+from tests.support.grants import (
+    KSS,
+    RX,
+    Loader,
+    dynamic_policy,
+    grant_platform,
+    loader_rule,
+    loader_sigstruct,
+    start_loader,
+)
+from tests.support.platform import Owner
 
 RWX = RX | uapi.PROT_WRITE
 
@@ -181,3 +193,65 @@ def test_host_dropping_the_grant_record_gets_the_grant_but_the_log_no_longer_ver
     assert not [r for r in reopened.log_records()[count:] if r.get("kind") == GRANT]
     with pytest.raises(LogTampered):
         reopened.verify_log()
+
+
+class _Injected(EnclaveProgram):
+    """Code the host writes into a granted page through the debugger."""
+
+    def ecall(self, ctx: EnclaveContext, function: int, data: bytes) -> bytes:
+        return b"injected code ran: " + data
+
+
+def _debug_loader() -> Loader:
+    """A DEBUG loader under an attested-code rule that permits debug, its fetched code granted,
+    mapped R-X and running."""
+    owner = Owner()
+    owner.set_up_launch_enclave()
+    platform = owner.platform()
+    sig = loader_sigstruct(flags=DEBUG | KSS)
+    platform.install_policy(dynamic_policy(owner, version=1, allow=[loader_rule(sig, debug=True)]))
+    platform.set_mode(owner.mode("owner", version=1))
+    platform = owner.platform()
+    platform.cpu.register_code(_Injected)
+    loader = start_loader(platform, sig)
+    assert loader.enclave.debug
+    loader.place()
+    loader.attested_grant()
+    loader.mprotect(DYNAMIC_OFFSET, PAGE_SIZE, RX)
+    assert loader.run(data=b"0") == b"fetched code ran inside the loader: 0"
+    return loader
+
+
+def test_debugger_write_into_a_granted_page_ends_the_grant() -> None:
+    """The host of a DEBUG loader (the owner's rule allows debug) writes other code into the
+    granted page through ptrace (``sgx_vma_access`` → EDBGWR) instead of a writable mapping:
+    the write ends the grant and zaps the page's PTEs, so the loader's jump there faults
+    (EFAULT) and the injected code never runs without the launch enclave judging it. Control:
+    the write did land (EDBGRD reads it back), and a new challenge and grant over the new
+    contents let it run — so the refusal is the grant's end, not a broken page."""
+    loader = _debug_loader()
+    page = loader.loaded.baseaddr + DYNAMIC_OFFSET
+    injected = program_code_page(_Injected)
+    loader.process.debug_write(page, injected)
+    assert loader.process.debug_read(page, len(injected)) == injected
+    assert loader.enclave.exec_grants == {}
+    assert page not in loader.process.ptes
+    with pytest.raises(DriverError, match="EFAULT"):
+        loader.run(data=b"1")
+    loader.attested_grant()
+    assert loader.run(data=b"2") == b"injected code ran: 2"
+
+
+def test_debugger_write_outside_granted_pages_keeps_the_grant() -> None:
+    """A debugger write elsewhere in the enclave (its data page) leaves the grant alone: the
+    fetched code keeps running without a new grant."""
+    loader = _debug_loader()
+    grant = loader.enclave.exec_grants[DYNAMIC_OFFSET]
+    data_page = next(
+        offset
+        for offset, page in sorted(loader.enclave.pages.items())
+        if offset != DYNAMIC_OFFSET and offset not in loader.enclave.exec_grants
+    )
+    loader.process.debug_write(loader.loaded.baseaddr + data_page + 8, b"12345678")
+    assert loader.enclave.exec_grants == {DYNAMIC_OFFSET: grant}
+    assert loader.run(data=b"3") == b"fetched code ran inside the loader: 3"

@@ -347,6 +347,12 @@ class EnclaveVm:
         """
         if not enclave.debug:
             raise DriverError(errno.EFAULT, "ptrace access to a non-debug enclave")
+        if data is not None and enclave.exec_grants:
+            # A debugger's write is a write like any other (owner extension, docs/driver.md
+            # "Attested-code grants"): it ends every grant over the bytes it touches before
+            # the first EDBGWR, so no granted page ever holds code the launch enclave did not
+            # judge.
+            revoke_linear(enclave, address, address + length)
         out = bytearray()
         pos = 0
         while pos < length:
