@@ -47,6 +47,14 @@ def test_in_process_commands_refuse_and_name_the_socket(tmp_path: Path) -> None:
             done = _cli(*args, "--home", disk.home, "--machine", disk.machine, env=env)
             assert done.returncode == 2, done
             assert f"--socket {sock}" in done.stderr and "held by sgxlaunchd" in done.stderr
+        # `owner install` writes the home's root: refused too, and the home is left as it was.
+        root_file = tmp_path / "root.json"
+        root_file.write_bytes(disk.owner.root)
+        before = {p: p.read_bytes() for p in sorted(disk.home.rglob("*")) if p.is_file()}
+        done = _cli("owner", "install", root_file, "--home", disk.home, env=env)
+        assert done.returncode == 2, done
+        assert f"--socket {sock}" in done.stderr and "held by sgxlaunchd" in done.stderr
+        assert {p: p.read_bytes() for p in sorted(disk.home.rglob("*")) if p.is_file()} == before
         with (
             pytest.raises(UsageError, match="held by sgxlaunchd"),
             sgxlaunch.open_platform(disk.home, disk.machine),

@@ -39,6 +39,7 @@ from sgxlaunch.policy.state import (
     install_root,
     load_state,
 )
+from sgxlaunch.service.lock import refuse_if_served
 from sgxlaunch.store import (
     generate_private_key,
     load_public_key,
@@ -349,7 +350,10 @@ def owner_install(root: str, home: str | None, as_json: bool) -> None:
       sgxlaunch owner install root.json --home /var/lib/sgxlaunch
     """
     data = read_input(root)
-    with open_store(resolve_home(home)) as store, about(root, verification=True):
+    path = resolve_home(home)
+    # The daemon keeps the home's state open; a root written behind it would fork that state.
+    refuse_if_served(path, None)
+    with open_store(path) as store, about(root, verification=True):
         state, update = install_root(store, data, utc_now())
     if as_json:
         echo_json(
