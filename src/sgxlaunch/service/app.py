@@ -25,15 +25,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 from urllib.parse import unquote
 
 import anyio
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sgxlaunch.cli._common import _error_fields
 from sgxlaunch.cli._output import SCHEMA, error_kind, error_message, shaped
@@ -48,6 +47,9 @@ MAX_PAGE = 1000
 FOLLOW_KEEPALIVE_S = 15.0
 DISCARD_BYTES = 64 << 10
 """Largest unread body dropped before a refusal (a larger one closes the connection)."""
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""The responses' and the log's JSON (one encoder, made once)."""
+_quote = encode_basestring_ascii
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,9 @@ class Connection:
 
     peer: Peer
     fds: list[int] = field(default_factory=list)
+    roles: frozenset[str] | None = None
+    """The caller's roles, worked out on the connection's first request (the credentials are
+    the connection's, fixed at connect, and so is the configuration)."""
 
 
 EXTENSION = "sgxlaunch"
@@ -311,7 +316,7 @@ def refusal_document(
 def _json_response(
     status: int, doc: dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response:
-    body = json.dumps(doc, separators=(",", ":")).encode()
+    body = _COMPACT.encode(doc).encode()
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
@@ -348,7 +353,38 @@ class RateLimiter:
 def log_event(**fields: Any) -> None:
     """One JSON line on stderr (the daemon's structured log)."""
     fields = {"time": datetime.now(UTC).isoformat(timespec="microseconds"), **fields}
-    sys.stderr.write(json.dumps(fields, separators=(",", ":")) + "\n")
+    sys.stderr.write(_COMPACT.encode(fields) + "\n")
+    sys.stderr.flush()
+
+
+def _number(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
+
+
+def log_request(
+    peer: Peer | None,
+    operation: str | None,
+    method: str,
+    path: str,
+    status: int,
+    outcome: str,
+    us: int,
+) -> None:
+    """The line :func:`log_event` writes for a request (``event`` ``request``, the caller's
+    pid, uid and gid, the operation, method, path, HTTP status, outcome and microseconds),
+    formatted directly: it is written once per request, on the event loop."""
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    who = (
+        '"pid":null,"uid":null,"gid":null'
+        if peer is None
+        else f'"pid":{_number(peer.pid)},"uid":{_number(peer.uid)},"gid":{_number(peer.gid)}'
+    )
+    sys.stderr.write(
+        f'{{"time":"{now}","event":"request",{who},'
+        f'"operation":{"null" if operation is None else _quote(operation)},'
+        f'"method":{_quote(method)},"path":{_quote(path)},"status":{int(status)},'
+        f'"outcome":{_quote(outcome)},"us":{int(us)}}}\n'
+    )
     sys.stderr.flush()
 
 
@@ -627,8 +663,10 @@ class Service:
             )
         return conn
 
-    def _authorize(self, op: Operation, peer: Peer) -> None:
-        roles = self.config.roles(peer.uid, peer.gids)
+    def _authorize(self, op: Operation, conn: Connection) -> None:
+        peer, roles = conn.peer, conn.roles
+        if roles is None:
+            roles = conn.roles = self.config.roles(peer.uid, peer.gids)
         if op.role not in roles:
             raise ServiceRefusal(
                 403,
@@ -677,19 +715,31 @@ class Service:
                     f"request body of {declared} bytes is over the {limit}-byte limit (not read)",
                     {"Connection": "close"},
                 )
-        chunks, total = [], 0
+        chunks: list[bytes] = []
+        total = 0
+        receive = request.receive
         try:
             async with asyncio.timeout(self.limits.body_timeout_s):
-                async for chunk in request.stream():
-                    total += len(chunk)
-                    if total > limit:
-                        raise ServiceRefusal(
-                            413,
-                            "too_large",
-                            f"request body over the {limit}-byte limit",
-                            {"Connection": "close"},
-                        )
-                    chunks.append(chunk)
+                while True:
+                    message = await receive()
+                    kind = message["type"]
+                    if kind == "http.disconnect":
+                        raise ClientDisconnect()
+                    if kind != "http.request":
+                        continue
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        total += len(chunk)
+                        if total > limit:
+                            raise ServiceRefusal(
+                                413,
+                                "too_large",
+                                f"request body over the {limit}-byte limit",
+                                {"Connection": "close"},
+                            )
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
         except TimeoutError:
             raise ServiceRefusal(
                 408,
@@ -697,7 +747,7 @@ class Service:
                 f"request body not received within {self.limits.body_timeout_s} s",
                 {"Connection": "close"},
             ) from None
-        data = b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             value = json.loads(data) if data else {}
         except (ValueError, RecursionError):
@@ -726,10 +776,13 @@ class Service:
         op: Operation,
         handler: Callable[[Request, Connection, dict[str, Any]], Awaitable[Any]],
     ) -> Callable[[Request], Awaitable[Response]]:
+        operation, command = op.name, op.command
+
         async def run(request: Request) -> Response:
             started = time.perf_counter_ns()
             peer: Peer | None = None
             status, outcome = 200, "ok"
+            body_read = False
             self.in_flight += 1
             try:
                 if self.draining:
@@ -741,17 +794,24 @@ class Service:
                     )
                 conn = self._peer(request)
                 peer = conn.peer
-                self._authorize(op, peer)
+                self._authorize(op, conn)
                 self._check_platform(request)
-                body = await self._body(request) if op.body else {}
+                body: dict[str, Any] = {}
+                if op.body:
+                    body = await self._body(request)
+                    body_read = True
                 answer = await handler(request, conn, body)
                 if isinstance(answer, Response):
                     return answer
-                return _json_response(200, document(op.command, answer))
+                return _json_response(200, document(command, answer))
             except ServiceRefusal as exc:
                 status, outcome = exc.status, exc.outcome
                 headers = dict(exc.headers)
-                if op.body and "Connection" not in headers and not await self._discard(request):
+                if (
+                    op.body
+                    and "Connection" not in headers
+                    and (body_read or not await self._discard(request))
+                ):
                     headers["Connection"] = "close"
                 retry = exc.headers.get("Retry-After")
                 doc = refusal_document(
@@ -770,17 +830,14 @@ class Service:
                 return _json_response(status, error_document(op.command, error))
             finally:
                 self.in_flight -= 1
-                log_event(
-                    event="request",
-                    pid=None if peer is None else peer.pid,
-                    uid=None if peer is None else peer.uid,
-                    gid=None if peer is None else peer.gid,
-                    operation=op.name,
-                    method=request.method,
-                    path=request.url.path,
-                    status=status,
-                    outcome=outcome,
-                    us=(time.perf_counter_ns() - started) // 1000,
+                log_request(
+                    peer,
+                    operation,
+                    request.scope["method"],
+                    request.scope["path"],
+                    status,
+                    outcome,
+                    (time.perf_counter_ns() - started) // 1000,
                 )
 
         return run
@@ -942,31 +999,46 @@ class Service:
         return Response(openapi_bytes(), media_type="application/json")
 
 
-def build_app(service: Service) -> Starlette:
-    """The Starlette application of ``service``."""
-    routes = [
-        Route(op.path, service.endpoint(op, getattr(service, op.name)), methods=[op.method])
-        for op in OPERATIONS
-    ]
+def build_app(service: Service) -> ASGIApp:
+    """The ASGI application of ``service``: each operation's endpoint by path and method (a
+    dictionary look-up: the paths are fixed), 404 and 405 in the one document shape. Starlette
+    serves the requests and responses; its router and middleware stack are left out, the
+    endpoints handle their own errors (one that escapes is a 500 from uvicorn, as the middleware
+    would send it)."""
+    routes: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for op in OPERATIONS:
+        endpoint = service.endpoint(op, getattr(service, op.name))
+        methods = routes.setdefault(op.path, {})
+        methods[op.method] = endpoint
+        if op.method == "GET":
+            methods.setdefault("HEAD", endpoint)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        code = exc.status_code if isinstance(exc, HTTPException) else 500
-        message = {
-            404: f"no such path {request.url.path}",
-            405: f"method {request.method} not allowed on {request.url.path}",
-        }.get(code, "request refused")
-        log_event(
-            event="request",
-            operation=None,
-            method=request.method,
-            path=request.url.path,
-            status=code,
-            outcome="not_found",
-            us=0,
+    def refuse(scope: Scope, code: int) -> Response:
+        path, method = scope["path"], scope["method"]
+        message = (
+            f"no such path {path}" if code == 404 else f"method {method} not allowed on {path}"
         )
+        conn = (scope.get("extensions") or {}).get(EXTENSION)
+        peer = conn.peer if isinstance(conn, Connection) else None
+        log_request(peer, None, method, path, code, "not_found", 0)
         return _json_response(code, refusal_document("", message, code))
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        methods = routes.get(scope["path"])
+        if methods is None:
+            response = refuse(scope, 404)
+        else:
+            endpoint = methods.get(scope["method"])
+            if endpoint is None:
+                response = refuse(scope, 405)
+                response.headers["Allow"] = ", ".join(sorted(methods))
+            else:
+                response = await endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
 
 
 __all__ = ["OPERATIONS", "Connection", "Operation", "Peer", "Service", "build_app"]

@@ -119,9 +119,84 @@ def _refusal(status: int, reason: str, message: str, retry_after: int | None) ->
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+class _OneWrite(asyncio.Transport):
+    """A connection's transport whose writes between :meth:`hold` and :meth:`flush` go out
+    as one: a response's head and its first body chunk (uvicorn writes them separately),
+    so the client gets one segment and wakes once, and the daemon makes one ``send``."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__()
+        self._transport = transport
+        self._held: list[bytes] | None = None
+
+    def hold(self) -> None:
+        if self._held is None:
+            self._held = []
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            data = b"".join(held)
+            if data:
+                self._transport.write(data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._held is not None:
+            self._held.append(bytes(data))
+        else:
+            self._transport.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+
 class _Protocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol for one accepted connection, with its credentials and
-    passed descriptors, and a deadline for each request head."""
+    passed descriptors, a deadline for each request head, and each response's head written
+    with its first body chunk (:class:`_OneWrite`)."""
 
     def __init__(self, listener: Listener, connection: Connection) -> None:
         super().__init__(listener.config, listener.server_state, {}, _loop=listener.loop)
@@ -133,12 +208,30 @@ class _Protocol(H11Protocol):
         async def app(scope: Any, receive: Any, send: Any) -> None:
             self._disarm()
             scope["extensions"] = {EXTENSION: connection}
-            await inner(scope, receive, send)
+            transport = self.transport
+            if not isinstance(transport, _OneWrite):
+                await inner(scope, receive, send)
+                return
+
+            async def send_joined(message: Any) -> None:
+                kind = message["type"]
+                if kind == "http.response.start":
+                    transport.hold()
+                try:
+                    await send(message)
+                finally:
+                    if kind != "http.response.start":
+                        transport.flush()
+
+            try:
+                await inner(scope, receive, send_joined)
+            finally:
+                transport.flush()
 
         self.app = app
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_OneWrite(transport))
         self._arm()
 
     def on_response_complete(self) -> None:
