@@ -1,6 +1,6 @@
 """Attacks on the launch enclave's cache of verified SIGSTRUCTs (issue 11, class D).
 
-The cache (SHA-256 of all 1 808 SIGSTRUCT bytes → the verified fields, and per SECS
+The cache (all 1 808 SIGSTRUCT bytes, matched exactly → the verified fields, and per SECS
 attributes the token's MACed bytes) spares MINT the RSA verification of a SIGSTRUCT it has
 verified. What it must never do: let a SIGSTRUCT that differs from a cached one by a single bit
 skip verification, carry a decision across a policy install, or carry anything across enclave

@@ -64,7 +64,8 @@ PAGE = 4096
 _U64 = (1 << 64) - 1
 _REQUIRED_SEALING_MASK = 0x3
 _STATE = struct.Struct("<Q")
-_CSSA_NSSA = struct.Struct("<II")
+_TCS_HEAD = struct.Struct("<Q8xQII")
+"""The TCS fields EENTER reads, in one unpack: STATE, (FLAGS skipped), OSSA, CSSA, NSSA."""
 # SECS.ATTRIBUTES bits EGETKEY tests, as plain ints (an IntFlag operation costs a microsecond).
 _KSS = int(AttributeFlag.KSS)
 _EINITTOKEN_KEY = int(AttributeFlag.EINITTOKEN_KEY)
@@ -217,7 +218,8 @@ class EnclaveContext:
 
     def rdrand(self, length: int) -> bytes:
         """RDRAND: ``length`` random bytes from the processor's injected source."""
-        self._check()
+        if not self._active:  # _check, inlined on this hot path
+            raise GeneralProtection("ENCLU leaf called outside enclave mode")
         return self._enclu.random(length)
 
     # -- the monotonic counter (emulator extension; see sgxlaunch.cpu.machine) ----------------
@@ -352,7 +354,9 @@ class EnclaveContext:
             GeneralProtection: step 1.
             EnclaveLeafFailed: a status from step 2 (``.status``).
         """
-        return self._enclu.egetkey(self._check(), keyrequest)
+        if not self._active:  # _check, inlined on this hot path
+            raise GeneralProtection("ENCLU leaf called outside enclave mode")
+        return self._enclu.egetkey(self._enclave, keyrequest)
 
     # -- SGX2 -------------------------------------------------------------------------------
 
@@ -989,13 +993,11 @@ class Enclu(StateView):
             raise GeneralProtection("EENTER into an uninitialized enclave")
         epc = self._epc
         base = i * PAGE
-        (state,) = _STATE.unpack_from(epc, base)
-        cssa, nssa = _CSSA_NSSA.unpack_from(epc, base + 24)
+        state, ossa, cssa, nssa = _TCS_HEAD.unpack_from(epc, base)
         if state:
             raise GeneralProtection("EENTER on a busy TCS")
         if cssa >= nssa:
             raise GeneralProtection("EENTER with CSSA ≥ NSSA")
-        (ossa,) = _STATE.unpack_from(epc, base + 16)
         if (ossa + enclave.baseaddr + PAGE * enclave.ssaframesize * cssa) & (PAGE - 1):
             raise GeneralProtection("EENTER: the SSA (TCS.OSSA) is not page-aligned")
         if enclave.program is None:
@@ -1014,7 +1016,7 @@ class Enclu(StateView):
         except _EnclaveExit as leave:
             result = leave.data
         finally:
-            ctx._leave()
+            ctx._active = False  # EEXIT: the context is dead (_leave, inlined)
             enclave.threads -= 1
             if enclave.tracking_threads:
                 enclave.tracking_threads -= 1

@@ -108,6 +108,27 @@ class EpcPool:
     def unpin(self, enclave: Enclave, page: EnclPage) -> None:
         self._pinned.discard((enclave.eid, page.offset))
 
+    def pin_resident(self, enclave: Enclave, page: EnclPage, key: tuple[int, int]) -> int:
+        """:meth:`resident` then :meth:`pin` in one step, for the ECALL path; ``key`` is
+        ``(enclave.eid, page.offset)``, which :meth:`unpin_key` takes afterwards."""
+        epc = page.epc
+        if epc is None:
+            self.reload(enclave, page)
+            epc = page.epc
+            assert epc is not None
+        else:
+            lru = self.lru
+            if key in lru:
+                lru.move_to_end(key)
+            else:
+                lru[key] = (enclave, page)
+        self._pinned.add(key)
+        return epc
+
+    def unpin_key(self, key: tuple[int, int]) -> None:
+        """:meth:`unpin` by the key :meth:`pin_resident` took."""
+        self._pinned.discard(key)
+
     # -- VA slots --------------------------------------------------------------------------
 
     def va_slot(self, enclave: Enclave) -> int:

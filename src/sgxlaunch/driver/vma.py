@@ -322,18 +322,21 @@ class EnclaveVm:
         if page is None:
             raise DriverError(errno.EFAULT, f"SIGSEGV: no enclave page at 0x{tcs_address:x}")
         pool = self.pool
-        epc = pool.resident(enclave, page)
-        pool.pin(enclave, page)
+        key = (enclave.eid, page.offset)
+        epc = pool.pin_resident(enclave, page, key)
         current = self.current
-        saved = current.mm, current.deliver
-        current.mm, current.deliver = mm, deliver
+        saved_mm = current.mm
+        saved_deliver = current.deliver
+        current.mm = mm
+        current.deliver = deliver
         try:
             return self.cpu.eenter(epc, function, data)
         except CpuFault as exc:
             raise DriverError(errno.EFAULT, f"SIGSEGV in enclave: {exc}") from None
         finally:
-            current.mm, current.deliver = saved
-            pool.unpin(enclave, page)
+            current.mm = saved_mm
+            current.deliver = saved_deliver
+            pool.unpin_key(key)
 
     def access(self, enclave: Enclave, address: int, length: int, data: bytes | None) -> bytes:
         """sgx_vma_access: read (``data`` None) or write ``length`` bytes at ``address``.

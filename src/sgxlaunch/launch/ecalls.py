@@ -643,6 +643,99 @@ class MintReply(Message):
         return _quadruples(self.reasons, "MintReply")
 
 
+# MINT is the hot call (one per launch, tens of thousands a second from the daemon): its request
+# and its allowed reply have one fixed layout each, packed and unpacked here in one struct call
+# without building the message objects. Each function gives exactly the bytes (or fields) of the
+# general codec and hands anything else to it (tests/launch/test_ecalls.py compares them).
+_MINT_REQUEST = struct.Struct(f"<I{SIGSTRUCT_SIZE}sQQQ")
+_MINT_ALLOWED_TAIL = struct.Struct("<QB32sIBI")
+"""After the rule: policy_version, policy_digest present (1) and its 32 bytes, no reasons (0),
+token present (1) and its length."""
+
+
+def encode_mint_request(sigstruct: bytes, flags: int, xfrm: int, now: int) -> bytes:
+    """``MintRequest(sigstruct=…, flags=…, xfrm=…, now=…).encode()``."""
+    if sigstruct.__class__ is bytes and len(sigstruct) == SIGSTRUCT_SIZE:
+        try:
+            return _MINT_REQUEST.pack(SIGSTRUCT_SIZE, sigstruct, flags, xfrm, now)
+        except struct.error:
+            pass  # a value out of range: the general encoder says what it says about it
+    return MintRequest(sigstruct=sigstruct, flags=flags, xfrm=xfrm, now=now).encode()
+
+
+def decode_mint_reply(data: bytes) -> MintReply | CallError:
+    """``decode_reply(Call.MINT, data)``, with the allowed reply's layout (status 0, allowed,
+    a rule, the policy digest, no reasons, a whole token) parsed in one struct call.
+
+    Raises:
+        MalformedInput: the reply is not one (names the field).
+    """
+    if data[:3] == b"\x00\x01\x01" and len(data) >= 7:
+        (size,) = _U32.unpack_from(data, 3)
+        end = 7 + size
+        if size <= MAX_TEXT and len(data) == end + _MINT_ALLOWED_TAIL.size + TOKEN_SIZE:
+            version, digest_present, digest, reasons, token_present, token_size = (
+                _MINT_ALLOWED_TAIL.unpack_from(data, end)
+            )
+            if (digest_present, reasons, token_present, token_size) == (1, 0, 1, TOKEN_SIZE):
+                try:
+                    rule = data[7:end].decode()
+                except UnicodeDecodeError:
+                    pass  # the general decoder names the field
+                else:
+                    token = data[end + _MINT_ALLOWED_TAIL.size :]
+                    return MintReply(1, rule, version, digest, (), token)
+    reply = decode_reply(Call.MINT, data)
+    assert isinstance(reply, (MintReply, CallError))
+    return reply
+
+
+def decode_mint_request(data: bytes) -> tuple[bytes, int, int, int]:
+    """The fields (sigstruct, flags, xfrm, now) of an encoded :class:`MintRequest`, parsed as
+    strictly as :meth:`MintRequest.decode` (which parses, and raises for, anything but the one
+    valid layout).
+
+    Raises:
+        MalformedInput: naming the field.
+    """
+    if data.__class__ is bytes and len(data) == _MINT_REQUEST.size:
+        size, sigstruct, flags, xfrm, now = _MINT_REQUEST.unpack(data)
+        if size == SIGSTRUCT_SIZE:
+            return sigstruct, flags, xfrm, now
+    request = MintRequest.decode(data)
+    return request.sigstruct, request.flags, request.xfrm, request.now
+
+
+def encode_mint_allowed(
+    rule: str | None, policy_version: int, policy_digest: bytes, token: bytes
+) -> bytes:
+    """``encode_ok(MintReply(allowed=1, rule=rule, policy_version=…, policy_digest=…,
+    reasons=(), token=token))``."""
+    if (
+        isinstance(rule, str)
+        and policy_digest.__class__ is bytes
+        and len(policy_digest) == 32
+        and token.__class__ is bytes
+    ):
+        name = rule.encode()
+        try:
+            tail = _MINT_ALLOWED_TAIL.pack(policy_version, 1, policy_digest, 0, 1, len(token))
+        except struct.error:
+            pass
+        else:
+            return b"".join((b"\x00\x01\x01", _U32.pack(len(name)), name, tail, token))
+    return encode_ok(
+        MintReply(
+            allowed=1,
+            rule=rule,
+            policy_version=policy_version,
+            policy_digest=policy_digest,
+            reasons=(),
+            token=token,
+        )
+    )
+
+
 # -- LOG_APPEND / LOG_VERIFY ---------------------------------------------------------------------
 
 

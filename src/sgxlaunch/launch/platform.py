@@ -66,6 +66,7 @@ from sgxlaunch.launch.ecalls import (
     AddCodeKeyRequest,
     AdvanceReply,
     AdvanceRequest,
+    Call,
     CallError,
     ClaimReply,
     ClaimRequest,
@@ -86,14 +87,15 @@ from sgxlaunch.launch.ecalls import (
     LogVerifyRequest,
     Message,
     MintReply,
-    MintRequest,
     NoteModeReply,
     NoteModeRequest,
     ReleaseChallengeReply,
     ReleaseChallengeRequest,
     ReleaseReply,
     ReleaseRequest,
+    decode_mint_reply,
     decode_reply,
+    encode_mint_request,
     error_class,
     to_seconds,
 )
@@ -335,6 +337,15 @@ def _serialized(
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+_MINT = int(Call.MINT)
+
+
+def _no_launch_enclave() -> UsageError:
+    return UsageError(
+        "the owner's launch enclave is not set up here (`sgxlaunch platform le-sign`)"
+    )
 
 
 def _iso(t: datetime) -> str:
@@ -834,12 +845,18 @@ class Platform:
     def _le_call(self, request: Message, reply_type: type[_R]) -> _R:
         """One ECALL of the launch enclave: the typed request out, the typed reply back; an
         error reply raises the class its code names (``launch enclave: …``)."""
-        if self.le is None:
-            raise UsageError(
-                "the owner's launch enclave is not set up here (`sgxlaunch platform le-sign`)"
-            )
-        call = request.CALL
-        reply = decode_reply(call, self.le.ecall(int(call), request.encode()))
+        return self._le_exchange(request.CALL, request.encode(), reply_type)
+
+    def _le_exchange(self, call: Call, request: bytes, reply_type: type[_R]) -> _R:
+        """:meth:`_le_call` with the request already encoded."""
+        le = self.le
+        if le is None:
+            raise _no_launch_enclave()
+        return self._le_reply(decode_reply(call, le.ecall(call.value, request)), reply_type)
+
+    @staticmethod
+    def _le_reply(reply: Message | CallError, reply_type: type[_R]) -> _R:
+        """The typed reply to ``call``; an error reply raises the class its code names."""
         if isinstance(reply, CallError):
             message = f"launch enclave: {reply.message}"
             if reply.code == ErrorCode.LOG_TAMPERED:
@@ -862,15 +879,20 @@ class Platform:
             if len(sigstruct) != Sigstruct.SIZE:
                 raise MalformedInput(f"a SIGSTRUCT is {Sigstruct.SIZE} bytes")
             attributes = Sigstruct.from_bytes_raw(sigstruct).attributes
-        return self._le_call(
-            MintRequest(
-                sigstruct=bytes(sigstruct),
-                flags=attributes.flags,
-                xfrm=attributes.xfrm,
-                now=to_seconds(self.clock()),
-            ),
-            MintReply,
+        le = self.le
+        if le is None:
+            raise _no_launch_enclave()
+        reply = decode_mint_reply(
+            le.ecall(
+                _MINT,
+                encode_mint_request(
+                    bytes(sigstruct), attributes.flags, attributes.xfrm, to_seconds(self.clock())
+                ),
+            )
         )
+        if isinstance(reply, MintReply):
+            return reply
+        return self._le_reply(reply, MintReply)
 
     def _now(self) -> str:
         return _iso(self.clock())

@@ -306,8 +306,13 @@ class _Index:
         first = self.by_mrenclave.get(e.mrenclave)
         second = self.by_signer_prod.get((e.mrsigner, e.isvprodid))
         third = self.by_signer.get(e.mrsigner)
+        # one bucket (the usual case) is already in order
         if second is None and third is None:
             return first or []
+        if first is None and third is None:
+            return second  # type: ignore[return-value]  # not None (checked above)
+        if first is None and second is None:
+            return third  # type: ignore[return-value]
         found = [*(first or ()), *(second or ()), *(third or ())]
         found.sort(key=_order)
         return found
@@ -329,11 +334,15 @@ def _order(rule: Rule) -> tuple[bool, int]:
 class PolicyIndex:
     """A launch policy prepared for evaluation (build once per installed policy)."""
 
-    __slots__ = ("_index", "policy")
+    __slots__ = ("_allowed", "_index", "policy")
 
     def __init__(self, policy: LaunchPolicy) -> None:
         self.policy = policy
         self._index = _Index((*policy.deny, *policy.allow))
+        self._allowed: dict[int, Decision] = {}
+        """Allow rule position → the (immutable) decision "allowed by this rule", made the
+        first time the rule allows something: a constant of the policy, not a cached verdict
+        (every evaluation still runs every check)."""
 
     def evaluate(self, enclave: EnclaveIdentity | Sigstruct, now: datetime) -> Decision:
         """The verdict for ``enclave`` at ``now`` (see the module docstring for the order).
@@ -375,7 +384,11 @@ class PolicyIndex:
             allow_candidates += 1
             problems = identity_mismatches(rule, e) or permission_problems(rule, e)
             if not problems:
-                return Decision(True, rule.id, (), policy.version, rule)
+                allowed = self._allowed.get(rule.position)
+                if allowed is None or allowed.matched is not rule:
+                    allowed = Decision(True, rule.id, (), policy.version, rule)
+                    self._allowed[rule.position] = allowed
+                return allowed
             reasons_list.extend(problems)
         if not allow_candidates:
             reasons_list.append(
