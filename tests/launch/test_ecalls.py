@@ -51,8 +51,12 @@ from sgxlaunch.launch.ecalls import (
     ReleaseChallengeRequest,
     ReleaseReply,
     ReleaseRequest,
+    decode_mint_reply,
+    decode_mint_request,
     decode_reply,
     encode_error,
+    encode_mint_allowed,
+    encode_mint_request,
     encode_ok,
 )
 
@@ -339,3 +343,99 @@ def test_ok_reply_decodes_after_its_status_byte(message: Message) -> None:
     if len(data) > 1:
         with pytest.raises(MalformedInput):
             decode_reply(message.CALL, data[:-1])
+
+
+# -- MINT's fixed-layout codecs (the hot call) against the general codec ---------------------------
+
+
+def _mutations(data: bytes, seed: str) -> list[bytes]:
+    """Every truncation, a trailing byte, and 300 random flips, insertions and deletions."""
+    out = [data[:end] for end in range(len(data))] + [data + b"\x00"]
+    rng = random.Random(seed)
+    for _ in range(300):
+        buf = bytearray(data)
+        for _edit in range(rng.randint(1, 3)):
+            op = rng.randrange(3)
+            pos = rng.randrange(len(buf) + 1)
+            if op == 0 and pos < len(buf):
+                buf[pos] = rng.choice((0, 1, 2, 0x20, 0x7F, 0x80, 0xFF, rng.randrange(256)))
+            elif op == 1:
+                buf[pos:pos] = bytes([rng.randrange(256)])
+            elif pos < len(buf):
+                del buf[pos]
+        out.append(bytes(buf))
+    return out
+
+
+def _mint_request_fields(data: bytes) -> tuple[bytes, int, int, int]:
+    request = MintRequest.decode(data)
+    return request.sigstruct, request.flags, request.xfrm, request.now
+
+
+@pytest.mark.parametrize(
+    ("sigstruct", "flags", "xfrm", "now"),
+    [
+        (bytes(range(256)) * 7 + bytes(16), 0x5, 0x3, 99),
+        (b"\xff" * SIGSTRUCT_SIZE, 2**64 - 1, 0, 2**64 - 1),
+        (b"x" * 100, 1, 3, 0),  # another length: the general encoder's bytes (refused inside)
+        (bytearray(SIGSTRUCT_SIZE), 1, 3, 0),  # not bytes
+    ],
+)
+def test_mint_request_fast_codec_equals_the_general_one(
+    sigstruct: bytes, flags: int, xfrm: int, now: int
+) -> None:
+    data = encode_mint_request(sigstruct, flags, xfrm, now)
+    assert data == MintRequest(sigstruct=sigstruct, flags=flags, xfrm=xfrm, now=now).encode()
+    for mutated in [data, *_mutations(data, f"request:{len(sigstruct)}")]:
+        assert _outcome(decode_mint_request, mutated) == _outcome(_mint_request_fields, mutated)
+
+
+def test_mint_request_fast_encoder_refuses_what_the_general_one_refuses() -> None:
+    with pytest.raises(struct.error):
+        MintRequest(sigstruct=bytes(SIGSTRUCT_SIZE), flags=-1, xfrm=0, now=0).encode()
+    with pytest.raises(struct.error):
+        encode_mint_request(bytes(SIGSTRUCT_SIZE), -1, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("rule", "version", "digest", "token"),
+    [
+        ("author", 3, b"\x11" * 32, b"t" * 304),
+        ("", 2**64 - 1, bytes(32), bytes(304)),
+        ("règle-é", 0, b"\xee" * 32, b"k" * 304),
+        ("r" * MAX_TEXT, 1, b"\x01" * 32, b"t" * 304),
+        ("short-token", 1, b"\x01" * 32, b"t" * 10),  # the general decoder takes any <= 304
+        (None, 1, b"\x01" * 32, b"t" * 304),  # no rule: the general codec
+    ],
+)
+def test_mint_allowed_reply_fast_codec_equals_the_general_one(
+    rule: str | None, version: int, digest: bytes, token: bytes
+) -> None:
+    reply = MintReply(
+        allowed=1,
+        rule=rule,
+        policy_version=version,
+        policy_digest=digest,
+        reasons=(),
+        token=token,
+    )
+    data = encode_mint_allowed(rule, version, digest, token)
+    assert data == encode_ok(reply)
+    assert decode_mint_reply(data) == reply
+    for mutated in _mutations(data, f"reply:{rule}:{len(token)}"):
+
+        def general(buf: bytes) -> MintReply | CallError:
+            decoded = decode_reply(Call.MINT, buf)
+            assert isinstance(decoded, MintReply | CallError)
+            return decoded
+
+        assert _outcome(decode_mint_reply, mutated) == _outcome(general, mutated)
+
+
+@pytest.mark.parametrize("message", [m for m in MESSAGES if isinstance(m, MintReply)])
+def test_mint_reply_fast_decoder_takes_every_reply(message: MintReply) -> None:
+    """Denials and error replies go through the general decoder, with its outcome."""
+    data = encode_ok(message)
+    assert decode_mint_reply(data) == message
+    error = encode_error(MalformedInput("bad sigstruct", detail=["d"]))
+    assert decode_mint_reply(error) == decode_reply(Call.MINT, error)
