@@ -155,18 +155,23 @@ class ExecGrant:
     challenge: bytes
 
 
+def limits_head(limits: OwnerLimits) -> bytes:
+    """The first three bytes of a KEYID nonce carrying ``limits``: tag, level, flags."""
+    flags = (_FLAG_UNMEASURED_EXEC if limits.unmeasured_exec else 0) | (
+        _FLAG_RWX_PAGES if limits.rwx_pages else 0
+    )
+    return bytes((LIMITS_TAG, int(limits.dynamic_memory), flags))
+
+
 def limits_nonce(limits: OwnerLimits, random13: bytes) -> bytes:
-    """The 16-byte KEYID nonce carrying ``limits``: tag, level, flags, 13 random bytes.
+    """The 16-byte KEYID nonce carrying ``limits``: :func:`limits_head`, 13 random bytes.
 
     Raises:
         UsageError: ``random13`` is not 13 bytes.
     """
     if len(random13) != 13:
         raise UsageError("a limits nonce takes 13 random bytes")
-    flags = (_FLAG_UNMEASURED_EXEC if limits.unmeasured_exec else 0) | (
-        _FLAG_RWX_PAGES if limits.rwx_pages else 0
-    )
-    return bytes((LIMITS_TAG, int(limits.dynamic_memory), flags)) + bytes(random13)
+    return limits_head(limits) + bytes(random13)
 
 
 def keyid_limits(keyid: bytes) -> OwnerLimits:
@@ -231,6 +236,7 @@ __all__ = [
     "bind_owner",
     "check_token_binding",
     "keyid_limits",
+    "limits_head",
     "limits_nonce",
     "token_binding",
     "token_keyid",

@@ -405,6 +405,9 @@ class Process:
         Raises:
             DriverError: EFAULT when the address is not mapped to an enclave TCS.
         """
+        last = self._last_vma  # find_vma's first step, inlined (repeated ECALLs on one TCS)
+        if last is not None and last.start <= tcs_address < last.end:
+            return self.driver.enter(self, last.enclave, tcs_address, function, data)
         found = self.find_vma(tcs_address)
         if found is None:
             raise DriverError(errno.EFAULT, f"SIGSEGV: 0x{tcs_address:x} is not mapped")

@@ -706,24 +706,33 @@ def decode_mint_request(data: bytes) -> tuple[bytes, int, int, int]:
     return request.sigstruct, request.flags, request.xfrm, request.now
 
 
+def mint_allowed_head(rule: str | None, policy_version: int, policy_digest: bytes) -> bytes | None:
+    """The encoded allowed :class:`MintReply` (status byte first) up to its token, for a token
+    of :data:`TOKEN_SIZE` bytes: ``encode_mint_allowed(rule, policy_version, policy_digest,
+    token) == head + token``. ``None`` when a value needs the general encoder."""
+    if (
+        not isinstance(rule, str)
+        or policy_digest.__class__ is not bytes
+        or len(policy_digest) != 32
+    ):
+        return None
+    name = rule.encode()
+    try:
+        tail = _MINT_ALLOWED_TAIL.pack(policy_version, 1, policy_digest, 0, 1, TOKEN_SIZE)
+    except struct.error:
+        return None
+    return b"".join((b"\x00\x01\x01", _U32.pack(len(name)), name, tail))
+
+
 def encode_mint_allowed(
     rule: str | None, policy_version: int, policy_digest: bytes, token: bytes
 ) -> bytes:
     """``encode_ok(MintReply(allowed=1, rule=rule, policy_version=…, policy_digest=…,
     reasons=(), token=token))``."""
-    if (
-        isinstance(rule, str)
-        and policy_digest.__class__ is bytes
-        and len(policy_digest) == 32
-        and token.__class__ is bytes
-    ):
-        name = rule.encode()
-        try:
-            tail = _MINT_ALLOWED_TAIL.pack(policy_version, 1, policy_digest, 0, 1, len(token))
-        except struct.error:
-            pass
-        else:
-            return b"".join((b"\x00\x01\x01", _U32.pack(len(name)), name, tail, token))
+    if token.__class__ is bytes and len(token) == TOKEN_SIZE:
+        head = mint_allowed_head(rule, policy_version, policy_digest)
+        if head is not None:
+            return head + token
     return encode_ok(
         MintReply(
             allowed=1,
@@ -1200,11 +1209,16 @@ __all__ = [
     "ReleaseChallengeRequest",
     "ReleaseReply",
     "ReleaseRequest",
+    "decode_mint_reply",
+    "decode_mint_request",
     "decode_reply",
     "encode_error",
+    "encode_mint_allowed",
+    "encode_mint_request",
     "encode_ok",
     "error_class",
     "error_code",
     "from_seconds",
+    "mint_allowed_head",
     "to_seconds",
 ]

@@ -66,7 +66,7 @@ from sgxlaunch.cpu import EnclaveContext, EnclaveImage, EnclaveProgram, ImagePag
 from sgxlaunch.cpu.faults import EnclaveLeafFailed
 from sgxlaunch.cpu.keys import cmac128
 from sgxlaunch.driver.grants import grant_reportdata, grant_verdict
-from sgxlaunch.driver.owner import DynamicMemory, OwnerLimits, limits_nonce, token_keyid
+from sgxlaunch.driver.owner import DynamicMemory, limits_head, token_keyid
 from sgxlaunch.errors import (
     MalformedInput,
     PlatformMismatch,
@@ -78,6 +78,7 @@ from sgxlaunch.errors import (
 from sgxlaunch.launch.ecalls import (
     NO_INDEX,
     REQUESTS,
+    TOKEN_SIZE,
     AddCodeKeyReply,
     AddCodeKeyRequest,
     AdvanceReply,
@@ -112,6 +113,7 @@ from sgxlaunch.launch.ecalls import (
     encode_mint_allowed,
     encode_ok,
     from_seconds,
+    mint_allowed_head,
 )
 from sgxlaunch.launch.log import (
     CODE_KEY_ADDED,
@@ -127,7 +129,14 @@ from sgxlaunch.launch.log import (
 )
 from sgxlaunch.launch.log import LogRecord as _LogRecord
 from sgxlaunch.pcl import crypto as pcl
-from sgxlaunch.policy import POLICY_KEY, ROOT_KEY, EnclaveIdentity, MemoryStore, TrustedState
+from sgxlaunch.policy import (
+    POLICY_KEY,
+    ROOT_KEY,
+    Decision,
+    EnclaveIdentity,
+    MemoryStore,
+    TrustedState,
+)
 from sgxlaunch.policy.envelope import Envelope
 from sgxlaunch.policy.state import MODE_KEY, check_envelope, check_signatures
 from sgxlaunch.sigstruct import EnclaveSigner, sign, verify
@@ -364,6 +373,10 @@ class OwnerLaunchEnclave(EnclaveProgram):
         LOAD and whenever a new launch policy takes effect."""
         self._identity: Report | None = None
         self._minting: _Minting | None = None
+        self._allowed: tuple[Decision, bytes, bytes, bytes | None] | None = None
+        """(decision, policy digest, its KEYID limits bytes, its reply head) of the last
+        allowing decision: constants of that decision (made again when another decision or
+        policy allows), never the decision itself."""
         self._floor: tuple[str, datetime | None] = ("", None)
         self._last_now: tuple[int, datetime | None] = (-1, None)
         self._epoch_record: bytes | None = None
@@ -860,8 +873,21 @@ class OwnerLaunchEnclave(EnclaveProgram):
                     token=None,
                 )
             )
-        token = self._token(ctx, maced, sigstruct, digest, decision.limits)
-        return encode_mint_allowed(rule, decision.policy_version, digest, token)
+        allowed = self._allowed
+        if allowed is None or allowed[0] is not decision or allowed[1] is not digest:
+            # this decision's constants (once per allowing rule and policy): the KEYID nonce's
+            # limits bytes and the reply's bytes before the token
+            allowed = self._allowed = (
+                decision,
+                digest,
+                limits_head(decision.limits),
+                mint_allowed_head(rule, decision.policy_version, digest),
+            )
+        token = self._token(ctx, maced, sigstruct, digest, allowed[2])
+        head = allowed[3]
+        if head is None or len(token) != TOKEN_SIZE:  # odd values: the general encoder
+            return encode_mint_allowed(rule, decision.policy_version, digest, token)
+        return head + token
 
     def _minting_for(self, ctx: EnclaveContext) -> _Minting:
         """This instance's :class:`_Minting` (its REPORT is fixed for its life; made once)."""
@@ -894,16 +920,17 @@ class OwnerLaunchEnclave(EnclaveProgram):
         maced: bytes,
         sigstruct: bytes,
         policy_digest: bytes,
-        limits: OwnerLimits,
+        limits: bytes,
     ) -> bytes:
         """Mint an EINITTOKEN (SDM EINIT's token checks; Intel's LE flow, spec §4.7) whose
         KEYID binds the SIGSTRUCT and the policy (:func:`~sgxlaunch.driver.owner.token_keyid`)
-        and carries the allowing rule's ``limits`` in its nonce
-        (:func:`~sgxlaunch.driver.owner.limits_nonce`): ``maced`` (bytes 0..191) ‖ this
+        and carries the allowing rule's limits in its nonce: ``limits``
+        (:func:`~sgxlaunch.driver.owner.limits_head`) ‖ 13 bytes of RDRAND, the layout of
+        :func:`~sgxlaunch.driver.owner.limits_nonce`. The token: ``maced`` (bytes 0..191) ‖ this
         enclave's LE fields ‖ KEYID ‖ CMAC under the EINITTOKEN key that EGETKEY derives for
         that KEYID."""
         minting = self._minting or self._minting_for(ctx)
-        keyid = token_keyid(limits_nonce(limits, ctx.rdrand(13)), sigstruct, policy_digest)
+        keyid = token_keyid(limits + ctx.rdrand(13), sigstruct, policy_digest)
         key = ctx.egetkey(b"".join((minting.keyrequest_head, keyid, minting.keyrequest_tail)))
         return b"".join((maced, minting.token_le, keyid, cmac128(key, maced)))
 
