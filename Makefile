@@ -34,8 +34,9 @@ types: .venv
 # The whole suite, then the processor and driver suites again on the pure-Python paging leaves
 # (the native fast path is optional; both must behave the same). Both runs spread the test files
 # over one pytest-xdist worker per core (a whole file to one worker, so a module's fixtures are
-# made once); a plain `pytest FILE` while iterating stays in one process.
-PYTEST_PARALLEL := -n auto --dist loadfile
+# made once), in collection order: tests/conftest.py puts the files marked slow first. A plain
+# `pytest FILE` while iterating stays in one process.
+PYTEST_PARALLEL := -n auto --dist loadfile --no-loadscope-reorder
 
 unit: .venv
 	$(BIN)/pytest $(PYTEST_PARALLEL)

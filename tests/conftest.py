@@ -82,3 +82,12 @@ def _pooled_sgx_signing_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(sgxlaunch.attest.pcs, "generate_key", pooled)
     monkeypatch.setattr(sgxlaunch.cli.author, "generate_key", pooled)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with a test marked ``slow`` run first, each file's tests in their own order.
+    ``make test`` hands whole files to the pytest-xdist workers in this order
+    (``--no-loadscope-reorder``), so the long files start early and the many short ones even
+    out the workers' ends, instead of one worker running the last long file alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow)

@@ -16,6 +16,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
+
 SECTION = re.compile(r"^## Using the tools\n(.*?)^## ", re.S | re.M)
 BLOCK = re.compile(r"^```sh\n(.*?)^```", re.S | re.M)
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
+
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "sgxlaunch"
 

@@ -22,6 +22,8 @@ from tests.support.codekeys import ask, by_signer, code_key, installed, release,
 from tests.support.pcl_cli import Scenario, pcl_scenario
 from tests.support.platform import Owner
 
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
+
 
 def secret_forms(key: bytes) -> list[bytes]:
     """K as it could leak: raw, hex (lower, upper), base64 (standard, URL-safe, unpadded)."""

@@ -23,6 +23,8 @@ from sgxlaunch.arch.constants import PAGE_SIZE, PageType, secinfo_flags
 from sgxlaunch.formats import sgxs
 from sgxlaunch.measure import TAG_EADD, ecreate_block
 
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
+
 REG_R = secinfo_flags(PageType.REG, 0b001)
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
+import pytest
 
 from sgxlaunch.cli import _COMMANDS, load_all_commands, main
 from sgxlaunch.cli._common import MAX_INPUT_ENV
@@ -21,6 +22,8 @@ from tests.conftest import shared_vectors
 from tests.support.cli import run
 from tests.support.cli_json import result_of
 from tests.support.json_cases import run_cases
+
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
 
 GEN = shared_vectors() / "generated"
 

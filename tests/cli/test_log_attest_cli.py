@@ -20,6 +20,8 @@ from tests.conftest import shared_vectors
 from tests.support.cli import run
 from tests.support.cli_json import document_of, result_of
 
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
+
 GEN = shared_vectors() / "generated"
 
 

@@ -26,6 +26,8 @@ from sgxlaunch.cpu.paging import PagingLeaves
 from sgxlaunch.errors import UsageError
 from tests.support.cpu import MemoryProgram, Pager, cpu, launch
 
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
+
 PAGE = 4096
 DATA_PAGES = 6
 

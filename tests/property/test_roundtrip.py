@@ -20,6 +20,8 @@ from sgxlaunch.arch import ALL_STRUCTURES, EinitToken, Secinfo, Sigstruct, Tcs
 from sgxlaunch.errors import MalformedInput
 from tests.conftest import shared_vectors
 
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
+
 HEADER = bytes.fromhex("06000000e10000000000010000000000")
 HEADER_SDK = bytes.fromhex("06000000e10000000000010000000080")
 HEADER2 = bytes.fromhex("01010000600000006000000001000000")

@@ -22,6 +22,8 @@ from tests.support.home import DiskHome, make_disk_home
 from tests.support.platform import author_enclave
 from tests.support.service import Daemon, start_daemon
 
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -17,6 +17,8 @@ from sgxlaunch.service.client import DaemonClient, RemoteError, b64
 from tests.support.home import DiskHome, make_disk_home
 from tests.support.service import Daemon, as_user, shared_dir, start_daemon, write_config
 
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
+
 SOCKET_GID, ENCLAVE_GID, READER_GID, OWNER_GID = 4200, 4201, 4202, 4203
 CONFIG = {
     "owner_uids": [0],

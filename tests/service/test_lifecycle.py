@@ -21,6 +21,8 @@ from tests.support.home import make_disk_home
 from tests.support.platform import author_enclave
 from tests.support.service import start_daemon
 
+pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
+
 
 def _cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
