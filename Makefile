@@ -34,12 +34,14 @@ types: .venv
 # The whole suite, then the processor and driver suites again on the pure-Python paging leaves
 # (the native fast path is optional; both must behave the same). Both runs spread the test files
 # over one pytest-xdist worker per core (a whole file to one worker, so a module's fixtures are
-# made once), in collection order: tests/conftest.py puts the files marked slow first. A plain
-# `pytest FILE` while iterating stays in one process.
+# made once), in collection order: tests/conftest.py puts the files marked slow first. Tests
+# marked `alone` (timed against a bound) run afterwards in one process with nothing beside them.
+# A plain `pytest FILE` while iterating stays in one process.
 PYTEST_PARALLEL := -n auto --dist loadfile --no-loadscope-reorder
 
 unit: .venv
-	$(BIN)/pytest $(PYTEST_PARALLEL)
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m 'not alone'
+	$(BIN)/pytest -m alone
 	SGXLAUNCH_PURE_PYTHON=1 $(BIN)/pytest $(PYTEST_PARALLEL) tests/cpu tests/driver
 
 test: .venv lint types unit

@@ -203,6 +203,7 @@ def test_disconnect_mid_upload_leaves_nothing(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.alone  # five requests must finish inside the 1 s bound: no other test beside it
 def test_slowloris_is_cut_at_its_bound_and_delays_nobody(tmp_path: Path) -> None:
     bound = 1.0
     daemon, _disk = _served(tmp_path, {"header_timeout_s": bound, "body_timeout_s": bound})
