@@ -67,6 +67,9 @@ _PT_TRIM = int(PageType.TRIM)
 _R, _W, _X = 0x1, 0x2, 0x4
 _PENDING, _MODIFIED, _PR = EPCM_PENDING, EPCM_MODIFIED, EPCM_PR
 _SECINFO = struct.Struct("<Q56s")
+_unpack_secinfo = _SECINFO.unpack_from
+_unpack_pageinfo = struct.Struct("<QQQQ").unpack_from
+_ZERO_PAGE = bytes(PAGE)
 _ZERO56 = bytes(56)
 _TCS_HEAD = struct.Struct("<QQQIIQQQQII")  # STATE FLAGS OSSA CSSA NSSA OENTRY AEP OFS OGS FS GS
 
@@ -87,6 +90,15 @@ PF_SGX = 0x8000
 Operand = Callable[[SecsState, int, int], int]
 """Translate an enclave linear address for an access type to the EPC index resident there
 (``Enclu.operand``); raises the paging / not-present ``PageFault``."""
+
+
+def _secinfo_page_fault(rbx: int) -> PageFault:
+    """Step 2 of the SGX2 ENCLU leaves: #PF(RBX) with the SGX bit."""
+    return PageFault(
+        "the SECINFO's page is not an accepted readable REG page of this enclave",
+        address=rbx,
+        error_code=PF_SGX | PF_P | PF_U,
+    )
 
 
 def _unsupported(leaf: str) -> GeneralProtection:
@@ -124,30 +136,44 @@ class EdmmLeaves(StateView):
             raise GeneralProtection(f"PAGEINFO 0x{pageinfo:x} is not 32-byte aligned")
         if epc_page & _PAGE_MASK:
             raise GeneralProtection(f"EPC operand 0x{epc_page:x} is not 4 KiB aligned")
-        i = self._epc_page(epc_page)
-        linaddr, srcpge, secinfo, secs_addr = self._read_pageinfo(pageinfo)
+        epc_base = self.epc_base
+        i = (epc_page - epc_base) >> 12
+        if not 0 <= i < self.epc_pages:
+            raise PageFault("EPC operand is not in the EPC", address=epc_page)
+        region = self._page_region.get(pageinfo >> 12)
+        if region is not None and region.base <= pageinfo and pageinfo + 32 <= region.end:
+            linaddr, srcpge, secinfo, secs_addr = _unpack_pageinfo(
+                region.buf, pageinfo - region.base
+            )
+        else:  # in the EPC (the abort page) or not mapped (#PF)
+            linaddr, srcpge, secinfo, secs_addr = self._read_pageinfo(pageinfo)
         if secinfo and secinfo & 63:
             raise GeneralProtection("PAGEINFO.SECINFO is not 64-byte aligned")
         if secs_addr & _PAGE_MASK or linaddr & _PAGE_MASK:
             raise GeneralProtection("PAGEINFO.SECS or LINADDR is not 4 KiB aligned")
         if srcpge:
             raise GeneralProtection("EAUG needs PAGEINFO.SRCPGE = 0")
-        if not self.epc_base <= secs_addr < self._epc_end:
+        if not epc_base <= secs_addr < self._epc_end:
             raise PageFault("PAGEINFO.SECS is not in the EPC", address=secs_addr)
-        if self._valid[i]:
+        valid = self._valid
+        if valid[i]:
             raise PageFault("EAUG target EPC page is already valid", address=epc_page)
         if secinfo:
             self._read_secinfo(secinfo)  # reserved bits → #GP
             raise GeneralProtection(
                 "EAUG with a SECINFO describes a CET shadow-stack page; this part has no CET"
             )
-        enclave = self._secs_of(secs_addr)  # step 10: #PF unless a valid PT_SECS page
+        si = (secs_addr - epc_base) >> 12  # step 10: #PF unless a valid PT_SECS page
+        if valid[si] and self._ptype[si] == _PT_SECS:
+            enclave = self._secs_state[si]
+        else:
+            enclave = self._secs_of(secs_addr)
         if not enclave.initialized:
             raise GeneralProtection("EAUG to an enclave that is not initialized")
         if not 0 <= linaddr - enclave.baseaddr < enclave.size:
             raise GeneralProtection(f"EAUG LINADDR 0x{linaddr:x} is outside ELRANGE")
-        self._epc_page_views[i][:] = bytes(PAGE)
-        self._valid[i] = 1
+        self._epc_page_views[i][:] = _ZERO_PAGE
+        valid[i] = 1
         self._ptype[i] = _PT_REG
         self._perm[i] = _R | _W | _PENDING
         self._blocked[i] = 0
@@ -155,7 +181,9 @@ class EdmmLeaves(StateView):
         self._owner[i] = enclave
         enclave.children += 1
         enclave.pages[linaddr] = i
-        enclave.needs_tracking.pop(linaddr, None)
+        tracking = enclave.needs_tracking
+        if tracking:
+            tracking.pop(linaddr, None)
         return SgxStatus.SUCCESS
 
     def _modify_target(self, secinfo: int, epc_page: int) -> tuple[int, int]:
@@ -269,11 +297,7 @@ class EdmmEnclu(StateView):
             or self._owner[i] is not enclave
             or self._linaddr[i] != rbx & ~_PAGE_MASK
         ):
-            raise PageFault(
-                "the SECINFO's page is not an accepted readable REG page of this enclave",
-                address=rbx,
-                error_code=PF_SGX | PF_P | PF_U,
-            )
+            raise _secinfo_page_fault(rbx)
         return i
 
     def _read_secinfo_at(self, i: int, rbx: int) -> int:
@@ -309,46 +333,74 @@ class EdmmEnclu(StateView):
             raise _unsupported("EACCEPT")
         if rbx & 63:
             raise GeneralProtection("EACCEPT SECINFO (RBX) is not 64-byte aligned")
-        if not self._in_elrange(enclave, rbx):
+        base = enclave.baseaddr
+        size = enclave.size
+        if not 0 <= rbx - base < size:
             raise GeneralProtection("EACCEPT SECINFO (RBX) is outside ELRANGE")
-        si = self._secinfo_page(enclave, rbx)
-        flags = self._read_secinfo_at(si, rbx)
+        # Steps 2-3 as _secinfo_page and _read_secinfo_at, inline (the hot path of an EACCEPT
+        # per page, run twice when the page is EAUGed on the fault).
+        operand = self._operand
+        valid = self._valid
+        blocked = self._blocked
+        ptypes = self._ptype
+        owner = self._owner
+        linaddrs = self._linaddr
+        perms = self._perm
+        si = operand(enclave, rbx, ACCESS_READ)
+        perm = perms[si]
+        if (
+            not valid[si]
+            or not perm & _R
+            or perm & (_PENDING | _MODIFIED)
+            or blocked[si]
+            or ptypes[si] != _PT_REG
+            or owner[si] is not enclave
+            or linaddrs[si] != rbx & ~_PAGE_MASK
+        ):
+            raise _secinfo_page_fault(rbx)
+        flags, rest = _unpack_secinfo(self._epc, si * PAGE + (rbx & _PAGE_MASK))
+        if flags & SECINFO_RESERVED or rest != _ZERO56:
+            raise GeneralProtection("SECINFO has reserved bits set")
         if rcx & _PAGE_MASK:
             raise GeneralProtection("EACCEPT page (RCX) is not 4 KiB aligned")
-        if not self._in_elrange(enclave, rcx):
+        if not 0 <= rcx - base < size:
             raise GeneralProtection("EACCEPT page (RCX) is outside ELRANGE")
-        i = self._operand(enclave, rcx, ACCESS_READ)
+        i = operand(enclave, rcx, ACCESS_READ)
         s_type = (flags >> 8) & 0xFF
         s_state = flags & (_PENDING | _MODIFIED | _PR)
-        legal = (s_type == _PT_REG and s_state & (_PR | _PENDING) and not s_state & _MODIFIED) or (
-            s_type in (_PT_TCS, _PT_TRIM) and s_state == _MODIFIED
-        )
+        if s_type == _PT_REG:
+            legal = s_state & (_PR | _PENDING) and not s_state & _MODIFIED
+        else:
+            legal = s_type in (_PT_TCS, _PT_TRIM) and s_state == _MODIFIED
         if not legal:
             raise GeneralProtection(f"EACCEPT SECINFO 0x{flags:x} is not a legal request")
-        ptype = self._ptype[i]
+        ptype = ptypes[i]
         if (
-            not self._valid[i]
-            or self._blocked[i]
-            or ptype not in (_PT_REG, _PT_TCS, _PT_TRIM)
-            or self._owner[i] is not enclave
+            not valid[i]
+            or blocked[i]
+            or (ptype != _PT_REG and ptype != _PT_TCS and ptype != _PT_TRIM)
+            or owner[i] is not enclave
         ):
             raise self._fault("EACCEPT page is not a page of this enclave", rcx, ACCESS_READ)
-        perm = self._perm[i]
+        perm = perms[i]
         if (
-            self._linaddr[i] != rcx
-            or perm & _PENDING != flags & _PENDING
-            or perm & _MODIFIED != flags & _MODIFIED
-            or perm & EPCM_RWX != flags & EPCM_RWX
+            linaddrs[i] != rcx
+            or (perm ^ flags) & (_PENDING | _MODIFIED | EPCM_RWX)
             or ptype != s_type
         ):
             return SgxStatus.PAGE_ATTRIBUTES_MISMATCH
-        modified_at = enclave.needs_tracking.get(rcx)
-        if modified_at is not None and (enclave.epoch <= modified_at or enclave.tracking_threads):
-            return SgxStatus.NOT_TRACKED
+        tracking = enclave.needs_tracking
+        if tracking:
+            modified_at = tracking.get(rcx)
+            if modified_at is not None and (
+                enclave.epoch <= modified_at or enclave.tracking_threads
+            ):
+                return SgxStatus.NOT_TRACKED
         if s_type == _PT_TCS:
             self._check_new_tcs(enclave, i)
-        self._perm[i] = perm & EPCM_RWX
-        enclave.needs_tracking.pop(rcx, None)
+        perms[i] = perm & EPCM_RWX
+        if tracking:
+            tracking.pop(rcx, None)
         return SgxStatus.SUCCESS
 
     def _check_new_tcs(self, enclave: SecsState, i: int) -> None:

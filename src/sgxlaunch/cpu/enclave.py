@@ -375,7 +375,7 @@ class EnclaveContext:
         """
         enclave = self._check()
         enclu = self._enclu
-        return enclu.run_leaf(enclave, lambda: enclu.edmm.eaccept(enclave, secinfo, page))
+        return enclu.run_leaf(enclave, enclu.edmm.eaccept, enclave, secinfo, page)
 
     def eacceptcopy(self, secinfo: int, dest: int, source: int) -> SgxStatus:
         """ENCLU[EACCEPTCOPY] (SGX2): copy the page at ``source`` into the PENDING page at
@@ -390,9 +390,7 @@ class EnclaveContext:
         """
         enclave = self._check()
         enclu = self._enclu
-        return enclu.run_leaf(
-            enclave, lambda: enclu.edmm.eacceptcopy(enclave, secinfo, dest, source)
-        )
+        return enclu.run_leaf(enclave, enclu.edmm.eacceptcopy, enclave, secinfo, dest, source)
 
     def emodpe(self, secinfo: int, page: int) -> None:
         """ENCLU[EMODPE] (SGX2): add SECINFO's R/W/X to the accepted page at ``page``
@@ -403,7 +401,7 @@ class EnclaveContext:
         """
         enclave = self._check()
         enclu = self._enclu
-        enclu.run_leaf(enclave, lambda: enclu.edmm.emodpe(enclave, secinfo, page))
+        enclu.run_leaf(enclave, enclu.edmm.emodpe, enclave, secinfo, page)
 
     def execute(self, address: int, function: int = 0, data: bytes = b"") -> bytes:
         """Jump to code at linear ``address`` in this enclave and run it (a call, not EEXIT).
@@ -555,16 +553,16 @@ class Enclu(StateView):
         finally:
             enclave.threads += 1
 
-    def run_leaf(self, enclave: SecsState, leaf: Callable[[], T]) -> T:
-        """Run an enclave-mode operation; a #PF it raises goes to the OS (:meth:`deliver`) and
-        the operation runs again from the start when the OS resolved it."""
+    def run_leaf(self, enclave: SecsState, leaf: Callable[..., T], *args: object) -> T:
+        """Run an enclave-mode operation, ``leaf(*args)``; a #PF it raises goes to the OS
+        (:meth:`deliver`) and the operation runs again from the start when the OS resolved it."""
         for _attempt in range(_MAX_DELIVERIES):
             try:
-                return leaf()
+                return leaf(*args)
             except PageFault as fault:
                 if not fault.error_code or not self.deliver(enclave, fault):
                     raise
-        return leaf()
+        return leaf(*args)
 
     def _page(self, enclave: SecsState, linaddr: int, access: int) -> int:
         if not 0 <= linaddr - enclave.baseaddr < enclave.size:
@@ -574,7 +572,7 @@ class Enclu(StateView):
         except PageFault as fault:
             if not self.deliver(enclave, fault):
                 raise
-        return self.run_leaf(enclave, lambda: self.translate(enclave, linaddr, access))
+        return self.run_leaf(enclave, self.translate, enclave, linaddr, access)
 
     def _whole_pages(self, enclave: SecsState, linaddr: int, length: int, access: int) -> list[int]:
         """The EPC indices of a multi-page, page-aligned access when every page passes the

@@ -40,10 +40,26 @@ class PageFault(CpuFault):
     vector = "#PF"
 
     def __init__(self, message: str, *, address: int, error_code: int = 0) -> None:
-        code = f", error code 0x{error_code:x}" if error_code else ""
-        super().__init__(f"{message} (address 0x{address:x}{code})")
+        # A #PF is the emulator's control flow (a fault the OS resolves, then the leaf runs
+        # again), raised once per page added on a fault: the text is formatted when read.
+        # (``args`` holds the reason, as BaseException.__new__ stored it.)
+        self._what = message
+        self._message: str | None = None
+        self.detail = ()
         self.address = address
         self.error_code = error_code
+
+    @property
+    def message(self) -> str:
+        """The reason, with the address and (for an enclave-mode fault) the error code."""
+        if self._message is None:
+            code = f", error code 0x{self.error_code:x}" if self.error_code else ""
+            self._message = f"{self._what} (address 0x{self.address:x}{code})"
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = value
 
 
 class InvalidOpcode(CpuFault):

@@ -23,7 +23,7 @@ from typing import Protocol
 from sgxlaunch.arch.constants import PAGE_SIZE, PageType, SgxStatus
 from sgxlaunch.cpu import CpuFault, Processor
 from sgxlaunch.driver import dynamic
-from sgxlaunch.driver.encl import Enclave, EnclPage
+from sgxlaunch.driver.encl import SGX_VA_SLOT_COUNT, Enclave, EnclPage
 from sgxlaunch.driver.epc import PAGEINFO, EpcPool
 from sgxlaunch.driver.grants import revoke_linear
 from sgxlaunch.driver.owner import DynamicMemory
@@ -45,6 +45,10 @@ ACCESS_FETCH = 16
 """What an enclave access asks of the page tables (the processor's ``walk`` argument)."""
 
 _PAGE_MASK = ~(PAGE_SIZE - 1)
+_PT_REG = int(PageType.REG)
+_LEVEL_NONE = int(DynamicMemory.NONE)
+_LEVEL_CODE = int(DynamicMemory.CODE)
+_pack_pageinfo = PAGEINFO.pack
 _RW = PROT_READ | PROT_WRITE
 _RWX = _RW | PROT_EXEC
 _NEED = {ACCESS_READ: PROT_READ, ACCESS_WRITE: PROT_WRITE, ACCESS_FETCH: PROT_EXEC}
@@ -108,6 +112,7 @@ class EnclaveVm:
         self.by_secs: dict[int, Enclave] = {}
         self.current = _Current()
         self.sgx2 = bool(cpu.cpuid(0x12, 0)[0] & 0x2)
+        self._pageinfo = pool.scratch.pageinfo
 
     # -- the page tables the processor walks --------------------------------------------------
 
@@ -275,27 +280,27 @@ class EnclaveVm:
         if not enclave.initialized:
             return False
         level = enclave.owner_limits.dynamic_memory
-        if level == DynamicMemory.NONE:
+        if level == _LEVEL_NONE:
             return dynamic.eaug_allowed(enclave, offset, pid)  # False, recorded
         pool = self.pool
         pages = enclave.pages
         free = pool.free_list
         try:
-            if len(pages) % 512 == 0:
+            if len(pages) % SGX_VA_SLOT_COUNT == 0:
                 pool.grow_for(enclave, len(pages) + 1)
             epc = free.pop() if free else pool.alloc()
         except DriverError:
             return False
         cpu = self.cpu
-        k = pool.scratch
-        cpu.write(k.pageinfo, PAGEINFO.pack(enclave.base + offset, 0, 0, enclave.secs_epc))
+        pageinfo = self._pageinfo
+        cpu.write(pageinfo, _pack_pageinfo(enclave.base + offset, 0, 0, enclave.secs_epc))
         try:
-            cpu.eaug(k.pageinfo, epc)
+            cpu.eaug(pageinfo, epc)
         except CpuFault:
             pool.free(epc)
             return False
-        max_prot = _RWX if level == DynamicMemory.CODE else _RW  # dynamic.eaug_max_prot
-        page = EnclPage(offset, max_prot, PageType.REG, epc, dynamic=True)
+        max_prot = _RWX if level == _LEVEL_CODE else _RW  # dynamic.eaug_max_prot
+        page = EnclPage(offset, max_prot, _PT_REG, epc, None, 0, True)
         pages[offset] = page
         enclave.pages_added += 1
         pool.lru[(enclave.eid, offset)] = (enclave, page)
