@@ -247,6 +247,41 @@ def test_parsers_accept_bytearray_and_memoryview(cls: Any) -> None:
     assert cls.from_bytes_raw(memoryview(data)) == expected
 
 
+def _outcome(parse: Any, data: bytes) -> Any:
+    """What a parser does with ``data``: the object, or the error's class, text and place."""
+    try:
+        return parse(data)
+    except MalformedInput as exc:
+        return (type(exc), str(exc), exc.field, exc.offset, exc.detail)
+
+
+@pytest.mark.parametrize("cls", STRUCTS, ids=IDS)
+def test_compiled_strict_parser_equals_the_generic_one(cls: Any) -> None:
+    """``from_bytes`` (straight-line code compiled per structure) returns the object the generic
+    strict parse (raw parse, then ``check_strict``) returns, and refuses with the same error,
+    for valid bytes and for each of them with one byte changed anywhere (reserved ranges,
+    nested structures, constants, ordinary fields) or with a wrong length."""
+    from sgxlaunch.arch._layout import Structure
+
+    generic = Structure.from_bytes.__func__  # type: ignore[attr-defined]
+    assert cls.from_bytes.__func__ is not generic  # the compiled parser is what runs
+    rng = random.Random(f"compiled-{cls.NAME}")
+    refused = 0
+    for _ in range(12):
+        data = valid_bytes(cls, rng)
+        cases = [data, data[:-1], data + b"\x00"]
+        for _ in range(40):
+            mutated = bytearray(data)
+            mutated[rng.randrange(cls.SIZE)] ^= 1 << rng.randrange(8)
+            cases.append(bytes(mutated))
+        for case in cases:
+            want = _outcome(lambda d: generic(cls, d), case)
+            assert _outcome(cls.from_bytes, case) == want
+            refused += isinstance(want, tuple)
+    if SPEC_RESERVED[cls] or cls in (Sigstruct, EinitToken, Secinfo, Pcmd, Tcs):
+        assert refused  # the mutations reached the refusals, not only the happy path
+
+
 # -- lengths --------------------------------------------------------------------------------
 
 

@@ -164,3 +164,40 @@ def test_naive_now_and_wrong_input_refused() -> None:
         evaluate(policy, b"not a sigstruct", NOW)  # type: ignore[arg-type]
     with pytest.raises(UsageError):
         EnclaveIdentity(mrenclave=b"short", mrsigner=SIGNER_A)
+
+
+def test_identity_from_sigstruct_is_the_constructed_identity() -> None:
+    """``EnclaveIdentity.from_sigstruct`` (slots set directly) equals the identity built through
+    the checked constructor from the same fields, for a SIGSTRUCT built and one parsed, and
+    hashes alike (the policy indexes and caches key on it)."""
+    import random
+
+    from sgxlaunch.arch import Attributes
+
+    rng = random.Random("identity")
+    for _ in range(20):
+        sig = Sigstruct(
+            modulus=rng.randbytes(384),
+            miscselect=rng.getrandbits(32),
+            isvfamilyid=rng.randbytes(16),
+            attributes=Attributes(flags=rng.getrandbits(64), xfrm=rng.getrandbits(64)),
+            enclavehash=rng.randbytes(32),
+            isvextprodid=rng.randbytes(16),
+            isvprodid=rng.getrandbits(16),
+            isvsvn=rng.getrandbits(16),
+        )
+        for source in (sig, Sigstruct.from_bytes(sig.to_bytes())):
+            built = EnclaveIdentity.from_sigstruct(source)
+            checked = EnclaveIdentity(
+                mrenclave=sig.enclavehash,
+                mrsigner=sig.mrsigner,
+                isvprodid=sig.isvprodid,
+                isvsvn=sig.isvsvn,
+                isvfamilyid=sig.isvfamilyid,
+                isvextprodid=sig.isvextprodid,
+                flags=sig.attributes.flags,
+                xfrm=sig.attributes.xfrm,
+                miscselect=sig.miscselect,
+            )
+            assert built == checked and hash(built) == hash(checked)
+            assert built.describe() == checked.describe()

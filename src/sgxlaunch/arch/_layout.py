@@ -309,6 +309,7 @@ def finalize(cls: _S) -> _S:
         for f in fields
     )
     setattr(cls, "from_bytes_raw", classmethod(_compile_raw_parser(cls)))  # noqa: B010
+    setattr(cls, "from_bytes", classmethod(_compile_strict_parser(cls)))  # noqa: B010
     return cls
 
 
@@ -343,6 +344,62 @@ def _compile_raw_parser(cls: type[Structure]) -> Any:
     lines.append(" return obj")
     exec("\n".join(lines), namespace)  # noqa: S102 - source generated above from FIELDS only
     return namespace["from_bytes_raw"]
+
+
+def _compile_strict_parser(cls: type[Structure]) -> Any:
+    """``from_bytes`` of one structure as straight-line code: one unpack, each reserved range
+    compared with zeros, the nested structures parsed strictly, the slots set as
+    :func:`_compile_raw_parser` sets them, then the structure's ``_check_constants``. Anything
+    out of the ordinary (a wrong length, a non-zero reserved range, a nested structure that
+    fails its strict parse) goes to :meth:`Structure.from_bytes`, which names the field at
+    fault; so the result and every error equal the generic version's (raw parse, then
+    :meth:`Structure.check_strict`: reserved ranges, nested structures, constants)."""
+    generic = Structure.from_bytes.__func__  # type: ignore[attr-defined]
+    namespace: dict[str, Any] = {
+        "_size": cls.SIZE,
+        "_generic": generic,
+        "_unpack": cls._STRUCT.unpack,
+        "_new": object.__new__,
+        "MalformedInput": MalformedInput,
+    }
+    nested = dict(cls._NESTED)
+    kinds = {f.name: f.kind for f in cls.FIELDS}
+    values = [f"v{i}" for i in range(len(cls._NAMES))]
+    lines = [
+        "def from_bytes(cls, data):",
+        " if len(data) != _size:",
+        "  return _generic(cls, data)",
+        f" ({', '.join(values)},) = _unpack(data)",
+    ]
+    zero_checks = []
+    for i, name in enumerate(cls._NAMES):
+        if kinds[name] == "reserved":
+            namespace[f"_zero{i}"] = next(z for n, z in cls._ZERO_CHECKS if n == name)
+            zero_checks.append(f"v{i} != _zero{i}")
+    if zero_checks:
+        lines += [f" if {' or '.join(zero_checks)}:", "  return _generic(cls, data)"]
+    lines.append(" obj = _new(cls)")
+    for i, name in enumerate(cls._NAMES):
+        namespace[f"_set{i}"] = cls.__dict__[name].__set__
+        if i in nested:
+            inner = nested[i]
+            namespace[f"_nested{i}"] = inner
+            if inner._ZERO_CHECKS or inner._check_constants is not Structure._check_constants:
+                lines += [
+                    " try:",
+                    f"  _set{i}(obj, _nested{i}.from_bytes(v{i}))",
+                    " except MalformedInput:",
+                    "  return _generic(cls, data)",
+                ]
+            else:  # no reserved range, no constant: its strict parse is its raw parse
+                lines.append(f" _set{i}(obj, _nested{i}.from_bytes_raw(v{i}))")
+        else:
+            lines.append(f" _set{i}(obj, v{i})")
+    if cls._check_constants is not Structure._check_constants:
+        lines.append(" obj._check_constants()")
+    lines.append(" return obj")
+    exec("\n".join(lines), namespace)  # noqa: S102 - source generated above from FIELDS only
+    return namespace["from_bytes"]
 
 
 def zeros(n: int) -> Any:

@@ -20,6 +20,7 @@ INIT and CET) are refused; XFRM and MISCSELECT must lie within the rule's masks,
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -72,18 +73,25 @@ class EnclaveIdentity:
 
     @classmethod
     def from_sigstruct(cls, sig: Sigstruct) -> EnclaveIdentity:
-        """The identity a SIGSTRUCT declares (ATTRIBUTES as signed, MRSIGNER from MODULUS)."""
-        return cls(
-            mrenclave=sig.enclavehash,
-            mrsigner=sig.mrsigner,
-            isvprodid=sig.isvprodid,
-            isvsvn=sig.isvsvn,
-            isvfamilyid=sig.isvfamilyid,
-            isvextprodid=sig.isvextprodid,
-            flags=sig.attributes.flags,
-            xfrm=sig.attributes.xfrm,
-            miscselect=sig.miscselect,
-        )
+        """The identity a SIGSTRUCT declares (ATTRIBUTES as signed, MRSIGNER from MODULUS).
+
+        Built without ``__post_init__``: a :class:`Sigstruct`'s fields have their exact widths
+        (its constructor checks them; its parsers unpack fixed widths) and MRSIGNER is a
+        SHA-256, which is all that check asks. The launch enclave builds one for every
+        SIGSTRUCT it verifies.
+        """
+        identity = _new_object(cls)
+        attributes = sig.attributes
+        _SET_MRENCLAVE(identity, sig.enclavehash)
+        _SET_MRSIGNER(identity, sig.mrsigner)
+        _SET_ISVPRODID(identity, sig.isvprodid)
+        _SET_ISVSVN(identity, sig.isvsvn)
+        _SET_ISVFAMILYID(identity, sig.isvfamilyid)
+        _SET_ISVEXTPRODID(identity, sig.isvextprodid)
+        _SET_FLAGS(identity, attributes.flags)
+        _SET_XFRM(identity, attributes.xfrm)
+        _SET_MISCSELECT(identity, sig.miscselect)
+        return identity
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -98,6 +106,32 @@ class EnclaveIdentity:
             "xfrm": f"0x{self.xfrm:x}",
             "miscselect": f"0x{self.miscselect:x}",
         }
+
+
+# The slots of EnclaveIdentity, set directly by from_sigstruct (in the dataclass's field order).
+assert tuple(f.name for f in dataclasses.fields(EnclaveIdentity)) == (
+    "mrenclave",
+    "mrsigner",
+    "isvprodid",
+    "isvsvn",
+    "isvfamilyid",
+    "isvextprodid",
+    "flags",
+    "xfrm",
+    "miscselect",
+)
+(
+    _SET_MRENCLAVE,
+    _SET_MRSIGNER,
+    _SET_ISVPRODID,
+    _SET_ISVSVN,
+    _SET_ISVFAMILYID,
+    _SET_ISVEXTPRODID,
+    _SET_FLAGS,
+    _SET_XFRM,
+    _SET_MISCSELECT,
+) = (EnclaveIdentity.__dict__[f.name].__set__ for f in dataclasses.fields(EnclaveIdentity))
+_new_object = object.__new__
 
 
 @dataclass(frozen=True, slots=True)
