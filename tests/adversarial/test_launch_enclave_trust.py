@@ -8,6 +8,7 @@ Each failure path that must not change state is checked to leave the home unchan
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from sgxlaunch.store.machine import FileMachine
 from tests.support.cli import run as cli
 from tests.support.clock import LATER, NOW
 from tests.support.cpu import MemoryProgram
+from tests.support.home import make_disk_home
 from tests.support.platform import Owner, allow_rule, author_enclave
 
 
@@ -277,6 +279,33 @@ def test_owner_mode_new_binds_to_a_platform_by_default(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = ModeDocument.from_payload(Envelope.from_bytes(bound.read_bytes()).payload)
     assert doc.platform_id == state.platform_id and doc.issued is not None
+
+
+def test_platform_mode_says_when_the_document_is_unbound(tmp_path: Path) -> None:
+    """`platform mode` with an unbound document (made with --any-platform) says on stderr that
+    it is valid on every platform of the owner; a document bound to this machine installs
+    without that note. Both take effect (the status shows the new version)."""
+    disk = make_disk_home(tmp_path)
+    where = ("--home", disk.home, "--machine", disk.machine)
+    platform_id = FileMachine(disk.machine).load().platform_id
+    bound = tmp_path / "bound.json"
+    bound.write_bytes(disk.owner.mode("owner", version=2, platform_id=platform_id))
+    unbound = tmp_path / "unbound.json"
+    unbound.write_bytes(disk.owner.mode("owner", version=3))
+    note = "not bound to a platform"
+
+    result = cli("platform", "mode", bound, *where)
+    assert result.exit_code == 0, result.output
+    assert note not in result.stderr
+    assert "document version 2" in result.stdout
+
+    result = cli("platform", "mode", unbound, *where, "--json")
+    assert result.exit_code == 0, result.output
+    assert note in result.stderr and "valid on every platform" in result.stderr
+    assert json.loads(result.stdout)["result"]["platform_id"] is None
+    status = cli("platform", "status", *where, "--json")
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["result"]["mode_document"] == {"version": 3, "mode": "owner"}
 
 
 def test_expired_policy_refused_after_a_later_signed_document_with_clock_turned_back() -> None:

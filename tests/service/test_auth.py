@@ -4,7 +4,9 @@ fails, it does not skip)."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -172,6 +174,58 @@ def test_owner_operations_are_rate_limited(served: tuple[Daemon, DiskHome, Path]
     assert client.call("GET", "/v1/ping") == {"pong": True}
     limited = [e for e in daemon.events() if e.get("outcome") == "rate_limited"]
     assert len(limited) == 2 and limited[0]["uid"] == 0
+
+
+def _owner_attempts(socket_path: str, count: int) -> list[int]:
+    """Runs in the child: ``count`` owner operations (refused as bad input, 400, unless the
+    rate limit refuses them first, 429); the statuses."""
+    client = DaemonClient(socket_path)
+    statuses = []
+    for _ in range(count):
+        try:
+            client.call("POST", "/v1/launch-enclave", {"sigstruct": b64(b"not one")})
+        except RemoteError as exc:
+            statuses.append(exc.status)
+    return statuses
+
+
+def _raw_head(socket_path: str, request: bytes) -> bytes:
+    """The response head the daemon sends for one raw request."""
+    conn = socket.socket(socket.AF_UNIX)
+    conn.settimeout(30)
+    conn.connect(socket_path)
+    conn.sendall(request)
+    reply = b""
+    while b"\r\n\r\n" not in reply and (chunk := conn.recv(65536)):
+        reply += chunk
+    conn.close()
+    return reply.partition(b"\r\n\r\n")[0]
+
+
+def test_owner_rate_limit_is_per_uid_with_retry_after(
+    served: tuple[Daemon, DiskHome, Path],
+) -> None:
+    """The bucket is the caller's uid's: once uid 0 is limited (429 with Retry-After), another
+    owner uid (5004, by the owner group) still has its whole burst, then is limited in turn;
+    uid 0 stays limited, and each refusal is recorded under its own uid."""
+    daemon, _disk, _shared = served
+    sock = str(daemon.socket)
+    assert _owner_attempts(sock, 4) == [400, 400, 400, 429]
+    body = json.dumps({"sigstruct": b64(b"not one")}).encode()
+    head = _raw_head(
+        sock,
+        b"POST /v1/launch-enclave HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body,
+    )
+    assert head.startswith(b"HTTP/1.1 429"), head
+    retry = [line for line in head.split(b"\r\n") if line.lower().startswith(b"retry-after:")]
+    assert len(retry) == 1 and int(retry[0].split(b":", 1)[1]) >= 1, head
+    other = as_user(5004, 5004, [SOCKET_GID, OWNER_GID], lambda: _owner_attempts(sock, 4))
+    assert other == [400, 400, 400, 429]
+    assert _owner_attempts(sock, 1) == [429]
+    limited = [e["uid"] for e in daemon.events() if e.get("outcome") == "rate_limited"]
+    assert sorted(limited) == [0, 0, 0, 5004]
 
 
 def _serve(disk: DiskHome, *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,7 @@ from sgxlaunch.formats.sgxs import write_sgxs
 from sgxlaunch.service.client import DaemonClient, b64
 from tests.support.home import make_disk_home
 from tests.support.platform import author_enclave
-from tests.support.service import start_daemon
+from tests.support.service import Daemon, start_daemon
 
 pytestmark = pytest.mark.slow  # started first under `make test` (tests/conftest.py)
 
@@ -100,6 +100,69 @@ def test_readiness_line_and_structured_log(tmp_path: Path) -> None:
     assert entry["uid"] == os.getuid() and entry["operation"] == "ping"
     assert entry["outcome"] == "ok" and isinstance(entry["us"], int) and entry["us"] >= 0
     assert [e["event"] for e in daemon.events()][-2:] == ["stopping", "stopped"]
+
+
+def test_readiness_is_notified_to_systemd(tmp_path: Path) -> None:
+    """Type=notify (contrib/systemd): the daemon sends READY=1 to $NOTIFY_SOCKET once, when its
+    socket already answers."""
+    disk = make_disk_home(tmp_path)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    sock = tmp_path / "d.sock"
+    daemon = start_daemon(
+        disk.home, disk.machine, sock, env={"NOTIFY_SOCKET": str(notify.getsockname())}
+    )
+    try:
+        assert notify.recv(4096) == b"READY=1"
+        assert DaemonClient(str(sock)).call("GET", "/v1/ping") == {"pong": True}
+        notify.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            notify.recv(4096)  # said once
+    finally:
+        notify.close()
+        assert daemon.stop() == 0
+
+
+def test_cli_finds_the_daemon_by_environment_and_default_socket(tmp_path: Path) -> None:
+    """With neither --socket nor --home, a platform command goes to the daemon named by
+    $SGXLAUNCH_SOCKET, else to the one on the default socket ($XDG_RUNTIME_DIR/sgxlaunch/
+    sgxlaunchd.sock) when it exists; with neither, it runs in-process (and here finds no home)."""
+    disk = make_disk_home(tmp_path)
+    runtime = tmp_path / "runtime"
+    default = runtime / "sgxlaunch" / "sgxlaunchd.sock"
+    default.parent.mkdir(parents=True)
+    env = {
+        "XDG_RUNTIME_DIR": str(runtime),
+        "SGXLAUNCH_SOCKET": "",
+        "SGXLAUNCH_HOME": "",
+        "SGXLAUNCH_MACHINE": "",
+        "HOME": str(tmp_path / "user"),  # the default home (~/.local/share/sgxlaunch): none
+    }
+    done = _cli("platform", "status", "--json", env=env)
+    assert done.returncode == 2, done  # in-process: no platform in the default home
+    assert json.loads(done.stdout)["ok"] is False
+
+    def statuses(daemon: Daemon) -> int:
+        return sum(1 for e in daemon.events() if e.get("operation") == "status")
+
+    daemon = start_daemon(disk.home, disk.machine, default)
+    try:
+        done = _cli("platform", "status", "--json", env=env)
+        assert done.returncode == 0, done
+        assert json.loads(done.stdout)["result"]["mode"] == "owner"
+        assert statuses(daemon) == 1
+    finally:
+        assert daemon.stop() == 0
+    named = tmp_path / "named.sock"
+    daemon = start_daemon(disk.home, disk.machine, named)
+    try:
+        done = _cli("platform", "status", "--json", env={**env, "SGXLAUNCH_SOCKET": str(named)})
+        assert done.returncode == 0, done
+        assert json.loads(done.stdout)["result"]["mode"] == "owner"
+        assert statuses(daemon) == 1
+    finally:
+        assert daemon.stop() == 0
 
 
 def _as_fd3(fd: int) -> None:
