@@ -211,6 +211,38 @@ def test_future_clock_does_not_poison_the_time_floor() -> None:
     platform.install_policy(owner.policy(version=2, allow=[allow_rule(sig)]))
 
 
+def test_document_without_issued_time_does_not_move_the_time_floor() -> None:
+    """A spec_version "1" policy (no signed `issued`) installed while the host clock is two
+    months ahead does not carry that clock into the floor: with the clock back, a policy
+    expiring one month from now still installs and launches."""
+    owner, _platform = owner_platform()
+    image, sig = author_enclave(MemoryProgram)
+    owner.clock.now = NOW + timedelta(days=60)
+    owner.platform().install_policy(owner.policy(version=2, allow=[allow_rule(sig)], issued=False))
+    owner.clock.now = NOW
+    soon = (NOW + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    owner.platform().install_policy(owner.policy(version=3, allow=[allow_rule(sig)], expires=soon))
+    result = owner.platform().run(image, sig)
+    assert result.decision == "allowed" and result.enclave is not None
+
+
+def test_document_without_issued_time_expired_before_the_floor_refused() -> None:
+    """A spec_version "1" policy counts as issued no later than the latest signed `issued`:
+    once a document issued after its expiry was verified, it is expired whatever the host
+    clock says, and nothing is stored."""
+    owner, _platform = owner_platform()
+    _, sig = author_enclave(MemoryProgram)
+    soon = (NOW + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    old_style = owner.policy(version=2, allow=[allow_rule(sig)], expires=soon, issued=False)
+    owner.clock.now = NOW + timedelta(days=60)
+    owner.platform().set_mode(owner.mode("owner", version=2))  # issued after that expiry
+    owner.clock.now = NOW  # the host turns its clock back
+    before = owner.store.snapshot()
+    with pytest.raises(Expired):
+        owner.platform().install_policy(old_style)
+    assert owner.store.snapshot() == before
+
+
 # -- H. the launch-enclave key launches anything ------------------------------------------------
 
 
