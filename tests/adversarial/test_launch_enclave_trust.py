@@ -8,6 +8,7 @@ Each failure path that must not change state is checked to leave the home unchan
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,10 +23,17 @@ from sgxlaunch.errors import (
     Expired,
     PlatformMismatch,
     PolicyDenied,
+    SgxlaunchError,
     VerificationFailed,
 )
 from sgxlaunch.launch.platform import Platform, PlatformConfig
-from sgxlaunch.policy import POLICY_KEY, POLICY_PAYLOAD_TYPE, PrivateKeySigner, sign_payload
+from sgxlaunch.policy import (
+    MODE_KEY,
+    POLICY_KEY,
+    POLICY_PAYLOAD_TYPE,
+    PrivateKeySigner,
+    sign_payload,
+)
 from sgxlaunch.policy._json import dumps_canonical
 from sgxlaunch.policy.control import MODE_PAYLOAD_TYPE, ModeDocument
 from sgxlaunch.policy.envelope import Envelope
@@ -193,6 +201,45 @@ def test_policy_signed_by_strangers_in_the_home_does_not_raise_the_floor() -> No
     owner.platform().run(image, sig)
     owner.store.commit({POLICY_KEY: None})
     owner.platform().install_policy(owner.policy(version=1, allow=[allow_rule(sig)]))
+
+
+def test_mode_document_below_threshold_in_the_home_does_not_raise_the_mode_floor() -> None:
+    """A mode document of version 2^63 − 1 signed by one key (below the threshold) written
+    over the owner's: the platform refuses to start, and opening it (also in maintenance, where
+    the launch enclave runs) moves no floor — with the owner's document back, the owner's
+    version 2 installs."""
+    owner, _platform = owner_platform()
+    original = owner.store.get(MODE_KEY)
+    assert original is not None
+    forged = owner.mode("permissive", version=2**63 - 1, signers=1)
+    owner.store.commit({MODE_KEY: forged})
+    with pytest.raises(VerificationFailed):
+        owner.platform()
+    blocked = owner.platform(maintenance=True)
+    assert blocked.blocked is not None
+    owner.store.commit({MODE_KEY: original})
+    platform = owner.platform()
+    assert platform.mode == "owner"
+    assert platform.set_mode(owner.mode("owner", version=2))["version"] == 2
+    assert owner.platform().mode == "owner"
+
+
+def test_mode_document_below_threshold_before_the_first_commit_does_not_raise_the_floor() -> None:
+    """As above before the launch enclave has committed anything: the forged document sits in
+    the home while the platform is opened and used (its first commit); the owner's mode
+    documents still install afterwards."""
+    owner = Owner()
+    owner.set_up_launch_enclave()
+    owner.store.commit({MODE_KEY: owner.mode("permissive", version=2**63 - 1, signers=1)})
+    with contextlib.suppress(SgxlaunchError):
+        owner.platform().run(*author_enclave(MemoryProgram))
+    blocked = owner.platform(maintenance=True)
+    with contextlib.suppress(SgxlaunchError):
+        blocked.run(*author_enclave(MemoryProgram))
+    owner.store.commit({MODE_KEY: None})
+    platform = owner.platform()
+    assert platform.set_mode(owner.mode("permissive", version=1))["version"] == 1
+    assert owner.platform().set_mode(owner.mode("owner", version=2))["version"] == 2
 
 
 # -- G. a future clock poisons the time floor --------------------------------------------------
