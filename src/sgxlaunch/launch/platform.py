@@ -1256,9 +1256,21 @@ class Platform:
         """Driver gate: record the *attempt* before EINIT, taking the home's lock until its
         outcome is recorded. In owner mode an attempt that cannot be recorded is refused
         (EIO, before EINIT); in permissive mode (mainline's behaviour) it goes ahead and the
-        failure is kept in :attr:`log_errors`."""
+        failure is kept in :attr:`log_errors`.
+
+        With no launch enclave running there is nothing to record with: in owner mode every
+        INIT but the launch enclave's own is then refused (EIO) — e.g. on a platform opened in
+        maintenance whose launch enclave does not start, a token minted earlier would
+        otherwise initialize its enclave with no record (``tests/adversarial/
+        test_launch_log_unlogged_init.py``)."""
         self._attempt_seq = None
         if self.le is None:
+            if attempt.mode == "owner" and not self._is_own_init(attempt):
+                reason = f" ({self.blocked})" if self.blocked else ""
+                raise DriverError(
+                    _errno.EIO,
+                    "no launch enclave is running to record the attempt in the launch log" + reason,
+                )
             return
         self._release()
         held = contextlib.ExitStack()
@@ -1275,6 +1287,18 @@ class Platform:
                 ) from None
             return
         self._held = held
+
+    def _is_own_init(self, attempt: InitAttempt) -> bool:
+        """The INIT is the owner's launch enclave's (signed by the signer the driver trusts,
+        of the launch enclave's MRENCLAVE): the one INIT that runs before a launch enclave."""
+        data = attempt.sigstruct
+        if data is None or self.state is None:
+            return False
+        try:
+            sig = Sigstruct.from_bytes(data)
+        except SgxlaunchError:
+            return False
+        return self._is_launch_enclave(sig)
 
     def _observe(self, attempt: InitAttempt) -> None:
         """Driver observer: record the *outcome* of the attempt the gate recorded, then
