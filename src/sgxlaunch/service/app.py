@@ -288,6 +288,7 @@ REFUSAL_REASONS = {
     409: "other_platform",
     413: "too_large",
     429: "rate_limited",
+    431: "too_large",
     503: "unavailable",
 }
 """The service's own refusals (error kind ``refused``): the HTTP status and its ``reason``."""

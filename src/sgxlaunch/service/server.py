@@ -205,8 +205,18 @@ class _Protocol(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         inner = self.app
 
+        head_limit = listener.limits.max_header_bytes
+
         async def app(scope: Any, receive: Any, send: Any) -> None:
             self._disarm()
+            # h11 measures a head only while it is incomplete: a whole head read at once is
+            # measured here (at least its request line's and header lines' bytes).
+            head = 14 + len(scope["method"]) + len(scope["raw_path"]) + len(scope["query_string"])
+            for name, value in scope["headers"]:
+                head += len(name) + len(value) + 4
+            if head > head_limit:
+                await self._head_too_large(head, head_limit, send)
+                return
             scope["extensions"] = {EXTENSION: connection}
             transport = self.transport
             if not isinstance(transport, _OneWrite):
@@ -229,6 +239,34 @@ class _Protocol(H11Protocol):
                 transport.flush()
 
         self.app = app
+
+    async def _head_too_large(self, size: int, limit: int, send: Any) -> None:
+        """431 (refused, ``too_large``) and close: the head is over ``max_header_bytes``."""
+        peer = self._connection.peer
+        log_event(
+            event="header_too_large",
+            pid=peer.pid,
+            uid=peer.uid,
+            status=431,
+            outcome="too_large",
+            bytes=size,
+        )
+        from sgxlaunch.service.app import refusal_document
+
+        message = f"request head of at least {size} bytes is over the {limit}-byte limit"
+        body = json.dumps(refusal_document("", message, 431), separators=(",", ":")).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 431,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_OneWrite(transport))
