@@ -372,13 +372,18 @@ class OwnerLaunchEnclave(EnclaveProgram):
         """All 1 808 SIGSTRUCT bytes → what its verified fields declare. Emptied at
         LOAD and whenever a new launch policy takes effect."""
         self._identity: Report | None = None
+        self._last_variant: tuple[bytes, int, int, EnclaveIdentity, bytes] | None = None
+        """(SIGSTRUCT, FLAGS, XFRM, identity, MACed bytes) of the last MINT: the cache entry
+        :meth:`_variant` gave for those exact bytes and ATTRIBUTES, found again by one byte
+        comparison (repeats of one SIGSTRUCT) instead of hashing all 1 808 bytes. Forgotten with
+        :attr:`verified`."""
         self._minting: _Minting | None = None
         self._allowed: tuple[Decision, bytes, bytes, bytes | None] | None = None
         """(decision, policy digest, its KEYID limits bytes, its reply head) of the last
         allowing decision: constants of that decision (made again when another decision or
         policy allows), never the decision itself."""
         self._floor: tuple[str, datetime | None] = ("", None)
-        self._last_now: tuple[int, datetime | None] = (-1, None)
+        self._last_now: tuple[int, str, datetime | None] = (-1, "", None)
         self._epoch_record: bytes | None = None
         """The epoch record of the state prepared at LOAD (recovery or a handover adopted)."""
         self._pending_verdict: bytes | None = None
@@ -493,21 +498,20 @@ class OwnerLaunchEnclave(EnclaveProgram):
     def _now(self, host_seconds: int) -> datetime:
         """The host's time, never earlier than the time floor: the latest signed ``issued``
         of the documents this enclave verified (the host clock itself is never sealed; the
-        last conversion is kept in memory only)."""
-        last_seconds, last = self._last_now
-        if host_seconds == last_seconds and last is not None:
-            now = last  # the same whole second as the previous call: the same datetime
-        else:
-            now = from_seconds(host_seconds)
-            self._last_now = (host_seconds, now)
+        last result is kept in memory only, for the same whole second and the same floor)."""
         floor = self.committed.time_floor
+        last_seconds, last_floor, last = self._last_now
+        if host_seconds == last_seconds and floor == last_floor and last is not None:
+            return last
+        now = from_seconds(host_seconds)
         if floor:
             text, floor_time = self._floor
             if text != floor or floor_time is None:
                 floor_time = _time(floor)
                 self._floor = (floor, floor_time)
             if now < floor_time:
-                return floor_time
+                now = floor_time
+        self._last_now = (host_seconds, floor, now)
         return now
 
     def _mrsigner(self, ctx: EnclaveContext) -> bytes:
@@ -543,7 +547,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
         if verdict is not None:  # the grant's record is committed: now the driver may act
             ctx.owner_verdict_post(verdict)
         if nxt.policy_digest != self.committed.policy_digest:
-            self.verified.clear()  # nothing verified under another policy carries over
+            self._forget_verified()  # nothing verified under another policy carries over
         self.committed, self.committed_digest, self.state = nxt, nxt.digest(), state
         return AdvanceReply(counter=nxt.counter)
 
@@ -656,7 +660,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
         self.state = state
         self.committed, self.committed_digest = committed, digest
         self.loaded = True
-        self.verified.clear()
+        self._forget_verified()
         sealed = None
         handed_over = None
         me = self._mrsigner(ctx).hex()
@@ -779,6 +783,11 @@ class OwnerLaunchEnclave(EnclaveProgram):
             sealed=sealed, version=new_state.policy.version, digest=new_state.policy_digest
         )
 
+    def _forget_verified(self) -> None:
+        """Empty the cache of verified SIGSTRUCTs (:attr:`verified` and the last MINT's)."""
+        self.verified.clear()
+        self._last_variant = None
+
     def _verified(self, data: bytes) -> _Verified:
         """A SIGSTRUCT whose signature verified (strict parse, EXPONENT, MODULUS, S < M, Q1/Q2,
         PKCS#1 v1.5 over the signed bytes: :func:`verify`), from a cache keyed on all 1 808
@@ -844,7 +853,12 @@ class OwnerLaunchEnclave(EnclaveProgram):
         state = self.state
         assert state is not None
         now = self._now(seconds)
-        identity, maced = self._variant(self._verified(sigstruct), flags, xfrm)
+        last = self._last_variant
+        if last is not None and last[0] == sigstruct and last[1] == flags and last[2] == xfrm:
+            identity, maced = last[3], last[4]  # the same bytes as the last MINT's
+        else:
+            identity, maced = self._variant(self._verified(sigstruct), flags, xfrm)
+            self._last_variant = (sigstruct, flags, xfrm, identity, maced)
         digest = state.policy_digest
         if state.policy is None or digest is None:
             return encode_ok(

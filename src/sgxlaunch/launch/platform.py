@@ -883,7 +883,8 @@ class Platform:
         if le is None:
             raise _no_launch_enclave()
         reply = decode_mint_reply(
-            le.ecall(
+            le.process.ecall(  # LoadedEnclave.ecall on its first TCS, one frame less
+                le.tcs[0],
                 _MINT,
                 encode_mint_request(
                     bytes(sigstruct), attributes.flags, attributes.xfrm, to_seconds(self.clock())

@@ -239,8 +239,8 @@ def describe_limits(rule: Rule) -> dict[str, Any]:
     }
 
 
-def _hex_eq(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(a, b)
+_hex_eq = hmac.compare_digest
+"""Byte fields are compared in constant time (``hmac.compare_digest`` itself, no wrapper)."""
 
 
 def identity_mismatches(rule: Rule, e: EnclaveIdentity) -> list[Reason]:
@@ -388,7 +388,7 @@ class PolicyIndex:
             raise UsageError("now must be a timezone-aware datetime (UTC)")
         e = enclave if isinstance(enclave, EnclaveIdentity) else identity_of(enclave)
         policy = self.policy
-        if policy.is_expired(now):
+        if policy.expires <= now:  # LaunchPolicy.is_expired, in line
             return Decision(
                 False,
                 None,
@@ -403,13 +403,17 @@ class PolicyIndex:
                 policy.version,
             )
         candidates = self._index.candidates(e)
-        deny_hits = [r for r in candidates if r.effect == "deny" and not identity_mismatches(r, e)]
-        if deny_hits:
-            reasons = tuple(
-                Reason(r.id, "deny", "no deny rule matching", "matches " + _named_fields(r))
-                for r in deny_hits
-            )
-            return Decision(False, deny_hits[0].id, reasons, policy.version)
+        # deny rules come first in the candidates, so a list without one at its head has none
+        if candidates and candidates[0].effect == "deny":
+            deny_hits = [
+                r for r in candidates if r.effect == "deny" and not identity_mismatches(r, e)
+            ]
+            if deny_hits:
+                reasons = tuple(
+                    Reason(r.id, "deny", "no deny rule matching", "matches " + _named_fields(r))
+                    for r in deny_hits
+                )
+                return Decision(False, deny_hits[0].id, reasons, policy.version)
         reasons_list: list[Reason] = []
         allow_candidates = 0
         for rule in candidates:

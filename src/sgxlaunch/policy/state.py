@@ -36,7 +36,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sgxlaunch.arch.structs import Sigstruct
@@ -105,7 +105,8 @@ def check_now(now: datetime) -> None:
     Raises:
         UsageError: ``now`` has no timezone.
     """
-    if now.tzinfo is None or now.utcoffset() is None:
+    tz = now.tzinfo
+    if tz is not UTC and (tz is None or now.utcoffset() is None):  # UTC: an offset, always
         raise UsageError("now must be a timezone-aware datetime (UTC)")
 
 
@@ -417,10 +418,12 @@ class TrustedState:
             UsageError: no launch policy is stored (the caller decides what "no policy"
                 means — the platform is permissive then), or ``now`` is naive.
         """
-        check_now(now)
+        if now.tzinfo is not UTC:  # UTC passes check_now
+            check_now(now)
         if self.policy is None:
             raise UsageError("no launch policy is installed")
-        if self._index is None or not self.policy_in_force:
+        index = self._index
+        if index is None or not self.policy_in_force:
             return Decision(
                 False,
                 None,
@@ -434,7 +437,7 @@ class TrustedState:
                 ),
                 self.policy.version,
             )
-        return self._index.evaluate(enclave, now)
+        return index.evaluate(enclave, now)
 
     def describe(self, now: datetime | None = None) -> dict[str, Any]:
         """A JSON-ready summary.
