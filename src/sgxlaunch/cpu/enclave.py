@@ -48,7 +48,7 @@ from sgxlaunch.cpu.edmm import (
     EdmmEnclu,
 )
 from sgxlaunch.cpu.faults import EnclaveLeafFailed, GeneralProtection, InvalidOpcode, PageFault
-from sgxlaunch.cpu.keys import FusedSecrets, KeyDependencies, cmac128, einittoken_dependencies
+from sgxlaunch.cpu.keys import EINITTOKEN_DEPENDENCIES, FusedSecrets, KeyDependencies, cmac128
 from sgxlaunch.cpu.machine import (
     CounterAccessDenied,
     CounterSlot,
@@ -73,15 +73,16 @@ _PROVISIONKEY = int(AttributeFlag.PROVISIONKEY)
 _PT_REG = int(PageType.REG)
 _PT_TCS = int(PageType.TCS)
 _UNACCEPTED = EPCM_PENDING | EPCM_MODIFIED
-_KEYREQUEST = struct.Struct("<HHH2s16sQQ32sIH434s")
-"""KEYREQUEST flat (spec §1.9): KEYNAME, KEYPOLICY, ISVSVN, reserved, CPUSVN, ATTRIBUTEMASK
-(FLAGS, XFRM), KEYID, MISCMASK, CONFIGSVN, reserved."""
+_KEYREQUEST = struct.Struct("<HHH2x16sQQ32sIH434x")
+"""KEYREQUEST flat (spec §1.9): KEYNAME, KEYPOLICY, ISVSVN, (reserved), CPUSVN, ATTRIBUTEMASK
+(FLAGS, XFRM), KEYID, MISCMASK, CONFIGSVN, (reserved); the reserved ranges are compared with
+zeros in place (:data:`_RESERVED1_AT`, the last 434 bytes)."""
+_RESERVED1_AT = 6
 assert _KEYREQUEST.size == KeyRequest.SIZE
 _ZERO2 = bytes(2)
 _ZERO434 = bytes(434)
-_DERIVED_KEYNAMES = frozenset(
-    (KeyName.SEAL, KeyName.EINITTOKEN, KeyName.PROVISION, KeyName.PROVISION_SEAL)
-)
+_DERIVED_KEYNAMES = frozenset((KeyName.SEAL, KeyName.PROVISION, KeyName.PROVISION_SEAL))
+"""The other names EGETKEY derives (REPORT_KEY and EINITTOKEN_KEY have their own branches)."""
 _PROVISIONING_KEYNAMES = frozenset((KeyName.PROVISION, KeyName.PROVISION_SEAL))
 _REPORT_KEY = int(KeyName.REPORT)
 _SEAL_KEY = int(KeyName.SEAL)
@@ -822,25 +823,58 @@ class Enclu(StateView):
         data = keyrequest.to_bytes() if isinstance(keyrequest, KeyRequest) else keyrequest
         if len(data) != KeyRequest.SIZE:
             KeyRequest.from_bytes_raw(data)  # raises MalformedInput naming the length
+        if data.__class__ is not bytes:
+            data = bytes(data)
         (
             name,
             policy,
             isvsvn,
-            reserved1,
             cpusvn,
             mask_flags,
             mask_xfrm,
             keyid,
             miscmask,
             configsvn,
-            reserved2,
         ) = _KEYREQUEST.unpack(data)
-        if reserved1 != _ZERO2 or reserved2 != _ZERO434:
+        if not data.startswith(_ZERO2, _RESERVED1_AT) or not data.endswith(_ZERO434):
             raise GeneralProtection("KEYREQUEST reserved fields are set")
         if policy & KEYPOLICY_RESERVED_MASK:
             raise GeneralProtection("KEYREQUEST.KEYPOLICY reserved bits are set")
         if not enclave.attributes & _KSS and (policy & KEYPOLICY_KSS_MASK or configsvn):
             raise GeneralProtection("KSS key policies and CONFIGSVN need SECS.ATTRIBUTES.KSS")
+        if name == _EINITTOKEN_KEYNAME:  # the launch enclave's key per token: its steps in line
+            if not enclave.attributes & _EINITTOKEN_KEY:
+                raise EnclaveLeafFailed(
+                    SgxStatus.INVALID_ATTRIBUTE, "EINITTOKEN_KEY attribute not set"
+                )
+            cfg = self.config
+            if cpusvn != cfg.cpusvn and cpusvn_beyond(cpusvn, cfg.cpusvn):
+                raise EnclaveLeafFailed(
+                    SgxStatus.INVALID_CPUSVN, "KEYREQUEST.CPUSVN beyond the CPU's"
+                )
+            if isvsvn > enclave.isvsvn:
+                raise EnclaveLeafFailed(
+                    SgxStatus.INVALID_ISVSVN, "KEYREQUEST.ISVSVN above the SECS's"
+                )
+            fuses = self._fuses
+            # every byte field has its width: unpacked from the KEYREQUEST, or the SECS's and
+            # the CPU's own (einittoken_dependencies with its width checks, in one pack)
+            return fuses.derive_bytes(
+                EINITTOKEN_DEPENDENCIES.pack(
+                    _EINITTOKEN_KEYNAME,
+                    enclave.isvprodid,
+                    isvsvn,
+                    cfg.owner_epoch,
+                    (mask_flags | _REQUIRED_SEALING_MASK) & enclave.attributes,
+                    mask_xfrm & enclave.xfrm,
+                    enclave.mrsigner,
+                    keyid,
+                    fuses.seal_fuses,
+                    cpusvn,
+                    miscmask & enclave.miscselect,
+                    enclave.padding,
+                )
+            )
         if name == _REPORT_KEY:
             return self.report_key(
                 mrenclave=enclave.mrenclave,
@@ -852,8 +886,6 @@ class Enclu(StateView):
             )
         if name not in _DERIVED_KEYNAMES:
             raise EnclaveLeafFailed(SgxStatus.INVALID_KEYNAME, f"KEYNAME {name}")
-        if name == _EINITTOKEN_KEYNAME and not enclave.attributes & _EINITTOKEN_KEY:
-            raise EnclaveLeafFailed(SgxStatus.INVALID_ATTRIBUTE, "EINITTOKEN_KEY attribute not set")
         if name in _PROVISIONING_KEYNAMES and not enclave.attributes & _PROVISIONKEY:
             raise EnclaveLeafFailed(SgxStatus.INVALID_ATTRIBUTE, "PROVISIONKEY attribute not set")
         cfg = self.config
@@ -869,22 +901,6 @@ class Enclu(StateView):
         attr_xfrm = mask_xfrm & enclave.xfrm
         miscselect = miscmask & enclave.miscselect
         fuses = self._fuses
-        if name == _EINITTOKEN_KEYNAME:
-            return fuses.derive_bytes(
-                einittoken_dependencies(
-                    isvprodid=enclave.isvprodid,
-                    isvsvn=isvsvn,
-                    sgxownerepoch=cfg.owner_epoch,
-                    attributes_flags=attr_flags,
-                    attributes_xfrm=attr_xfrm,
-                    mrsigner=enclave.mrsigner,
-                    keyid=keyid,
-                    seal_key_fuses=fuses.seal_fuses,
-                    cpusvn=cpusvn,
-                    miscselect=miscselect,
-                    padding=enclave.padding,
-                )
-            )
         if name == _SEAL_KEY:
             use_config = bool(policy & KeyPolicy.CONFIGID)
             deps = KeyDependencies(

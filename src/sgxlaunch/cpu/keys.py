@@ -194,10 +194,16 @@ _BYTE_WIDTHS = (16, 16, 16, 32, 32, 32, 16, 16, 352, 64)
 _BYTE_FIELDS = operator.attrgetter(*_BYTE_NAMES)
 
 
-_Z16 = bytes(16)
-_Z32 = bytes(32)
-_Z64 = bytes(64)
 _EINITTOKEN_KEYNAME = int(KeyName.EINITTOKEN)
+EINITTOKEN_DEPENDENCIES = struct.Struct("<H32xHH16sQQ16x32x32s32s16s16sI4x352s2x64x2x2x")
+"""The dependencies of an EINITTOKEN_KEY packed in one step: the 644-byte layout with the fields
+such a key leaves at zero as pad bytes (``x`` packs zeros: ISVFAMILYID, ISVEXTPRODID,
+ATTRIBUTESMASK, MRENCLAVE, MISCMASK, KEYPOLICY, CONFIGID, CONFIGSVN, CET_ATTRIBUTES(_MASK)).
+Its values: KEYNAME, ISVPRODID, ISVSVN, SGXOWNEREPOCH, ATTRIBUTES (FLAGS, XFRM), MRSIGNER, KEYID,
+SEAL_KEY_FUSES, CPUSVN, MISCSELECT, PADDING. ``struct`` pads or truncates a byte field of another
+width silently: callers pass fields that have their widths by construction, or use
+:func:`einittoken_dependencies`, which checks them."""
+assert EINITTOKEN_DEPENDENCIES.size == KEY_DEPENDENCIES_SIZE
 
 
 def einittoken_dependencies(
@@ -243,36 +249,30 @@ def einittoken_dependencies(
             miscselect=miscselect,
             padding=padding,
         ).to_bytes()
-    return _DEPS.pack(
+    return EINITTOKEN_DEPENDENCIES.pack(
         _EINITTOKEN_KEYNAME,
-        _Z16,
-        _Z16,
         isvprodid,
         isvsvn,
         sgxownerepoch,
         attributes_flags,
         attributes_xfrm,
-        0,
-        0,
-        _Z32,
         mrsigner,
         keyid,
         seal_key_fuses,
         cpusvn,
         miscselect,
-        0,
         padding,
-        0,
-        _Z64,
-        0,
-        0,
-        0,
     )
 
 
 def cmac128(key: bytes, data: bytes) -> bytes:
-    """AES-128-CMAC of ``data`` (16 bytes)."""
-    mac = CMAC(algorithms.AES(key))
+    """AES-128-CMAC of ``data`` (16 bytes).
+
+    Raises:
+        ValueError: ``key`` is not 16 bytes (``algorithms.AES128``, which takes only those:
+            the same cipher as ``algorithms.AES`` with a 128-bit key).
+    """
+    mac = CMAC(algorithms.AES128(key))
     mac.update(data)
     return mac.finalize()
 
@@ -291,6 +291,7 @@ def derive_key(root_key: bytes, dependencies: KeyDependencies) -> bytes:
 
 
 __all__ = [
+    "EINITTOKEN_DEPENDENCIES",
     "KEY_DEPENDENCIES_SIZE",
     "KeyDependencies",
     "cmac128",

@@ -117,11 +117,10 @@ class EpcPool:
             epc = page.epc
             assert epc is not None
         else:
-            lru = self.lru
-            if key in lru:
-                lru.move_to_end(key)
-            else:
-                lru[key] = (enclave, page)
+            try:
+                self.lru.move_to_end(key)
+            except KeyError:
+                self.lru[key] = (enclave, page)
         self._pinned.add(key)
         return epc
 

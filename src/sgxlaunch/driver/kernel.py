@@ -73,6 +73,7 @@ class SgxDriver:
         self.launch_control = LaunchControl()
         self.epc = EpcPool(cpu, KernelScratch.allocate(cpu))
         self.vm = EnclaveVm(cpu, self.epc)
+        self.enter = self.vm.enter
         self.ioctls = Ioctls(cpu, self.epc, self.vm, self.launch_control)
         self.events = DriverEvents()
         """What the driver decided about enclaves' dynamic memory (owner limits, issue 17;
@@ -222,17 +223,10 @@ class SgxDriver:
         enclave.exec_grants.clear()
         self.epc.release(enclave)
 
-    def enter(
-        self,
-        mm: Process,
-        enclave: Enclave,
-        tcs_address: int,
-        function: int,
-        data: bytes,
-        deliver: Callable[[int, int], bool] | None = None,
-    ) -> bytes:
-        """EENTER through the enclave's VMA in ``mm`` (:meth:`EnclaveVm.enter`)."""
-        return self.vm.enter(mm, enclave, tcs_address, function, data, deliver)
+    enter: Callable[..., bytes]
+    """EENTER through the enclave's VMA in ``mm``: :meth:`EnclaveVm.enter` itself (bound in
+    ``__init__``; the ECALL path is one call shorter), with the signature of
+    :meth:`sgxlaunch.driver.process.Kernel.enter`."""
 
     def user_fault(self, mm: Process, enclave: Enclave, address: int, write: bool) -> None:
         """A user-space access to an enclave mapping (:meth:`EnclaveVm.user_fault`)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from sgxlaunch.arch.constants import PAGE_SIZE, PageType, SgxStatus
 from sgxlaunch.cpu import CpuFault, Processor
@@ -329,18 +329,19 @@ class EnclaveVm:
         pool = self.pool
         key = (enclave.eid, page.offset)
         epc = pool.pin_resident(enclave, page, key)
-        current = self.current
-        saved_mm = current.mm
-        saved_deliver = current.deliver
-        current.mm = mm
-        current.deliver = deliver
+        # this thread's _Current, as its dictionary: one thread-local lookup, not six
+        current: dict[str, Any] = self.current.__dict__
+        saved_mm = current.get("mm")
+        saved_deliver = current.get("deliver")
+        current["mm"] = mm
+        current["deliver"] = deliver
         try:
             return self.cpu.eenter(epc, function, data)
         except CpuFault as exc:
             raise DriverError(errno.EFAULT, f"SIGSEGV in enclave: {exc}") from None
         finally:
-            current.mm = saved_mm
-            current.deliver = saved_deliver
+            current["mm"] = saved_mm
+            current["deliver"] = saved_deliver
             pool.unpin_key(key)
 
     def access(self, enclave: Enclave, address: int, length: int, data: bytes | None) -> bytes:
