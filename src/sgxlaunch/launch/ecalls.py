@@ -648,6 +648,10 @@ class MintReply(Message):
 # without building the message objects. Each function gives exactly the bytes (or fields) of the
 # general codec and hands anything else to it (tests/launch/test_ecalls.py compares them).
 _MINT_REQUEST = struct.Struct(f"<I{SIGSTRUCT_SIZE}sQQQ")
+_MINT_REQUEST_SIZE = _MINT_REQUEST.size
+_MINT_HEAD = _U32.pack(SIGSTRUCT_SIZE)
+_MINT_REQUEST_FIELDS = struct.Struct(f"<4x{SIGSTRUCT_SIZE}sQQQ")
+"""The request after its length prefix (:data:`_MINT_HEAD`, compared in place)."""
 _MINT_ALLOWED_TAIL = struct.Struct("<QB32sIBI")
 """After the rule: policy_version, policy_digest present (1) and its 32 bytes, no reasons (0),
 token present (1) and its length."""
@@ -732,10 +736,8 @@ def decode_mint_request(data: bytes) -> tuple[bytes, int, int, int]:
     Raises:
         MalformedInput: naming the field.
     """
-    if data.__class__ is bytes and len(data) == _MINT_REQUEST.size:
-        size, sigstruct, flags, xfrm, now = _MINT_REQUEST.unpack(data)
-        if size == SIGSTRUCT_SIZE:
-            return sigstruct, flags, xfrm, now
+    if data.__class__ is bytes and len(data) == _MINT_REQUEST_SIZE and data.startswith(_MINT_HEAD):
+        return _MINT_REQUEST_FIELDS.unpack(data)  # SIGSTRUCT, FLAGS, XFRM, NOW
     request = MintRequest.decode(data)
     return request.sigstruct, request.flags, request.xfrm, request.now
 
