@@ -75,6 +75,9 @@ class Connection:
     roles: frozenset[str] | None = None
     """The caller's roles, worked out on the connection's first request (the credentials are
     the connection's, fixed at connect, and so is the configuration)."""
+    received: Callable[[], bool] | None = None
+    """Whether the request in progress has been received whole, body included (set by the
+    listener's protocol): then its body is read without waiting, so without a deadline."""
 
 
 EXTENSION = "sgxlaunch"
@@ -464,6 +467,21 @@ def read_passed_fd(fd: int, limit: int, name: str) -> bytes:
     return b"".join(chunks)
 
 
+def json_object(data: bytes) -> dict[str, Any]:
+    """A request body as a JSON object (an empty body is ``{}``).
+
+    Raises:
+        MalformedInput: not JSON, or not an object.
+    """
+    try:
+        value = json.loads(data) if data else {}
+    except (ValueError, RecursionError):
+        raise MalformedInput("the request body is not JSON", source="request") from None
+    if not isinstance(value, dict):
+        raise MalformedInput("the request body is not a JSON object", source="request")
+    return value
+
+
 def _known(body: dict[str, Any], names: set[str]) -> None:
     for key in body:
         if key not in names:
@@ -574,6 +592,71 @@ def parse_token(body: dict[str, Any], fds: list[int], limit: int) -> tuple[bytes
             )
         attributes = Attributes(flags=given["flags"], xfrm=given["xfrm"])
     return sig, attributes
+
+
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_SIGSTRUCT_B64 = 4 * ((1808 + 2) // 3)
+"""The length of a SIGSTRUCT's (1808 bytes') base64: 2412 characters."""
+_PLAIN_TOKEN = (b'{"sigstruct":"', b'{"sigstruct": "')
+
+
+def plain_token_request(data: bytes) -> bytes | None:
+    """The SIGSTRUCT of a token request body that is exactly ``{"sigstruct":"<base64>"}``
+    (a space after the colon allowed), taken from the bytes as received: the same bytes
+    :func:`json_object` + :func:`parse_token` give for it (the base64 is checked as
+    :func:`_field_bytes` checks it: only the alphabet, at most two ``=`` at the end, and padded
+    right), without building the JSON object. ``None`` for every other body — another field,
+    whitespace, an escape, another length, bad base64 — which the general path parses and, if
+    it is wrong, words the error for."""
+    if len(data) != len(_PLAIN_TOKEN[0]) + _SIGSTRUCT_B64 + 2 + (data[13:14] == b" "):
+        return None
+    for prefix in _PLAIN_TOKEN:
+        if data.startswith(prefix):
+            break
+    else:
+        return None
+    if not data.endswith(b'"}'):
+        return None
+    encoded = data[len(prefix) : -2]
+    digits = encoded.rstrip(b"=")
+    if len(encoded) - len(digits) > 2 or digits.translate(None, _B64_ALPHABET):
+        return None
+    try:
+        sig = binascii.a2b_base64(encoded)
+    except binascii.Error:
+        return None
+    return sig if len(sig) == 1808 else None
+
+
+def _json_string_or_null(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def mint_document(result: dict[str, Any]) -> bytes | None:
+    """The response body of an allowed mint without reasons (every mint the policy allows
+    outright), formatted directly: the same bytes as the general encoder gives for
+    :func:`document` of ``result`` (the command line's document; no value in it is an
+    attributes object for :func:`shaped` to spell). ``None`` for any other result."""
+    version = result["policy_version"]
+    if (
+        result["allowed"] is not True
+        or result["reasons"]
+        or not (version is None or type(version) is int)
+        or len(result) != 7
+        or not all(
+            result[name] is None or type(result[name]) is str
+            for name in ("rule", "policy_digest", "token", "token_keyid")
+        )
+    ):
+        return None
+    return (
+        f'{{"schema":{_quote(SCHEMA)},"command":"token mint","ok":true,"result":'
+        f'{{"allowed":true,"rule":{_json_string_or_null(result["rule"])},"reasons":[],'
+        f'"policy_version":{"null" if version is None else version},'
+        f'"policy_digest":{_json_string_or_null(result["policy_digest"])},'
+        f'"token":{_json_string_or_null(result["token"])},'
+        f'"token_keyid":{_json_string_or_null(result["token_keyid"])}}}}}'
+    ).encode()
 
 
 def parse_log_attest(body: dict[str, Any]) -> tuple[bytes, int]:
@@ -702,8 +785,8 @@ class Service:
                     f"{unquote(given)}",
                 )
 
-    async def _body(self, request: Request) -> dict[str, Any]:
-        """The whole body, within its bounds, as a JSON object."""
+    async def _read(self, request: Request, conn: Connection) -> bytes:
+        """The whole body, within its bounds (size, and time unless it is already here)."""
         limit = self.limits.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -716,31 +799,12 @@ class Service:
                     f"request body of {declared} bytes is over the {limit}-byte limit (not read)",
                     {"Connection": "close"},
                 )
-        chunks: list[bytes] = []
-        total = 0
-        receive = request.receive
+        if conn.received is not None and conn.received():
+            # The request is in whole (within the head's deadline): nothing to wait for.
+            return await self._collect(request.receive, limit)
         try:
             async with asyncio.timeout(self.limits.body_timeout_s):
-                while True:
-                    message = await receive()
-                    kind = message["type"]
-                    if kind == "http.disconnect":
-                        raise ClientDisconnect()
-                    if kind != "http.request":
-                        continue
-                    chunk = message.get("body", b"")
-                    if chunk:
-                        total += len(chunk)
-                        if total > limit:
-                            raise ServiceRefusal(
-                                413,
-                                "too_large",
-                                f"request body over the {limit}-byte limit",
-                                {"Connection": "close"},
-                            )
-                        chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
+                return await self._collect(request.receive, limit)
         except TimeoutError:
             raise ServiceRefusal(
                 408,
@@ -748,14 +812,31 @@ class Service:
                 f"request body not received within {self.limits.body_timeout_s} s",
                 {"Connection": "close"},
             ) from None
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        try:
-            value = json.loads(data) if data else {}
-        except (ValueError, RecursionError):
-            raise MalformedInput("the request body is not JSON", source="request") from None
-        if not isinstance(value, dict):
-            raise MalformedInput("the request body is not a JSON object", source="request")
-        return value
+
+    @staticmethod
+    async def _collect(receive: Receive, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "http.disconnect":
+                raise ClientDisconnect()
+            if kind != "http.request":
+                continue
+            chunk = message.get("body", b"")
+            if chunk:
+                total += len(chunk)
+                if total > limit:
+                    raise ServiceRefusal(
+                        413,
+                        "too_large",
+                        f"request body over the {limit}-byte limit",
+                        {"Connection": "close"},
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _discard(self, request: Request) -> bool:
         """Before refusing a request whose body was not read: read and drop a small body (at
@@ -778,6 +859,11 @@ class Service:
         handler: Callable[[Request, Connection, dict[str, Any]], Awaitable[Any]],
     ) -> Callable[[Request], Awaitable[Response]]:
         operation, command = op.name, op.command
+        plain: Callable[[Connection, bytes], Awaitable[Response | None]] | None = getattr(
+            self, op.name + "_plain", None
+        )
+        """The operation's handler of its plainest request body, given as received (it answers
+        ``None`` to any other body, which then goes the general way: JSON, ``handler``)."""
 
         async def run(request: Request) -> Response:
             started = time.perf_counter_ns()
@@ -799,8 +885,13 @@ class Service:
                 self._check_platform(request)
                 body: dict[str, Any] = {}
                 if op.body:
-                    body = await self._body(request)
+                    data = await self._read(request, conn)
                     body_read = True
+                    if plain is not None:
+                        answer = await plain(conn, data)
+                        if answer is not None:
+                            return answer
+                    body = json_object(data)
                 answer = await handler(request, conn, body)
                 if isinstance(answer, Response):
                     return answer
@@ -868,8 +959,21 @@ class Service:
 
     async def token(self, request: Request, conn: Connection, body: dict[str, Any]) -> Any:
         sig, attributes = parse_token(body, conn.fds, self.limits.max_body_bytes)
+        return await self._mint(sig, attributes)
+
+    async def token_plain(self, conn: Connection, data: bytes) -> Response | None:
+        """``{"sigstruct": "<base64>"}`` and nothing else: the SIGSTRUCT taken from the bytes
+        (:func:`plain_token_request`); any other body: ``None``."""
+        sig = plain_token_request(data)
+        return None if sig is None else await self._mint(sig, None)
+
+    async def _mint(self, sig: bytes, attributes: Any) -> Response:
         # A mint is one ECALL of the running launch enclave, in memory: short (see host.call).
-        return await self.on_platform(lambda: self.host.mint(sig, attributes), short=True)
+        result = await self.on_platform(lambda: self.host.mint(sig, attributes), short=True)
+        body = mint_document(result)
+        if body is None:
+            return _json_response(200, document("token mint", result))
+        return Response(body, status_code=200, media_type="application/json")
 
     async def quote_target_info(
         self, request: Request, conn: Connection, body: dict[str, Any]

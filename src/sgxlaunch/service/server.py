@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import h11
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
@@ -203,6 +204,7 @@ class _Protocol(H11Protocol):
         self._listener = listener
         self._connection = connection
         self._deadline: asyncio.TimerHandle | None = None
+        connection.received = self._received
         inner = self.app
 
         head_limit = listener.limits.max_header_bytes
@@ -267,6 +269,11 @@ class _Protocol(H11Protocol):
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    def _received(self) -> bool:
+        """The request in progress has been received whole (h11: the client's side of the
+        cycle is DONE once its end of message has been parsed)."""
+        return self.conn.their_state is h11.DONE
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_OneWrite(transport))
