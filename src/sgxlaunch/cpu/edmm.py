@@ -91,6 +91,24 @@ Operand = Callable[[SecsState, int, int], int]
 """Translate an enclave linear address for an access type to the EPC index resident there
 (``Enclu.operand``); raises the paging / not-present ``PageFault``."""
 
+Resolve = Callable[[SecsState, int, int], bool]
+"""``resolve(enclave, address, error_code)``: hand an enclave-mode #PF to the OS
+(``Enclu.resolve``); True when the access is to be retried."""
+
+Walk = Callable[[int, int, int], int]
+"""``Mmu.walk(secs, linaddr, access)``: 0, or the #PF error code of the paging fault."""
+
+CurrentPtes = Callable[[], "dict[int, int] | None"]
+"""``Mmu.current_ptes()`` (optional): the present PTEs of the running thread's address space,
+page address → PROT bits (R 1, W 2, X 4), or ``None``; a PTE holding the bit an access needs
+is one ``walk`` passes."""
+
+_SUCCESS = SgxStatus.SUCCESS
+_MISMATCH = SgxStatus.PAGE_ATTRIBUTES_MISMATCH
+_NOT_TRACKED = SgxStatus.NOT_TRACKED
+_REFUSED = "the page tables refuse the access"
+_NOT_PRESENT = "enclave page not present"
+
 
 def _secinfo_page_fault(rbx: int) -> PageFault:
     """Step 2 of the SGX2 ENCLU leaves: #PF(RBX) with the SGX bit."""
@@ -276,6 +294,14 @@ class EdmmEnclu(StateView):
         super().__init__(state)
         self.config = config
         self._operand = operand
+        self._walk: Walk | None = None
+        self._current_ptes: CurrentPtes | None = None
+
+    def attach_mmu(self, walk: Walk | None, current_ptes: CurrentPtes | None) -> None:
+        """The MMU's ``walk`` (``None``: no MMU, no paging check) and its optional
+        ``current_ptes``, for the translations the leaves do inline (``Enclu.mmu``'s setter)."""
+        self._walk = walk
+        self._current_ptes = current_ptes if walk is not None else None
 
     # -- shared steps -----------------------------------------------------------------------
 
@@ -328,6 +354,27 @@ class EdmmEnclu(StateView):
         SGX_NOT_TRACKED. 10. accepting a TCS: its reserved fields, DBGOPTIN, CSSA ≥ NSSA,
         AEP, STATE, and for a 32-bit enclave FSLIMIT/GSLIMIT → #GP. 11. PENDING, MODIFIED and
         PR := 0.
+
+        One attempt: every #PF is raised (``Enclu.run_leaf`` hands it to the OS). The same
+        steps as :meth:`eaccept_step` without a ``resolve``.
+        """
+        status = self.eaccept_step(enclave, rbx, rcx, None)
+        assert status is not None  # without resolve every fault is raised
+        return status
+
+    def eaccept_step(
+        self, enclave: SecsState, rbx: int, rcx: int, resolve: Resolve | None
+    ) -> SgxStatus | None:
+        """One attempt of :meth:`eaccept` (the same steps in the same order), where a
+        translation #PF of RBX or RCX — the page tables refuse the read, or no EPC page is
+        resident there; what ``Enclu.operand`` raises — goes to ``resolve`` (the OS, as
+        ``Enclu.deliver``) on the spot instead of being raised to a caller that would deliver
+        it: ``None`` when the OS resolved it (the leaf runs again from step 1, as after any
+        delivered fault), else the fault is raised with ``delivered`` set. Other faults are
+        raised as always. This is the hot path of EAUG on a fault (the first attempt faults on
+        RCX, the second succeeds); translation is ``Enclu.operand``'s, inline, with the page
+        tables read directly when the MMU offers ``current_ptes`` (a PTE that allows the read
+        is what ``walk`` would pass; anything else asks ``walk``).
         """
         if not self.config.sgx2:
             raise _unsupported("EACCEPT")
@@ -337,25 +384,36 @@ class EdmmEnclu(StateView):
         size = enclave.size
         if not 0 <= rbx - base < size:
             raise GeneralProtection("EACCEPT SECINFO (RBX) is outside ELRANGE")
-        # Steps 2-3 as _secinfo_page and _read_secinfo_at, inline (the hot path of an EACCEPT
-        # per page, run twice when the page is EAUGed on the fault).
-        operand = self._operand
         valid = self._valid
         blocked = self._blocked
+        pages = enclave.pages
+        walk = self._walk
+        ptes = None
+        if walk is not None:
+            current_ptes = self._current_ptes
+            if current_ptes is not None:
+                ptes = current_ptes()
+        # Step 1's translation of RBX (Enclu.operand, inline): the walk, then residency.
+        page = rbx & ~_PAGE_MASK
+        if walk is not None and (ptes is None or not ptes.get(page, 0) & _R):
+            code = walk(self.epc_base + PAGE * enclave.secs_index, page, ACCESS_READ)
+            if code:
+                return self._translation_fault(enclave, _REFUSED, rbx, code, resolve)
+        si = pages.get(page)
+        if si is None or not valid[si] or blocked[si]:
+            return self._translation_fault(enclave, _NOT_PRESENT, rbx, PF_U, resolve)
+        # Steps 2-3 as _secinfo_page and _read_secinfo_at, inline.
         ptypes = self._ptype
         owner = self._owner
         linaddrs = self._linaddr
         perms = self._perm
-        si = operand(enclave, rbx, ACCESS_READ)
         perm = perms[si]
         if (
-            not valid[si]
-            or not perm & _R
+            not perm & _R
             or perm & (_PENDING | _MODIFIED)
-            or blocked[si]
             or ptypes[si] != _PT_REG
             or owner[si] is not enclave
-            or linaddrs[si] != rbx & ~_PAGE_MASK
+            or linaddrs[si] != page
         ):
             raise _secinfo_page_fault(rbx)
         flags, rest = _unpack_secinfo(self._epc, si * PAGE + (rbx & _PAGE_MASK))
@@ -365,7 +423,14 @@ class EdmmEnclu(StateView):
             raise GeneralProtection("EACCEPT page (RCX) is not 4 KiB aligned")
         if not 0 <= rcx - base < size:
             raise GeneralProtection("EACCEPT page (RCX) is outside ELRANGE")
-        i = operand(enclave, rcx, ACCESS_READ)
+        # Step 4's translation of RCX, as RBX's.
+        if walk is not None and (ptes is None or not ptes.get(rcx, 0) & _R):
+            code = walk(self.epc_base + PAGE * enclave.secs_index, rcx, ACCESS_READ)
+            if code:
+                return self._translation_fault(enclave, _REFUSED, rcx, code, resolve)
+        i = pages.get(rcx)
+        if i is None or not valid[i] or blocked[i]:
+            return self._translation_fault(enclave, _NOT_PRESENT, rcx, PF_U, resolve)
         s_type = (flags >> 8) & 0xFF
         s_state = flags & (_PENDING | _MODIFIED | _PR)
         if s_type == _PT_REG:
@@ -375,12 +440,7 @@ class EdmmEnclu(StateView):
         if not legal:
             raise GeneralProtection(f"EACCEPT SECINFO 0x{flags:x} is not a legal request")
         ptype = ptypes[i]
-        if (
-            not valid[i]
-            or blocked[i]
-            or (ptype != _PT_REG and ptype != _PT_TCS and ptype != _PT_TRIM)
-            or owner[i] is not enclave
-        ):
+        if (ptype != _PT_REG and ptype != _PT_TCS and ptype != _PT_TRIM) or owner[i] is not enclave:
             raise self._fault("EACCEPT page is not a page of this enclave", rcx, ACCESS_READ)
         perm = perms[i]
         if (
@@ -388,20 +448,35 @@ class EdmmEnclu(StateView):
             or (perm ^ flags) & (_PENDING | _MODIFIED | EPCM_RWX)
             or ptype != s_type
         ):
-            return SgxStatus.PAGE_ATTRIBUTES_MISMATCH
+            return _MISMATCH
         tracking = enclave.needs_tracking
         if tracking:
             modified_at = tracking.get(rcx)
             if modified_at is not None and (
                 enclave.epoch <= modified_at or enclave.tracking_threads
             ):
-                return SgxStatus.NOT_TRACKED
+                return _NOT_TRACKED
         if s_type == _PT_TCS:
             self._check_new_tcs(enclave, i)
         perms[i] = perm & EPCM_RWX
         if tracking:
             tracking.pop(rcx, None)
-        return SgxStatus.SUCCESS
+        return _SUCCESS
+
+    @staticmethod
+    def _translation_fault(
+        enclave: SecsState, message: str, address: int, code: int, resolve: Resolve | None
+    ) -> None:
+        """A translation #PF of an ENCLU operand (``Enclu.operand``'s): raised, or with
+        ``resolve`` delivered to the OS here — ``None`` back when it was resolved (run the leaf
+        again), else the fault raised, marked as delivered (nobody hands it to the OS again)."""
+        if resolve is not None:
+            if resolve(enclave, address, code):
+                return None
+            fault = PageFault(message, address=address, error_code=code)
+            fault.delivered = True
+            raise fault
+        raise PageFault(message, address=address, error_code=code)
 
     def _check_new_tcs(self, enclave: SecsState, i: int) -> None:
         """EACCEPT step 10: the TCS a page becomes must be clean (#GP otherwise)."""

@@ -21,7 +21,7 @@ import inspect
 import operator
 import struct
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -122,6 +122,19 @@ class Mmu(Protocol):
         """Deliver a #PF to the OS (an AEX: the thread is outside the enclave meanwhile).
         True: the access is retried (the OS made the page resident, EAUG'd it, or user space
         fixed the cause and resumed); False: the fault ends the ECALL."""
+        ...
+
+
+@runtime_checkable
+class PteMmu(Mmu, Protocol):
+    """An :class:`Mmu` whose page tables the processor may read directly (the driver's)."""
+
+    def current_ptes(self) -> dict[int, int] | None:
+        """The present PTEs of the running thread's address space: page address → PROT bits
+        (R 1, W 2, X 4), or ``None`` (no address space: :meth:`walk` decides). A PTE holding
+        the bit an access needs (R for a read, W for a write, X for a fetch) is one
+        :meth:`walk` passes (answers 0) — the only use the processor makes of it; any other
+        case goes to :meth:`walk`."""
         ...
 
 
@@ -374,9 +387,9 @@ class EnclaveContext:
             GeneralProtection: the SDM's #GP cases, and any use on a part without SGX2.
             PageFault: the SDM's #PF cases the OS did not resolve.
         """
-        enclave = self._check()
-        enclu = self._enclu
-        return enclu.run_leaf(enclave, enclu.edmm.eaccept, enclave, secinfo, page)
+        if not self._active:  # _check, inlined on this hot path
+            raise GeneralProtection("ENCLU leaf called outside enclave mode")
+        return self._enclu.eaccept(self._enclave, secinfo, page)
 
     def eacceptcopy(self, secinfo: int, dest: int, source: int) -> SgxStatus:
         """ENCLU[EACCEPTCOPY] (SGX2): copy the page at ``source`` into the PENDING page at
@@ -459,7 +472,7 @@ class Enclu(StateView):
         self._programs: dict[bytes, Callable[[], EnclaveProgram]] = {}
         self._code: dict[bytes, Callable[[], EnclaveProgram]] = {}
         self.page_fault_handler: PageFaultHandler | None = None
-        self.mmu: Mmu | None = None
+        self._mmu: Mmu | None = None
         self.edmm = EdmmEnclu(state, config, self.operand)
         self.owner_verdicts: dict[bytes, None] = {}
         """The owner-verdict mailbox (emulator extension; oldest first)."""
@@ -469,6 +482,19 @@ class Enclu(StateView):
         self._ptype_np = np.frombuffer(state.ptype, dtype=np.uint8)
         self._perm_np = np.frombuffer(state.perm, dtype=np.uint8)
         self._epc_pages_np = state.epc_np.reshape(-1, PAGE)
+
+    @property
+    def mmu(self) -> Mmu | None:
+        """The page tables and #PF handler (:class:`Mmu`); ``None``: no paging checks."""
+        return self._mmu
+
+    @mmu.setter
+    def mmu(self, mmu: Mmu | None) -> None:
+        self._mmu = mmu
+        if mmu is None:
+            self.edmm.attach_mmu(None, None)
+        else:
+            self.edmm.attach_mmu(mmu.walk, mmu.current_ptes if isinstance(mmu, PteMmu) else None)
 
     def register_program(self, mrenclave: bytes, program: Callable[[], EnclaveProgram]) -> None:
         """Register the code of enclaves measuring ``mrenclave``.
@@ -498,7 +524,7 @@ class Enclu(StateView):
                 a fetch).
         """
         page = linaddr & ~(PAGE - 1)
-        mmu = self.mmu
+        mmu = self._mmu
         if mmu is not None:
             code = mmu.walk(self.epc_base + PAGE * enclave.secs_index, page, access)
             if code:
@@ -534,13 +560,18 @@ class Enclu(StateView):
         return i
 
     def deliver(self, enclave: SecsState, fault: PageFault) -> bool:
-        """Hand an enclave-mode #PF to the OS: an AEX (the thread leaves the enclave, so ETRACK
-        and EWB of this enclave can complete meanwhile), the handler, then ERESUME. With an MMU
-        every fault goes to ``mmu.fault``; without one, only not-present faults go to
-        ``page_fault_handler`` (the behaviour before the MMU hook existed). True: retry."""
-        mmu = self.mmu
+        """Hand an enclave-mode #PF to the OS (:meth:`resolve`). True: retry."""
+        return self.resolve(enclave, fault.address, fault.error_code)
+
+    def resolve(self, enclave: SecsState, address: int, error_code: int) -> bool:
+        """Hand an enclave-mode #PF (``address``, ``error_code``) to the OS: an AEX (the
+        thread leaves the enclave, so ETRACK and EWB of this enclave can complete meanwhile),
+        the handler, then ERESUME. With an MMU every fault goes to ``mmu.fault``; without one,
+        only not-present faults go to ``page_fault_handler`` (the behaviour before the MMU hook
+        existed). True: retry."""
+        mmu = self._mmu
         handler = self.page_fault_handler
-        if mmu is None and (handler is None or fault.error_code & (PF_P | PF_SGX)):
+        if mmu is None and (handler is None or error_code & (PF_P | PF_SGX)):
             return False
         secs = self.epc_base + PAGE * enclave.secs_index
         enclave.threads -= 1
@@ -548,9 +579,9 @@ class Enclu(StateView):
             enclave.tracking_threads -= 1
         try:
             if mmu is not None:
-                return mmu.fault(secs, fault.address, fault.error_code)
+                return mmu.fault(secs, address, error_code)
             assert handler is not None
-            return handler(secs, fault.address)
+            return handler(secs, address)
         finally:
             enclave.threads += 1
 
@@ -564,6 +595,25 @@ class Enclu(StateView):
                 if not fault.error_code or not self.deliver(enclave, fault):
                     raise
         return leaf(*args)
+
+    def eaccept(self, enclave: SecsState, rbx: int, rcx: int) -> SgxStatus:
+        """ENCLU[EACCEPT] as :meth:`run_leaf` runs it (the leaf again after each fault the OS
+        resolved, at most :data:`_MAX_DELIVERIES` deliveries), with the leaf's translation
+        faults delivered where they happen (:meth:`EdmmEnclu.eaccept_step`) rather than raised
+        and caught here: the same faults reach the OS in the same order, with the same
+        outcome."""
+        step = self.edmm.eaccept_step
+        resolve = self.resolve
+        for _attempt in range(_MAX_DELIVERIES):
+            try:
+                status = step(enclave, rbx, rcx, resolve)
+            except PageFault as fault:
+                if fault.delivered or not fault.error_code or not self.deliver(enclave, fault):
+                    raise
+                continue
+            if status is not None:
+                return status
+        return self.edmm.eaccept(enclave, rbx, rcx)
 
     def _page(self, enclave: SecsState, linaddr: int, access: int) -> int:
         if not 0 <= linaddr - enclave.baseaddr < enclave.size:
@@ -589,7 +639,7 @@ class Enclu(StateView):
         if None in found:
             return []
         index: list[int] = found  # type: ignore[assignment]  # no None (checked above)
-        mmu = self.mmu
+        mmu = self._mmu
         if mmu is not None:
             secs = self.epc_base + PAGE * enclave.secs_index
             walk = mmu.walk
@@ -1039,4 +1089,4 @@ class Enclu(StateView):
         return result if result.__class__ is bytes else bytes(result)
 
 
-__all__ = ["PROGRAM_PAGE_MAGIC", "EnclaveContext", "EnclaveProgram", "Enclu", "Mmu"]
+__all__ = ["PROGRAM_PAGE_MAGIC", "EnclaveContext", "EnclaveProgram", "Enclu", "Mmu", "PteMmu"]

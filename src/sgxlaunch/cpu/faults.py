@@ -35,9 +35,13 @@ class PageFault(CpuFault):
             present), W (2, a write), U (4, user mode: always set in enclave mode), I (0x10, an
             instruction fetch) and SGX (0x8000, the EPCM refused an access the page tables
             allowed; spec §3.8, kernel ``X86_PF_SGX``); 0 for ENCLS operand faults.
+        delivered: True when the fault already went to the OS, which did not resolve it
+            (an ENCLU leaf that delivers its translation faults itself,
+            :meth:`sgxlaunch.cpu.edmm.EdmmEnclu.eaccept_step`): nobody delivers it again.
     """
 
     vector = "#PF"
+    delivered = False
 
     def __init__(self, message: str, *, address: int, error_code: int = 0) -> None:
         # A #PF is the emulator's control flow (a fault the OS resolves, then the leaf runs

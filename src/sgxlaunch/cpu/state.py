@@ -291,7 +291,9 @@ class EpcState:
         length = len(data)
         if self.epc_base <= address < self.epc_end:
             return
-        region = self.find(address, length)
+        region = self.page_region.get(address >> 12)  # find, inline
+        if region is None or address < region.base or address + length > region.end:
+            raise PageFault("no memory mapped at this address", address=address)
         start = address - region.base
         region.buf[start : start + length] = data
 

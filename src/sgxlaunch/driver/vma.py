@@ -131,6 +131,13 @@ class EnclaveVm:
         code = _CODE[access]
         return code if prot is None else code | X86_PF_PROT
 
+    def current_ptes(self) -> dict[int, int] | None:
+        """The PTEs :meth:`walk` reads for this thread (``None`` without a process context,
+        where it passes everything): the processor's inline translation reads them directly
+        (:class:`~sgxlaunch.cpu.enclave.PteMmu`); PROT_READ/WRITE/EXEC are R 1, W 2, X 4."""
+        mm = self.current.mm
+        return None if mm is None else mm.ptes
+
     # -- the #PF path ------------------------------------------------------------------------
 
     def fault(self, secs: int, linaddr: int, error_code: int) -> bool:
