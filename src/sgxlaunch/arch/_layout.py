@@ -313,88 +313,118 @@ def finalize(cls: _S) -> _S:
     return cls
 
 
-def _compile_raw_parser(cls: type[Structure]) -> Any:
-    """``from_bytes_raw`` of one structure as straight-line code: one unpack, then each slot
-    set through its descriptor (no ``__init__``: raw values are valid by construction), the
-    nested structures parsed the same way. The result equals :meth:`Structure.from_bytes_raw`
-    (the generic version, which also names a wrong length)."""
-    generic = Structure.from_bytes_raw.__func__  # type: ignore[attr-defined]
-    namespace: dict[str, Any] = {
-        "_size": cls.SIZE,
-        "_generic": generic,
-        "_unpack": cls._STRUCT.unpack,
-        "_new": object.__new__,
-    }
+def _plain(inner: Any) -> bool:
+    """Whether a nested structure's strict parse is its raw parse and holds no structure itself
+    (no reserved range, no constant, no nested structure: ATTRIBUTES)."""
+    return (
+        not inner._NESTED
+        and not inner._ZERO_CHECKS
+        and inner._check_constants is Structure._check_constants
+    )
+
+
+def _straight_line(
+    cls: type[Structure], namespace: dict[str, Any], *, strict: bool
+) -> tuple[str, list[str], list[str]]:
+    """The parts of a compiled parser of ``cls``: the unpack format, the unpacked names (``v3``,
+    a plain nested structure's fields as ``v3_0``, ``v3_1`` …: one unpack for all of them) and
+    the lines that build the object from them (each slot set through its descriptor, a plain
+    nested structure built in line; another nested structure parsed by its own parser, its
+    strict one if ``strict``: its failure goes to the generic parser, ``_generic``)."""
+    fmt = "<"
+    names: list[str] = []
+    lines = [" obj = _new(cls)"]
     nested = dict(cls._NESTED)
-    values = [f"v{i}" for i in range(len(cls._NAMES))]
-    lines = [
-        "def from_bytes_raw(cls, data):",
-        " if len(data) != _size:",
-        "  return _generic(cls, data)",
-        f" ({', '.join(values)},) = _unpack(data)",
-        " obj = _new(cls)",
-    ]
-    for i, name in enumerate(cls._NAMES):
+    for i, (name, fld) in enumerate(zip(cls._NAMES, cls.FIELDS, strict=True)):
         namespace[f"_set{i}"] = cls.__dict__[name].__set__
-        if i in nested:
-            namespace[f"_nested{i}"] = nested[i]
-            lines.append(f" _set{i}(obj, _nested{i}.from_bytes_raw(v{i}))")
-        else:
+        inner = nested.get(i)
+        if inner is None:
+            fmt += _INT_CODES[fld.size] if fld.kind == "int" else f"{fld.size}s"
+            names.append(f"v{i}")
             lines.append(f" _set{i}(obj, v{i})")
-    lines.append(" return obj")
-    exec("\n".join(lines), namespace)  # noqa: S102 - source generated above from FIELDS only
-    return namespace["from_bytes_raw"]
-
-
-def _compile_strict_parser(cls: type[Structure]) -> Any:
-    """``from_bytes`` of one structure as straight-line code: one unpack, each reserved range
-    compared with zeros, the nested structures parsed strictly, the slots set as
-    :func:`_compile_raw_parser` sets them, then the structure's ``_check_constants``. Anything
-    out of the ordinary (a wrong length, a non-zero reserved range, a nested structure that
-    fails its strict parse) goes to :meth:`Structure.from_bytes`, which names the field at
-    fault; so the result and every error equal the generic version's (raw parse, then
-    :meth:`Structure.check_strict`: reserved ranges, nested structures, constants)."""
-    generic = Structure.from_bytes.__func__  # type: ignore[attr-defined]
-    namespace: dict[str, Any] = {
-        "_size": cls.SIZE,
-        "_generic": generic,
-        "_unpack": cls._STRUCT.unpack,
-        "_new": object.__new__,
-        "MalformedInput": MalformedInput,
-    }
-    nested = dict(cls._NESTED)
-    kinds = {f.name: f.kind for f in cls.FIELDS}
-    values = [f"v{i}" for i in range(len(cls._NAMES))]
-    lines = [
-        "def from_bytes(cls, data):",
-        " if len(data) != _size:",
-        "  return _generic(cls, data)",
-        f" ({', '.join(values)},) = _unpack(data)",
-    ]
-    zero_checks = []
-    for i, name in enumerate(cls._NAMES):
-        if kinds[name] == "reserved":
-            namespace[f"_zero{i}"] = next(z for n, z in cls._ZERO_CHECKS if n == name)
-            zero_checks.append(f"v{i} != _zero{i}")
-    if zero_checks:
-        lines += [f" if {' or '.join(zero_checks)}:", "  return _generic(cls, data)"]
-    lines.append(" obj = _new(cls)")
-    for i, name in enumerate(cls._NAMES):
-        namespace[f"_set{i}"] = cls.__dict__[name].__set__
-        if i in nested:
-            inner = nested[i]
+        elif _plain(inner):
+            fmt += inner._STRUCT.format.lstrip("<")
             namespace[f"_nested{i}"] = inner
-            if inner._ZERO_CHECKS or inner._check_constants is not Structure._check_constants:
+            lines.append(f" n{i} = _new(_nested{i})")
+            for j, inner_name in enumerate(inner._NAMES):
+                namespace[f"_set{i}_{j}"] = inner.__dict__[inner_name].__set__
+                names.append(f"v{i}_{j}")
+                lines.append(f" _set{i}_{j}(n{i}, v{i}_{j})")
+            lines.append(f" _set{i}(obj, n{i})")
+        else:
+            fmt += f"{inner.SIZE}s"
+            names.append(f"v{i}")
+            namespace[f"_nested{i}"] = inner
+            if strict:
                 lines += [
                     " try:",
                     f"  _set{i}(obj, _nested{i}.from_bytes(v{i}))",
                     " except MalformedInput:",
                     "  return _generic(cls, data)",
                 ]
-            else:  # no reserved range, no constant: its strict parse is its raw parse
+            else:
                 lines.append(f" _set{i}(obj, _nested{i}.from_bytes_raw(v{i}))")
-        else:
-            lines.append(f" _set{i}(obj, v{i})")
+    return fmt, names, lines
+
+
+def _compile_raw_parser(cls: type[Structure]) -> Any:
+    """``from_bytes_raw`` of one structure as straight-line code: one unpack, then each slot
+    set through its descriptor (no ``__init__``: raw values are valid by construction), a plain
+    nested structure (ATTRIBUTES) unpacked in the same call and built in line, any other parsed
+    by its own raw parser. The result equals :meth:`Structure.from_bytes_raw` (the generic
+    version, which also names a wrong length)."""
+    namespace: dict[str, Any] = {
+        "_size": cls.SIZE,
+        "_generic": Structure.from_bytes_raw.__func__,  # type: ignore[attr-defined]
+        "_new": object.__new__,
+    }
+    fmt, names, build = _straight_line(cls, namespace, strict=False)
+    namespace["_unpack"] = struct.Struct(fmt).unpack
+    assert struct.calcsize(fmt) == cls.SIZE
+    lines = [
+        "def from_bytes_raw(cls, data):",
+        " if len(data) != _size:",
+        "  return _generic(cls, data)",
+        f" ({', '.join(names)},) = _unpack(data)",
+        *build,
+        " return obj",
+    ]
+    exec("\n".join(lines), namespace)  # noqa: S102 - source generated above from FIELDS only
+    return namespace["from_bytes_raw"]
+
+
+def _compile_strict_parser(cls: type[Structure]) -> Any:
+    """``from_bytes`` of one structure as straight-line code: the unpack of
+    :func:`_compile_raw_parser`, each reserved range compared with zeros, the object built as
+    the raw parser builds it (a nested structure with checks of its own parsed strictly), then
+    the structure's ``_check_constants``. Anything out of the ordinary (a wrong length, a
+    non-zero reserved range, a nested structure that fails its strict parse) goes to
+    :meth:`Structure.from_bytes`, which names the field at fault; so the result and every error
+    equal the generic version's (raw parse, then :meth:`Structure.check_strict`: reserved
+    ranges, nested structures, constants)."""
+    namespace: dict[str, Any] = {
+        "_size": cls.SIZE,
+        "_generic": Structure.from_bytes.__func__,  # type: ignore[attr-defined]
+        "_new": object.__new__,
+        "MalformedInput": MalformedInput,
+    }
+    fmt, names, build = _straight_line(cls, namespace, strict=True)
+    namespace["_unpack"] = struct.Struct(fmt).unpack
+    zeros = dict(cls._ZERO_CHECKS)
+    zero_checks = []
+    for i, fld in enumerate(cls.FIELDS):
+        if fld.kind == "reserved":
+            namespace[f"_zero{i}"] = zeros[fld.name]
+            zero_checks.append(f"v{i} != _zero{i}")
+    lines = [
+        "def from_bytes(cls, data):",
+        " if len(data) != _size:",
+        "  return _generic(cls, data)",
+        f" ({', '.join(names)},) = _unpack(data)",
+    ]
+    if zero_checks:
+        lines += [f" if {' or '.join(zero_checks)}:", "  return _generic(cls, data)"]
+    lines += build
     if cls._check_constants is not Structure._check_constants:
         lines.append(" obj._check_constants()")
     lines.append(" return obj")
