@@ -326,6 +326,40 @@ def test_a_thousand_connections_are_served_or_refused_cleanly(tmp_path: Path) ->
         daemon.stop()
 
 
+def test_a_request_head_that_never_ends_is_refused_without_being_taken(tmp_path: Path) -> None:
+    """A request head that never ends (8 MiB of headers offered) is refused (400) and the
+    connection closed long before: less than 1 MiB is taken. A head under the bound is served,
+    and so is everyone after. (A head that arrives whole over the bound gets 431:
+    test_header_bound.py.)"""
+    daemon, _disk = _served(tmp_path, {"max_header_bytes": 4096})
+    try:
+        conn = socket.socket(socket.AF_UNIX)
+        conn.settimeout(10)
+        conn.connect(str(daemon.socket))
+        conn.sendall(b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n")
+        sent = 0
+        with contextlib.suppress(OSError):
+            while sent < 8 << 20:
+                sent += conn.send(b"X-Big: " + b"a" * 1000 + b"\r\n")
+        reply = _read_all(conn)
+        assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+        assert sent < 1 << 20, f"{sent} bytes of head were taken"
+        conn = socket.socket(socket.AF_UNIX)
+        conn.settimeout(10)
+        conn.connect(str(daemon.socket))
+        conn.sendall(
+            b"GET /v1/ping HTTP/1.1\r\nHost: x\r\nX-Ok: "
+            + b"a" * 3000
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        reply = _read_all(conn)
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert json.loads(reply.partition(b"\r\n\r\n")[2])["result"] == {"pong": True}
+        assert daemon.client().call("GET", "/v1/ping") == {"pong": True}
+    finally:
+        daemon.stop()
+
+
 def test_a_1gib_body_is_refused_without_being_read(tmp_path: Path) -> None:
     daemon, _disk = _served(tmp_path, {"max_body_bytes": 1 << 20})
     try:
