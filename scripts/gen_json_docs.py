@@ -21,8 +21,13 @@ from tests.support.json_cases import run_cases  # noqa: E402
 HEAD = """# The JSON contract of `--json`
 
 Every command that takes `--json` prints **exactly one JSON object** on stdout, on success and on
-failure (messages still go to stderr). The object's shape is versioned by `schema` and checked by
-the test suite against the JSON Schema shipped in the package,
+failure. A script reads stdout only; stderr stays for the person at the terminal: under `--json`
+it is empty on success except for warnings (`sgxlaunch: warning: …`, such as a document that
+expires within a day), and on failure it carries the error as the command prints it without
+`--json` (`sgxlaunch: error: …`, or click's usage text for an option or a file click rejects),
+the same words as `error.message` and `error.detail`. Status lines (`wrote FILE`, `signed with
+KEYID`, notes) and progress bars are not printed under `--json`. The object's shape is versioned
+by `schema` and checked by the test suite against the JSON Schema shipped in the package,
 `sgxlaunch/cli/output.schema.json` (`importlib.resources.files("sgxlaunch.cli")`):
 
 ```
@@ -34,11 +39,16 @@ the test suite against the JSON Schema shipped in the package,
 
 - `ok` is `true` exactly when the exit code is 0.
 - `error.kind` says who is at fault: `usage` and `malformed_input` (exit 2), `verification_failed`
-  and `denied` (exit 1), `launch_failed` (exit 1). `message` is the one-line message; `detail`
-  the lines after it. Facts the error carries are added beside them when known: `source`,
-  `field`, `offset` (malformed input), `check`, `expected`, `found` (verification), `rule`
-  (denial), `step`, `errno`, `status` (launch). Errors click reports before the command runs
-  (an unknown option, a missing file) are `usage` errors in the same shape.
+  and `denied` (exit 1), `launch_failed` (exit 1), and `refused` (exit 2): sgxlaunchd refused the
+  request itself, before the platform saw it, with its `reason` (`forbidden`, `other_platform`,
+  `too_large`, `rate_limited`, `unavailable`, `timeout`, `not_found`, `method_not_allowed`) and,
+  where waiting helps, `retry_after` (seconds; docs/service.md). `message` is the message as
+  stderr shows it (one line, unless it quotes a file name or an outside library's words that
+  hold line breaks); `detail` the lines after it. Facts the error carries are added beside them
+  when known: `source`, `field`, `offset` (malformed input), `check`, `expected`, `found`
+  (verification), `rule` (denial), `step`, `errno`, `status` (launch). Errors click reports
+  before the command runs (an unknown option, a missing file) are `usage` errors in the same
+  shape.
 - A failure that still has something to say carries `result` too: `run` and `policy explain`
   (the decision and its reasons), `log verify` (`first_bad_record`).
 - Types: byte strings are lower-case hex; integers are JSON numbers; times are RFC 3339 UTC

@@ -55,6 +55,21 @@ def test_every_output_is_one_object_the_schema_accepts(cases: list[Case]) -> Non
             assert "sgxlaunch: " in case.stderr or "Error:" in case.stderr, where
 
 
+def test_stderr_under_json_is_warnings_on_success_and_the_error_on_failure(
+    cases: list[Case],
+) -> None:
+    """docs/json.md: status lines (``wrote FILE``, notes) are not printed under --json; a
+    warning is; a failure prints its message, the JSON ``error.message``, as text too."""
+    for case in cases:
+        where = f"{' '.join(case.argv)}\nstderr: {case.stderr}"
+        if case.ok:
+            for line in case.stderr.splitlines():
+                assert line.startswith("sgxlaunch: warning: "), where
+        else:
+            message = case.document()["error"]["message"]
+            assert message.splitlines()[0] in case.stderr, where
+
+
 def test_the_schema_rejects_what_the_contract_forbids(cases: list[Case]) -> None:
     validator = jsonschema.Draft202012Validator(shipped_schema())
     explain = next(c for c in cases if c.command == "policy explain" and not c.ok).document()

@@ -86,6 +86,21 @@ def fail(error: SgxlaunchError, *, as_json: bool = False) -> NoReturn:
     sys.exit(error.exit_code)
 
 
+def json_mode() -> bool:
+    """Whether the running command was given ``--json``."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("as_json"))
+
+
+def info(message: str) -> None:
+    """A status line for the person at the terminal (``wrote FILE``, a note, a next step), on
+    stderr — and not at all under ``--json``, where stdout's one object says it and stderr stays
+    empty on success (docs/json.md). Warnings (``sgxlaunch: warning: …``) and errors are not
+    status lines: they go to stderr in every mode."""
+    if not json_mode():
+        click.echo(message, err=True)
+
+
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Map the project's exceptions (and OS errors on files) to messages and exit codes."""
 

@@ -10,6 +10,7 @@ import click
 
 from sgxlaunch.cli._common import (
     about,
+    info,
     read_input,
     utc_now,
     write_output,
@@ -177,11 +178,11 @@ def sign_envelope(path: str, keys: Sequence[str], out: str | None) -> Envelope:
     if envelope.payload_type == MODE_PAYLOAD_TYPE:
         with about(path):
             document = ModeDocument.from_payload(envelope.payload)
-        click.echo(f"signing {mode_line(document)}", err=True)
+        info(f"signing {mode_line(document)}")
     warn_payload_expiry(envelope.payload_type, envelope.payload, path)
     for key_path in keys:
         signer = load_signer(key_path)
         envelope = envelope.signed_by(signer)
-        click.echo(f"signed with {signer.public_key.keyid}", err=True)
+        info(f"signed with {signer.public_key.keyid}")
     write_output(out or path, envelope.to_bytes(), force=out is None)
     return envelope

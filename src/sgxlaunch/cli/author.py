@@ -24,6 +24,8 @@ from sgxlaunch.cli._common import (
     about,
     echo_json,
     handle_errors,
+    info,
+    json_mode,
     json_option,
     output_option,
     parse_int_text,
@@ -209,13 +211,17 @@ def _body_from_options(image: str | None, opts: dict[str, Any]) -> Sigstruct:
     )
 
 
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 def _measure_with_progress(path: Path, size: int | None) -> bytes:
-    """Measure an SGXS file (a progress bar on stderr for large files on a terminal) or an
-    Intel SDK enclave (re-measured from its pages)."""
+    """Measure an SGXS file (a progress bar on stderr for large files on a terminal, none
+    under --json) or an Intel SDK enclave (re-measured from its pages)."""
     from sgxlaunch._api import measure_image  # the API module pulls in the platform: lazily
 
     total = path.stat().st_size
-    if total < PROGRESS_THRESHOLD or not sys.stderr.isatty():
+    if total < PROGRESS_THRESHOLD or json_mode() or not _stderr_is_terminal():
         return measure_image(path, size=size)
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -250,7 +256,7 @@ def key_generate(out: str, force: bool) -> None:
     """
     key = generate_key()
     write_enclave_key(out, key, force=force)
-    click.echo(f"wrote {out}", err=True)
+    info(f"wrote {out}")
     click.echo(mrsigner_of(key.public_key()).hex())
 
 
@@ -270,7 +276,7 @@ def key_public(key: str, out: str, force: bool) -> None:
     """
     public_key = load_enclave_public_key(key)
     write_enclave_public_key(out, public_key, force=force)
-    click.echo(f"wrote {out}", err=True)
+    info(f"wrote {out}")
     click.echo(mrsigner_of(public_key).hex())
 
 
@@ -279,7 +285,13 @@ def key_public(key: str, out: str, force: bool) -> None:
 @json_option
 @handle_errors
 def key_mrsigner(key: str, as_json: bool) -> None:
-    """Print MRSIGNER (SHA-256 of the little-endian modulus) of a public or private KEY."""
+    """Print MRSIGNER (SHA-256 of the little-endian modulus) of a public or private KEY.
+
+    \b
+    Examples:
+      sgxlaunch key mrsigner author.pem
+      sgxlaunch key mrsigner author.pub.pem --json
+    """
     mrsigner = mrsigner_of(load_enclave_public_key(key)).hex()
     if as_json:
         echo_json({"key": key, "mrsigner": mrsigner})
@@ -354,7 +366,7 @@ def sign_cmd(image: str | None, key_path: str, output: str, force: bool, **opts:
         write_output(output, sdk.with_sigstruct(read_sdk(image), signed), force=force)
     else:
         write_output(output, signed.to_bytes(), force=force)
-    click.echo(f"wrote {output}", err=True)
+    info(f"wrote {output}")
     click.echo(f"mrenclave {signed.enclavehash.hex()}")
     click.echo(f"mrsigner  {signed.mrsigner.hex()}")
 
@@ -386,7 +398,7 @@ def gendata(image: str | None, output: str, force: bool, **opts: Any) -> None:
     """
     body = _body_from_options(image, opts)
     write_output(output, signing_data(body), force=force)
-    click.echo(f"wrote {output}", err=True)
+    info(f"wrote {output}")
     click.echo(f"mrenclave {body.enclavehash.hex()}")
 
 
@@ -451,7 +463,7 @@ def catsig(
         write_output(output, sdk.with_sigstruct(read_sdk(enclave_path), signed), force=force)
     else:
         write_output(output, signed.to_bytes(), force=force)
-    click.echo(f"wrote {output}", err=True)
+    info(f"wrote {output}")
     click.echo(f"mrenclave {signed.enclavehash.hex()}")
     click.echo(f"mrsigner  {signed.mrsigner.hex()}")
 
@@ -541,7 +553,7 @@ def convert(image: str, output: str, force: bool) -> None:
         raise UsageError(f"{image}: convert takes an Intel SDK enclave (an ELF .so)")
     plan = sdk_plan(image)
     write_output(output, plan.to_sgxs(), force=force)
-    click.echo(f"wrote {output}", err=True)
+    info(f"wrote {output}")
     click.echo(plan.mrenclave().hex())
 
 

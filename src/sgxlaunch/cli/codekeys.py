@@ -15,6 +15,7 @@ from sgxlaunch.cli._common import (
     echo_json,
     handle_errors,
     home_option,
+    info,
     json_option,
     machine_option,
     output_option,
@@ -83,7 +84,7 @@ def le_key_quote(
     if as_json:
         echo_json(facts)
         return
-    click.echo(f"quote written to {output}, public key to {public_key_out}", err=True)
+    info(f"quote written to {output}, public key to {public_key_out}")
     click.echo(public_key.hex())
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from sgxlaunch.cli._common import handle_errors, output_option, write_output
+from sgxlaunch.cli._common import handle_errors, info, output_option, write_output
 
 
 @click.command("example")
@@ -48,7 +48,7 @@ def example(output: str, force: bool, loader: bool) -> None:
 
         data, what = example_image(), "the example enclave"
     write_output(output, data, force=force)
-    click.echo(f"wrote {output} ({what}, {len(data)} bytes of SGXS)", err=True)
+    info(f"wrote {output} ({what}, {len(data)} bytes of SGXS)")
     click.echo(measure_bytes(data).hex())
 
 

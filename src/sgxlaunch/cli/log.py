@@ -17,6 +17,7 @@ from sgxlaunch.cli._common import (
     echo_json,
     handle_errors,
     home_option,
+    info,
     json_option,
     machine_option,
     output_option,
@@ -48,7 +49,13 @@ def log_group() -> None:
 @json_option
 @handle_errors
 def log_show(home: str | None, machine: str | None, socket: str | None, as_json: bool) -> None:
-    """List the launch log's records (use `log verify` to check them)."""
+    """List the launch log's records (use `log verify` to check them).
+
+    \b
+    Examples:
+      sgxlaunch log show --home home --machine machine.json
+      sgxlaunch log show --json
+    """
     client = daemon_client(home, machine, socket)
     if client is not None:
         records: list[dict[str, Any]] = []
@@ -136,7 +143,7 @@ def log_show(home: str | None, machine: str | None, socket: str | None, as_json:
             )
         _echo_reasons(r)
     if not records:
-        click.echo("(no records)", err=True)
+        info("(no records)")
 
 
 def _echo_reasons(r: dict[str, Any]) -> None:
@@ -237,7 +244,7 @@ def log_export(
     if as_json:
         echo_json({"output": output, "first_seq": first_seq, "records": count})
     else:
-        click.echo(f"wrote {plural(count, 'record')} to {output}", err=True)
+        info(f"wrote {plural(count, 'record')} to {output}")
 
 
 @log_group.command("attest")
@@ -325,7 +332,7 @@ def log_attest(
     click.echo(f"platform_id: {platform_id.hex()}")
     click.echo(f"le_mrsigner: {result['le_mrsigner']}")
     click.echo(f"attested head: {plural(head.count, 'record')} ending {head.hash.hex()}")
-    click.echo(f"wrote {output} and {records_path}", err=True)
+    info(f"wrote {output} and {records_path}")
 
 
 @log_group.command("verify")

@@ -22,6 +22,7 @@ from sgxlaunch.cli._common import (
     echo_json,
     handle_errors,
     home_option,
+    info,
     json_option,
     machine_option,
     output_option,
@@ -34,7 +35,12 @@ from sgxlaunch.cli._daemon import daemon_client, send_file
 from sgxlaunch.cli._home import open_platform, read_platform_input
 from sgxlaunch.cli.platform import platform_group
 from sgxlaunch.errors import UsageError
-from sgxlaunch.launch.enclave import RECOVERY_PAYLOAD_TYPE, recovery_payload, root_digest_of
+from sgxlaunch.launch.enclave import (
+    RECOVERY_PAYLOAD_TYPE,
+    recovery_fields,
+    recovery_payload,
+    root_digest_of,
+)
 from sgxlaunch.launch.platform import (
     PlatformConfig,
     legacy_config,
@@ -42,6 +48,7 @@ from sgxlaunch.launch.platform import (
     take_ownership,
 )
 from sgxlaunch.policy.envelope import sign_payload
+from sgxlaunch.policy.state import check_envelope
 from sgxlaunch.service.lock import refuse_if_served, served_by
 from sgxlaunch.store import FileMachine, load_signer, open_store, resolve_home, resolve_machine
 
@@ -77,13 +84,23 @@ def machine_group() -> None:
 @json_option
 @handle_errors
 def machine_show(machine: str | None, as_json: bool) -> None:
-    """Print the machine's public facts (never the seed)."""
+    """Print the machine's public facts (never the seed).
+
+    \b
+    Example:
+      sgxlaunch machine show --machine /var/lib/sgxlaunch/machine.json
+    """
     facts = _describe(FileMachine(resolve_machine(machine)))
     if as_json:
         echo_json(facts)
         return
+    counter = facts.pop("counter")
+    assert isinstance(counter, dict)
+    owner = counter["owner_mrsigner"]
+    held = f"owned by the launch enclave of MRSIGNER {owner}" if owner else "not owned"
+    facts["counter"] = f"{counter['value']} ({held})"
     for key, value in facts.items():
-        click.echo(f"{key:<22}{value}")
+        click.echo(f"{key:<22}{'none' if value is None else value}")
 
 
 @machine_group.command("clear-ownership")
@@ -94,7 +111,12 @@ def machine_clear_ownership(machine: str | None, yes: bool) -> None:
     """Clear the owner binding: OWNEREPOCH + 1 (every sealed blob and token made before is
     dead) and the monotonic counter back to 0. Then take ownership again.
 
-    Refused while sgxlaunchd serves the machine: stop it first."""
+    Refused while sgxlaunchd serves the machine: stop it first.
+
+    \b
+    Example:
+      sgxlaunch machine clear-ownership --yes --machine machine.json
+    """
     machine_path = resolve_machine(machine)
     _refuse_if_served(
         "machine clear-ownership",
@@ -106,11 +128,10 @@ def machine_clear_ownership(machine: str | None, yes: bool) -> None:
     file_machine = FileMachine(machine_path)
     state = file_machine.load()
     file_machine.swap(state, state.cleared())
-    click.echo(
+    info(
         f"ownership cleared; OWNEREPOCH is now {state.owner_epoch + 1}, counter 0. Next: "
         "`sgxlaunch platform take-ownership ROOT --home NEW_HOME --machine "
         f"{file_machine.path}`",
-        err=True,
     )
 
 
@@ -121,7 +142,12 @@ def machine_clear_ownership(machine: str | None, yes: bool) -> None:
 @handle_errors
 def machine_migrate(home: str | None, machine: str | None, seed: bytes | None) -> None:
     """Move a home made before the machine existed (its seed inside) onto a NEW machine with a
-    NEW seed (the old one must be assumed read), and print what the owner runs next."""
+    NEW seed (the old one must be assumed read), and print what the owner runs next.
+
+    \b
+    Example:
+      sgxlaunch machine migrate --home home --machine machine.json
+    """
     home_path = resolve_home(home)
     machine_path = resolve_machine(machine)
     _refuse_if_served(
@@ -171,7 +197,12 @@ def platform_take_ownership(
     root: str, home: str | None, machine: str | None, socket: str | None
 ) -> None:
     """Take ownership of a machine without an owner (or restore the home's copy of the root
-    the machine is bound to); prints the bound root digest."""
+    the machine is bound to); prints the bound root digest.
+
+    \b
+    Example:
+      sgxlaunch platform take-ownership root.json --home home --machine machine.json
+    """
     data = read_platform_input(root)
     client = daemon_client(home, machine, socket)
     if client is not None:
@@ -197,7 +228,13 @@ def recovery_group() -> None:
 @output_option("The recovery document to write.", dest="out")
 @handle_errors
 def recovery_sign(platform_id: bytes, counter: int, keys: tuple[str, ...], out: str) -> None:
-    """Sign a recovery document (the refusal message names the platform id and counter)."""
+    """Sign a recovery document (the refusal message names the platform id and counter).
+
+    \b
+    Example:
+      sgxlaunch recovery sign --platform-id 3c9a… --counter 6 --key keys/a.key.pem \\
+          --key keys/b.key.pem -o recovery.json
+    """
     envelope = sign_payload(
         RECOVERY_PAYLOAD_TYPE,
         recovery_payload(platform_id, counter),
@@ -216,8 +253,22 @@ def recovery_sign(platform_id: bytes, counter: int, keys: tuple[str, ...], out: 
 def recovery_apply(
     document: str, home: str | None, machine: str | None, socket: str | None, as_json: bool
 ) -> None:
-    """Commit the documents now in the home as the launch enclave's state (counter + 1)."""
+    """Commit the documents now in the home as the launch enclave's state (counter + 1).
+
+    DOCUMENT is `recovery sign`'s output for this platform and the counter's value. Exit 0
+    recovered; 1 if it does not verify (signatures under the owner root, the platform, the
+    counter value); 2 if it is malformed or the home has no owner root. A malformed DOCUMENT
+    is refused before the launch enclave starts: nothing in the home or the machine changes.
+
+    \b
+    Example:
+      sgxlaunch recovery apply recovery.json --home home --machine machine.json
+    """
     data = read_platform_input(document)
+    # A malformed document is refused here, before the launch enclave is started over the home
+    # (a start appends its own records to the log and moves the counter).
+    with about(document):
+        recovery_fields(check_envelope(data, RECOVERY_PAYLOAD_TYPE, max_size=64 << 10).payload)
     client = daemon_client(home, machine, socket)
     if client is not None:
         result = send_file(client, "/v1/recovery", document)

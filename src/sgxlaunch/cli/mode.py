@@ -14,6 +14,7 @@ from sgxlaunch.cli._common import (
     echo_json,
     handle_errors,
     home_option,
+    info,
     json_option,
     machine_option,
     output_option,
@@ -152,7 +153,7 @@ def mode_new(
                 detail=[f"no machine file at {path}"],
             )
         platform_id = FileMachine(path).load().platform_id
-        click.echo(f"bound to the platform of {path}: {platform_id.hex()}", err=True)
+        info(f"bound to the platform of {path}: {platform_id.hex()}")
     if le_sigstruct is not None:
         if le_mrsigner is not None:
             raise UsageError("give --le-mrsigner or --le-sigstruct, not both")
@@ -169,9 +170,9 @@ def mode_new(
     signers = [load_signer(k) for k in keys]
     envelope = sign_payload(MODE_PAYLOAD_TYPE, document.to_payload(), signers)
     write_output(out, envelope.to_bytes(), force=force)
-    click.echo(f"wrote {out}: {mode_line(document)}", err=True)
+    info(f"wrote {out}: {mode_line(document)}")
     for signer in signers:
-        click.echo(f"signed with {signer.public_key.keyid}", err=True)
+        info(f"signed with {signer.public_key.keyid}")
     if as_json:
         echo_json(document.describe() | {"signed_by": [s.keyid for s in envelope.signatures]})
 
@@ -204,12 +205,12 @@ def mode_sign(file: str, keys: tuple[str, ...], out: str | None, force: bool) ->
                 f"{file} is a bare mode document: say where the envelope goes (-o/--output)"
             )
         envelope = Envelope(MODE_PAYLOAD_TYPE, read_input(file, limit=MAX_MODE_ENVELOPE_SIZE))
-    click.echo(f"signing {mode_line(document)}", err=True)
+    info(f"signing {mode_line(document)}")
     warn_expiry(f"{file}: the platform-mode document", document.expires)
     for key_path in keys:
         signer = load_signer(key_path)
         envelope = envelope.signed_by(signer)
-        click.echo(f"signed with {signer.public_key.keyid}", err=True)
+        info(f"signed with {signer.public_key.keyid}")
     target = out or file
     write_output(target, envelope.to_bytes(), force=force or out is None)
 

@@ -14,6 +14,7 @@ from sgxlaunch.cli._common import (
     echo_json,
     handle_errors,
     home_option,
+    info,
     json_option,
     output_option,
     plural,
@@ -36,11 +37,13 @@ from sgxlaunch.policy.envelope import sign_payload
 from sgxlaunch.policy.keys import ED25519, SCHEMES, PrivateKeySigner, PublicKey
 from sgxlaunch.policy.root import ROOT_PAYLOAD_TYPE, OwnerRoot
 from sgxlaunch.policy.state import (
+    TrustedState,
     install_root,
     load_state,
 )
 from sgxlaunch.service.lock import refuse_if_served
 from sgxlaunch.store import (
+    STATE_FILE,
     generate_private_key,
     load_public_key,
     open_store,
@@ -93,7 +96,7 @@ def _write_root_and_keys(
         for stem, signer in zip(stems, signers, strict=True):
             write_private_key(directory / f"{stem}.key.pem", signer.private_key)
             write_public_key(directory / f"{stem}.pub.pem", signer.public_key)
-            click.echo(f"wrote {directory / stem}.key.pem (0600) and .pub.pem", err=True)
+            info(f"wrote {directory / stem}.key.pem (0600) and .pub.pem")
     write_output(out, envelope, force=force)
 
 
@@ -259,10 +262,9 @@ def owner_rotate(
     envelope = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), signers)
     _write_root_and_keys(out, envelope.to_bytes(), force, key_dir, signers)
     _print_root(root, as_json, {"signatures": len(envelope.signatures)})
-    click.echo(
+    info(
         f"needs {old.threshold} signatures by keys of version {old.version} and "
         f"{root.threshold} by keys of version {root.version}",
-        err=True,
     )
 
 
@@ -353,6 +355,10 @@ def owner_install(root: str, home: str | None, as_json: bool) -> None:
     path = resolve_home(home)
     # The daemon keeps the home's state open; a root written behind it would fork that state.
     refuse_if_served(path, None)
+    if not (path / STATE_FILE).exists():
+        # The first root: every check passes before the home (and its state file) is created.
+        with about(root, verification=True):
+            TrustedState.bootstrap(data, utc_now())
     with open_store(path) as store, about(root, verification=True):
         state, update = install_root(store, data, utc_now())
     if as_json:

@@ -18,6 +18,7 @@ from sgxlaunch.cli._common import (
     about,
     echo_json,
     handle_errors,
+    info,
     json_option,
     output_option,
     read_input,
@@ -111,10 +112,9 @@ def pcl_encrypt(image: str, code_key_file: str, output: str, force: bool, as_jso
     if as_json:
         echo_json(result)
         return
-    click.echo(
+    info(
         f"wrote {output}: {header.page_count} code pages encrypted at "
         f"0x{header.region_offset:x}, key id {header.key_id.hex()}",
-        err=True,
     )
     click.echo(mrenclave.hex())
 
@@ -263,7 +263,7 @@ def pcl_wrap(
     if as_json:
         echo_json(result)
         return
-    click.echo(f"wrote {output}: key {wrapped.key_id.hex()} wrapped", err=True)
+    info(f"wrote {output}: key {wrapped.key_id.hex()} wrapped")
     click.echo(f"launch enclave: {result['launch_enclave']['mrenclave']}")
     click.echo(f"tcb status:     {verified.tcb_status}")
     click.echo(f"release:        {constraint.text()} min_isvsvn={min_isvsvn} (never DEBUG)")

@@ -30,6 +30,7 @@ from sgxlaunch.cli._common import (
     IntParam,
     echo_json,
     handle_errors,
+    info,
     json_option,
     machine_option,
     output_option,
@@ -96,7 +97,7 @@ def platform_root(machine: str | None, output: str, pem: bool, force: bool, as_j
     if as_json:
         echo_json(facts)
         return
-    click.echo(f"root CA certificate written to {output}", err=True)
+    info(f"root CA certificate written to {output}")
     click.echo(facts["spki_sha256"])
 
 
@@ -142,7 +143,7 @@ def platform_collateral(
     if as_json:
         echo_json(facts)
         return
-    click.echo(f"collateral written to {output}", err=True)
+    info(f"collateral written to {output}")
     click.echo(f"valid {facts['issue_date']} to {facts['next_update']}")
 
 
@@ -163,6 +164,10 @@ def machine_cpusvn_update(machine: str | None, cpusvn: bytes, as_json: bool) -> 
     (they record the CPUSVN they were derived with). The PCK certificate for the new TCB is
     issued when the PCE next provisions (the next quote). Whether the platform is then
     UpToDate depends on the TCB levels the PCS publishes (`machine tcb-recovery`).
+
+    \b
+    Example:
+      sgxlaunch machine cpusvn-update --cpusvn 09080204018000000000000000000000
     """
     file_machine = FileMachine(resolve_machine(machine))
     before = file_machine.load().cpusvn
@@ -205,6 +210,11 @@ def machine_tcb_recovery(
     The level (--cpusvn, --pcesvn) becomes UpToDate; every level that was UpToDate becomes
     OutOfDate, naming the --advisory IDs; tcbEvaluationDataNumber rises. Platforms still at an
     older TCB then verify as OutOfDate until they update (`machine cpusvn-update`).
+
+    \b
+    Example:
+      sgxlaunch machine tcb-recovery --cpusvn 09080204018000000000000000000000 \\
+          --advisory INTEL-SA-00615
     """
     now = utc_now()
     pcs = _pcs(machine, now)

@@ -16,6 +16,7 @@ from sgxlaunch.cli._common import (
     echo_json,
     handle_errors,
     home_option,
+    info,
     json_option,
     machine_option,
     plural,
@@ -158,6 +159,11 @@ def platform_init(
     Permissive (mainline) by default. With --root, --le-key and --mode owner
     --mode-document, the owner's launch control is set up in one step; everything is
     verified first, in a scratch copy, and only then written.
+
+    \b
+    Examples:
+      sgxlaunch platform init --home home --machine machine.json
+      sgxlaunch platform init --home home --machine machine.json --root root.json --le-key le.pem
     """
     if mode == "owner" and mode_document is None:
         raise UsageError("--mode owner needs --mode-document (an owner-signed document)")
@@ -192,7 +198,7 @@ def platform_init(
         file_machine = FileMachine.create(machine_path, scratch_machine.load())
         store.commit(scratch.snapshot())
         status = Platform.open(store, file_machine, clock=utc_now).status()
-    click.echo(f"platform initialised: home {home_path}, machine {machine_path}", err=True)
+    info(f"platform initialised: home {home_path}, machine {machine_path}")
     if as_json:
         echo_json(status)
     else:
@@ -224,6 +230,10 @@ def platform_le_sign(
 
     Its MRSIGNER is what a mode document naming it (le_mrsigner) puts into the
     launch-key MSRs. Prints the MRSIGNER.
+
+    \b
+    Example:
+      sgxlaunch platform le-sign --key owner-le.pem
     """
     key = load_enclave_key(key_path)
     client = daemon_client(home, machine, socket)
@@ -252,7 +262,12 @@ def platform_le_image(
     home: str | None, machine: str | None, socket: str | None, output: str
 ) -> None:
     """Write the launch enclave's SGXS image (to sign elsewhere, e.g. with gendata/catsig);
-    install the result with `platform le-install`."""
+    install the result with `platform le-install`.
+
+    \b
+    Example:
+      sgxlaunch platform le-image -o le.sgxs
+    """
     client = daemon_client(home, machine, socket)
     if client is not None:
         root = base64.b64decode(client.call("GET", "/v1/owner/root")["root"])
@@ -265,12 +280,11 @@ def platform_le_image(
             root = platform.state.root_envelope
     image = launch_enclave_image(root_digest_of(root))
     write_output(output, image.sgxs())
-    click.echo(
+    info(
         "sign it with these SIGSTRUCT fields (EINITTOKEN_KEY outside ATTRIBUTEMASK), e.g.:\n"
         f"  sgxlaunch gendata {output} {LE_SIGNING_OPTIONS} -o le.data\n"
         "  (sign le.data with the owner's SGX key, then `sgxlaunch catsig` and "
         "`sgxlaunch platform le-install`)",
-        err=True,
     )
     click.echo(image.mrenclave().hex())
 
@@ -284,7 +298,12 @@ def platform_le_image(
 def platform_le_install(
     home: str | None, machine: str | None, socket: str | None, sig: str
 ) -> None:
-    """Install a launch-enclave SIGSTRUCT made elsewhere (checked against the root)."""
+    """Install a launch-enclave SIGSTRUCT made elsewhere (checked against the root).
+
+    \b
+    Example:
+      sgxlaunch platform le-install le.sig
+    """
     with about(sig):
         parsed = Sigstruct.from_bytes(read_platform_input(sig))
     client = daemon_client(home, machine, socket)
@@ -313,6 +332,10 @@ def platform_install_policy(
 
     Verified inside the launch enclave, which raises its sealed high-water mark (an older
     policy is refused from then on).
+
+    \b
+    Example:
+      sgxlaunch platform install-policy policy.signed.json
     """
     install_policy_file(file, home, machine, as_json, socket)
 
@@ -330,7 +353,12 @@ def platform_mode(
     """Switch launch control with an owner-signed platform-mode document.
 
     The document must carry a threshold of the owner root's keys; no unsigned command can
-    switch modes. Make one with `sgxlaunch owner mode new` and `owner mode sign`.
+    switch modes. Make one with `sgxlaunch owner mode new` and `owner mode sign`. Exit 1 if
+    it does not verify (signatures, platform, a version not above the installed one).
+
+    \b
+    Example:
+      sgxlaunch platform mode mode.dsse.json --home home --machine machine.json
     """
     data = read_platform_input(file)
     client = daemon_client(home, machine, socket)
@@ -347,10 +375,9 @@ def platform_mode(
     else:
         click.echo(f"launch control is now {result['mode']} (document version {result['version']})")
     if result.get("platform_id") is None:
-        click.echo(
+        info(
             "note: this document is not bound to a platform (made with --any-platform): it is "
             "valid on every platform of this owner",
-            err=True,
         )
 
 
@@ -363,7 +390,13 @@ def platform_mode(
 def platform_status(
     home: str | None, machine: str | None, socket: str | None, as_json: bool
 ) -> None:
-    """Show the platform: mode, MSRs, launch enclave, owner root, policy, log size."""
+    """Show the platform: mode, MSRs, launch enclave, owner root, policy, log size.
+
+    \b
+    Examples:
+      sgxlaunch platform status --home home --machine machine.json
+      sgxlaunch platform status --json
+    """
     client = daemon_client(home, machine, socket)
     if client is not None:
         status = client.call("GET", "/v1/status")

@@ -21,6 +21,7 @@ from sgxlaunch.cli._common import (
     echo_json,
     handle_errors,
     home_option,
+    info,
     json_option,
     machine_option,
     output_option,
@@ -153,7 +154,7 @@ def _add_rule(path: str, doc: dict[str, Any], effect: str) -> None:
         raise UsageError(f"{path}: is a signed envelope; edit the policy document instead")
     policy = policy.with_rule(doc, effect)
     write_output(path, policy.to_payload(), force=True)
-    click.echo(f"{path}: {effect} rule {doc['id']} added", err=True)
+    info(f"{path}: {effect} rule {doc['id']} added")
 
 
 def _identity_json(identity: EnclaveIdentity) -> dict[str, Any]:
@@ -176,6 +177,7 @@ def _report_decision(
     identity: EnclaveIdentity,
     as_json: bool,
     dynamic: dict[str, Any] | None = None,
+    source: str | None = None,
 ) -> None:
     """Print the verdict (expiry first) and, given ``dynamic``
     (:func:`~sgxlaunch.policy.evaluate.explain_dynamic_memory`), what it means for the
@@ -192,6 +194,8 @@ def _report_decision(
     head += f" (policy version {decision.policy_version})"
     result = decision.describe() | {"enclave": _identity_json(identity)}
     result["policy_expired"] = expired is not None
+    if source is not None:
+        result["policy_source"] = source
     if dynamic is not None:
         result["dynamic_memory"] = dynamic
     if as_json:
@@ -318,13 +322,12 @@ def policy_new(
         old, _ = read_policy_file(source)
         allow, deny, next_version = old.allow, old.deny, old.version + 1
         if old.dynamic_code_unrestricted and old.allow:
-            click.echo(
+            info(
                 f"note: {source} is of spec_version {old.spec_version!r}; its allow rules keep "
                 "their meaning in the new spec_version "
                 f"{SPEC_VERSION_DYNAMIC!r} policy: dynamic_memory code, unmeasured_exec allow, "
                 "rwx_pages allow are written out — tighten them (e.g. dynamic_memory data) to "
                 "restrict dynamic code",
-                err=True,
             )
     until = expiry(expires, valid_days, DEFAULT_POLICY_DAYS, what="the launch policy")
     policy = LaunchPolicy(
@@ -337,9 +340,8 @@ def policy_new(
     if source is None and not no_quoting:
         policy = _with_quoting_rules(policy, quoting_signer, machine)
     write_output(out, policy.to_payload(), force=force)
-    click.echo(
+    info(
         f"wrote {out}: version {policy.version}, expires {_json.format_time(policy.expires)}",
-        err=True,
     )
 
 
@@ -353,19 +355,18 @@ def _with_quoting_rules(
     if signer is None:
         path = resolve_machine(machine)
         if not path.exists():
-            click.echo(
+            info(
                 f"note: no machine at {path}: the PCE/QE rules (quoting in owner mode) are left "
                 "out; give --quoting-signer (or --machine), or --no-quoting to silence this",
-                err=True,
             )
             return policy
         try:
             with about(str(path)):
                 signer = machine_quoting_signer(FileMachine(path))
         except UsageError as exc:
-            click.echo(f"note: {exc.message}: the PCE/QE rules are left out", err=True)
+            info(f"note: {exc.message}: the PCE/QE rules are left out")
             return policy
-        click.echo(f"quoting rules for the PCE/QE signer of {path}: {signer.hex()}", err=True)
+        info(f"quoting rules for the PCE/QE signer of {path}: {signer.hex()}")
     for doc in quoting_rules(signer):
         if policy.spec_version == SPEC_VERSION_DYNAMIC:
             doc["dynamic_memory"] = "none"  # the PCE and QE never add pages after EINIT
@@ -567,7 +568,7 @@ def policy_sign(policy: str, keys: tuple[str, ...], out: str | None, force: bool
     envelope = sign_payload(POLICY_PAYLOAD_TYPE, data, signers)
     write_output(out, envelope.to_bytes(), force=force)
     for signer in signers:
-        click.echo(f"signed with {signer.public_key.keyid}", err=True)
+        info(f"signed with {signer.public_key.keyid}")
 
 
 @policy_group.command("verify")
@@ -723,8 +724,10 @@ def policy_explain(
     sigstruct = read_sigstruct(sig)
     identity = EnclaveIdentity.from_sigstruct(sigstruct)
     now = utc_now()
+    source = "installed"
     if policy_file is not None:
         parsed, envelope = read_policy_file(policy_file)
+        source = "draft" if envelope is None else "signed"
         if envelope is not None:
             if root is None:
                 raise UsageError("a signed --policy needs --root to check its signatures")
@@ -732,7 +735,7 @@ def policy_explain(
             with about(policy_file, verification=True):
                 check_signatures(envelope, owner, "launch policy")
         else:
-            click.echo(f"note: {policy_file} is an unsigned draft", err=True)
+            info(f"note: {policy_file} is an unsigned draft")
         decision = PolicyIndex(parsed).evaluate(identity, now)
     else:
         with open_store(resolve_home(home), create=False) as store:
@@ -741,7 +744,7 @@ def policy_explain(
         assert state.policy is not None  # evaluate raised otherwise
         parsed = state.policy
     dynamic = explain_dynamic_memory(parsed, decision, sigstruct)
-    _report_decision(decision, identity, as_json, dynamic)
+    _report_decision(decision, identity, as_json, dynamic, source)
 
 
 def register(main: click.Group) -> None:

@@ -38,6 +38,7 @@ from sgxlaunch.cli._common import (
     echo_json,
     handle_errors,
     home_option,
+    info,
     json_option,
     machine_option,
     output_option,
@@ -310,7 +311,7 @@ def quote_make(
     if as_json:
         echo_json(result)
         return
-    click.echo(f"wrote {output}: quote v{quote.version}, {len(data)} bytes", err=True)
+    info(f"wrote {output}: quote v{quote.version}, {len(data)} bytes")
     click.echo(f"mrenclave:  {result['mrenclave']}")
     click.echo(f"mrsigner:   {result['mrsigner']}")
     click.echo(f"reportdata: {result['reportdata']}")
@@ -355,7 +356,7 @@ def appraisal_sign(document: str, keys: tuple[str, ...], output: str | None, for
             envelope = sign_payload(APPRAISAL_PAYLOAD_TYPE, data, signers)
     write_output(output or document, envelope.to_bytes(), force=force or output is None)
     for signer in signers:
-        click.echo(f"signed with {signer.public_key.keyid}", err=True)
+        info(f"signed with {signer.public_key.keyid}")
 
 
 @appraisal_group.command("install")

@@ -1,0 +1,171 @@
+"""What a stranger's pass over the command line found, each pinned by a test: a refused command
+leaves the home and the machine as they were, ``--json`` keeps stderr for warnings and errors,
+the text output is words (not Python reprs), and every command's --help shows an example."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+import sgxlaunch._api as api
+from sgxlaunch.cli import author, load_all_commands, main
+from tests.conftest import shared_vectors
+from tests.support.cli import run
+from tests.support.cli_json import document_of
+
+GEN = shared_vectors() / "generated"
+
+
+def _snapshot(directory: Path) -> dict[str, str]:
+    """Every file under ``directory`` (names and contents)."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def owned(tmp_path: Path) -> tuple[Path, Path]:
+    """A platform with a 1-of-1 owner root and its launch enclave: (home, machine)."""
+    root, le_key = tmp_path / "root.json", tmp_path / "le.pem"
+    made = run("owner", "init", "--keys", "1", "--threshold", "1", "--key-dir",
+               tmp_path / "keys", "-o", root)  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert run("key", "generate", "-o", le_key).exit_code == 0
+    home, machine = tmp_path / "state" / "home", tmp_path / "state" / "machine.json"
+    result = run("platform", "init", "--home", home, "--machine", machine, "--root", root,
+                 "--le-key", le_key, "--epc-mib", "4")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return home, machine
+
+
+def test_owner_install_of_a_bad_root_creates_no_home(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.json"
+    garbage.write_bytes(b"not a signed root\n")
+    home = tmp_path / "new-home"
+    result = run("owner", "install", garbage, "--home", home, "--json")
+    assert result.exit_code == 2
+    error = document_of(result)["error"]
+    assert error["kind"] == "malformed_input" and error["source"] == str(garbage)
+    assert "envelope is not valid JSON" in error["message"]
+    assert not home.exists()  # the first root is checked before the home is made
+
+
+def test_owner_install_of_a_good_first_root_still_creates_the_home(tmp_path: Path) -> None:
+    root = tmp_path / "root.json"
+    made = run("owner", "init", "--keys", "1", "--threshold", "1", "--key-dir",
+               tmp_path / "keys", "-o", root)  # fmt: skip
+    assert made.exit_code == 0, made.output
+    home = tmp_path / "new-home"
+    result = run("owner", "install", root, "--home", home, "--json")
+    assert result.exit_code == 0, result.output
+    assert document_of(result)["result"]["installed"] is True
+    assert (home / "state.sqlite3").exists()
+    shown = run("owner", "show", "--home", home, "--json")
+    assert shown.exit_code == 0 and document_of(shown)["ok"] is True
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not a recovery document\n", b'{"payload": "", "payloadType": "x", "signatures": []}'],
+    ids=["not-json", "wrong-payload-type"],
+)
+def test_recovery_apply_of_a_malformed_document_changes_nothing(
+    owned: tuple[Path, Path], tmp_path: Path, content: bytes
+) -> None:
+    """Before the fix the launch enclave was started over the home first: its own INIT was
+    logged and the machine's counter moved, and only then was the document parsed."""
+    home, machine = owned
+    document = tmp_path / "recovery.json"
+    document.write_bytes(content)
+    before = _snapshot(home.parent)
+    result = run("recovery", "apply", document, "--home", home, "--machine", machine, "--json")
+    assert result.exit_code == 2, result.output
+    error = document_of(result)["error"]
+    assert error["kind"] == "malformed_input" and error["source"] == str(document)
+    assert _snapshot(home.parent) == before
+
+
+def test_machine_show_prints_words_not_python_values(owned: tuple[Path, Path]) -> None:
+    _, machine = owned
+    result = run("machine", "show", "--machine", machine)
+    assert result.exit_code == 0, result.output
+    assert "None" not in result.stdout and "{" not in result.stdout
+    facts = document_of(run("machine", "show", "--machine", machine, "--json"))["result"]
+    counter = facts["counter"]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("counter "))
+    assert line.split()[1] == str(counter["value"])
+    owner = counter["owner_mrsigner"]
+    assert (owner if owner is not None else "not owned") in line
+    lepubkeyhash = next(x for x in result.stdout.splitlines() if x.startswith("firmware_lep"))
+    assert facts["firmware_lepubkeyhash"] is None and lepubkeyhash.split()[1] == "none"
+
+
+def test_status_lines_are_not_printed_under_json(tmp_path: Path) -> None:
+    """``wrote FILE`` lines go to stderr for a person; under --json stdout's object says it."""
+    keys = tmp_path / "keys"
+    plain = run("owner", "init", "--keys", "1", "--threshold", "1", "--key-dir", keys,
+                "-o", tmp_path / "a.json")  # fmt: skip
+    assert plain.exit_code == 0 and "wrote " in plain.stderr
+    quiet = run("owner", "init", "--keys", "1", "--threshold", "1", "--key-dir", keys,
+                "-o", tmp_path / "b.json", "--json")  # fmt: skip
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert document_of(quiet)["ok"] is True
+
+
+def test_policy_explain_json_says_the_policy_was_a_draft(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    assert run("policy", "new", "-o", policy, "--no-quoting").exit_code == 0
+    sig = GEN / "case1_defaults.sig"
+    assert run("policy", "allow", policy, "--id", "one", "--sigstruct", sig).exit_code == 0
+    text = run("policy", "explain", sig, "--policy", policy)
+    assert text.exit_code == 0 and "unsigned draft" in text.stderr
+    result = run("policy", "explain", sig, "--policy", policy, "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert document_of(result)["result"]["policy_source"] == "draft"
+
+
+def test_no_progress_bar_under_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The progress bar (large images on a terminal) is drawn without --json, never with it."""
+    monkeypatch.setattr(author, "PROGRESS_THRESHOLD", 0)
+    monkeypatch.setattr(author, "_stderr_is_terminal", lambda: True)
+    shown: list[bool] = []
+    original = api.measure_image
+
+    def measure(*args: Any, **kwargs: Any) -> bytes:
+        shown.append(kwargs.get("progress") is not None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api, "measure_image", measure)
+    image = GEN / "case1_defaults.sgxs"
+    assert run("measure", image).exit_code == 0
+    quiet = run("measure", image, "--json")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert json.loads(quiet.stdout)["ok"] is True
+    assert shown == [True, False]  # a bar for the person, none for the script
+
+
+def _leaves(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    out: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            out |= _leaves(command, f"{prefix}{name} ")
+        else:
+            out[f"{prefix}{name}"] = command
+    return out
+
+
+def test_every_command_help_shows_an_example() -> None:
+    load_all_commands()
+    missing = [
+        path
+        for path, command in sorted(_leaves(main).items())
+        if f"sgxlaunch {path}" not in (command.help or "")
+    ]
+    assert not missing, f"--help without an example of the command itself: {missing}"
