@@ -169,3 +169,33 @@ def test_every_command_help_shows_an_example() -> None:
         if f"sgxlaunch {path}" not in (command.help or "")
     ]
     assert not missing, f"--help without an example of the command itself: {missing}"
+
+
+def test_take_ownership_refused_makes_no_home(tmp_path: Path) -> None:
+    garbage = tmp_path / "root.json"
+    garbage.write_bytes(b"not a signed root\n")
+    home, machine = tmp_path / "home", tmp_path / "machine.json"
+    nowhere = run("platform", "take-ownership", garbage, "--home", home, "--machine", machine)
+    assert nowhere.exit_code == 2 and f"{machine}: no machine here" in nowhere.stderr
+    assert not home.exists() and not machine.exists()
+    assert "machine init" not in nowhere.stderr  # no such command (the text once named it)
+    other = tmp_path / "other-home"
+    assert run("platform", "init", "--home", other, "--machine", machine).exit_code == 0
+    before = machine.read_bytes()
+    bad = run("platform", "take-ownership", garbage, "--home", home, "--machine", machine)
+    assert bad.exit_code == 2 and f"{garbage}: envelope is not valid JSON" in bad.stderr
+    assert not home.exists() and machine.read_bytes() == before
+
+
+def test_policy_sign_names_what_is_wrong_with_the_file_first(tmp_path: Path) -> None:
+    garbage = tmp_path / "policy.json"
+    garbage.write_bytes(b"not a policy\n")
+    key = tmp_path / "keys"
+    made = run("owner", "init", "--keys", "1", "--threshold", "1", "--key-dir", key,
+               "-o", tmp_path / "root.json")  # fmt: skip
+    assert made.exit_code == 0
+    signer = next(key.glob("*.key.pem"))
+    result = run("policy", "sign", garbage, "--key", signer)
+    assert result.exit_code == 2
+    assert f"{garbage}: launch policy is not valid JSON" in result.stderr
+    assert "is a policy document" not in result.stderr

@@ -48,9 +48,16 @@ from sgxlaunch.launch.platform import (
     take_ownership,
 )
 from sgxlaunch.policy.envelope import sign_payload
-from sgxlaunch.policy.state import check_envelope
+from sgxlaunch.policy.state import TrustedState, check_envelope
 from sgxlaunch.service.lock import refuse_if_served, served_by
-from sgxlaunch.store import FileMachine, load_signer, open_store, resolve_home, resolve_machine
+from sgxlaunch.store import (
+    STATE_FILE,
+    FileMachine,
+    load_signer,
+    open_store,
+    resolve_home,
+    resolve_machine,
+)
 
 
 def _describe(machine: FileMachine) -> dict[str, object]:
@@ -210,8 +217,12 @@ def platform_take_ownership(
     else:
         home_path, machine_path = resolve_home(home), resolve_machine(machine)
         refuse_if_served(home_path, machine_path)
+        file_machine = FileMachine(machine_path)  # no machine here: refused before a home is made
+        if not (home_path / STATE_FILE).exists():
+            with about(root, verification=True):
+                TrustedState.bootstrap(data, utc_now())  # a bad root: no home is made either
         with open_store(home_path) as store, about(root):
-            take_ownership(store, FileMachine(machine_path), data, utc_now())
+            take_ownership(store, file_machine, data, utc_now())
     click.echo(root_digest_of(data).hex())
 
 

@@ -557,12 +557,12 @@ def policy_sign(policy: str, keys: tuple[str, ...], out: str | None, force: bool
         read_envelope(policy, POLICY_PAYLOAD_TYPE)
         sign_envelope(policy, keys, out)
         return
+    with about(policy):
+        LaunchPolicy.from_payload(data)
     if out is None:
         raise UsageError(
             f"{policy} is a policy document: say where the envelope goes (-o/--output)"
         )
-    with about(policy):
-        LaunchPolicy.from_payload(data)
     warn_payload_expiry(POLICY_PAYLOAD_TYPE, data, policy)
     signers = [load_signer(k) for k in keys]
     envelope = sign_payload(POLICY_PAYLOAD_TYPE, data, signers)

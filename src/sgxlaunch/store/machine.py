@@ -68,7 +68,7 @@ class FileMachine:
         if not self.path.is_file():
             raise UsageError(
                 f"{self.path}: no machine here; create one with `sgxlaunch platform init "
-                "--machine PATH` (or `sgxlaunch machine init`)"
+                "--machine PATH`"
             )
 
     @classmethod
