@@ -375,9 +375,11 @@ def platform_mode(
     else:
         click.echo(f"launch control is now {result['mode']} (document version {result['version']})")
     if result.get("platform_id") is None:
-        info(
-            "note: this document is not bound to a platform (made with --any-platform): it is "
-            "valid on every platform of this owner",
+        # A warning, not a status line: it is printed under --json too (docs/json.md).
+        click.echo(
+            "sgxlaunch: warning: this document is not bound to a platform (made with "
+            "--any-platform): it is valid on every platform of this owner",
+            err=True,
         )
 
 
