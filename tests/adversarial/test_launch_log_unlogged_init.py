@@ -20,7 +20,10 @@ from tests.support.cpu import MemoryProgram
 from tests.support.platform import Owner, allow_rule, author_enclave
 
 
-def _owner_with_token() -> tuple[Owner, bytes]:
+def _owner_with_token(*, delete_le_state: bool) -> tuple[Owner, bytes]:
+    """An owner-mode platform that launched the allowed enclave once, and the token that
+    launch used; with ``delete_le_state`` the launch enclave's sealed state is then removed
+    from the home (the attacker's step)."""
     owner = Owner()
     le_sig = owner.set_up_launch_enclave()
     image, sig = author_enclave(MemoryProgram)
@@ -31,12 +34,13 @@ def _owner_with_token() -> tuple[Owner, bytes]:
     platform.driver.observers.append(lambda a: tokens.append(a.token or b""))
     platform.run(image, sig)
     assert tokens and tokens[-1], "the allowed launch went through INIT_TOKEN"
-    owner.store.commit({le_sealed_key(le_sig.mrsigner): None})
+    if delete_le_state:
+        owner.store.commit({le_sealed_key(le_sig.mrsigner): None})
     return owner, tokens[-1]
 
 
 def test_init_with_an_earlier_token_while_no_launch_enclave_runs_is_refused() -> None:
-    owner, token = _owner_with_token()
+    owner, token = _owner_with_token(delete_le_state=True)
     blocked = owner.platform(maintenance=True)
     assert blocked.le is None and blocked.blocked, "the launch enclave must not start"
     before = owner.store.snapshot()
@@ -53,20 +57,13 @@ def test_init_with_an_earlier_token_while_no_launch_enclave_runs_is_refused() ->
 
 def test_the_same_token_still_launches_once_the_launch_enclave_runs_again() -> None:
     """The control: the refusal comes from the missing launch enclave, not from the token. A
-    platform whose launch enclave runs (a fresh owner, the same steps without the deletion)
+    platform whose launch enclave runs (the same steps without the deletion)
     takes the token and logs the INIT."""
-    owner = Owner()
-    owner.set_up_launch_enclave()
+    owner, token = _owner_with_token(delete_le_state=False)
     image, sig = author_enclave(MemoryProgram)
-    owner.platform().install_policy(owner.policy(version=1, allow=[allow_rule(sig)]))
-    owner.platform().set_mode(owner.mode("owner", version=1))
-    platform = owner.platform()
-    tokens: list[bytes] = []
-    platform.driver.observers.append(lambda a: tokens.append(a.token or b""))
-    platform.run(image, sig)
     again = owner.platform()
     before = len(again.log_records())
-    loaded = load(again.new_process(), image, sig, token=tokens[-1])
+    loaded = load(again.new_process(), image, sig, token=token)
     assert loaded.mrenclave == sig.enclavehash
     records = again.log_records()
     assert len(records) == before + 2
