@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+import sgxlaunch.launch.collector as collector_module
 from sgxlaunch.attest.pcs import EmulatedPcs
 from sgxlaunch.cli import main
 from sgxlaunch.cli._output import shaped
@@ -264,6 +268,55 @@ def test_cli_refuses_a_stale_head_and_a_forked_log(
     forked = verify(clone, fork_quote, fork_records, "d2", collector, "--state", state)
     assert forked.exit_code == 1 and result_of_error(forked)["check"] == "launch-log-fork"
     assert "forked log" in forked.stderr
+
+
+def _waits_on_a_lock(pid: int) -> bool:
+    """``pid`` is blocked in flock (a ``->`` line of /proc/locks names the waiters)."""
+    lines = Path("/proc/locks").read_text().splitlines()
+    return any("->" in line and line.split()[5:6] == [str(pid)] for line in lines)
+
+
+def test_two_collectors_at_once_do_not_forget_a_platform(
+    sites: tuple[Site, Site, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two collectors on one --state file at the same time: B's whole run starts while A's is
+    between reading the state and writing it. Without a lock A's write drops B's entry (a lost
+    update), and the collector would later take a stale log of B as new; with it B waits for A
+    and both platforms are in the state."""
+    a, b, collector = sites
+    state = collector / "state-concurrent.json"
+    quote_a, records_a = a.attest("e1e1", "concurrent-a")
+    quote_b, records_b = b.attest("e2e2", "concurrent-b")
+    root_b, collateral_b = b.collector_files(collector)
+    second = [sys.executable, "-m", "sgxlaunch", "log", "verify", "--records", records_b,
+              "--quote", quote_b, "--collateral", collateral_b, "--root", root_b,
+              "--nonce", "e2e2", "--le-mrsigner", b.le_mrsigner, "--owner-root", b.root,
+              "--platform-id", b.platform_id, "--state", state, "--json"]  # fmt: skip
+    real = collector_module.verify_log_quote
+    started: list[subprocess.Popen[bytes]] = []
+
+    def a_lets_b_run(*args: Any, **kwargs: Any) -> Any:
+        verified = real(*args, **kwargs)  # A has read the state and verified; not yet written
+        proc = subprocess.Popen(
+            [str(arg) for arg in second], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        started.append(proc)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not _waits_on_a_lock(proc.pid):
+            assert time.monotonic() < deadline, "the second collector neither ended nor waited"
+            time.sleep(0.02)
+        return verified
+
+    monkeypatch.setattr(collector_module, "verify_log_quote", a_lets_b_run)
+    first = verify(a, quote_a, records_a, "e1e1", collector, "--state", state)
+    assert first.exit_code == 0, first.output
+    (proc,) = started
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out)["result"]["state"] == "created"
+    platforms = json.loads(state.read_bytes())["platforms"]
+    assert set(platforms) == {a.platform_id, b.platform_id}
+    assert (collector / "state-concurrent.json.lock").exists()
 
 
 def result_of_error(result: Result) -> dict[str, Any]:

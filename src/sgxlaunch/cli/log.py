@@ -5,6 +5,10 @@ and attested for a remote collector, and verified there with no home and no MAC 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -376,7 +380,10 @@ def log_attest(
     "--state",
     "state_path",
     type=click.Path(dir_okay=False),
-    help="The collector's state file: (epoch, count, head) per platform; updated on success.",
+    help=(
+        "The collector's state file: (epoch, count, head) per platform; updated on success. "
+        "Held locked (FILE.lock) while in use: collectors sharing it run one after another."
+    ),
 )
 @click.option(
     "--at", "at", type=TimeParam(), help="Check the collateral at this UTC time (default: now)."
@@ -477,6 +484,36 @@ def _verify_local(home: str | None, machine: str | None, socket: str | None, as_
         click.echo(f"OK: {plural(count, 'record verifies', 'records verify')}")
 
 
+@contextlib.contextmanager
+def _collector_lock(state_path: str | None) -> Iterator[None]:
+    """Hold ``<state>.lock`` exclusively from reading the collector's state file to writing it.
+
+    Two collectors given the same ``--state`` then run one after the other: neither writes a
+    state read before the other's write (a lost update would make the collector forget a
+    platform's head and accept a stale log of it as new).
+
+    Raises:
+        UsageError: the lock file cannot be opened (names it).
+    """
+    if state_path is None:
+        yield
+        return
+    path = Path(state_path)
+    lock = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(
+            f"{lock}: cannot open the collector's lock file ({exc.strerror})",
+            detail=["--state needs a directory it can write the state and its .lock file in"],
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _verify_remote(
     records: str,
     quote: str,
@@ -511,34 +548,35 @@ def _verify_remote(
             anchor = TrustAnchor.from_certificate(root_data)
     root_envelope = read_input(owner_root)
     export = read_input(records)
-    state = None
-    if state_path is not None:
-        state = CollectorState()
-        if Path(state_path).exists():
-            state_data = read_input(state_path)
-            with about(state_path):
-                state = CollectorState.from_bytes(state_data)
-    expect = Expectation(
-        nonce=nonce, platform_id=platform_id, le_mrsigner=le_mrsigner, owner_root=root_envelope
-    )
-    try:
-        with about(owner_root, verification=True):
-            check_owner_root(root_envelope)
-        with about(records):
-            verified, quoted = verify_log_quote(
-                quote_data,
-                parsed_collateral,
-                now,
-                export,
-                expect,
-                anchor=anchor,
-                state=state,
-            )
-    except LogTampered as exc:
-        set_failure_result({"valid": False, "first_bad_record": exc.index})
-        raise
-    if state_path is not None and verified.state is not None:
-        write_output(state_path, verified.state.to_bytes(), force=True)
+    with _collector_lock(state_path):
+        state = None
+        if state_path is not None:
+            state = CollectorState()
+            if Path(state_path).exists():
+                state_data = read_input(state_path)
+                with about(state_path):
+                    state = CollectorState.from_bytes(state_data)
+        expect = Expectation(
+            nonce=nonce, platform_id=platform_id, le_mrsigner=le_mrsigner, owner_root=root_envelope
+        )
+        try:
+            with about(owner_root, verification=True):
+                check_owner_root(root_envelope)
+            with about(records):
+                verified, quoted = verify_log_quote(
+                    quote_data,
+                    parsed_collateral,
+                    now,
+                    export,
+                    expect,
+                    anchor=anchor,
+                    state=state,
+                )
+        except LogTampered as exc:
+            set_failure_result({"valid": False, "first_bad_record": exc.index})
+            raise
+        if state_path is not None and verified.state is not None:
+            write_output(state_path, verified.state.to_bytes(), force=True)
     result = verified.describe() | {
         "tcb_status": quoted.tcb_status,
         "advisory_ids": list(quoted.advisory_ids),
