@@ -11,6 +11,7 @@ import struct
 import dcap_qvl
 import pytest
 
+from sgxlaunch.arch import Attributes, Report
 from sgxlaunch.errors import MalformedInput
 from sgxlaunch.formats.quote import (
     INTEL_QE_VENDOR_ID,
@@ -253,3 +254,28 @@ def test_v4_inner_certification_must_end_with_the_outer_one() -> None:
         parse_quote(_patch(data, size_offset, "<I", len(inner.data) - 1))
     assert info.value.field == "certification_data_size"
     assert info.value.offset == size_offset
+
+
+def test_report_body_is_a_reports_first_384_bytes() -> None:
+    """One layout table serves both: a REPORT's body bytes parse as the quote's REPORT_BODY
+    with every field equal, and REPORT_BODY writes them back byte for byte."""
+    report = Report(
+        cpusvn=bytes(range(16)),
+        miscselect=0x11223344,
+        isvextprodid=b"\x05" * 16,
+        attributes=Attributes(flags=0x5, xfrm=0x3),
+        mrenclave=b"\xaa" * 32,
+        mrsigner=b"\xbb" * 32,
+        configid=b"\xcc" * 64,
+        isvprodid=0x1234,
+        isvsvn=0x5678,
+        configsvn=9,
+        isvfamilyid=b"\x0f" * 16,
+        reportdata=b"\xdd" * 64,
+        keyid=b"\xee" * 32,
+        mac=b"\xff" * 16,
+    )
+    body = ReportBody.from_bytes(report.body_bytes())
+    assert body.to_bytes() == report.to_bytes()[: Report.BODY_SIZE]
+    for field in ReportBody.FIELDS:
+        assert getattr(body, field.name) == getattr(report, field.name), field.name

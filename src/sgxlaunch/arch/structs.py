@@ -387,6 +387,30 @@ class Tcs(Structure):
             )
 
 
+REPORT_BODY_FIELDS: tuple[Field, ...] = (
+    raw("cpusvn", 0, 16),
+    u("miscselect", 16, 4),
+    u("cet_attributes", 20, 1),
+    reserved("reserved1", 21, 11),
+    raw("isvextprodid", 32, 16),
+    nested("attributes", 48, Attributes),
+    raw("mrenclave", 64, 32),
+    reserved("reserved2", 96, 32),
+    raw("mrsigner", 128, 32),
+    reserved("reserved3", 160, 32),
+    raw("configid", 192, 64),
+    u("isvprodid", 256, 2),
+    u("isvsvn", 258, 2),
+    u("configsvn", 260, 2),
+    reserved("reserved4", 262, 42),
+    raw("isvfamilyid", 304, 16),
+    raw("reportdata", 320, 64),
+)
+"""The report body's layout (bytes 0..383 of a REPORT, ``sgx_report_body_t``; spec §1.9): the
+fields :class:`Report` starts with and the quote's REPORT_BODY
+(:class:`sgxlaunch.formats.quote.ReportBody`) consists of."""
+
+
 @finalize
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Report(Structure):
@@ -396,23 +420,7 @@ class Report(Structure):
     NAME: ClassVar[str] = "REPORT"
     BODY_SIZE: ClassVar[int] = 384
     FIELDS: ClassVar[tuple[Field, ...]] = (
-        raw("cpusvn", 0, 16),
-        u("miscselect", 16, 4),
-        u("cet_attributes", 20, 1),
-        reserved("reserved1", 21, 11),
-        raw("isvextprodid", 32, 16),
-        nested("attributes", 48, Attributes),
-        raw("mrenclave", 64, 32),
-        reserved("reserved2", 96, 32),
-        raw("mrsigner", 128, 32),
-        reserved("reserved3", 160, 32),
-        raw("configid", 192, 64),
-        u("isvprodid", 256, 2),
-        u("isvsvn", 258, 2),
-        u("configsvn", 260, 2),
-        reserved("reserved4", 262, 42),
-        raw("isvfamilyid", 304, 16),
-        raw("reportdata", 320, 64),
+        *REPORT_BODY_FIELDS,
         raw("keyid", 384, 32),
         raw("mac", 416, 16),
     )

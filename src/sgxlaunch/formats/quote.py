@@ -36,8 +36,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from sgxlaunch.arch._layout import Field, Structure, finalize, nested, raw, reserved, u, zeros
-from sgxlaunch.arch.structs import Attributes
+from sgxlaunch.arch._layout import Field, Structure, finalize, raw, u, zeros
+from sgxlaunch.arch.structs import REPORT_BODY_FIELDS, Attributes
 from sgxlaunch.errors import MalformedInput
 
 QUOTE_VERSIONS = (3, 4, 5)
@@ -130,25 +130,7 @@ class ReportBody(Structure):
 
     SIZE: ClassVar[int] = 384
     NAME: ClassVar[str] = "REPORT_BODY"
-    FIELDS: ClassVar[tuple[Field, ...]] = (
-        raw("cpusvn", 0, 16),
-        u("miscselect", 16, 4),
-        u("cet_attributes", 20, 1),
-        reserved("reserved1", 21, 11),
-        raw("isvextprodid", 32, 16),
-        nested("attributes", 48, Attributes),
-        raw("mrenclave", 64, 32),
-        reserved("reserved2", 96, 32),
-        raw("mrsigner", 128, 32),
-        reserved("reserved3", 160, 32),
-        raw("configid", 192, 64),
-        u("isvprodid", 256, 2),
-        u("isvsvn", 258, 2),
-        u("configsvn", 260, 2),
-        reserved("reserved4", 262, 42),
-        raw("isvfamilyid", 304, 16),
-        raw("reportdata", 320, 64),
-    )
+    FIELDS: ClassVar[tuple[Field, ...]] = REPORT_BODY_FIELDS  # REPORT's first 384 bytes
 
     cpusvn: bytes = zeros(16)
     miscselect: int = 0
