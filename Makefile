@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: demo demo-service test lint types unit bench clean .venv
 
 # (Re)create the virtual environment when it is missing or the build inputs changed (the install
-# also compiles the optional native paging fast path, src/sgxlaunch/cpu/_paging.c, in place).
-$(STAMP): pyproject.toml setup.py src/sgxlaunch/cpu/_paging.c
+# also compiles the optional native fast paths, src/sgxlaunch/cpu/_paging.c and _cmac.c, in place).
+$(STAMP): pyproject.toml setup.py src/sgxlaunch/cpu/_paging.c src/sgxlaunch/cpu/_cmac.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

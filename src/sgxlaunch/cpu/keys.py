@@ -39,9 +39,15 @@ dependency structure. This module is our documented, deterministic construction:
   ======================  =====  ==========================
 
   (644 bytes in all.)
-* **Derivation.** ``key = AES-128-CMAC(root key, dependencies)`` — 16 bytes. A
-  :class:`FusedSecrets` prepares the CMAC under its root key once (the AES key schedule) and
-  copies that prepared state for each derivation; the result is the same CMAC.
+* **Derivation.** ``key = AES-128-CMAC(root key, dependencies)`` — 16 bytes.
+
+AES-128-CMAC (:func:`cmac128`) runs in the optional native module ``sgxlaunch.cpu._cmac``
+(AES-NI; NIST SP 800-38B) when it is built and the processor has AES-NI, and through
+`cryptography` otherwise. The native one is used only after it gave the RFC 4493 §4 tags and
+`cryptography`'s on the same inputs at import (:data:`NATIVE_CMAC` tells which);
+tests/cpu/test_cmac_native.py compares the two on random keys and lengths. Without it, a
+:class:`FusedSecrets` prepares the CMAC under its root key once (the AES key schedule) and copies
+that prepared state for each derivation; the result is the same CMAC.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers import algorithms
@@ -104,6 +111,8 @@ class FusedSecrets:
     def derive_bytes(self, dependencies: bytes) -> bytes:
         """``derive_key`` of dependencies already serialized (644 bytes: the output of
         :meth:`KeyDependencies.to_bytes` or :func:`einittoken_dependencies`)."""
+        if _NATIVE_CMAC is not None:
+            return _NATIVE_CMAC(self.root_key, dependencies)
         mac = self._root_mac.copy()
         mac.update(dependencies)
         return mac.finalize()
@@ -265,8 +274,9 @@ def einittoken_dependencies(
     )
 
 
-def cmac128(key: bytes, data: bytes) -> bytes:
-    """AES-128-CMAC of ``data`` (16 bytes).
+def cmac128_reference(key: bytes, data: bytes) -> bytes:
+    """AES-128-CMAC of ``data`` (16 bytes) through `cryptography`: :func:`cmac128` when the
+    native module is not in use, and what the native one is checked against.
 
     Raises:
         ValueError: ``key`` is not 16 bytes (``algorithms.AES128``, which takes only those:
@@ -275,6 +285,52 @@ def cmac128(key: bytes, data: bytes) -> bytes:
     mac = CMAC(algorithms.AES128(key))
     mac.update(data)
     return mac.finalize()
+
+
+_RFC4493_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+_RFC4493_MESSAGE = bytes.fromhex(
+    "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"
+    "30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710"
+)
+RFC4493_EXAMPLES = (
+    (0, "bb1d6929e95937287fa37d129b756746"),
+    (16, "070a16b46b4d4144f79bdd9dd04a287c"),
+    (40, "dfa66747de9ae63030ca32611497c827"),
+    (64, "51f0bebf7e3b9d92fc49741779363cfe"),
+)
+"""RFC 4493 §4, Examples 1-4: (message length, tag) under :data:`_RFC4493_KEY` for the first
+bytes of :data:`_RFC4493_MESSAGE`."""
+
+
+def rfc4493_example(length: int) -> tuple[bytes, bytes]:
+    """The key and message of the RFC 4493 §4 example whose message is ``length`` bytes."""
+    return _RFC4493_KEY, _RFC4493_MESSAGE[:length]
+
+
+def _native_cmac() -> Callable[[bytes, bytes], bytes] | None:
+    """The native AES-NI CMAC, if it is built, loads on this processor and gives the RFC 4493
+    tags and `cryptography`'s on the same inputs."""
+    try:
+        from sgxlaunch.cpu._cmac import cmac128 as native
+    except ImportError:
+        return None
+    checked: Callable[[bytes, bytes], bytes] = native
+    for length, tag in RFC4493_EXAMPLES:
+        key, message = rfc4493_example(length)
+        want = bytes.fromhex(tag)
+        if checked(key, message) != want or cmac128_reference(key, message) != want:
+            return None
+    return checked
+
+
+_NATIVE_CMAC = _native_cmac()
+NATIVE_CMAC: bool = _NATIVE_CMAC is not None
+"""True when :func:`cmac128` (and every key derivation) runs in the native module."""
+
+cmac128: Callable[[bytes, bytes], bytes] = _NATIVE_CMAC or cmac128_reference
+"""AES-128-CMAC of ``data`` (16 bytes): ``cmac128(key, data)``, ``key`` 16 bytes (``ValueError``
+otherwise), ``data`` any bytes-like object. Native when :data:`NATIVE_CMAC`, otherwise
+:func:`cmac128_reference`."""
 
 
 def derive_key(root_key: bytes, dependencies: KeyDependencies) -> bytes:
@@ -293,8 +349,10 @@ def derive_key(root_key: bytes, dependencies: KeyDependencies) -> bytes:
 __all__ = [
     "EINITTOKEN_DEPENDENCIES",
     "KEY_DEPENDENCIES_SIZE",
+    "NATIVE_CMAC",
     "KeyDependencies",
     "cmac128",
+    "cmac128_reference",
     "derive_key",
     "einittoken_dependencies",
     "root_key_from_seed",
