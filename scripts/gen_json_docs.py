@@ -51,6 +51,16 @@ by `schema` and checked by the test suite against the JSON Schema shipped in the
   shape.
 - A failure that still has something to say carries `result` too: `run` and `policy explain`
   (the decision and its reasons), `log verify` (`first_bad_record`).
+- A command that writes a file names it in `result.output` (as given on the command line) with
+  what identifies its contents: an MRSIGNER (`key generate`, `key public`), an MRENCLAVE
+  (`platform le-image`), a `digest`. A command that signs a document (`owner sign`,
+  `owner mode sign`, `policy sign`, `quote appraisal sign`, `recovery sign`) reports its
+  `type` (`owner-root`, `launch-policy`, `platform-mode`, `quote-appraisal`, `recovery`),
+  what the document says (version, expiry, ...), `digest` (SHA-256 of the exact payload bytes
+  the signatures cover: the digest installing it reports), `signed_with` (the keys of this run)
+  and `signed_by` (every key id the envelope now holds). `policy new`, `policy allow` and
+  `policy deny` report the `digest` of the document written, the digest the policy carries once
+  signed and installed. None of these commands writes or changes anything when it is refused.
 - Types: byte strings are lower-case hex; integers are JSON numbers; times are RFC 3339 UTC
   (`2027-01-31T00:00:00Z`). Every attributes object `{flags, xfrm}` also carries `flags_hex`
   and `xfrm_hex` (64-bit values exceed what some JSON readers hold exactly).

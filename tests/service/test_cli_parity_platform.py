@@ -135,6 +135,11 @@ def test_le_image_and_take_ownership_both_ways(tmp_path: Path, inputs: Path) -> 
         both.compare("platform", "le-image", "-o", "le.sgxs", expect=0, between=keep)
         assert (inputs / "le.sgxs").read_bytes() == written[0]
         both.compare("platform", "le-image", "-o", "le.sgxs", expect=2)  # exists, both ways
+        both.compare("platform", "le-image", "-o", "le.sgxs", "--json", expect=2)
+        _here, there = both.compare(
+            "platform", "le-image", "-o", "le.sgxs", "--force", "--json", expect=0
+        )
+        assert result_of(there)["result"]["size"] == len(written[0])
 
         (inputs / "root.json").write_bytes(disk.owner.root)
         (inputs / "other-root.json").write_bytes(Owner().root)
@@ -144,6 +149,11 @@ def test_le_image_and_take_ownership_both_ways(tmp_path: Path, inputs: Path) -> 
         _here, there = both.compare("platform", "take-ownership", "other-root.json", expect=2)
         assert "already has an owner" in there.stderr and "bound owner root digest" in there.stderr
         both.compare("platform", "take-ownership", "garbage.json", expect=2)
+        _here, there = both.compare("platform", "take-ownership", "root.json", "--json", expect=0)
+        digest = result_of(there)["result"]["owner_root_digest"]
+        shown = _cli("machine", "show", "--machine", both.remote[1], "--json")
+        assert json.loads(shown)["result"]["owner_root_digest"] == digest
+        both.compare("platform", "take-ownership", "other-root.json", "--json", expect=2)
         both.compare("platform", "status", "--json", expect=0)
         # quoting the log head needs the PCE and QE, which this owner's policy does not allow
         both.compare("log", "attest", "--nonce", "01", "-o", "h.quote", "--json", expect=1)

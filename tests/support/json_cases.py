@@ -7,6 +7,8 @@ schema) and by ``scripts/gen_json_docs.py`` (the examples of ``docs/json.md``).
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,11 +103,28 @@ def run_cases(tmp: Path) -> Iterator[Case]:
         tmp / "root-v2.json",
     )
     yield go("owner rotate", False, root, "--keep", "ffff", "-o", tmp / "root-v3.json")
+    # the rotation needs signatures by the current root's keys too
+    yield go("owner sign", True, tmp / "root-v2.json", "--key", keys()[0], "-o",
+             tmp / "root-v2.signed.json")  # fmt: skip
+    yield go("owner sign", False, garbage, "--key", keys()[0], "-o", tmp / "x.json")
 
-    runner.invoke(main, ["key", "generate", "-o", str(le_key)], catch_exceptions=False)
+    yield go("key generate", True, "-o", le_key)
+    yield go("key generate", False, "-o", le_key)  # exists: a key file is never overwritten
+    yield go("key public", True, le_key, "-o", tmp / "le.pub.pem")
+    yield go("key public", False, garbage, "-o", tmp / "garbage.pub.pem")
     yield go("platform status", False, "--home", home)
     yield go("platform init", True, "--home", home, "--root", root, "--le-key", le_key)
     yield go("platform init", False, "--home", home)
+    # the launch enclave, rebuilt: its image (to sign elsewhere), signed here, installed
+    yield go("platform le-image", True, "-o", tmp / "le.sgxs", "--home", home)
+    yield go("platform le-image", False, "-o", tmp / "le.sgxs", "--home", home)  # exists
+    yield go("platform le-sign", True, "--key", le_key, "-o", tmp / "le.sig", "--home", home)
+    yield go("platform le-sign", False, "--key", le_key, "-o", tmp / "le.sig", "--home", home)
+    yield go("platform le-install", True, tmp / "le.sig", "--home", home)
+    yield go("platform le-install", False, garbage, "--home", home)
+    # the machine is bound to this root: the home's copy is restored; another root is refused
+    yield go("platform take-ownership", True, root, "--home", home)
+    yield go("platform take-ownership", False, tmp / "root-v2.signed.json", "--home", home)
 
     # An emulated quote of the example enclave (docs/attest.md), while the platform is permissive.
     hello, hello_sig, author = tmp / "hello.sgxs", tmp / "hello.sig", tmp / "author.pem"
@@ -128,22 +147,16 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     signed = tmp / "policy.signed.json"
     weak = tmp / "policy-one-key.signed.json"
     invoke = runner.invoke
-    invoke(main, ["policy", "new", "-o", str(policy)], catch_exceptions=False)
-    invoke(
-        main,
-        [
-            "policy",
-            "allow",
-            str(policy),
-            "--id",
-            "case1",
-            "--sigstruct",
-            str(gen / "case1_defaults.sig"),
-        ],
-        catch_exceptions=False,
-    )
+    yield go("policy new", True, "-o", policy)
+    yield go("policy new", False, "-o", policy)  # exists: no --force
+    case1 = ("--id", "case1", "--sigstruct", gen / "case1_defaults.sig")
+    yield go("policy allow", True, policy, *case1)
+    yield go("policy allow", False, policy, *case1)  # the id is taken
+    yield go("policy deny", True, policy, "--id", "revoked", "--mrenclave", "ab" * 32)
+    yield go("policy deny", False, policy, "--id", "bad", "--sigstruct", garbage)
     k = keys()
-    invoke(main, ["policy", "sign", str(policy), "--key", k[0], "--key", k[1], "-o", str(signed)])
+    yield go("policy sign", True, policy, "--key", k[0], "--key", k[1], "-o", signed)
+    yield go("policy sign", False, policy, "--key", k[0])  # a document: -o names the envelope
     invoke(main, ["policy", "sign", str(policy), "--key", k[0], "-o", str(weak)])
     yield go("policy show", True, signed)
     yield go("policy show", False, garbage)
@@ -181,22 +194,9 @@ def run_cases(tmp: Path) -> Iterator[Case]:
         )
     )
     signed_appraisal = tmp / "appraisal.signed.json"
-    invoke(
-        main,
-        [
-            "quote",
-            "appraisal",
-            "sign",
-            str(appraisal),
-            "--key",
-            k[0],
-            "--key",
-            k[1],
-            "-o",
-            str(signed_appraisal),
-        ],
-        catch_exceptions=False,
-    )
+    yield go("quote appraisal sign", True, appraisal, "--key", k[0], "--key", k[1], "-o",
+             signed_appraisal)  # fmt: skip
+    yield go("quote appraisal sign", False, appraisal, "--key", k[0])  # a document: needs -o
     yield go("quote inspect", True, quote)
     yield go("quote inspect", False, garbage)
     yield go("quote verify", True, quote, *at)
@@ -260,7 +260,8 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("owner mode show", True, mode)
     yield go("owner mode show", False, garbage)
     yield go("owner mode verify", False, mode, "--home", home)
-    invoke(main, ["owner", "mode", "sign", str(mode), "--key", k[1], "--key", k[2]])
+    yield go("owner mode sign", True, mode, "--key", k[1], "--key", k[2])
+    yield go("owner mode sign", False, garbage, "--key", k[1])
     yield go("owner mode verify", True, mode, "--home", home)
     yield go("platform mode", False, garbage, "--home", home)
     yield go("platform mode", True, mode, "--home", home)
@@ -283,23 +284,9 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("machine show", False, "--machine", tmp / "no-machine" / "machine.json")
     facts = shown.document()["result"]
     recovery = tmp / "recovery.json"
-    invoke(
-        main,
-        [
-            "recovery",
-            "sign",
-            "--platform-id",
-            facts["platform_id"],
-            "--counter",
-            str(facts["counter"]["value"]),
-            "--key",
-            k[0],
-            "--key",
-            k[1],
-            "-o",
-            str(recovery),
-        ],
-    )
+    at_counter = ("--platform-id", facts["platform_id"], "--counter", facts["counter"]["value"])
+    yield go("recovery sign", True, *at_counter, "--key", k[0], "--key", k[1], "-o", recovery)
+    yield go("recovery sign", False, *at_counter, "--key", k[0], "-o", recovery)  # exists
     yield go("recovery apply", True, recovery, "--home", home)
     yield go("recovery apply", False, garbage, "--home", home)
 
@@ -346,6 +333,18 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("machine tcb-recovery", False, "--cpusvn", cpusvn.hex())  # not above the published
     yield go("machine cpusvn-update", True, "--cpusvn", raised)
     yield go("machine cpusvn-update", False, "--cpusvn", cpusvn.hex())  # a rollback
+
+    # a home made before the machine existed (its seed inside), moved onto a new machine
+    legacy = tmp / "legacy-home"
+    shutil.copytree(home, legacy)
+    with sqlite3.connect(legacy / "state.sqlite3") as db:
+        db.execute("INSERT INTO kv VALUES ('platform/seed', ?)", (b"old-seed-0123456789abcdef",))
+    new_machine = tmp / "new-machine" / "machine.json"
+    yield go("machine migrate", True, "--home", legacy, "--machine", new_machine)
+    yield go("machine migrate", False, "--home", home, "--machine", tmp / "m3" / "machine.json")
+    # last: the owner binding cleared (OWNEREPOCH + 1, counter 0)
+    yield go("machine clear-ownership", True, "--yes")
+    yield go("machine clear-ownership", False, "--yes", "--machine", tmp / "none" / "m.json")
 
 
 def _wrapped_code_key(le_public_key: bytes, sigstruct: Path) -> bytes:

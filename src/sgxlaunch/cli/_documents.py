@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -169,7 +170,57 @@ def mode_expiry_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-def sign_envelope(path: str, keys: Sequence[str], out: str | None) -> Envelope:
+_PAYLOAD_TYPE_PREFIX = "application/vnd.sgxlaunch."
+
+
+def signed_result(
+    output: str, envelope: Envelope, signed_with: Sequence[str], facts: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``--json`` result of a command that signs a document: the envelope written
+    (``output``), the document's ``type`` (its payload type without the vendor prefix and
+    ``+json``: ``launch-policy``, ``owner-root``, ``platform-mode``, ``quote-appraisal``,
+    ``recovery``), ``facts`` about it (version, expiry...), its ``digest`` (SHA-256 of the exact
+    payload bytes the signatures cover: the digest installing it reports), the key ids that
+    signed in this run (``signed_with``) and every key id now on the envelope (``signed_by``)."""
+    kind = envelope.payload_type.removeprefix(_PAYLOAD_TYPE_PREFIX).removesuffix("+json")
+    return (
+        {"output": output, "type": kind}
+        | facts
+        | {
+            "digest": hashlib.sha256(envelope.payload).hexdigest(),
+            "signed_with": list(signed_with),
+            "signed_by": [s.keyid for s in envelope.signatures],
+        }
+    )
+
+
+def document_facts(payload_type: str, payload: bytes, path: str) -> dict[str, Any]:
+    """The version and expiry of an owner root or launch policy payload, every field of a
+    platform-mode payload (for :func:`signed_result`).
+
+    Raises:
+        MalformedInput: the payload is not a valid document of its type (naming ``path``).
+    """
+    with about(path):
+        if payload_type == ROOT_PAYLOAD_TYPE:
+            root = OwnerRoot.from_payload(payload)
+            version, expires = root.version, root.expires
+        elif payload_type == POLICY_PAYLOAD_TYPE:
+            policy = LaunchPolicy.from_payload(payload)
+            version, expires = policy.version, policy.expires
+        else:  # what the mode document says, as `owner mode show` shows it
+            facts = ModeDocument.from_payload(payload).describe()
+            del facts["type"]
+            return facts
+    return {"version": version, "expires": _json.format_time(expires)}
+
+
+def sign_envelope(
+    path: str, keys: Sequence[str], out: str | None, *, force: bool = False
+) -> dict[str, Any]:
+    """Add the signatures of ``keys`` to the owner root, launch policy or platform-mode
+    envelope ``path``; write it to ``out`` (or back to ``path``). Returns the ``--json``
+    result (:func:`signed_result`)."""
     data = read_input(path, limit=MAX_ENVELOPE_SIZE)
     with about(path):
         envelope = Envelope.from_bytes(data)
@@ -180,9 +231,13 @@ def sign_envelope(path: str, keys: Sequence[str], out: str | None) -> Envelope:
             document = ModeDocument.from_payload(envelope.payload)
         info(f"signing {mode_line(document)}")
     warn_payload_expiry(envelope.payload_type, envelope.payload, path)
+    facts = document_facts(envelope.payload_type, envelope.payload, path)
+    signed_with = []
     for key_path in keys:
         signer = load_signer(key_path)
         envelope = envelope.signed_by(signer)
+        signed_with.append(signer.public_key.keyid)
         info(f"signed with {signer.public_key.keyid}")
-    write_output(out or path, envelope.to_bytes(), force=out is None)
-    return envelope
+    target = out or path
+    write_output(target, envelope.to_bytes(), force=force or out is None)
+    return signed_result(target, envelope, signed_with, facts)

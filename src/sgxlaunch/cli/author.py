@@ -246,38 +246,50 @@ def key_group() -> None:
 @key_group.command("generate")
 @output_option("Where to write the private key (PEM, mode 0600).", dest="out")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@json_option
 @handle_errors
-def key_generate(out: str, force: bool) -> None:
+def key_generate(out: str, force: bool, as_json: bool) -> None:
     """Generate an SGX signing key (RSA-3072, e = 3) into OUTPUT (PEM, 0600); print its MRSIGNER.
 
     \b
-    Example:
+    Examples:
       sgxlaunch key generate -o author.pem
+      sgxlaunch key generate -o le.pem --json
     """
     key = generate_key()
     write_enclave_key(out, key, force=force)
     info(f"wrote {out}")
-    click.echo(mrsigner_of(key.public_key()).hex())
+    mrsigner = mrsigner_of(key.public_key()).hex()
+    if as_json:
+        echo_json({"output": out, "mrsigner": mrsigner})
+    else:
+        click.echo(mrsigner)
 
 
 @key_group.command("public")
 @click.argument("key", type=click.Path(exists=True, dir_okay=False))
 @output_option("Where to write the public key (PEM).", dest="out")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@json_option
 @handle_errors
-def key_public(key: str, out: str, force: bool) -> None:
+def key_public(key: str, out: str, force: bool, as_json: bool) -> None:
     """Write the public half of KEY to OUTPUT (PEM) and print its MRSIGNER.
 
     The public key is what `catsig --key` needs when the private key stays elsewhere.
 
     \b
-    Example:
+    Examples:
       sgxlaunch key public author.pem -o author.pub.pem
+      sgxlaunch key public author.pem -o author.pub.pem --json
     """
     public_key = load_enclave_public_key(key)
     write_enclave_public_key(out, public_key, force=force)
     info(f"wrote {out}")
-    click.echo(mrsigner_of(public_key).hex())
+    mrsigner = mrsigner_of(public_key).hex()
+    if as_json:
+        echo_json({"key": key, "output": out, "mrsigner": mrsigner})
+    else:
+        click.echo(mrsigner)
 
 
 @key_group.command("mrsigner")

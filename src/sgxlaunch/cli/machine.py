@@ -32,6 +32,7 @@ from sgxlaunch.cli._common import (
     write_output,
 )
 from sgxlaunch.cli._daemon import daemon_client, send_file
+from sgxlaunch.cli._documents import signed_result
 from sgxlaunch.cli._home import open_platform, read_platform_input
 from sgxlaunch.cli.platform import platform_group
 from sgxlaunch.errors import UsageError
@@ -113,16 +114,18 @@ def machine_show(machine: str | None, as_json: bool) -> None:
 @machine_group.command("clear-ownership")
 @machine_option
 @click.option("--yes", is_flag=True, required=True, help="Confirm: every sealed blob dies.")
+@json_option
 @handle_errors
-def machine_clear_ownership(machine: str | None, yes: bool) -> None:
+def machine_clear_ownership(machine: str | None, yes: bool, as_json: bool) -> None:
     """Clear the owner binding: OWNEREPOCH + 1 (every sealed blob and token made before is
     dead) and the monotonic counter back to 0. Then take ownership again.
 
     Refused while sgxlaunchd serves the machine: stop it first.
 
     \b
-    Example:
+    Examples:
       sgxlaunch machine clear-ownership --yes --machine machine.json
+      sgxlaunch machine clear-ownership --yes --machine machine.json --json
     """
     machine_path = resolve_machine(machine)
     _refuse_if_served(
@@ -134,26 +137,42 @@ def machine_clear_ownership(machine: str | None, yes: bool) -> None:
     )
     file_machine = FileMachine(machine_path)
     state = file_machine.load()
-    file_machine.swap(state, state.cleared())
+    cleared = state.cleared()
+    file_machine.swap(state, cleared)
     info(
-        f"ownership cleared; OWNEREPOCH is now {state.owner_epoch + 1}, counter 0. Next: "
+        f"ownership cleared; OWNEREPOCH is now {cleared.owner_epoch}, counter 0. Next: "
         "`sgxlaunch platform take-ownership ROOT --home NEW_HOME --machine "
         f"{file_machine.path}`",
     )
+    if as_json:
+        binding = state.owner_binding
+        echo_json(
+            {
+                "machine": str(file_machine.path),
+                "platform_id": cleared.platform_id.hex(),
+                "owner_epoch": cleared.owner_epoch,
+                "counter": cleared.counter.value,
+                "cleared_owner_root_digest": None if binding is None else binding.hex(),
+            }
+        )
 
 
 @machine_group.command("migrate")
 @home_option
 @machine_option
 @click.option("--seed", type=HexBytesParam(32), help="New platform seed (default: random).")
+@json_option
 @handle_errors
-def machine_migrate(home: str | None, machine: str | None, seed: bytes | None) -> None:
+def machine_migrate(
+    home: str | None, machine: str | None, seed: bytes | None, as_json: bool
+) -> None:
     """Move a home made before the machine existed (its seed inside) onto a NEW machine with a
     NEW seed (the old one must be assumed read), and print what the owner runs next.
 
     \b
-    Example:
+    Examples:
       sgxlaunch machine migrate --home home --machine machine.json
+      sgxlaunch machine migrate --home home --machine machine.json --json
     """
     home_path = resolve_home(home)
     machine_path = resolve_machine(machine)
@@ -181,16 +200,34 @@ def machine_migrate(home: str | None, machine: str | None, seed: bytes | None) -
             raise
         root = store.get("owner/root")
     h, m = home_path, machine_path
+    digest = None if root is None else root_digest_of(root).hex()
+    next_steps = [
+        f"sgxlaunch platform le-sign --key LE_KEY.pem --home {h} --machine {m}",
+        f"sgxlaunch platform install-policy POLICY.json --home {h} --machine {m}",
+        f"sgxlaunch platform mode MODE.json --home {h} --machine {m}",
+    ]
+    if as_json:
+        echo_json(
+            {
+                "home": str(h),
+                "machine": str(m),
+                "platform_id": state.platform_id.hex(),
+                "owner_root_digest": digest,
+                "archived": len(archived),
+                "next": next_steps,
+            }
+        )
+        return
     click.echo(f"migrated: new machine {m} (platform id {state.platform_id.hex()})")
-    if root is not None:
-        click.echo(f"owner root digest bound: {root_digest_of(root).hex()} (check it is yours)")
+    if digest is not None:
+        click.echo(f"owner root digest bound: {digest} (check it is yours)")
     click.echo(f"archived under archive/legacy/: {len(archived)} entries")
     click.echo("the owner runs next:")
-    click.echo(f"  sgxlaunch platform le-sign --key LE_KEY.pem --home {h} --machine {m}")
-    click.echo(f"  sgxlaunch platform install-policy POLICY.json --home {h} --machine {m}")
+    for step in next_steps[:-1]:
+        click.echo(f"  {step}")
     click.echo(
-        f"  sgxlaunch platform mode MODE.json --home {h} --machine {m}   (re-sign a mode document "
-        f"bound to the old platform id for {state.platform_id.hex()})"
+        f"  {next_steps[-1]}   (re-sign a mode document bound to the old platform id for "
+        f"{state.platform_id.hex()})"
     )
 
 
@@ -199,16 +236,18 @@ def machine_migrate(home: str | None, machine: str | None, seed: bytes | None) -
 @home_option
 @machine_option
 @socket_option
+@json_option
 @handle_errors
 def platform_take_ownership(
-    root: str, home: str | None, machine: str | None, socket: str | None
+    root: str, home: str | None, machine: str | None, socket: str | None, as_json: bool
 ) -> None:
     """Take ownership of a machine without an owner (or restore the home's copy of the root
     the machine is bound to); prints the bound root digest.
 
     \b
-    Example:
+    Examples:
       sgxlaunch platform take-ownership root.json --home home --machine machine.json
+      sgxlaunch platform take-ownership root.json --json
     """
     data = read_platform_input(root)
     client = daemon_client(home, machine, socket)
@@ -223,7 +262,11 @@ def platform_take_ownership(
                 TrustedState.bootstrap(data, utc_now())  # a bad root: no home is made either
         with open_store(home_path) as store, about(root):
             take_ownership(store, file_machine, data, utc_now())
-    click.echo(root_digest_of(data).hex())
+    digest = root_digest_of(data).hex()
+    if as_json:
+        echo_json({"root": root, "owner_root_digest": digest})
+    else:
+        click.echo(digest)
 
 
 @click.group("recovery")
@@ -237,8 +280,17 @@ def recovery_group() -> None:
 @click.option("--counter", type=click.IntRange(0), required=True)
 @signing_keys_option()
 @output_option("The recovery document to write.", dest="out")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@json_option
 @handle_errors
-def recovery_sign(platform_id: bytes, counter: int, keys: tuple[str, ...], out: str) -> None:
+def recovery_sign(
+    platform_id: bytes,
+    counter: int,
+    keys: tuple[str, ...],
+    out: str,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Sign a recovery document (the refusal message names the platform id and counter).
 
     \b
@@ -246,12 +298,13 @@ def recovery_sign(platform_id: bytes, counter: int, keys: tuple[str, ...], out: 
       sgxlaunch recovery sign --platform-id 3c9a… --counter 6 --key keys/a.key.pem \\
           --key keys/b.key.pem -o recovery.json
     """
-    envelope = sign_payload(
-        RECOVERY_PAYLOAD_TYPE,
-        recovery_payload(platform_id, counter),
-        [load_signer(k) for k in keys],
-    )
-    write_output(out, envelope.to_bytes())
+    signers = [load_signer(k) for k in keys]
+    envelope = sign_payload(RECOVERY_PAYLOAD_TYPE, recovery_payload(platform_id, counter), signers)
+    write_output(out, envelope.to_bytes(), force=force)
+    if as_json:
+        facts = {"platform_id": platform_id.hex(), "counter": counter}
+        keyids = [s.public_key.keyid for s in signers]
+        echo_json(signed_result(out, envelope, keyids, facts))
 
 
 @recovery_group.command("apply")

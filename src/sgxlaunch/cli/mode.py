@@ -27,10 +27,12 @@ from sgxlaunch.cli._common import (
 )
 from sgxlaunch.cli._documents import (
     DEFAULT_MODE_DAYS,
+    document_facts,
     expiry,
     mode_expiry_options,
     mode_line,
     read_mode_file,
+    signed_result,
     warn_expiry,
 )
 from sgxlaunch.errors import UsageError
@@ -186,17 +188,21 @@ def mode_new(
     dest="out",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@json_option
 @handle_errors
-def mode_sign(file: str, keys: tuple[str, ...], out: str | None, force: bool) -> None:
+def mode_sign(
+    file: str, keys: tuple[str, ...], out: str | None, force: bool, as_json: bool
+) -> None:
     """Add signatures to a platform-mode envelope FILE (in place unless -o).
 
     FILE may also be a bare mode document; then -o names the envelope. The signature
-    covers the document's exact bytes; check what you sign (printed on stderr).
+    covers the document's exact bytes; check what you sign (printed on stderr; with --json,
+    the document's fields are in the result).
 
     \b
     Examples:
       sgxlaunch owner mode sign mode.json --key keys/a.key.pem
-      sgxlaunch owner mode sign mode.json --key keys/b.key.pem --key keys/c.key.pem
+      sgxlaunch owner mode sign mode.json --key keys/b.key.pem --key keys/c.key.pem --json
     """
     document, envelope = read_mode_file(file)
     if envelope is None:
@@ -207,12 +213,17 @@ def mode_sign(file: str, keys: tuple[str, ...], out: str | None, force: bool) ->
         envelope = Envelope(MODE_PAYLOAD_TYPE, read_input(file, limit=MAX_MODE_ENVELOPE_SIZE))
     info(f"signing {mode_line(document)}")
     warn_expiry(f"{file}: the platform-mode document", document.expires)
+    signed_with = []
     for key_path in keys:
         signer = load_signer(key_path)
         envelope = envelope.signed_by(signer)
+        signed_with.append(signer.public_key.keyid)
         info(f"signed with {signer.public_key.keyid}")
     target = out or file
     write_output(target, envelope.to_bytes(), force=force or out is None)
+    if as_json:
+        facts = document_facts(MODE_PAYLOAD_TYPE, envelope.payload, file)
+        echo_json(signed_result(target, envelope, signed_with, facts))
 
 
 @mode_group.command("show")

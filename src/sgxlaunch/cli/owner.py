@@ -272,15 +272,22 @@ def owner_rotate(
 @click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
 @signing_keys_option()
 @output_option("Write here, not in place.", required=False, dest="out")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@json_option
 @handle_errors
-def owner_sign(envelope: str, keys: tuple[str, ...], out: str | None) -> None:
+def owner_sign(
+    envelope: str, keys: tuple[str, ...], out: str | None, force: bool, as_json: bool
+) -> None:
     """Add signatures to a root, policy or platform-mode ENVELOPE, in place unless -o.
 
     \b
-    Example:
+    Examples:
       sgxlaunch owner sign root-v2.json --key keys/owner-1f2e….key.pem
+      sgxlaunch owner sign root-v2.json --key keys/owner-9a0b….key.pem --json
     """
-    sign_envelope(envelope, keys, out)
+    result = sign_envelope(envelope, keys, out, force=force)
+    if as_json:
+        echo_json(result)
 
 
 @owner_group.command("show")

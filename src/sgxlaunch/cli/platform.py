@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -221,10 +222,18 @@ def platform_init(
     type=click.Path(dir_okay=False),
     help="Also write the launch enclave's SIGSTRUCT here.",
 )
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @socket_option
+@json_option
 @handle_errors
 def platform_le_sign(
-    home: str | None, machine: str | None, key_path: str, output: str | None, socket: str | None
+    home: str | None,
+    machine: str | None,
+    key_path: str,
+    output: str | None,
+    force: bool,
+    socket: str | None,
+    as_json: bool,
 ) -> None:
     """Build the owner launch enclave for the installed owner root, sign and install it.
 
@@ -232,10 +241,14 @@ def platform_le_sign(
     launch-key MSRs. Prints the MRSIGNER.
 
     \b
-    Example:
+    Examples:
       sgxlaunch platform le-sign --key owner-le.pem
+      sgxlaunch platform le-sign --key owner-le.pem -o le.sig --json
     """
     key = load_enclave_key(key_path)
+    if output and not force and Path(output).exists():
+        # refused before the launch enclave is installed: a refusal changes nothing
+        raise UsageError(f"{output}: exists; use --force to overwrite it")
     client = daemon_client(home, machine, socket)
     if client is not None:
         root = base64.b64decode(client.call("GET", "/v1/owner/root")["root"])
@@ -248,8 +261,16 @@ def platform_le_sign(
             sig = sign_launch_enclave(platform.state.root_envelope, RsaKeySigner(key))
             platform.set_launch_enclave(sig)
     if output:
-        write_output(output, sig.to_bytes())
-    click.echo(sig.mrsigner.hex())
+        write_output(output, sig.to_bytes(), force=force)
+    if as_json:
+        echo_json(_le_result(sig) | {"output": output})
+    else:
+        click.echo(sig.mrsigner.hex())
+
+
+def _le_result(sig: Sigstruct) -> dict[str, Any]:
+    """What `le-sign` and `le-install` report under --json: the launch enclave installed."""
+    return {"mrenclave": sig.enclavehash.hex(), "mrsigner": sig.mrsigner.hex()}
 
 
 @platform_group.command("le-image")
@@ -257,16 +278,27 @@ def platform_le_sign(
 @machine_option
 @socket_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@json_option
 @handle_errors
 def platform_le_image(
-    home: str | None, machine: str | None, socket: str | None, output: str
+    home: str | None,
+    machine: str | None,
+    socket: str | None,
+    output: str,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Write the launch enclave's SGXS image (to sign elsewhere, e.g. with gendata/catsig);
     install the result with `platform le-install`.
 
+    Prints its MRENCLAVE; --json adds the SIGSTRUCT fields to sign it with (the `gendata`
+    options that reproduce `le-sign`'s SIGSTRUCT).
+
     \b
-    Example:
+    Examples:
       sgxlaunch platform le-image -o le.sgxs
+      sgxlaunch platform le-image -o le.sgxs --json
     """
     client = daemon_client(home, machine, socket)
     if client is not None:
@@ -279,14 +311,27 @@ def platform_le_image(
                 raise UsageError("install an owner root first (`sgxlaunch owner install`)")
             root = platform.state.root_envelope
     image = launch_enclave_image(root_digest_of(root))
-    write_output(output, image.sgxs())
+    data = image.sgxs()
+    write_output(output, data, force=force)
     info(
         "sign it with these SIGSTRUCT fields (EINITTOKEN_KEY outside ATTRIBUTEMASK), e.g.:\n"
         f"  sgxlaunch gendata {output} {LE_SIGNING_OPTIONS} -o le.data\n"
         "  (sign le.data with the owner's SGX key, then `sgxlaunch catsig` and "
         "`sgxlaunch platform le-install`)",
     )
-    click.echo(image.mrenclave().hex())
+    if as_json:
+        echo_json(
+            {
+                "output": output,
+                "mrenclave": image.mrenclave().hex(),
+                "size": len(data),
+                "owner_root_digest": root_digest_of(root).hex(),
+                "sigstruct_fields": LE_SIGSTRUCT_FIELDS,
+                "gendata_options": LE_SIGNING_OPTIONS,
+            }
+        )
+    else:
+        click.echo(image.mrenclave().hex())
 
 
 @platform_group.command("le-install")
@@ -294,15 +339,17 @@ def platform_le_image(
 @machine_option
 @socket_option
 @click.argument("sig", type=click.Path(exists=True, dir_okay=False))
+@json_option
 @handle_errors
 def platform_le_install(
-    home: str | None, machine: str | None, socket: str | None, sig: str
+    home: str | None, machine: str | None, socket: str | None, sig: str, as_json: bool
 ) -> None:
     """Install a launch-enclave SIGSTRUCT made elsewhere (checked against the root).
 
     \b
-    Example:
+    Examples:
       sgxlaunch platform le-install le.sig
+      sgxlaunch platform le-install le.sig --json
     """
     with about(sig):
         parsed = Sigstruct.from_bytes(read_platform_input(sig))
@@ -315,7 +362,10 @@ def platform_le_install(
             about(sig, verification=True),
         ):
             platform.set_launch_enclave(parsed)
-    click.echo(parsed.mrsigner.hex())
+    if as_json:
+        echo_json({"sigstruct": sig} | _le_result(parsed))
+    else:
+        click.echo(parsed.mrsigner.hex())
 
 
 @platform_group.command("install-policy")
@@ -418,6 +468,18 @@ LE_SIGNING_OPTIONS = (
     f"--swdefined {LE_SWDEFINED} --date 00000000"
 )
 """The `sgxlaunch gendata` options that reproduce :func:`sign_launch_enclave`'s fields."""
+
+LE_SIGSTRUCT_FIELDS: dict[str, Any] = {
+    "attributes": {"flags": LE_ATTRIBUTES.flags, "xfrm": LE_ATTRIBUTES.xfrm},
+    "attributemask": {"flags": LE_ATTRIBUTEMASK.flags, "xfrm": LE_ATTRIBUTEMASK.xfrm},
+    "miscselect": 0,
+    "miscmask": 0xFFFFFFFF,
+    "isvprodid": LE_ISVPRODID,
+    "isvsvn": LE_ISVSVN,
+    "swdefined": LE_SWDEFINED,
+    "date": "00000000",
+}
+"""The same fields as `le-image --json` reports them (named as `inspect` names them)."""
 
 
 def _init_into(

@@ -7,6 +7,7 @@ denied, 2 usage or malformed input). See ``docs/policy.md``.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -35,12 +36,14 @@ from sgxlaunch.cli._common import (
 )
 from sgxlaunch.cli._documents import (
     DEFAULT_POLICY_DAYS,
+    document_facts,
     expiry,
     expiry_options,
     read_envelope,
     read_policy_file,
     read_root,
     sign_envelope,
+    signed_result,
     warn_payload_expiry,
 )
 from sgxlaunch.cli._output import set_failure_result
@@ -148,13 +151,27 @@ def _rule_doc(
     return doc
 
 
-def _add_rule(path: str, doc: dict[str, Any], effect: str) -> None:
+def _add_rule(path: str, doc: dict[str, Any], effect: str, as_json: bool) -> None:
     policy, envelope = read_policy_file(path)
     if envelope is not None:
         raise UsageError(f"{path}: is a signed envelope; edit the policy document instead")
     policy = policy.with_rule(doc, effect)
-    write_output(path, policy.to_payload(), force=True)
+    payload = policy.to_payload()
+    write_output(path, payload, force=True)
     info(f"{path}: {effect} rule {doc['id']} added")
+    if as_json:
+        added = (policy.allow if effect == "allow" else policy.deny)[-1]
+        echo_json(
+            {
+                "output": path,
+                "effect": effect,
+                "rule": added.to_doc(policy.spec_version),
+                "version": policy.version,
+                "allow_rules": len(policy.allow),
+                "deny_rules": len(policy.deny),
+                "digest": hashlib.sha256(payload).hexdigest(),
+            }
+        )
 
 
 def _identity_json(identity: EnclaveIdentity) -> dict[str, Any]:
@@ -281,6 +298,7 @@ def policy_group() -> None:
 )
 @machine_option
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@json_option
 @handle_errors
 def policy_new(
     out: str,
@@ -292,6 +310,7 @@ def policy_new(
     no_quoting: bool,
     machine: str | None,
     force: bool,
+    as_json: bool,
 ) -> None:
     """Write a new (unsigned) policy document OUTPUT, or one with FROM's rules.
 
@@ -312,6 +331,7 @@ def policy_new(
     Examples:
       sgxlaunch policy new -o policy.json --valid-days 90
       sgxlaunch policy new -o policy-v8.json --from policy.signed.json --valid-days 90
+      sgxlaunch policy new -o policy.json --quoting-signer 5e1f… --json
     """
     allow: tuple[Any, ...] = ()
     deny: tuple[Any, ...] = ()
@@ -337,19 +357,31 @@ def policy_new(
         deny,
         issued=min(utc_now(), until),
     )
+    signer = None
     if source is None and not no_quoting:
-        policy = _with_quoting_rules(policy, quoting_signer, machine)
-    write_output(out, policy.to_payload(), force=force)
+        policy, signer = _with_quoting_rules(policy, quoting_signer, machine)
+    payload = policy.to_payload()
+    write_output(out, payload, force=force)
     info(
         f"wrote {out}: version {policy.version}, expires {_json.format_time(policy.expires)}",
     )
+    if as_json:
+        echo_json(
+            {
+                "output": out,
+                "digest": hashlib.sha256(payload).hexdigest(),
+                "quoting_signer": None if signer is None else signer.hex(),
+            }
+            | policy.describe()
+        )
 
 
 def _with_quoting_rules(
     policy: LaunchPolicy, signer: bytes | None, machine: str | None
-) -> LaunchPolicy:
+) -> tuple[LaunchPolicy, bytes | None]:
     """``policy`` with the PCE/QE rules (:func:`~sgxlaunch.attest.quoting.quoting_rules`) for
-    ``signer`` or the machine's PCE/QE key; without either, unchanged and a note on stderr."""
+    ``signer`` or the machine's PCE/QE key, and the signer used; without either, unchanged,
+    ``None`` and a note on stderr."""
     from sgxlaunch.attest.quoting import machine_quoting_signer, quoting_rules
 
     if signer is None:
@@ -359,19 +391,19 @@ def _with_quoting_rules(
                 f"note: no machine at {path}: the PCE/QE rules (quoting in owner mode) are left "
                 "out; give --quoting-signer (or --machine), or --no-quoting to silence this",
             )
-            return policy
+            return policy, None
         try:
             with about(str(path)):
                 signer = machine_quoting_signer(FileMachine(path))
         except UsageError as exc:
             info(f"note: {exc.message}: the PCE/QE rules are left out")
-            return policy
+            return policy, None
         info(f"quoting rules for the PCE/QE signer of {path}: {signer.hex()}")
     for doc in quoting_rules(signer):
         if policy.spec_version == SPEC_VERSION_DYNAMIC:
             doc["dynamic_memory"] = "none"  # the PCE and QE never add pages after EINIT
         policy = policy.with_rule(doc, "allow")
-    return policy
+    return policy, signer
 
 
 @policy_group.command("allow")
@@ -415,6 +447,7 @@ def _with_quoting_rules(
     help="Whether the launch enclave may release protected-code keys to enclaves this rule "
     "matches first (spec_version 3; default deny).",
 )
+@json_option
 @handle_errors
 def policy_allow(
     policy: str,
@@ -432,6 +465,7 @@ def policy_allow(
     unmeasured_exec: str | None,
     rwx_pages: str | None,
     protected_code: str | None,
+    as_json: bool,
     **given: Any,
 ) -> None:
     """Append an allow rule to the POLICY document.
@@ -455,6 +489,7 @@ def policy_allow(
           --match mrenclave --debug
       sgxlaunch policy allow policy.json --id jit --sigstruct loader.sig --kss \\
           --dynamic-memory attested-code --code-hash 5d41…9c2a
+      sgxlaunch policy allow policy.json --id acme --sigstruct acme.sig --json
     """
     doc = _rule_doc(rule_id, given, sigstruct, match)
     if code_hashes and any_code:
@@ -478,14 +513,17 @@ def policy_allow(
         doc["miscselect_mask"] = miscselect_mask
     if protected_code is not None:
         doc["protected_code"] = protected_code
-    _add_rule(policy, doc, "allow")
+    _add_rule(policy, doc, "allow", as_json)
 
 
 @policy_group.command("deny")
 @click.argument("policy", type=click.Path(exists=True, dir_okay=False))
 @_identity_options
+@json_option
 @handle_errors
-def policy_deny(policy: str, rule_id: str, sigstruct: str | None, match: str, **given: Any) -> None:
+def policy_deny(
+    policy: str, rule_id: str, sigstruct: str | None, match: str, as_json: bool, **given: Any
+) -> None:
     """Append a deny rule to the POLICY document; a matching deny rule beats any allow.
 
     \b
@@ -493,7 +531,7 @@ def policy_deny(policy: str, rule_id: str, sigstruct: str | None, match: str, **
       sgxlaunch policy deny policy.json --id acme-cve-2026-1 --sigstruct acme.sig \\
           --isvsvn 0..4
     """
-    _add_rule(policy, _rule_doc(rule_id, given, sigstruct, match), "deny")
+    _add_rule(policy, _rule_doc(rule_id, given, sigstruct, match), "deny", as_json)
 
 
 @policy_group.command("show")
@@ -540,8 +578,11 @@ def policy_show(policy: str, as_json: bool) -> None:
     "Envelope to write (required when POLICY is a document).", required=False, dest="out"
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@json_option
 @handle_errors
-def policy_sign(policy: str, keys: tuple[str, ...], out: str | None, force: bool) -> None:
+def policy_sign(
+    policy: str, keys: tuple[str, ...], out: str | None, force: bool, as_json: bool
+) -> None:
     """Sign a POLICY document into an envelope, or add signatures to an envelope.
 
     The signature covers the document's exact bytes (DSSE PAE); never re-format a signed
@@ -550,25 +591,33 @@ def policy_sign(policy: str, keys: tuple[str, ...], out: str | None, force: bool
     \b
     Examples:
       sgxlaunch policy sign policy.json --key keys/a.key.pem -o policy.signed.json
-      sgxlaunch policy sign policy.signed.json --key keys/b.key.pem
+      sgxlaunch policy sign policy.signed.json --key keys/b.key.pem --json
     """
     data = read_input(policy, limit=MAX_ENVELOPE_SIZE)
     if b'"payloadType"' in data:
         read_envelope(policy, POLICY_PAYLOAD_TYPE)
-        sign_envelope(policy, keys, out)
-        return
-    with about(policy):
-        LaunchPolicy.from_payload(data)
-    if out is None:
-        raise UsageError(
-            f"{policy} is a policy document: say where the envelope goes (-o/--output)"
+        result = sign_envelope(policy, keys, out, force=force)
+    else:
+        with about(policy):
+            LaunchPolicy.from_payload(data)
+        if out is None:
+            raise UsageError(
+                f"{policy} is a policy document: say where the envelope goes (-o/--output)"
+            )
+        warn_payload_expiry(POLICY_PAYLOAD_TYPE, data, policy)
+        signers = [load_signer(k) for k in keys]
+        envelope = sign_payload(POLICY_PAYLOAD_TYPE, data, signers)
+        write_output(out, envelope.to_bytes(), force=force)
+        for signer in signers:
+            info(f"signed with {signer.public_key.keyid}")
+        result = signed_result(
+            out,
+            envelope,
+            [s.public_key.keyid for s in signers],
+            document_facts(POLICY_PAYLOAD_TYPE, data, policy),
         )
-    warn_payload_expiry(POLICY_PAYLOAD_TYPE, data, policy)
-    signers = [load_signer(k) for k in keys]
-    envelope = sign_payload(POLICY_PAYLOAD_TYPE, data, signers)
-    write_output(out, envelope.to_bytes(), force=force)
-    for signer in signers:
-        info(f"signed with {signer.public_key.keyid}")
+    if as_json:
+        echo_json(result)
 
 
 @policy_group.command("verify")

@@ -48,7 +48,7 @@ from sgxlaunch.cli._common import (
     utc_now,
     write_output,
 )
-from sgxlaunch.cli._documents import TimeParam
+from sgxlaunch.cli._documents import TimeParam, signed_result
 from sgxlaunch.cli._output import set_failure_result
 from sgxlaunch.errors import UsageError
 from sgxlaunch.formats.quote import MAX_QUOTE_SIZE, Quote, ReportBody, parse_quote
@@ -330,14 +330,17 @@ def appraisal_group() -> None:
 @signing_keys_option()
 @output_option("Envelope to write (required when DOCUMENT is a bare document).", required=False)
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
+@json_option
 @handle_errors
-def appraisal_sign(document: str, keys: tuple[str, ...], output: str | None, force: bool) -> None:
+def appraisal_sign(
+    document: str, keys: tuple[str, ...], output: str | None, force: bool, as_json: bool
+) -> None:
     """Sign an appraisal DOCUMENT into an envelope, or add signatures to an envelope.
 
     \b
     Examples:
       sgxlaunch quote appraisal sign appraisal.json --key keys/a.key.pem -o appraisal.dsse.json
-      sgxlaunch quote appraisal sign appraisal.dsse.json --key keys/b.key.pem
+      sgxlaunch quote appraisal sign appraisal.dsse.json --key keys/b.key.pem --json
     """
     data = read_input(document, limit=MAX_APPRAISAL_ENVELOPE_SIZE)
     signers = [load_signer(k) for k in keys]
@@ -346,17 +349,23 @@ def appraisal_sign(document: str, keys: tuple[str, ...], output: str | None, for
             envelope = Envelope.from_bytes(data, max_size=MAX_APPRAISAL_ENVELOPE_SIZE)
             if envelope.payload_type != APPRAISAL_PAYLOAD_TYPE:
                 raise UsageError(f"{document}: not a quote-appraisal envelope")
-            QuoteAppraisal.from_payload(envelope.payload)
+            appraisal = QuoteAppraisal.from_payload(envelope.payload)
             for signer in signers:
                 envelope = envelope.signed_by(signer)
         else:
-            QuoteAppraisal.from_payload(data)
+            appraisal = QuoteAppraisal.from_payload(data)
             if output is None:
                 raise UsageError(f"{document} is a document: say where the envelope goes (-o)")
             envelope = sign_payload(APPRAISAL_PAYLOAD_TYPE, data, signers)
-    write_output(output or document, envelope.to_bytes(), force=force or output is None)
+    target = output or document
+    write_output(target, envelope.to_bytes(), force=force or output is None)
     for signer in signers:
         info(f"signed with {signer.public_key.keyid}")
+    if as_json:
+        described = appraisal.describe()
+        facts = {"version": described["version"], "expires": described["expires"]}
+        keyids = [s.public_key.keyid for s in signers]
+        echo_json(signed_result(target, envelope, keyids, facts))
 
 
 @appraisal_group.command("install")
