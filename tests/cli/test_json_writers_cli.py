@@ -326,3 +326,34 @@ def test_take_ownership_clear_ownership_and_migrate_report_the_machine(owner: Ow
     assert after["owner_root_digest"] is None and after["counter"]["value"] == 0
     error = refused("machine", "clear-ownership", "--yes", "--machine", nowhere)
     assert error["kind"] == "usage" and not nowhere.exists()
+
+
+def test_owner_init_rotate_and_mode_new_name_the_file_and_the_digest_installing_reports(
+    tmp_path: Path,
+) -> None:
+    root, le_key = tmp_path / "root.json", tmp_path / "le.pem"
+    made = ok("owner", "init", "--keys", "2", "--threshold", "2", "--key-dir", tmp_path / "keys",
+              "-o", root)  # fmt: skip
+    assert made["output"] == str(root) and made["digest"] == payload_digest(root)
+    le_signer = ok("key", "generate", "-o", le_key)["mrsigner"]
+    home, machine = tmp_path / "home", tmp_path / "machine.json"
+    ok("platform", "init", "--home", home, "--machine", machine, "--root", root, "--le-key",
+       le_key, "--epc-mib", "4")  # fmt: skip
+    bound = ok("machine", "show", "--machine", machine)["owner_root_digest"]
+    assert made["digest"] == bound
+
+    keys = sorted(str(p) for p in (tmp_path / "keys").glob("*.key.pem"))
+    mode = tmp_path / "mode.json"
+    new = ok("owner", "mode", "new", "--mode", "owner", "--le-mrsigner", le_signer, "--version",
+             "1", "--machine", machine, "-o", mode, "--key", keys[0], "--key", keys[1])  # fmt: skip
+    assert new["output"] == str(mode) and new["digest"] == payload_digest(mode)
+    assert ok("platform", "mode", mode, "--home", home, "--machine", machine)["mode"] == "owner"
+    installed = ok("owner", "mode", "show", "--home", home)["mode"]
+    assert installed["digest"] == new["digest"]
+
+    rotated = tmp_path / "root-v2.json"
+    next_root = ok("owner", "rotate", root, "--keep-all", "--keys", "1", "--key-dir",
+                   tmp_path / "keys2", "-o", rotated)  # fmt: skip
+    assert next_root["output"] == str(rotated) and next_root["version"] == 2
+    signed = ok("owner", "sign", rotated, "--key", keys[0], "--key", keys[1])
+    assert next_root["digest"] == signed["digest"] == payload_digest(rotated) != made["digest"]

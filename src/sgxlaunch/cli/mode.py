@@ -176,7 +176,11 @@ def mode_new(
     for signer in signers:
         info(f"signed with {signer.public_key.keyid}")
     if as_json:
-        echo_json(document.describe() | {"signed_by": [s.keyid for s in envelope.signatures]})
+        echo_json(
+            {"output": out, "digest": hashlib.sha256(envelope.payload).hexdigest()}
+            | document.describe()
+            | {"signed_by": [s.keyid for s in envelope.signatures]}
+        )
 
 
 @mode_group.command("sign")

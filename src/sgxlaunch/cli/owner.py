@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from sgxlaunch.cli._documents import (
 )
 from sgxlaunch.cli.mode import mode_group
 from sgxlaunch.errors import UsageError
-from sgxlaunch.policy.envelope import sign_payload
+from sgxlaunch.policy.envelope import Envelope, sign_payload
 from sgxlaunch.policy.keys import ED25519, SCHEMES, PrivateKeySigner, PublicKey
 from sgxlaunch.policy.root import ROOT_PAYLOAD_TYPE, OwnerRoot
 from sgxlaunch.policy.state import (
@@ -100,9 +101,19 @@ def _write_root_and_keys(
     write_output(out, envelope, force=force)
 
 
-def _print_root(root: OwnerRoot, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+def _print_root(
+    root: OwnerRoot,
+    as_json: bool,
+    extra: dict[str, Any] | None = None,
+    written: tuple[str, Envelope] | None = None,
+) -> None:
+    """Print ``root`` (and ``extra`` facts); under --json, also the file ``written`` and the
+    digest of its payload (the owner root digest a machine bound to it reports)."""
     info = root.describe() | (extra or {})
     if as_json:
+        if written is not None:
+            out, envelope = written
+            info = {"output": out, "digest": hashlib.sha256(envelope.payload).hexdigest()} | info
         echo_json(info)
         return
     click.echo(f"owner root version {root.version}, expires {info['expires']}")
@@ -185,7 +196,7 @@ def owner_init(
     )
     envelope = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), signers)
     _write_root_and_keys(out, envelope.to_bytes(), force, key_dir, signers)
-    _print_root(root, as_json, {"signatures": len(envelope.signatures)})
+    _print_root(root, as_json, {"signatures": len(envelope.signatures)}, (out, envelope))
 
 
 @owner_group.command("rotate")
@@ -261,7 +272,7 @@ def owner_rotate(
     )
     envelope = sign_payload(ROOT_PAYLOAD_TYPE, root.to_payload(), signers)
     _write_root_and_keys(out, envelope.to_bytes(), force, key_dir, signers)
-    _print_root(root, as_json, {"signatures": len(envelope.signatures)})
+    _print_root(root, as_json, {"signatures": len(envelope.signatures)}, (out, envelope))
     info(
         f"needs {old.threshold} signatures by keys of version {old.version} and "
         f"{root.threshold} by keys of version {root.version}",
