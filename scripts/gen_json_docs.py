@@ -52,8 +52,9 @@ by `schema` and checked by the test suite against the JSON Schema shipped in the
 - A failure that still has something to say carries `result` too: `run` and `policy explain`
   (the decision and its reasons), `log verify` (`first_bad_record`).
 - A command that writes a file names it in `result.output` (as given on the command line) with
-  what identifies its contents: an MRSIGNER (`key generate`, `key public`), an MRENCLAVE
-  (`platform le-image`), a `digest`. A command that signs a document (`owner sign`,
+  what identifies its contents: an MRSIGNER (`key generate`, `key public`), an MRENCLAVE and
+  MRSIGNER (`sign`, `catsig`, with the SHA-256 of the file), an MRENCLAVE (`example`, `convert`,
+  `gendata`, `platform le-image`), a `digest`. A command that signs a document (`owner sign`,
   `owner mode sign`, `policy sign`, `quote appraisal sign`, `recovery sign`) reports its
   `type` (`owner-root`, `launch-policy`, `platform-mode`, `quote-appraisal`, `recovery`),
   what the document says (version, expiry, ...), `digest` (SHA-256 of the exact payload bytes

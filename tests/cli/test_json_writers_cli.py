@@ -357,3 +357,79 @@ def test_owner_init_rotate_and_mode_new_name_the_file_and_the_digest_installing_
     assert next_root["output"] == str(rotated) and next_root["version"] == 2
     signed = ok("owner", "sign", rotated, "--key", keys[0], "--key", keys[1])
     assert next_root["digest"] == signed["digest"] == payload_digest(rotated) != made["digest"]
+
+
+def test_sign_and_two_step_signing_report_the_same_sigstruct(tmp_path: Path) -> None:
+    image, key = GEN / "case1_defaults.sgxs", GEN / "case1_defaults.key.pem"
+    fields = ("--isvprodid", "7", "--isvsvn", "3", "--date", "20260101")
+    one_step = tmp_path / "one.sig"
+    signed = ok("sign", image, "--key", key, *fields, "-o", one_step)
+    assert signed["format"] == "sigstruct" and signed["output"] == str(one_step)
+    assert signed["sha256"] == hashlib.sha256(one_step.read_bytes()).hexdigest()
+    verified = ok("verify", one_step, "--image", image)
+    assert signed["mrenclave"] == verified["mrenclave"]
+    assert signed["mrsigner"] == verified["mrsigner"]
+    shown = ok("inspect", one_step)
+    for name in ("isvprodid", "isvsvn", "attributes"):
+        assert signed[name] == shown[name], name
+    assert (signed["isvprodid"], signed["isvsvn"]) == (7, 3)
+
+    data = tmp_path / "one.data"
+    made = ok("gendata", image, *fields, "-o", data)
+    assert made["size"] == 256 == data.stat().st_size
+    assert made["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert made["mrenclave"] == signed["mrenclave"]
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    raw = tmp_path / "one.sig.raw"
+    raw.write_bytes(private.sign(data.read_bytes(), padding.PKCS1v15(), hashes.SHA256()))
+    two_step = tmp_path / "two.sig"
+    assembled = ok("catsig", data, "--key", key, "--signature", raw, "-o", two_step)
+    assert assembled == signed | {"output": str(two_step)}  # the very same SIGSTRUCT bytes
+    assert two_step.read_bytes() == one_step.read_bytes()
+
+    wrong = tmp_path / "wrong.raw"
+    wrong.write_bytes(bytes(384))
+    error = refused("catsig", data, "--key", key, "--signature", wrong, "-o", tmp_path / "w.sig",
+                    code=1)  # fmt: skip
+    assert error["kind"] == "verification_failed" and error["check"] == "signature"
+    assert not (tmp_path / "w.sig").exists()
+
+
+def test_sdk_enclave_sign_and_convert_report_what_they_wrote(tmp_path: Path) -> None:
+    from tests.support.keys import KEY_FILES
+    from tests.support.sdk import PF_R, PF_W, Seg, Spec, build
+
+    segment = Seg(0x3000, b"\x42" * 900, 0x2000, PF_R | PF_W)
+    unsigned = tmp_path / "enclave.so"
+    unsigned.write_bytes(build(Spec(version=(2, 1), compat=((1, 4),),
+                                    data_segments=[segment])).data)  # fmt: skip
+    signed_so = tmp_path / "enclave.signed.so"
+    key = shared_vectors() / KEY_FILES["app"]
+    signed = ok("sign", "--key", key, unsigned, "-o", signed_so)
+    assert signed["format"] == "sdk"
+    assert signed["sha256"] == hashlib.sha256(signed_so.read_bytes()).hexdigest()
+    assert ok("measure", signed_so)["mrenclave"] == signed["mrenclave"]
+    sgxs = tmp_path / "enclave.sgxs"
+    converted = ok("convert", signed_so, "-o", sgxs)
+    assert converted["mrenclave"] == signed["mrenclave"] == ok("measure", sgxs)["mrenclave"]
+    assert converted["size"] == sgxs.stat().st_size
+    assert converted["mrenclave"] == hashlib.sha256(sgxs.read_bytes()).hexdigest()
+    error = refused("convert", GEN / "case1_defaults.sgxs", "-o", tmp_path / "x.sgxs")
+    assert "Intel SDK enclave" in error["message"] and not (tmp_path / "x.sgxs").exists()
+
+
+def test_example_reports_the_image_it_wrote(tmp_path: Path) -> None:
+    hello, loader = tmp_path / "hello.sgxs", tmp_path / "loader.sgxs"
+    made = ok("example", "-o", hello)
+    assert made["loader"] is False and made["size"] == hello.stat().st_size
+    assert made["mrenclave"] == ok("measure", hello)["mrenclave"]
+    other = ok("example", "--loader", "-o", loader)
+    assert other["loader"] is True and other["mrenclave"] == ok("measure", loader)["mrenclave"]
+    assert other["mrenclave"] != made["mrenclave"]
+    before = hello.read_bytes()
+    assert refused("example", "--loader", "-o", hello)["kind"] == "usage"
+    assert hello.read_bytes() == before

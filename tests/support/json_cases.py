@@ -86,6 +86,24 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     yield go("key mrsigner", True, gen / "case1_defaults.key.pem")
     yield go("key mrsigner", False, garbage)
 
+    # the author's signing, in one step and in two (gendata, a signature made elsewhere, catsig)
+    case1_key = gen / "case1_defaults.key.pem"
+    yield go("sign", True, gen / "case1_defaults.sgxs", "--key", case1_key, "-o", tmp / "c1.sig")
+    yield go("sign", False, gen / "case1_defaults.sgxs", "--key", garbage, "-o", tmp / "x.sig")
+    to_sign = tmp / "c1.data"
+    yield go("gendata", True, gen / "case1_defaults.sgxs", "-o", to_sign)
+    yield go("gendata", False, gen / "case1_defaults.sgxs", "-o", to_sign)  # exists: no --force
+    raw, wrong = tmp / "c1.sig.raw", tmp / "wrong.sig.raw"
+    raw.write_bytes(_rsa_sign(case1_key, to_sign.read_bytes()))
+    wrong.write_bytes(_rsa_sign(case1_key, to_sign.read_bytes()[:-1] + b"\x01"))
+    two_step = ("--key", case1_key, "-o", tmp / "c1-two-step.sig")
+    yield go("catsig", True, to_sign, "--signature", raw, *two_step)
+    yield go("catsig", False, to_sign, "--signature", wrong, *two_step)
+    sdk_enclave = tmp / "enclave.so"
+    sdk_enclave.write_bytes(_sdk_enclave())
+    yield go("convert", True, sdk_enclave, "-o", tmp / "enclave-from-so.sgxs")
+    yield go("convert", False, gen / "case1_defaults.sgxs", "-o", tmp / "x.sgxs")
+
     yield go("owner init", False, "--keys", 2, "--threshold", 3, "--key-dir", keys_dir, "-o", root)
     yield go("owner init", True, "--keys", 3, "--threshold", 2, "--key-dir", keys_dir, "-o", root)
     yield go("owner show", True, root)
@@ -128,7 +146,8 @@ def run_cases(tmp: Path) -> Iterator[Case]:
 
     # An emulated quote of the example enclave (docs/attest.md), while the platform is permissive.
     hello, hello_sig, author = tmp / "hello.sgxs", tmp / "hello.sig", tmp / "author.pem"
-    runner.invoke(main, ["example", "-o", str(hello)], catch_exceptions=False)
+    yield go("example", True, "-o", hello)
+    yield go("example", False, "-o", hello)  # exists: no --force
     runner.invoke(main, ["key", "generate", "-o", str(author)], catch_exceptions=False)
     runner.invoke(
         main,
@@ -345,6 +364,25 @@ def run_cases(tmp: Path) -> Iterator[Case]:
     # last: the owner binding cleared (OWNEREPOCH + 1, counter 0)
     yield go("machine clear-ownership", True, "--yes")
     yield go("machine clear-ownership", False, "--yes", "--machine", tmp / "none" / "m.json")
+
+
+def _rsa_sign(key: Path, data: bytes) -> bytes:
+    """``data`` signed as an HSM would for ``catsig``: RSA PKCS#1 v1.5 over SHA-256, the
+    384-byte big-endian signature."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    return private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def _sdk_enclave() -> bytes:
+    """A small unsigned Intel SDK enclave (``tests.support.sdk``)."""
+    from tests.support.sdk import PF_R, PF_W, Seg, Spec, build
+
+    segment = Seg(0x3000, b"\x42" * 900, 0x2000, PF_R | PF_W)
+    return build(Spec(version=(2, 1), compat=((1, 4),), data_segments=[segment])).data
 
 
 def _wrapped_code_key(le_public_key: bytes, sigstruct: Path) -> bytes:

@@ -8,6 +8,7 @@ Every command that takes an enclave image takes an SGXS file or an Intel SGX SDK
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -353,8 +354,11 @@ def measure(image: str, size: int | None, as_json: bool) -> None:
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @_sign_options
+@json_option
 @handle_errors
-def sign_cmd(image: str | None, key_path: str, output: str, force: bool, **opts: Any) -> None:
+def sign_cmd(
+    image: str | None, key_path: str, output: str, force: bool, as_json: bool, **opts: Any
+) -> None:
     """Sign an enclave: write its SIGSTRUCT to OUTPUT and print MRENCLAVE and MRSIGNER.
 
     Defaults follow Fortanix sgxs-sign: attributes 0x4/0x3, mask
@@ -370,15 +374,41 @@ def sign_cmd(image: str | None, key_path: str, output: str, force: bool, **opts:
       sgxlaunch sign --key author.pem enclave.sgxs -o enclave.sig
       sgxlaunch sign --key author.pem enclave.so -o enclave.signed.so
       sgxlaunch sign --key author.pem --mrenclave 043e…0956 --isvprodid 7 -o e.sig
+      sgxlaunch sign --key author.pem enclave.sgxs -o enclave.sig --json
     """
     key = load_enclave_key(key_path)
     body = _body_from_options(image, opts)
     signed = sign(body, RsaKeySigner(key))
-    if image is not None and is_sdk_file(image):
-        write_output(output, sdk.with_sigstruct(read_sdk(image), signed), force=force)
+    into_sdk = image is not None and is_sdk_file(image)
+    if image is not None and into_sdk:
+        data = sdk.with_sigstruct(read_sdk(image), signed)
     else:
-        write_output(output, signed.to_bytes(), force=force)
+        data = signed.to_bytes()
+    write_output(output, data, force=force)
     info(f"wrote {output}")
+    _print_signed(output, signed, data, into_sdk, as_json)
+
+
+def _print_signed(
+    output: str, signed: Sigstruct, data: bytes, into_sdk: bool, as_json: bool
+) -> None:
+    """What `sign` and `catsig` print: MRENCLAVE and MRSIGNER (with --json, also the file
+    written, whether it is a SIGSTRUCT or a signed SDK enclave, its SHA-256 and the identity
+    fields a launch policy matches on)."""
+    if as_json:
+        echo_json(
+            {
+                "output": output,
+                "format": "sdk" if into_sdk else "sigstruct",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "mrenclave": signed.enclavehash.hex(),
+                "mrsigner": signed.mrsigner.hex(),
+                "isvprodid": signed.isvprodid,
+                "isvsvn": signed.isvsvn,
+                "attributes": {"flags": signed.attributes.flags, "xfrm": signed.attributes.xfrm},
+            }
+        )
+        return
     click.echo(f"mrenclave {signed.enclavehash.hex()}")
     click.echo(f"mrsigner  {signed.mrsigner.hex()}")
 
@@ -394,8 +424,9 @@ def sign_cmd(image: str | None, key_path: str, output: str, force: bool, **opts:
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @_sign_options
+@json_option
 @handle_errors
-def gendata(image: str | None, output: str, force: bool, **opts: Any) -> None:
+def gendata(image: str | None, output: str, force: bool, as_json: bool, **opts: Any) -> None:
     """Two-step signing, step 1: write the exact 256 bytes the author must sign.
 
     Sign them elsewhere (an HSM, another machine) with RSA-3072 e=3, PKCS#1 v1.5,
@@ -409,9 +440,20 @@ def gendata(image: str | None, output: str, force: bool, **opts: Any) -> None:
           -o enclave.sig
     """
     body = _body_from_options(image, opts)
-    write_output(output, signing_data(body), force=force)
+    data = signing_data(body)
+    write_output(output, data, force=force)
     info(f"wrote {output}")
-    click.echo(f"mrenclave {body.enclavehash.hex()}")
+    if as_json:
+        echo_json(
+            {
+                "output": output,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "mrenclave": body.enclavehash.hex(),
+            }
+        )
+    else:
+        click.echo(f"mrenclave {body.enclavehash.hex()}")
 
 
 @click.command("catsig")
@@ -444,6 +486,7 @@ def gendata(image: str | None, output: str, force: bool, **opts: Any) -> None:
     help="An SDK enclave (.so) to write the SIGSTRUCT into; it must measure to ENCLAVEHASH.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@json_option
 @handle_errors
 def catsig(
     data: str,
@@ -452,6 +495,7 @@ def catsig(
     output: str,
     enclave_path: str | None,
     force: bool,
+    as_json: bool,
 ) -> None:
     """Two-step signing, step 2: assemble and verify a SIGSTRUCT from gendata's DATA.
 
@@ -472,12 +516,12 @@ def catsig(
         if not is_sdk_file(enclave_path):
             raise UsageError(f"{enclave_path}: --enclave takes an Intel SDK enclave (.so)")
         check_mrenclave(signed, measure_sdk_file(enclave_path))
-        write_output(output, sdk.with_sigstruct(read_sdk(enclave_path), signed), force=force)
+        written = sdk.with_sigstruct(read_sdk(enclave_path), signed)
     else:
-        write_output(output, signed.to_bytes(), force=force)
+        written = signed.to_bytes()
+    write_output(output, written, force=force)
     info(f"wrote {output}")
-    click.echo(f"mrenclave {signed.enclavehash.hex()}")
-    click.echo(f"mrsigner  {signed.mrsigner.hex()}")
+    _print_signed(output, signed, written, enclave_path is not None, as_json)
 
 
 @click.command("verify")
@@ -549,8 +593,9 @@ def verify_cmd(
     help="Where to write the SGXS stream.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@json_option
 @handle_errors
-def convert(image: str, output: str, force: bool) -> None:
+def convert(image: str, output: str, force: bool, as_json: bool) -> None:
     """Write the SGXS stream equivalent to an Intel SDK enclave IMAGE; print its MRENCLAVE.
 
     The stream holds exactly the operations the SDK loader performs (ECREATE, then every
@@ -564,9 +609,13 @@ def convert(image: str, output: str, force: bool) -> None:
     if not is_sdk_file(image):
         raise UsageError(f"{image}: convert takes an Intel SDK enclave (an ELF .so)")
     plan = sdk_plan(image)
-    write_output(output, plan.to_sgxs(), force=force)
+    data = plan.to_sgxs()
+    write_output(output, data, force=force)
     info(f"wrote {output}")
-    click.echo(plan.mrenclave().hex())
+    if as_json:  # SHA-256 of the stream written is its MRENCLAVE
+        echo_json({"output": output, "size": len(data), "mrenclave": plan.mrenclave().hex()})
+    else:
+        click.echo(plan.mrenclave().hex())
 
 
 def register(main: click.Group) -> None:

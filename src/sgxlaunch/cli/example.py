@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from sgxlaunch.cli._common import handle_errors, info, output_option, write_output
+from sgxlaunch.cli._common import (
+    echo_json,
+    handle_errors,
+    info,
+    json_option,
+    output_option,
+    write_output,
+)
 
 
 @click.command("example")
@@ -16,8 +23,9 @@ from sgxlaunch.cli._common import handle_errors, info, output_option, write_outp
     help="Write the example loader instead: it fetches code after EINIT and runs it "
     "(attested-code grants).",
 )
+@json_option
 @handle_errors
-def example(output: str, force: bool, loader: bool) -> None:
+def example(output: str, force: bool, loader: bool, as_json: bool) -> None:
     """Write a small real enclave to try the tools on; print its MRENCLAVE.
 
     The image holds the example program (HelloEnclave, shipped with sgxlaunch): measured
@@ -49,7 +57,11 @@ def example(output: str, force: bool, loader: bool) -> None:
         data, what = example_image(), "the example enclave"
     write_output(output, data, force=force)
     info(f"wrote {output} ({what}, {len(data)} bytes of SGXS)")
-    click.echo(measure_bytes(data).hex())
+    mrenclave = measure_bytes(data).hex()
+    if as_json:
+        echo_json({"output": output, "loader": loader, "size": len(data), "mrenclave": mrenclave})
+    else:
+        click.echo(mrenclave)
 
 
 def register(main: click.Group) -> None:
