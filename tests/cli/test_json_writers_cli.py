@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
+from sgxlaunch.cli import load_all_commands, main
 from sgxlaunch.policy.envelope import Envelope
 from tests.conftest import shared_vectors
 from tests.support.cli import run
@@ -396,6 +398,7 @@ def test_sign_and_two_step_signing_report_the_same_sigstruct(tmp_path: Path) -> 
     error = refused("catsig", data, "--key", key, "--signature", wrong, "-o", tmp_path / "w.sig",
                     code=1)  # fmt: skip
     assert error["kind"] == "verification_failed" and error["check"] == "signature"
+    assert error["message"].startswith(f"{wrong} (over {data}, with {key}): ")
     assert not (tmp_path / "w.sig").exists()
 
 
@@ -420,6 +423,25 @@ def test_sdk_enclave_sign_and_convert_report_what_they_wrote(tmp_path: Path) -> 
     assert converted["mrenclave"] == hashlib.sha256(sgxs.read_bytes()).hexdigest()
     error = refused("convert", GEN / "case1_defaults.sgxs", "-o", tmp_path / "x.sgxs")
     assert "Intel SDK enclave" in error["message"] and not (tmp_path / "x.sgxs").exists()
+
+
+def test_every_command_but_the_daemon_takes_json() -> None:
+    """docs/json.md's contract covers the whole command line; `serve` runs until stopped and
+    prints no result."""
+    from tests.support.json_cases import json_commands
+
+    load_all_commands()
+
+    def leaves(group: click.Group, prefix: str = "") -> set[str]:
+        found: set[str] = set()
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                found |= leaves(command, f"{prefix}{name} ")
+            else:
+                found.add(f"{prefix}{name}")
+        return found
+
+    assert leaves(main) - json_commands() == {"serve"}
 
 
 def test_example_reports_the_image_it_wrote(tmp_path: Path) -> None:

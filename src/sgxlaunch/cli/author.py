@@ -35,7 +35,7 @@ from sgxlaunch.cli._common import (
     warn_sdk_header,
     write_output,
 )
-from sgxlaunch.errors import UsageError
+from sgxlaunch.errors import UsageError, VerificationFailed
 from sgxlaunch.formats import sdk
 from sgxlaunch.sigstruct import (
     DEFAULT_ATTRIBUTEMASK,
@@ -511,7 +511,11 @@ def catsig(
     """
     public_key = load_enclave_public_key(key_path)
     with about(data):
-        signed = assemble(read_input(data), public_key, read_input(signature_path))
+        try:
+            signed = assemble(read_input(data), public_key, read_input(signature_path))
+        except VerificationFailed as exc:  # say which inputs disagree
+            exc.message = f"{signature_path} (over {data}, with {key_path}): {exc.message}"
+            raise
     if enclave_path is not None:
         if not is_sdk_file(enclave_path):
             raise UsageError(f"{enclave_path}: --enclave takes an Intel SDK enclave (.so)")
