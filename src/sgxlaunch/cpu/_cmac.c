@@ -16,6 +16,9 @@
  *            a complete last block is XORed with K1, an incomplete (or empty) one padded with
  *            0x80 0x00… and XORed with K2; the tag is the last CBC-MAC block.
  *
+ * einittoken_key: EGETKEY's plain success case for KEYNAME = EINITTOKEN_KEY (the launch
+ * enclave's key for each token), see below.
+ *
  * The module imports only when the processor has AES-NI (CPUID.1:ECX.AESNI[bit 25]) and the
  * compiler targets x86-64; sgxlaunch.cpu.keys checks it against `cryptography` on the RFC 4493
  * examples before using it and falls back to `cryptography` otherwise.
@@ -137,9 +140,114 @@ static PyObject *py_cmac128(PyObject *self, PyObject *const *args, Py_ssize_t na
     return result;
 }
 
+/* -- EGETKEY for EINITTOKEN_KEY: the success case only --------------------------------------
+ *
+ * The Python leaf (sgxlaunch.cpu.enclave.Enclu.egetkey) is the specification. This function
+ * confirms that a call is the plain success case of KEYNAME = EINITTOKEN_KEY and then computes
+ * exactly the key the leaf computes: the 644-byte dependencies of
+ * sgxlaunch.cpu.keys.EINITTOKEN_DEPENDENCIES and their CMAC under the root key. Anything else —
+ * a KEYREQUEST of another type or length, a reserved byte or KEYPOLICY bit set, a KSS policy
+ * without KSS, another KEYNAME, the enclave without EINITTOKEN_KEY, a KEYREQUEST.CPUSVN other
+ * than the CPU's, KEYREQUEST.ISVSVN above the SECS's, a value out of its field's range — returns
+ * None and the Python leaf runs from the start, so every refusal has one implementation.
+ *
+ * KEYREQUEST (512 bytes; SDM 38.7.1): KEYNAME u16 @0, KEYPOLICY u16 @2, ISVSVN u16 @4,
+ * reserved @6..7, CPUSVN @8..23, ATTRIBUTEMASK (FLAGS u64 @24, XFRM u64 @32), KEYID @40..71,
+ * MISCMASK u32 @72, CONFIGSVN u16 @76, reserved @78..511.
+ * Dependencies (sgxlaunch.cpu.keys, 644 bytes): KEYNAME @0, ISVPRODID @34, ISVSVN @36,
+ * SGXOWNEREPOCH @38, ATTRIBUTES.FLAGS @54, ATTRIBUTES.XFRM @62, MRSIGNER @118, KEYID @150,
+ * SEAL_KEY_FUSES @182, CPUSVN @198, MISCSELECT @214, PADDING @222..573; every other byte 0. */
+
+#define KEYNAME_EINITTOKEN 0u      /* SDM: KEYREQUEST.KEYNAME values */
+#define KEYPOLICY_RESERVED 0xFFC0u /* bits 15:6 */
+#define KEYPOLICY_KSS 0x003Cu      /* NOISVPRODID, CONFIGID, ISVFAMILYID, ISVEXTPRODID */
+#define ATTR_EINITTOKEN_KEY 0x20u  /* ATTRIBUTES.EINITTOKEN_KEY, bit 5 */
+#define ATTR_KSS 0x80u             /* ATTRIBUTES.KSS, bit 7 */
+#define REQUIRED_SEALING 0x3u      /* INIT | DEBUG */
+
+static inline uint64_t le_load(const unsigned char *p, int bytes) {
+    uint64_t v = 0;
+    for (int k = bytes - 1; k >= 0; k--) v = (v << 8) | p[k];
+    return v;
+}
+
+static inline void le_store(unsigned char *p, uint64_t v, int bytes) {
+    for (int k = 0; k < bytes; k++) {
+        p[k] = (unsigned char)(v & 0xFF);
+        v >>= 8;
+    }
+}
+
+/* A Python int in [0, limit] as uint64_t; -1 (no exception left) when it is not one. */
+static int as_u64(PyObject *obj, uint64_t limit, uint64_t *out) {
+    if (!PyLong_CheckExact(obj)) return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (v > limit) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* Exact bytes of `size` bytes, or NULL. */
+static inline const unsigned char *fixed(PyObject *obj, Py_ssize_t size) {
+    if (!PyBytes_CheckExact(obj) || PyBytes_GET_SIZE(obj) != size) return NULL;
+    return (const unsigned char *)PyBytes_AS_STRING(obj);
+}
+
+/* einittoken_key(keyrequest, root_key, seal_fuses, owner_epoch, cpu_cpusvn, attributes, xfrm,
+ *                isvprodid, isvsvn, mrsigner, miscselect, padding) -> bytes | None */
+static PyObject *py_einittoken_key(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "einittoken_key takes 12 arguments");
+        return NULL;
+    }
+    const unsigned char *req = fixed(args[0], 512), *root = fixed(args[1], 16),
+                        *fuses = fixed(args[2], 16), *epoch = fixed(args[3], 16),
+                        *cpusvn = fixed(args[4], 16), *mrsigner = fixed(args[9], 32),
+                        *padding = fixed(args[11], 352);
+    uint64_t attributes, xfrm, isvprodid, secs_isvsvn, miscselect;
+    if (!req || !root || !fuses || !epoch || !cpusvn || !mrsigner || !padding ||
+        as_u64(args[5], UINT64_MAX, &attributes) || as_u64(args[6], UINT64_MAX, &xfrm) ||
+        as_u64(args[7], 0xFFFF, &isvprodid) || as_u64(args[8], 0xFFFF, &secs_isvsvn) ||
+        as_u64(args[10], 0xFFFFFFFFu, &miscselect))
+        Py_RETURN_NONE;
+    uint64_t name = le_load(req, 2), policy = le_load(req + 2, 2), isvsvn = le_load(req + 4, 2);
+    uint64_t configsvn = le_load(req + 76, 2);
+    if (req[6] || req[7]) Py_RETURN_NONE;
+    for (int k = 78; k < 512; k++)
+        if (req[k]) Py_RETURN_NONE;
+    if (policy & KEYPOLICY_RESERVED) Py_RETURN_NONE;
+    if (!(attributes & ATTR_KSS) && ((policy & KEYPOLICY_KSS) || configsvn)) Py_RETURN_NONE;
+    if (name != KEYNAME_EINITTOKEN || !(attributes & ATTR_EINITTOKEN_KEY)) Py_RETURN_NONE;
+    if (memcmp(req + 8, cpusvn, 16) != 0 || isvsvn > secs_isvsvn) Py_RETURN_NONE;
+    unsigned char deps[644], key[16];
+    memset(deps, 0, sizeof deps);
+    le_store(deps + 0, KEYNAME_EINITTOKEN, 2);
+    le_store(deps + 34, isvprodid, 2);
+    le_store(deps + 36, isvsvn, 2);
+    memcpy(deps + 38, epoch, 16);
+    le_store(deps + 54, (le_load(req + 24, 8) | REQUIRED_SEALING) & attributes, 8);
+    le_store(deps + 62, le_load(req + 32, 8) & xfrm, 8);
+    memcpy(deps + 118, mrsigner, 32);
+    memcpy(deps + 150, req + 40, 32);
+    memcpy(deps + 182, fuses, 16);
+    memcpy(deps + 198, req + 8, 16);
+    le_store(deps + 214, le_load(req + 72, 4) & miscselect, 4);
+    memcpy(deps + 222, padding, 352);
+    cmac(root, deps, sizeof deps, key);
+    return PyBytes_FromStringAndSize((const char *)key, 16);
+}
+
 static PyMethodDef methods[] = {
     {"cmac128", (PyCFunction)(void (*)(void))py_cmac128, METH_FASTCALL,
      "cmac128(key, data) -> bytes: AES-128-CMAC (16 bytes) of data under a 16-byte key."},
+    {"einittoken_key", (PyCFunction)(void (*)(void))py_einittoken_key, METH_FASTCALL,
+     "einittoken_key(keyrequest, root_key, seal_fuses, owner_epoch, cpu_cpusvn, attributes, "
+     "xfrm, isvprodid, isvsvn, mrsigner, miscselect, padding) -> bytes | None: EGETKEY's "
+     "EINITTOKEN_KEY in its success case; None for anything else (run the Python leaf)."},
     {NULL, NULL, 0, NULL},
 };
 

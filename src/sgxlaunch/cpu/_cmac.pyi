@@ -3,3 +3,18 @@
 from typing_extensions import Buffer
 
 def cmac128(key: Buffer, data: Buffer, /) -> bytes: ...
+def einittoken_key(
+    keyrequest: bytes,
+    root_key: bytes,
+    seal_fuses: bytes,
+    owner_epoch: bytes,
+    cpu_cpusvn: bytes,
+    attributes: int,
+    xfrm: int,
+    isvprodid: int,
+    isvsvn: int,
+    mrsigner: bytes,
+    miscselect: int,
+    padding: bytes,
+    /,
+) -> bytes | None: ...

@@ -48,7 +48,13 @@ from sgxlaunch.cpu.edmm import (
     EdmmEnclu,
 )
 from sgxlaunch.cpu.faults import EnclaveLeafFailed, GeneralProtection, InvalidOpcode, PageFault
-from sgxlaunch.cpu.keys import EINITTOKEN_DEPENDENCIES, FusedSecrets, KeyDependencies, cmac128
+from sgxlaunch.cpu.keys import (
+    EINITTOKEN_DEPENDENCIES,
+    NATIVE_EINITTOKEN_KEY,
+    FusedSecrets,
+    KeyDependencies,
+    cmac128,
+)
 from sgxlaunch.cpu.machine import (
     CounterAccessDenied,
     CounterSlot,
@@ -870,6 +876,29 @@ class Enclu(StateView):
         The 512-byte KEYREQUEST is unpacked once, flat (:data:`_KEYREQUEST`, the layout of
         :class:`~sgxlaunch.arch.structs.KeyRequest`), and checked field by field in the SDM's
         order; no structure object is built on the way."""
+        native = NATIVE_EINITTOKEN_KEY
+        if native is not None and keyrequest.__class__ is bytes and keyrequest.startswith(_ZERO2):
+            # KEYNAME EINITTOKEN_KEY (0): the launch enclave's key per token. The native module
+            # computes it in the success case (every check below passes) and answers None for
+            # anything else, which then takes the steps below from the start.
+            cfg = self.config
+            fuses = self._fuses
+            key = native(
+                keyrequest,
+                fuses.root_key,
+                fuses.seal_fuses,
+                cfg.owner_epoch,
+                cfg.cpusvn,
+                enclave.attributes,
+                enclave.xfrm,
+                enclave.isvprodid,
+                enclave.isvsvn,
+                enclave.mrsigner,
+                enclave.miscselect,
+                enclave.padding,
+            )
+            if key is not None:
+                return key
         data = keyrequest.to_bytes() if isinstance(keyrequest, KeyRequest) else keyrequest
         if len(data) != KeyRequest.SIZE:
             KeyRequest.from_bytes_raw(data)  # raises MalformedInput naming the length

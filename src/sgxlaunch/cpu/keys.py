@@ -333,6 +333,41 @@ otherwise), ``data`` any bytes-like object. Native when :data:`NATIVE_CMAC`, oth
 :func:`cmac128_reference`."""
 
 
+NativeEinittokenKey = Callable[
+    [bytes, bytes, bytes, bytes, bytes, int, int, int, int, bytes, int, bytes], "bytes | None"
+]
+
+
+def _native_einittoken_key() -> NativeEinittokenKey | None:
+    """The native EGETKEY success case for EINITTOKEN_KEY (``_cmac.einittoken_key``), if the
+    native CMAC is in use and it derives what :data:`EINITTOKEN_DEPENDENCIES` and
+    :func:`cmac128_reference` derive for a sample request."""
+    if _NATIVE_CMAC is None:
+        return None
+    from sgxlaunch.cpu._cmac import einittoken_key
+
+    root, fuses, epoch, cpusvn = (bytes([b]) * 16 for b in (1, 2, 3, 4))
+    keyid, mrsigner, padding = bytes(range(32)), bytes([5]) * 32, bytes([6]) * 352
+    request = struct.pack("<HHH2x16sQQ32sIH434x", 0, 0, 1, cpusvn, 0xFF, 0x7, keyid, 0xFF, 0)
+    # the SECS: ATTRIBUTES 0x25 (EINITTOKEN_KEY, INIT, PROVISIONKEY), XFRM 3, ISVPRODID 9,
+    # ISVSVN 2, MISCSELECT 1; the request: ATTRIBUTEMASK 0xFF/7, ISVSVN 1, MISCMASK 0xFF
+    flags, xfrm = (0xFF | 0x3) & 0x25, 0x7 & 0x3
+    deps = EINITTOKEN_DEPENDENCIES.pack(
+        0, 9, 1, epoch, flags, xfrm, mrsigner, keyid, fuses, cpusvn, 0xFF & 1, padding
+    )
+    want = cmac128_reference(root, deps)
+    got = einittoken_key(request, root, fuses, epoch, cpusvn, 0x25, 3, 9, 2, mrsigner, 1, padding)
+    return einittoken_key if got == want else None
+
+
+NATIVE_EINITTOKEN_KEY: NativeEinittokenKey | None = _native_einittoken_key()
+"""``einittoken_key(keyrequest, root_key, seal_fuses, owner_epoch, cpu_cpusvn, attributes,
+xfrm, isvprodid, isvsvn, mrsigner, miscselect, padding)``: EGETKEY's key for KEYNAME =
+EINITTOKEN_KEY in its plain success case, or ``None`` for anything else (the Python leaf then
+runs from the start); ``None`` itself when the native module is not in use. Used by
+:meth:`sgxlaunch.cpu.enclave.Enclu.egetkey`; tests/cpu/test_cmac_native.py compares the two."""
+
+
 def derive_key(root_key: bytes, dependencies: KeyDependencies) -> bytes:
     """The SDM's ``derivekey()``: AES-128-CMAC(root key, serialized dependencies).
 
@@ -350,6 +385,7 @@ __all__ = [
     "EINITTOKEN_DEPENDENCIES",
     "KEY_DEPENDENCIES_SIZE",
     "NATIVE_CMAC",
+    "NATIVE_EINITTOKEN_KEY",
     "KeyDependencies",
     "cmac128",
     "cmac128_reference",
