@@ -92,6 +92,61 @@ def test_recovery_apply_of_a_malformed_document_changes_nothing(
     assert _snapshot(home.parent) == before
 
 
+def _state_files(directory: Path) -> dict[str, str]:
+    """:func:`_snapshot` of the home and the machine file, lock files left out (opening a
+    platform takes the machine's session lock; the lock file is not state)."""
+    return {
+        name: digest for name, digest in _snapshot(directory).items() if not name.endswith(".lock")
+    }
+
+
+def _recovery_document(tmp_path: Path, machine: Path, key_dir: Path) -> Path:
+    """A well-formed recovery document for this platform at the counter's current value,
+    signed with the first key in ``key_dir``."""
+    facts = document_of(run("machine", "show", "--machine", machine, "--json"))["result"]
+    document = tmp_path / f"recovery-{key_dir.name}.json"
+    signed = run("recovery", "sign", "--platform-id", facts["platform_id"], "--counter",
+                 facts["counter"]["value"], "--key", next(key_dir.glob("*.key.pem")),
+                 "-o", document)  # fmt: skip
+    assert signed.exit_code == 0, signed.output
+    return document
+
+
+def test_recovery_apply_of_a_document_with_bad_signatures_changes_nothing(
+    owned: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Well-formed, for this platform and counter, signed by a key outside the owner root.
+    Before the fix a second launch enclave was started to check it: its launch was logged and
+    the counter moved (0 -> 2) before the refusal."""
+    home, machine = owned
+    other = run("owner", "init", "--keys", "1", "--threshold", "1", "--key-dir",
+                tmp_path / "other-keys", "-o", tmp_path / "other-root.json")  # fmt: skip
+    assert other.exit_code == 0, other.output
+    document = _recovery_document(tmp_path, machine, tmp_path / "other-keys")
+    before = _state_files(home.parent)
+    result = run("recovery", "apply", document, "--home", home, "--machine", machine, "--json")
+    assert result.exit_code == 1, result.output
+    error = document_of(result)["error"]
+    assert error["kind"] == "verification_failed" and error["check"] == "threshold"
+    assert _state_files(home.parent) == before
+
+
+def test_recovery_apply_on_a_platform_that_started_normally_changes_nothing(
+    owned: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The owner's own document for the current counter, on a platform whose launch enclave
+    started: recovery is for a refused start. Before the fix the second launch enclave's
+    start moved the counter past the document's value and the refusal came after."""
+    home, machine = owned
+    document = _recovery_document(tmp_path, machine, tmp_path / "keys")
+    before = _state_files(home.parent)
+    result = run("recovery", "apply", document, "--home", home, "--machine", machine, "--json")
+    assert result.exit_code == 2, result.output
+    error = document_of(result)["error"]
+    assert error["kind"] == "usage" and "started normally" in error["message"]
+    assert _state_files(home.parent) == before
+
+
 def test_machine_show_prints_words_not_python_values(owned: tuple[Path, Path]) -> None:
     _, machine = owned
     result = run("machine", "show", "--machine", machine)

@@ -321,8 +321,9 @@ def recovery_apply(
 
     DOCUMENT is `recovery sign`'s output for this platform and the counter's value. Exit 0
     recovered; 1 if it does not verify (signatures under the owner root, the platform, the
-    counter value); 2 if it is malformed or the home has no owner root. A malformed DOCUMENT
-    is refused before the launch enclave starts: nothing in the home or the machine changes.
+    counter value); 2 if it is malformed, the home has no owner root, or the platform started
+    normally (recovery is for a refused start). A refused DOCUMENT is refused before a launch
+    enclave starts: nothing in the home or the machine changes.
 
     \b
     Example:

@@ -135,6 +135,7 @@ from sgxlaunch.policy import (
     Decision,
     EnclaveIdentity,
     MemoryStore,
+    OwnerRoot,
     TrustedState,
 )
 from sgxlaunch.policy.envelope import Envelope
@@ -309,6 +310,33 @@ def recovery_fields(payload: bytes) -> tuple[bytes, int]:
     except (ValueError, TypeError, AttributeError) as exc:
         raise MalformedInput(f"recovery document: {exc}") from None
     return platform_id, counter
+
+
+def check_recovery_document(data: bytes, root: OwnerRoot, platform_id: bytes, counter: int) -> None:
+    """A recovery document verifies: a threshold of ``root``'s keys signed it, and it names
+    ``platform_id`` and the counter value ``counter``. The launch enclave's check at LOAD (with
+    the machine's platform id and counter, under its root); the host makes the same check
+    first, so a document that would be refused is refused before anything starts.
+
+    Raises:
+        MalformedInput: not a recovery document. ThresholdNotMet: the signatures.
+        PlatformMismatch: another platform. Rollback: another counter value.
+    """
+    envelope = check_envelope(data, RECOVERY_PAYLOAD_TYPE, max_size=64 << 10)
+    check_signatures(envelope, root, "recovery document")
+    named, bound = recovery_fields(envelope.payload)
+    if not hmac.compare_digest(named, platform_id):
+        raise PlatformMismatch(
+            "the recovery document is for another platform",
+            expected=platform_id.hex(),
+            found=named.hex(),
+        )
+    if bound != counter:
+        raise Rollback(
+            "the recovery document is bound to another counter value",
+            expected=f"counter {counter}",
+            found=f"counter {bound}",
+        )
 
 
 _REQUEST_TYPES: dict[int, type[Message]] = {int(call): cls for call, cls in REQUESTS.items()}
@@ -727,22 +755,8 @@ class OwnerLaunchEnclave(EnclaveProgram):
         under the root become the committed state at counter + 1 (prepared here, advanced by
         ADVANCE)."""
         assert req.recovery is not None
-        envelope = check_envelope(req.recovery, RECOVERY_PAYLOAD_TYPE, max_size=64 << 10)
-        check_signatures(envelope, state.root, "recovery document")
-        platform_id, counter = recovery_fields(envelope.payload)
         want = ctx.platform_id()
-        if not hmac.compare_digest(platform_id, want):
-            raise PlatformMismatch(
-                "the recovery document is for another platform",
-                expected=want.hex(),
-                found=platform_id.hex(),
-            )
-        if counter != slot.value:
-            raise Rollback(
-                "the recovery document is bound to another counter value",
-                expected=f"counter {slot.value}",
-                found=f"counter {counter}",
-            )
+        check_recovery_document(req.recovery, state.root, want, slot.value)
         base = LeState(counter=slot.value, counter_owner=self._mrsigner(ctx).hex())
         fresh = _state_of(state, base)
         self.committed, self.committed_digest = base, slot.digest

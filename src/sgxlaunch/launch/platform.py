@@ -101,6 +101,7 @@ from sgxlaunch.launch.ecalls import (
 )
 from sgxlaunch.launch.enclave import (
     OwnerLaunchEnclave,
+    check_recovery_document,
     launch_enclave_image,
     root_digest_of,
 )
@@ -820,12 +821,27 @@ class Platform:
         is archived under ``archive/``.
 
         Raises:
-            UsageError: no owner root / launch enclave for the counter's owner.
-            MalformedInput, VerificationFailed: the document is refused; nothing changes.
+            UsageError: no owner root / launch enclave for the counter's owner; the platform
+                started normally (recovery is for a refused start).
+            MalformedInput, VerificationFailed: the document is refused; nothing changes (the
+                host makes the launch enclave's check first, before anything starts).
         """
         if self.state is None:
             raise UsageError("no owner root in the home: take ownership first")
         slot = self.machine.load().counter
+        # The launch enclave checks the document at LOAD; the same check here first refuses a
+        # document it would refuse before a launch enclave starts (a start is logged and moves
+        # the counter), so a refused recovery changes nothing.
+        check_recovery_document(bytes(data), self.state.root, self.platform_id, slot.value)
+        if self.le is not None and self.blocked is None:
+            raise UsageError(
+                "this platform started normally: recovery is for a start the launch enclave "
+                "refused (`sgxlaunch platform status` shows it); nothing was changed",
+                detail=[
+                    "starting another launch enclave instance here would log its launch and move "
+                    f"the counter past {slot.value}, the value the document is bound to"
+                ],
+            )
         signer = slot.owner_mrsigner if slot.owned else self.le_signer
         sig = None if signer is None else self._stored_le(signer)
         if sig is None:
