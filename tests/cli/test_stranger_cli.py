@@ -242,6 +242,27 @@ def test_take_ownership_refused_makes_no_home(tmp_path: Path) -> None:
     assert not home.exists() and machine.read_bytes() == before
 
 
+def test_take_ownership_of_a_machine_another_root_owns_makes_no_home(
+    owned: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A valid root, but the machine is bound to another: refused (usage) before a home is
+    made. Before the fix the refusal came from inside the new home's store (an empty home
+    was left behind)."""
+    _, machine = owned
+    other = tmp_path / "other-root.json"
+    made = run("owner", "init", "--keys", "1", "--threshold", "1", "--key-dir",
+               tmp_path / "other-keys", "-o", other)  # fmt: skip
+    assert made.exit_code == 0, made.output
+    home = tmp_path / "second-home"
+    before = machine.read_bytes()
+    result = run("platform", "take-ownership", other, "--home", home, "--machine", machine,
+                 "--json")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    error = document_of(result)["error"]
+    assert error["kind"] == "usage" and "already has an owner" in error["message"]
+    assert not home.exists() and machine.read_bytes() == before
+
+
 def test_policy_sign_names_what_is_wrong_with_the_file_first(tmp_path: Path) -> None:
     garbage = tmp_path / "policy.json"
     garbage.write_bytes(b"not a policy\n")

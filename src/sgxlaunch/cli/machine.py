@@ -44,6 +44,7 @@ from sgxlaunch.launch.enclave import (
 )
 from sgxlaunch.launch.platform import (
     PlatformConfig,
+    check_ownership_open,
     legacy_config,
     migrate_legacy_home,
     take_ownership,
@@ -260,6 +261,8 @@ def platform_take_ownership(
         if not (home_path / STATE_FILE).exists():
             with about(root, verification=True):
                 TrustedState.bootstrap(data, utc_now())  # a bad root: no home is made either
+            # nor for a machine another root owns (take_ownership's check, made first)
+            check_ownership_open(file_machine, root_digest_of(data))
         with open_store(home_path) as store, about(root):
             take_ownership(store, file_machine, data, utc_now())
     digest = root_digest_of(data).hex()

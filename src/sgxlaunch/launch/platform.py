@@ -1834,6 +1834,24 @@ def _event_facts(event: DriverEvent) -> dict[str, Any]:
     }
 
 
+def check_ownership_open(machine: Machine, digest: bytes) -> bytes | None:
+    """The machine's owner binding, which must be ``digest`` (the same root again) or none:
+    :func:`take_ownership`'s check, which a caller can make before it creates anything.
+
+    Raises:
+        UsageError: the machine is bound to another owner root.
+    """
+    binding = machine.load().owner_binding
+    if binding is not None and not hmac.compare_digest(binding, digest):
+        raise UsageError(
+            "this machine already has an owner; only a rotation signed by its keys replaces the "
+            "root, and clearing ownership needs the machine itself "
+            "(`sgxlaunch machine clear-ownership --machine PATH`)",
+            detail=[f"bound owner root digest: {binding.hex()}"],
+        )
+    return binding
+
+
 def take_ownership(store: Store, machine: Machine, data: bytes, now: datetime) -> TrustedState:
     """Take ownership of a machine that has none: verify the root (a threshold of its own keys,
     not expired), record its digest in the machine, then store it in the home. Repeating it
@@ -1846,14 +1864,7 @@ def take_ownership(store: Store, machine: Machine, data: bytes, now: datetime) -
     """
     state, update = TrustedState.bootstrap(data, now)
     digest = root_digest_of(data)
-    binding = machine.load().owner_binding
-    if binding is not None and not hmac.compare_digest(binding, digest):
-        raise UsageError(
-            "this machine already has an owner; only a rotation signed by its keys replaces the "
-            "root, and clearing ownership needs the machine itself "
-            "(`sgxlaunch machine clear-ownership --machine PATH`)",
-            detail=[f"bound owner root digest: {binding.hex()}"],
-        )
+    binding = check_ownership_open(machine, digest)
     if binding is None:
         bind_owner(machine, None, digest)
     store.commit({**update.changes, ROOT_PREVIOUS_KEY: None})
