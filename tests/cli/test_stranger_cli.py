@@ -147,6 +147,33 @@ def test_recovery_apply_on_a_platform_that_started_normally_changes_nothing(
     assert _state_files(home.parent) == before
 
 
+def test_installing_the_policy_in_force_again_says_so_and_changes_nothing(
+    owned: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The same signed policy twice: the second install reports ``installed: false`` ("already
+    installed") and commits nothing. Before the fix it said ``installed: true`` and the launch
+    enclave committed its state again (the counter moved)."""
+    home, machine = owned
+    draft, signed = tmp_path / "policy.json", tmp_path / "policy.signed.json"
+    assert run("policy", "new", "-o", draft).exit_code == 0
+    key = next((tmp_path / "keys").glob("*.key.pem"))
+    assert run("policy", "sign", draft, "--key", key, "-o", signed).exit_code == 0
+    where = ("--home", home, "--machine", machine, "--json")
+    first = run("platform", "install-policy", signed, *where)
+    assert first.exit_code == 0, first.output
+    installed = document_of(first)["result"]
+    assert installed["installed"] is True and "already" not in installed["summary"]
+    before = _state_files(home.parent)
+    again = run("platform", "install-policy", signed, *where)
+    assert again.exit_code == 0, again.output
+    result = document_of(again)["result"]
+    assert result["installed"] is False and "already installed" in result["summary"]
+    assert (result["version"], result["digest"]) == (installed["version"], installed["digest"])
+    assert _state_files(home.parent) == before
+    text = run("platform", "install-policy", signed, "--home", home, "--machine", machine)
+    assert text.exit_code == 0 and "already installed" in text.stdout
+
+
 def test_machine_show_prints_words_not_python_values(owned: tuple[Path, Path]) -> None:
     _, machine = owned
     result = run("machine", "show", "--machine", machine)

@@ -381,7 +381,8 @@ def platform_install_policy(
     """Install an owner-signed launch policy FILE: the same command as `policy install`.
 
     Verified inside the launch enclave, which raises its sealed high-water mark (an older
-    policy is refused from then on).
+    policy is refused from then on). The policy already in force says so ("already
+    installed", `installed: false` under --json, exit 0) and changes nothing.
 
     \b
     Example:

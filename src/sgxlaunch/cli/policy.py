@@ -684,7 +684,9 @@ def policy_install(
 
     On a platform (`platform init`), the owner's launch enclave verifies the policy and raises
     its sealed high-water mark, so an older policy is refused from then on; without one, the
-    owner state under --home takes it. `platform install-policy` is the same command.
+    owner state under --home takes it. `platform install-policy` is the same command. The
+    policy already in force says so ("already installed", `installed: false` under --json,
+    exit 0) and changes nothing.
 
     \b
     Example:
@@ -709,8 +711,13 @@ def install_policy_file(
     elif platform_exists(home, machine):
         with open_platform(home, machine) as platform, about(envelope, verification=True):
             result = platform.install_policy(data)
-        summary = f"launch policy version {result['version']} installed ({result['digest']})"
-        out = {"installed": True, "summary": summary, "launch_enclave": True} | result
+        out = {
+            "installed": result["installed"],
+            "summary": result["summary"],
+            "launch_enclave": True,
+            "version": result["version"],
+            "digest": result["digest"],
+        }
     else:
         with (
             open_store(resolve_home(home), create=False) as store,

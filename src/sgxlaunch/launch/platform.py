@@ -983,7 +983,12 @@ class Platform:
     @_serialized
     def install_policy(self, data: bytes) -> dict[str, Any]:
         """Verify a signed launch policy in the launch enclave, store it with the enclave's new
-        state in one commit, then advance the counter.
+        state in one commit, then advance the counter. The policy already in force (the same
+        version and digest, which the machine's counter slot names) is not installed again:
+        ``installed`` is false and nothing changes.
+
+        Returns:
+            ``installed``, ``summary`` (one line), ``version``, ``digest`` (hex).
 
         Raises:
             UsageError: no owner root / launch enclave.
@@ -995,6 +1000,22 @@ class Platform:
             raise UsageError(f"the platform is blocked: {self.blocked}")
         # The host-side state check is the same verification; it also yields the new state.
         new_state, update = self.state.install_policy(data, self.clock())
+        digest = self.state.policy_digest
+        if (
+            not update.changes
+            and digest is not None
+            and hmac.compare_digest(self.machine.load().counter.policy_digest, digest)
+        ):
+            # The policy in force, by the launch enclave's own account (the machine's counter
+            # slot, which only it writes): nothing to install, nothing committed.
+            assert self.state.policy is not None
+            return {
+                "installed": False,
+                "summary": f"launch policy version {self.state.policy.version} already "
+                f"installed ({digest.hex()}): nothing changed",
+                "version": self.state.policy.version,
+                "digest": digest.hex(),
+            }
         reply = self._le_call(
             InstallPolicyRequest(policy=bytes(data), now=to_seconds(self.clock())),
             InstallPolicyReply,
@@ -1003,7 +1024,12 @@ class Platform:
         changes[POLICY_KEY] = bytes(data)
         self._commit_prepared(changes, reply)
         self.state = new_state
-        return {"version": reply.version, "digest": reply.digest.hex()}
+        return {
+            "installed": True,
+            "summary": f"launch policy version {reply.version} installed ({reply.digest.hex()})",
+            "version": reply.version,
+            "digest": reply.digest.hex(),
+        }
 
     @_serialized
     def set_mode(self, data: bytes) -> dict[str, Any]:

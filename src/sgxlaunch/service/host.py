@@ -264,8 +264,13 @@ class PlatformHost:
         platform = self._opened()
         with about(source, verification=True):
             result = platform.install_policy(data)
-        summary = f"launch policy version {result['version']} installed ({result['digest']})"
-        return {"installed": True, "summary": summary, "launch_enclave": True} | result
+        return {
+            "installed": result["installed"],
+            "summary": result["summary"],
+            "launch_enclave": True,
+            "version": result["version"],
+            "digest": result["digest"],
+        }
 
     def set_mode(self, data: bytes, source: str) -> dict[str, Any]:
         platform = self._opened(maintenance=True)
