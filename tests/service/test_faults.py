@@ -327,10 +327,10 @@ def test_a_thousand_connections_are_served_or_refused_cleanly(tmp_path: Path) ->
 
 
 def test_a_request_head_that_never_ends_is_refused_without_being_taken(tmp_path: Path) -> None:
-    """A request head that never ends (8 MiB of headers offered) is refused (400) and the
-    connection closed long before: less than 1 MiB is taken. A head under the bound is served,
-    and so is everyone after. (A head that arrives whole over the bound gets 431:
-    test_header_bound.py.)"""
+    """A request head that never ends (8 MiB of headers offered) is refused (431, refused
+    ``too_large``, the one error document, as a head that arrives whole over the bound:
+    test_header_bound.py) and the connection closed long before: less than 1 MiB is taken. A
+    head under the bound is served, and so is everyone after."""
     daemon, _disk = _served(tmp_path, {"max_header_bytes": 4096})
     try:
         conn = socket.socket(socket.AF_UNIX)
@@ -342,7 +342,9 @@ def test_a_request_head_that_never_ends_is_refused_without_being_taken(tmp_path:
             while sent < 8 << 20:
                 sent += conn.send(b"X-Big: " + b"a" * 1000 + b"\r\n")
         reply = _read_all(conn)
-        assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+        assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
+        error = json.loads(reply.partition(b"\r\n\r\n")[2])["error"]
+        assert error["kind"] == "refused" and error["reason"] == "too_large"
         assert sent < 1 << 20, f"{sent} bytes of head were taken"
         conn = socket.socket(socket.AF_UNIX)
         conn.settimeout(10)

@@ -57,3 +57,23 @@ def test_a_whole_head_over_the_bound_is_refused_with_431(tmp_path: Path) -> None
         assert daemon.client().call("GET", "/v1/ping") == {"pong": True}
     finally:
         daemon.stop()
+
+
+def test_a_head_h11_cannot_parse_gets_the_error_document(tmp_path: Path) -> None:
+    """Not uvicorn's plain-text "Invalid HTTP request received.": a malformed head is 400 with
+    the one error document (kind usage), as every other refusal is (docs/json.md)."""
+    disk = make_disk_home(tmp_path)
+    write_config(disk.machine, {"owner_uids": [0], "limits": {"max_header_bytes": LIMIT}})
+    daemon = start_daemon(disk.home, disk.machine, tmp_path / "d.sock")
+    try:
+        for head in (b"GARBAGE\r\n\r\n", b"GET /v1/ping HTTP/1.1\r\nHost x\r\n\r\n"):
+            reply = _ask(daemon.socket, head)
+            status, _, body = reply.partition(b"\r\n\r\n")
+            assert status.startswith(b"HTTP/1.1 400"), reply[:200]
+            assert b"content-type: application/json" in status.lower()
+            document = json.loads(body)
+            assert document["ok"] is False and document["error"]["kind"] == "usage"
+            assert "malformed request head" in document["error"]["message"]
+        assert daemon.client().call("GET", "/v1/ping") == {"pong": True}
+    finally:
+        daemon.stop()

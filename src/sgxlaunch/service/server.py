@@ -242,6 +242,34 @@ class _Protocol(H11Protocol):
 
         self.app = app
 
+    def send_400_response(self, msg: str) -> None:
+        """h11 refused the request head: the one error document (docs/json.md), not uvicorn's
+        plain-text 400. An incomplete head already past ``max_header_bytes`` (h11's limit on
+        an incomplete head) is 431, refused ``too_large``, as a whole one is
+        (:meth:`_head_too_large`); anything else h11 cannot parse is 400, a usage error."""
+        peer = self._connection.peer
+        pending = len(self.conn.trailing_data[0])
+        limit = self._listener.limits.max_header_bytes
+        if pending > limit:
+            log_event(
+                event="header_too_large",
+                pid=peer.pid,
+                uid=peer.uid,
+                status=431,
+                outcome="too_large",
+                bytes=pending,
+            )
+            message = f"request head of at least {pending} bytes is over the {limit}-byte limit"
+            reply = _refusal(431, "Request Header Fields Too Large", message, None)
+        else:
+            log_event(
+                event="bad_request", pid=peer.pid, uid=peer.uid, status=400, outcome="refused"
+            )
+            message = "malformed request head: not an HTTP/1.1 request line and header lines"
+            reply = _refusal(400, "Bad Request", message, None)
+        self.transport.write(reply)
+        self.transport.close()
+
     async def _head_too_large(self, size: int, limit: int, send: Any) -> None:
         """431 (refused, ``too_large``) and close: the head is over ``max_header_bytes``."""
         peer = self._connection.peer
