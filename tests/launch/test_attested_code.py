@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 
 import pytest
 
@@ -17,9 +16,8 @@ from sgxlaunch.cpu import program_code_page
 from sgxlaunch.driver import as_sgxs_image, uapi
 from sgxlaunch.driver.grants import grant_reportdata
 from sgxlaunch.driver.owner import DynamicMemory
-from sgxlaunch.errors import MalformedInput, UsageError
+from sgxlaunch.errors import UsageError
 from sgxlaunch.example_loader import DYNAMIC_OFFSET, FetchedCode, loader_image
-from sgxlaunch.launch.ecalls import LogAppendReply, LogAppendRequest
 from sgxlaunch.launch.log import GRANT
 from tests.support.cpu import PROD
 from tests.support.driver import expect_errno
@@ -181,14 +179,6 @@ def test_trim_and_remove_end_the_grant() -> None:
     )
     assert uapi.MODIFY_TYPES_ARG.unpack(out)[4] == PAGE_SIZE
     assert loader.enclave.exec_grants == {}
-
-
-def test_host_cannot_append_a_grant_record() -> None:
-    """Grant records are the launch enclave's own: LOG_APPEND refuses the kind."""
-    _owner, platform, _sig = grant_platform()
-    facts = json.dumps({"kind": GRANT, "verdict": "granted"}).encode()
-    with pytest.raises(MalformedInput, match="grant records"):
-        platform._le_call(LogAppendRequest(facts=facts, now=0), LogAppendReply)
 
 
 def test_grant_reportdata_is_domain_separated() -> None:

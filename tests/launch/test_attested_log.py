@@ -11,7 +11,7 @@ import pytest
 
 from sgxlaunch.errors import MalformedInput
 from sgxlaunch.launch.collector import CollectorState, PlatformEntry, verify_attested_log
-from sgxlaunch.launch.ecalls import LogAppendReply, LogAppendRequest, LogAttestRequest
+from sgxlaunch.launch.ecalls import LogAttestRequest
 from sgxlaunch.launch.enclave import RECOVERY_PAYLOAD_TYPE, recovery_payload, sign_launch_enclave
 from sgxlaunch.launch.log import (
     EMPTY_HEAD,
@@ -146,14 +146,6 @@ def test_handover_opens_a_new_epoch_named_by_the_mode_document() -> None:
     result = verify_attested_log(attested.body, attested.export, expectation(owner, reopened))
     assert result.epoch_record is not None and result.epoch_record["cause"] == "handover"
     assert reopened.verify_log() == result.head.count
-
-
-def test_host_cannot_append_an_epoch_record() -> None:
-    owner = owner_with_log(0)
-    platform = owner.platform()
-    facts = json.dumps({"kind": "epoch", "epoch": 99, "cause": "recovery"}).encode()
-    with pytest.raises(MalformedInput, match="written by the launch enclave itself"):
-        platform._le_call(LogAppendRequest(facts=facts, now=0), LogAppendReply)
 
 
 @pytest.mark.parametrize("nonce", [b"", bytes(65)])

@@ -125,13 +125,6 @@ def test_a_policy_of_spec_2_never_releases_a_key(owner: Owner) -> None:
         platform._le_call(ClaimRequest(), ClaimReply)
 
 
-def test_the_host_cannot_append_protected_code_records(owner: Owner) -> None:
-    platform = owner.platform()
-    for kind in ("code-key-release", "code-key-added"):
-        with pytest.raises(MalformedInput, match="written by the launch enclave itself"):
-            platform._append({"kind": kind, "outcome": "released"})
-
-
 def test_a_request_for_a_key_not_installed_is_refused_and_logged(owner: Owner) -> None:
     platform = owner.platform()
     image, sig = requester(platform)
