@@ -8,6 +8,7 @@ every message encodes to the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from sgxlaunch.errors import MalformedInput
+from sgxlaunch.launch import ecalls
 from sgxlaunch.launch.ecalls import (
     MAX_TEXT,
     REPLIES,
@@ -439,3 +441,37 @@ def test_mint_reply_fast_decoder_takes_every_reply(message: MintReply) -> None:
     assert decode_mint_reply(data) == message
     error = encode_error(MalformedInput("bad sigstruct", detail=["d"]))
     assert decode_mint_reply(error) == decode_reply(Call.MINT, error)
+
+
+@pytest.mark.parametrize(
+    "builder",
+    [ecalls._mint_allowed_reply_by_layout, ecalls._mint_allowed_reply_by_setters],
+)
+def test_mint_allowed_reply_builders_make_the_frozen_class_s_object(builder: Any) -> None:
+    """Both ways of building the allowed reply give what ``MintReply(...)`` gives: the class
+    itself, every field, equality and hash, and an object that stays frozen."""
+    args = ("author", 7, b"\x33" * 32, b"k" * 304)
+    expected = MintReply(1, args[0], args[1], args[2], (), args[3])
+    built = builder(*args)
+    assert type(built) is MintReply
+    assert built == expected and hash(built) == hash(expected)
+    assert [getattr(built, n) for n in MintReply.__slots__] == [
+        getattr(expected, n) for n in MintReply.__slots__
+    ]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.token = b""  # type: ignore[misc]
+    assert ecalls._mint_allowed_reply is ecalls._mint_allowed_reply_by_layout  # CPython takes it
+
+
+def test_mint_allowed_reply_falls_back_when_the_layout_builder_differs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refused(*_args: Any) -> MintReply:
+        raise TypeError("__class__ assignment: layouts differ")
+
+    def wrong(rule: str, version: int, digest: bytes, token: bytes) -> MintReply:
+        return MintReply(1, rule, version + 1, digest, (), token)
+
+    for broken in (refused, wrong):
+        monkeypatch.setattr(ecalls, "_mint_allowed_reply_by_layout", broken)
+        assert ecalls._pick_mint_allowed_reply() is ecalls._mint_allowed_reply_by_setters

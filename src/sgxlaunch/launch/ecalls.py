@@ -33,7 +33,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import FrozenInstanceError, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
@@ -675,7 +675,9 @@ def _slot_setter(name: str) -> Callable[[MintReply, Any], None]:
 _SET_MINT_REPLY = tuple(map(_slot_setter, (name for name, _kind, _limit in MintReply.FIELDS)))
 
 
-def _mint_allowed_reply(rule: str, version: int, digest: bytes, token: bytes) -> MintReply:
+def _mint_allowed_reply_by_setters(
+    rule: str, version: int, digest: bytes, token: bytes
+) -> MintReply:
     """``MintReply(1, rule, version, digest, (), token)``: the same frozen object, its slots
     set directly (the generated ``__init__`` goes through ``object.__setattr__`` per field)."""
     reply: MintReply = object.__new__(MintReply)
@@ -687,6 +689,58 @@ def _mint_allowed_reply(rule: str, version: int, digest: bytes, token: bytes) ->
     s_reasons(reply, ())
     s_token(reply, token)
     return reply
+
+
+class _MintReplySlots(Message):
+    """MintReply's slots in MintReply's layout (same base, same slot names in the same order),
+    without its frozen ``__setattr__``: an allowed reply's fields are stored here with plain
+    attribute stores and the object then becomes a :class:`MintReply` by ``__class__``
+    assignment, which CPython allows only between classes of the same layout (it raises
+    ``TypeError`` otherwise; checked at import, see :data:`_mint_allowed_reply`)."""
+
+    __slots__ = MintReply.__slots__
+
+
+def _mint_allowed_reply_by_layout(
+    rule: str, version: int, digest: bytes, token: bytes
+) -> MintReply:
+    """``MintReply(1, rule, version, digest, (), token)``, built as :class:`_MintReplySlots`."""
+    reply: Any = object.__new__(_MintReplySlots)
+    reply.allowed = 1
+    reply.rule = rule
+    reply.policy_version = version
+    reply.policy_digest = digest
+    reply.reasons = ()
+    reply.token = token
+    reply.__class__ = MintReply
+    built: MintReply = reply
+    return built
+
+
+def _pick_mint_allowed_reply() -> Callable[[str, int, bytes, bytes], MintReply]:
+    """The layout builder when it gives exactly what the frozen class's own ``__init__`` gives
+    (type, every field, equality, still frozen), the slot setters otherwise."""
+    args = ("rule", 2, b"\x22" * 32, b"t" * TOKEN_SIZE)
+    expected = MintReply(1, args[0], args[1], args[2], (), args[3])
+    try:
+        built = _mint_allowed_reply_by_layout(*args)
+        same = (
+            type(built) is MintReply
+            and built == expected
+            and all(getattr(built, n) == getattr(expected, n) for n in MintReply.__slots__)
+        )
+        try:
+            built.token = b""  # type: ignore[misc]  # still frozen: this must refuse
+        except FrozenInstanceError:
+            pass
+        else:
+            same = False
+    except TypeError:  # a layout CPython does not let the object change to
+        same = False
+    return _mint_allowed_reply_by_layout if same else _mint_allowed_reply_by_setters
+
+
+_mint_allowed_reply = _pick_mint_allowed_reply()
 
 
 _last_allowed_head: tuple[bytes, str, int, bytes] = (b"", "", 0, b"")
