@@ -705,7 +705,7 @@ def _mint_allowed_reply_by_layout(
     rule: str, version: int, digest: bytes, token: bytes
 ) -> MintReply:
     """``MintReply(1, rule, version, digest, (), token)``, built as :class:`_MintReplySlots`."""
-    reply: Any = object.__new__(_MintReplySlots)
+    reply: Any = _MintReplySlots()  # object.__init__ only: cheaper than object.__new__(cls)
     reply.allowed = 1
     reply.rule = rule
     reply.policy_version = version
