@@ -10,7 +10,9 @@
     ``Platform.mint``; limit measured in the same run: two AES-CMACs plus the policy decision
     alone (``TrustedState.evaluate``). Target ≥ 30 000 tokens/s.
 (c) One INIT through ``Platform.run`` of the same small enclave, launch log on, median of R runs:
-    permissive (mainline) vs owner mode (mint + ENCLAVE_INIT_TOKEN + the driver's KEYID check).
+    permissive (mainline) vs owner mode (mint + ENCLAVE_INIT_TOKEN + the driver's KEYID check),
+    on two platforms of the same owner (same root, launch enclave and policy; one left
+    permissive, one switched to owner mode) launching alternately, the order alternating too.
     Printed: owner / permissive (target ≤ 1.3).
 
 (a) and (b) alternate chunks of our path and of the limit (so a change of the machine's load
@@ -26,6 +28,7 @@ Run: ``.venv/bin/python bench/launch.py [--rules 1000] [--cold 1000] [--tokens 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -51,6 +54,7 @@ from sgxlaunch.policy import (
     EnclaveIdentity,
     OwnerRoot,
     PrivateKeySigner,
+    Store,
     sign_payload,
 )
 from sgxlaunch.policy._json import dumps_canonical, format_time
@@ -149,84 +153,97 @@ def main() -> int:
     }
     policy_env = sign_payload(POLICY_PAYLOAD_TYPE, dumps_canonical(policy_doc), keys[:2]).to_bytes()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        home.mkdir()
-        machine = FileMachine.create(
-            Path(tmp) / "machine.json",
-            PlatformConfig(epc_size=8 << 20).machine_state(b"bench-platform-seed-000000000000"),
-        )
-        with open_store(home) as store:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+
+        def owned_platform(name: str, seed: bytes) -> tuple[Platform, Store, FileMachine]:
+            """A platform of this owner (root, launch enclave, the policy), permissive."""
+            home = Path(tmp) / name
+            home.mkdir()
+            machine = FileMachine.create(
+                Path(tmp) / f"{name}.machine.json",
+                PlatformConfig(epc_size=8 << 20).machine_state(seed),
+            )
+            store = stack.enter_context(open_store(home))
             take_ownership(store, machine, root_env, NOW)
             Platform.open(store, machine, clock=clock).set_launch_enclave(
                 sign_launch_enclave(root_env, le_key)
             )
             platform = Platform.open(store, machine, clock=clock)
             platform.install_policy(policy_env)
+            return platform, store, machine
 
-            def median_run(p: Platform) -> float:
-                samples = []
-                for _ in range(args.runs):
-                    t = time.perf_counter()
-                    result = p.run(sgxs, sig)
-                    samples.append(time.perf_counter() - t)
-                    assert result.enclave is not None
-                    result.enclave.close()
-                return statistics.median(samples)
+        # (c) compares two platforms of the same owner, one left permissive and one switched to
+        # owner mode, launching alternately (so a change of the machine's speed hits both).
+        permissive, _, _ = owned_platform("permissive", b"bench-platform-seed-000000000001")
+        platform, store, machine = owned_platform("home", b"bench-platform-seed-000000000000")
+        mode_doc = ModeDocument.create(
+            version=1,
+            expires=NOW + timedelta(days=7),
+            mode="owner",
+            le_mrsigner=mrsigner_of(le_key.public_key()),
+            platform_id=platform.platform_id,
+            issued=NOW,
+        )
+        platform.set_mode(
+            sign_payload(MODE_PAYLOAD_TYPE, mode_doc.to_payload(), keys[:2]).to_bytes()
+        )
+        platform = Platform.open(store, machine, clock=clock)
+        assert platform.mode == "owner" and permissive.mode == "permissive"
 
-            t_permissive = median_run(platform)
-            mode_doc = ModeDocument.create(
-                version=1,
-                expires=NOW + timedelta(days=7),
-                mode="owner",
-                le_mrsigner=mrsigner_of(le_key.public_key()),
-                platform_id=platform.platform_id,
-                issued=NOW,
-            )
-            platform.set_mode(
-                sign_payload(MODE_PAYLOAD_TYPE, mode_doc.to_payload(), keys[:2]).to_bytes()
-            )
-            platform = Platform.open(store, machine, clock=clock)
-            t_owner = median_run(platform)
+        def one_run(p: Platform) -> float:
+            t = time.perf_counter()
+            result = p.run(sgxs, sig)
+            elapsed = time.perf_counter() - t
+            assert result.enclave is not None
+            result.enclave.close()
+            return elapsed
 
-            # (a) cold: distinct SIGSTRUCTs, none verified before.
-            cold = [
-                sign(body.replace(isvsvn=i % 65536, date=i), author).to_bytes()
-                for i in range(args.cold)
-            ]
-            parsed = [Sigstruct.from_bytes(d) for d in cold]
-            key = os.urandom(16)
+        samples: dict[str, list[float]] = {"permissive": [], "owner": []}
+        for i in range(args.runs):
+            pair = [("permissive", permissive), ("owner", platform)]
+            for name, p in pair if i % 2 == 0 else reversed(pair):
+                samples[name].append(one_run(p))
+        t_permissive = statistics.median(samples["permissive"])
+        t_owner = statistics.median(samples["owner"])
 
-            def mint_cold(chunk: range) -> None:
-                for i in chunk:
-                    assert platform.mint(cold[i], attrs).token is not None
+        # (a) cold: distinct SIGSTRUCTs, none verified before.
+        cold = [
+            sign(body.replace(isvsvn=i % 65536, date=i), author).to_bytes()
+            for i in range(args.cold)
+        ]
+        parsed = [Sigstruct.from_bytes(d) for d in cold]
+        key = os.urandom(16)
 
-            def limit_cold(chunk: range) -> None:
-                for i in chunk:
-                    verify(parsed[i])
-                    cmac128(key, bytes(192))
-                    cmac128(key, bytes(192))
+        def mint_cold(chunk: range) -> None:
+            for i in chunk:
+                assert platform.mint(cold[i], attrs).token is not None
 
-            cold_ours, cold_limit = alternate(args.cold, 50, mint_cold, limit_cold)
+        def limit_cold(chunk: range) -> None:
+            for i in chunk:
+                verify(parsed[i])
+                cmac128(key, bytes(192))
+                cmac128(key, bytes(192))
 
-            # (b) repeats of a SIGSTRUCT already verified.
-            data = sig.to_bytes()
-            assert platform.mint(data, attrs).token is not None
-            state = platform.state
-            assert state is not None
-            identity = EnclaveIdentity.from_sigstruct(sig)
+        cold_ours, cold_limit = alternate(args.cold, 50, mint_cold, limit_cold)
 
-            def mint_warm(chunk: range) -> None:
-                for _ in chunk:
-                    platform.mint(data, attrs)
+        # (b) repeats of a SIGSTRUCT already verified.
+        data = sig.to_bytes()
+        assert platform.mint(data, attrs).token is not None
+        state = platform.state
+        assert state is not None
+        identity = EnclaveIdentity.from_sigstruct(sig)
 
-            def limit_warm(chunk: range) -> None:
-                for _ in chunk:
-                    assert state.evaluate(identity, NOW).allowed
-                    cmac128(key, bytes(192))
-                    cmac128(key, bytes(192))
+        def mint_warm(chunk: range) -> None:
+            for _ in chunk:
+                platform.mint(data, attrs)
 
-            warm_ours, warm_limit = alternate(args.tokens, 1000, mint_warm, limit_warm)
+        def limit_warm(chunk: range) -> None:
+            for _ in chunk:
+                assert state.evaluate(identity, NOW).allowed
+                cmac128(key, bytes(192))
+                cmac128(key, bytes(192))
+
+        warm_ours, warm_limit = alternate(args.tokens, 1000, mint_warm, limit_warm)
 
     print(f"policy: {args.rules} rules; SQLite home, machine file")
     print(f"(a) cold MINT, {args.cold} distinct SIGSTRUCTs (target ratio >= 0.67):")
