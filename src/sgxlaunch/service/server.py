@@ -247,21 +247,13 @@ class _Protocol(H11Protocol):
         plain-text 400. An incomplete head already past ``max_header_bytes`` (h11's limit on
         an incomplete head) is 431, refused ``too_large``, as a whole one is
         (:meth:`_head_too_large`); anything else h11 cannot parse is 400, a usage error."""
-        peer = self._connection.peer
         pending = len(self.conn.trailing_data[0])
         limit = self._listener.limits.max_header_bytes
         if pending > limit:
-            log_event(
-                event="header_too_large",
-                pid=peer.pid,
-                uid=peer.uid,
-                status=431,
-                outcome="too_large",
-                bytes=pending,
-            )
-            message = f"request head of at least {pending} bytes is over the {limit}-byte limit"
+            message = self._log_head_too_large(pending, limit)
             reply = _refusal(431, "Request Header Fields Too Large", message, None)
         else:
+            peer = self._connection.peer
             log_event(
                 event="bad_request", pid=peer.pid, uid=peer.uid, status=400, outcome="refused"
             )
@@ -270,8 +262,8 @@ class _Protocol(H11Protocol):
         self.transport.write(reply)
         self.transport.close()
 
-    async def _head_too_large(self, size: int, limit: int, send: Any) -> None:
-        """431 (refused, ``too_large``) and close: the head is over ``max_header_bytes``."""
+    def _log_head_too_large(self, size: int, limit: int) -> str:
+        """Log a head over ``max_header_bytes`` (at least ``size`` bytes); the refusal's text."""
         peer = self._connection.peer
         log_event(
             event="header_too_large",
@@ -281,9 +273,13 @@ class _Protocol(H11Protocol):
             outcome="too_large",
             bytes=size,
         )
+        return f"request head of at least {size} bytes is over the {limit}-byte limit"
+
+    async def _head_too_large(self, size: int, limit: int, send: Any) -> None:
+        """431 (refused, ``too_large``) and close: the head is over ``max_header_bytes``."""
         from sgxlaunch.service.app import refusal_document
 
-        message = f"request head of at least {size} bytes is over the {limit}-byte limit"
+        message = self._log_head_too_large(size, limit)
         body = json.dumps(refusal_document("", message, 431), separators=(",", ":")).encode()
         await send(
             {
