@@ -648,7 +648,8 @@ class MintReply(Message):
 # without building the message objects. Each function gives exactly the bytes (or fields) of the
 # general codec and hands anything else to it (tests/launch/test_ecalls.py compares them).
 _MINT_REQUEST = struct.Struct(f"<I{SIGSTRUCT_SIZE}sQQQ")
-_MINT_REQUEST_SIZE = _MINT_REQUEST.size
+MINT_REQUEST_SIZE = _MINT_REQUEST.size
+"""An encoded MINT request: length prefix, SIGSTRUCT, FLAGS, XFRM, NOW (u64 each)."""
 _MINT_HEAD = _U32.pack(SIGSTRUCT_SIZE)
 _MINT_REQUEST_FIELDS = struct.Struct(f"<4x{SIGSTRUCT_SIZE}sQQQ")
 """The request after its length prefix (:data:`_MINT_HEAD`, compared in place)."""
@@ -790,7 +791,7 @@ def decode_mint_request(data: bytes) -> tuple[bytes, int, int, int]:
     Raises:
         MalformedInput: naming the field.
     """
-    if data.__class__ is bytes and len(data) == _MINT_REQUEST_SIZE and data.startswith(_MINT_HEAD):
+    if data.__class__ is bytes and len(data) == MINT_REQUEST_SIZE and data.startswith(_MINT_HEAD):
         return _MINT_REQUEST_FIELDS.unpack(data)  # SIGSTRUCT, FLAGS, XFRM, NOW
     request = MintRequest.decode(data)
     return request.sigstruct, request.flags, request.xfrm, request.now
@@ -1265,6 +1266,7 @@ def decode_reply(call: Call, data: bytes) -> Message | CallError:
 
 
 __all__ = [
+    "MINT_REQUEST_SIZE",
     "REPLIES",
     "REQUESTS",
     "AddCodeKeyReply",

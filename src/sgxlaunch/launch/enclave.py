@@ -76,9 +76,9 @@ from sgxlaunch.errors import (
     VerificationFailed,
 )
 from sgxlaunch.launch.ecalls import (
+    MINT_REQUEST_SIZE,
     NO_INDEX,
     REQUESTS,
-    SIGSTRUCT_SIZE,
     TOKEN_SIZE,
     AddCodeKeyReply,
     AddCodeKeyRequest,
@@ -341,9 +341,8 @@ def check_recovery_document(data: bytes, root: OwnerRoot, platform_id: bytes, co
 
 
 _REQUEST_TYPES: dict[int, type[Message]] = {int(call): cls for call, cls in REQUESTS.items()}
-_MINT_REQUEST_BYTES = 4 + SIGSTRUCT_SIZE + 24
-"""An encoded MINT request: length prefix, SIGSTRUCT, FLAGS, XFRM, NOW (u64 each)."""
-_NOW_AT = _MINT_REQUEST_BYTES - 8
+_NOW_AT = MINT_REQUEST_SIZE - 8
+"""Where NOW (u64, the last field) starts in an encoded MINT request."""
 _unpack_now = struct.Struct("<Q").unpack_from
 _MINT = int(Call.MINT)
 _TOKEN_FIELDS = {f.name: f for f in EinitToken.FIELDS}
@@ -445,7 +444,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
                 if (
                     head is not None
                     and data.__class__ is bytes
-                    and len(data) == _MINT_REQUEST_BYTES
+                    and len(data) == MINT_REQUEST_SIZE
                     and data.startswith(head)
                 ):
                     last = self._last_variant
@@ -457,7 +456,7 @@ class OwnerLaunchEnclave(EnclaveProgram):
                 if (
                     last is not None
                     and data.__class__ is bytes
-                    and len(data) == _MINT_REQUEST_BYTES
+                    and len(data) == MINT_REQUEST_SIZE
                     and last[0] == fields[0]
                     and last[1] == fields[1]
                     and last[2] == fields[2]
